@@ -1,0 +1,99 @@
+"""Network architectures by name.
+
+A name is one of:
+
+* a registry name (``cifar_resnet20``, ``cifar_resnet110``, ``resnet50``, ``fmnist_cnn``, ``mlp``, ...);
+* ``timm:<model name>`` (``timm.create_model(name, num_classes=...)``);
+* ``torchvision:<model name>`` (``torchvision.models.get_model(name, num_classes=...)``);
+* a user's ``package.module:callable`` or ``path/to/file.py:callable``.
+
+Every builder is called as ``builder(num_classes=..., input_shape=(C, H, W))``; user callables and
+timm/torchvision builders receive ``num_classes`` only. Architectures carry no input normalisation:
+that is the model's input layer (:mod:`rsbench.models`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+
+from rsbench.errors import ZooError
+
+#: registry name -> "module:callable"
+ARCHITECTURES: dict[str, str] = {
+    "cifar_resnet20": "rsbench.archs.cifar_resnet:cifar_resnet20",
+    "cifar_resnet110": "rsbench.archs.cifar_resnet:cifar_resnet110",
+    "resnet50": "rsbench.archs.imagenet:resnet50",
+    "fmnist_cnn": "rsbench.archs.small:fmnist_cnn",
+    "mlp": "rsbench.archs.small:mlp",
+}
+
+
+def _load_callable(target: str, base_dir: Path | None = None) -> Callable:
+    module_part, _, attribute = target.rpartition(":")
+    if not module_part or not attribute:
+        raise ZooError(f"architecture {target!r} is not 'module:callable' or 'path/file.py:callable'")
+    if module_part.endswith(".py"):
+        path = Path(module_part).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if not path.is_file():
+            raise ZooError(f"architecture file {str(path)!r} does not exist; give a path to a .py file")
+        spec = importlib.util.spec_from_file_location(f"rsbench_user_arch_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        assert spec.loader is not None
+        spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(module_part)
+        except ImportError as exc:
+            raise ZooError(f"architecture module {module_part!r} cannot be imported ({exc})") from None
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise ZooError(f"architecture {target!r}: {module_part!r} has no attribute {attribute!r}") from None
+
+
+def build_architecture(
+    name: str, num_classes: int, input_shape: tuple[int, ...] | None = None, base_dir: Path | None = None
+):
+    """Build the network called ``name`` with ``num_classes`` outputs (random weights).
+
+    ``base_dir`` resolves relative ``path/file.py:callable`` names (the zoo file's folder).
+    Raises :class:`ZooError` naming the architecture and the known names when it cannot be built.
+    """
+    if name in ARCHITECTURES:
+        builder = _load_callable(ARCHITECTURES[name])
+        return builder(num_classes=num_classes, input_shape=tuple(input_shape) if input_shape else None)
+    if name.startswith("timm:"):
+        import timm
+
+        try:
+            return timm.create_model(name[5:], pretrained=False, num_classes=num_classes)
+        except RuntimeError as exc:
+            raise ZooError(f"architecture {name!r}: timm does not know it ({exc})") from None
+    if name.startswith("torchvision:"):
+        import torchvision
+
+        try:
+            return torchvision.models.get_model(name[12:], weights=None, num_classes=num_classes)
+        except ValueError as exc:
+            raise ZooError(f"architecture {name!r}: torchvision does not know it ({exc})") from None
+    if ":" in name:
+        builder = _load_callable(name, base_dir)
+        params = inspect.signature(builder).parameters
+        kwargs = {"num_classes": num_classes}
+        if "input_shape" in params and input_shape is not None:
+            kwargs["input_shape"] = tuple(input_shape)
+        return builder(**kwargs)
+    import difflib
+
+    close = difflib.get_close_matches(name, list(ARCHITECTURES), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ZooError(
+        f"unknown architecture {name!r}{hint} (known: {', '.join(sorted(ARCHITECTURES))}, "
+        "or timm:<name>, torchvision:<name>, module:callable, file.py:callable)"
+    )

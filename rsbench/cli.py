@@ -1,0 +1,113 @@
+"""The ``rsbench`` command line: a thin shell over the library.
+
+Sub-commands live in :mod:`rsbench.commands` and are imported only when invoked, so that
+``rsbench --help`` and ``rsbench --version`` never import torch. Every user mistake raised as
+:class:`rsbench.errors.RSBenchError` is printed as one ``error: ...`` line (no traceback) with a
+non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from rsbench import __version__
+
+# name -> ("module:attribute", one-line help shown by --help without importing the module)
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "certify": ("rsbench.commands.certify:certify", "Certify zoo models (no ID: the embedded default run)."),
+    "sweep": ("rsbench.commands.certify:sweep", "Run a grid of certifications from a sweep YAML file."),
+    "leaderboard": ("rsbench.commands.report:leaderboard", "Tabulate certified accuracy from results."),
+    "plot": ("rsbench.commands.report:plot", "Plot certified accuracy against radius."),
+    "import-logs": ("rsbench.commands.results:import_logs", "Import Cohen-format TSV certification logs."),
+    "rescore": ("rsbench.commands.results:rescore", "Recompute certificates from stored counts (new alpha)."),
+    "zoo": ("rsbench.commands.zoo:zoo", "List, inspect, check, hash and add zoo models."),
+    "train": ("rsbench.cli:train", "Train experts, routers, and co-train (fine-tune) experts."),
+}
+
+_TRAIN_COMMANDS: dict[str, tuple[str, str]] = {
+    "expert": ("rsbench.commands.train_expert:expert", "Train an expert with Gaussian noise augmentation."),
+    "router": ("rsbench.commands.train_router:router", "Train a smoothed router over zoo experts (dual RS)."),
+    "finetune": ("rsbench.commands.train_router:finetune", "Co-train: fine-tune experts on router-assigned noise."),
+}
+
+
+class LazyGroup(click.Group):
+    """A Click group whose sub-commands are imported on first use."""
+
+    def __init__(self, *args, lazy_commands: dict[str, tuple[str, str]] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = lazy_commands or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy_commands:
+            target, _ = self.lazy_commands[cmd_name]
+            module_name, attribute = target.split(":")
+            return getattr(importlib.import_module(module_name), attribute)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, self.lazy_commands[name][1]) for name in sorted(self.lazy_commands)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy_commands=_COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="""\b
+Examples:
+  rsbench certify                      # embedded Fashion-MNIST default run, offline, CPU
+  rsbench certify cohen-cifar10-resnet110-s0.25 --protocol cohen --data-root ~/data
+  rsbench zoo list --dataset cifar10
+  rsbench leaderboard results/ --format markdown
+""",
+)
+@click.version_option(__version__, "-V", "--version", prog_name="rsbench")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def main_group(verbose: int) -> None:
+    """rsbench: certify randomized-smoothing models and dual RS ensembles, and rank them."""
+    import logging
+
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy_commands=_TRAIN_COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+def train() -> None:
+    """Train experts and routers; co-train experts with a router."""
+
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI, turning user mistakes into one ``error:`` line."""
+    from rsbench.errors import RSBenchError
+
+    try:
+        main_group.main(args=argv, prog_name="rsbench", standalone_mode=False)
+    except RSBenchError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted; results written so far are kept and the run resumes where it stopped", err=True)
+        sys.exit(130)

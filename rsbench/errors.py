@@ -1,0 +1,71 @@
+"""Error types for user mistakes.
+
+Every :class:`RSBenchError` carries a one-line message that names the offending value and what is
+allowed. The CLI prints it as ``error: <message>`` with no traceback and exits non-zero; library
+callers catch it like any exception.
+"""
+
+from __future__ import annotations
+
+
+class RSBenchError(Exception):
+    """A user mistake (bad argument, bad file, missing data). The message is one line."""
+
+    exit_code = 2
+
+
+class ConfigError(RSBenchError):
+    """An invalid parameter (sigma, alpha, n, batch size, image shape, ...)."""
+
+
+class ZooError(RSBenchError):
+    """A malformed zoo file or an unknown model id."""
+
+
+class WeightsError(RSBenchError):
+    """A checkpoint that cannot be fetched, verified or loaded safely."""
+
+
+class DataError(RSBenchError):
+    """A dataset that cannot be found or read, or a subset outside the dataset."""
+
+
+class ResultsError(RSBenchError):
+    """A results directory that cannot be read, resumed or written."""
+
+
+def check_sigma(sigma: float, name: str = "sigma") -> float:
+    """Return ``sigma`` as float if it is a finite number > 0, else raise :class:`ConfigError`."""
+    try:
+        value = float(sigma)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={sigma!r} is not a number; use a noise level > 0, e.g. 0.25") from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name}={sigma!r} is not allowed; {name} must be a finite number > 0")
+    return value
+
+
+def check_alpha(alpha: float, name: str = "alpha") -> float:
+    """Return ``alpha`` as float if it lies strictly inside (0, 1), else raise :class:`ConfigError`."""
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={alpha!r} is not a number; use a value in (0, 1), e.g. 0.001") from None
+    if not 0.0 < value < 1.0:
+        raise ConfigError(f"{name}={alpha!r} is not allowed; {name} must lie strictly between 0 and 1")
+    return value
+
+
+def check_count(value: int, name: str) -> int:
+    """Return ``value`` if it is an integer >= 1, else raise :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            as_int = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}={value!r} is not an integer; {name} must be an integer >= 1") from None
+        if as_int != value:
+            raise ConfigError(f"{name}={value!r} is not an integer; {name} must be an integer >= 1")
+        value = as_int
+    if value < 1:
+        raise ConfigError(f"{name}={value!r} is not allowed; {name} must be an integer >= 1")
+    return value
