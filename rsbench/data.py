@@ -1,0 +1,687 @@
+"""Datasets in [0, 1] pixel space, in canonical order.
+
+A sample is identified by ``(dataset, split, index)``, where ``index`` is its position in the
+dataset's canonical order: the order of the original files (idx files for MNIST / Fashion-MNIST,
+the pickled batches for CIFAR-10, the sorted class folders and file names of an ImageFolder for
+ImageNet). Every loader returns an :class:`ImageDataset` whose items are
+``(image float32 [C, H, W] in [0, 1], label int)``; ``.images(indices)`` gives a batch at once.
+
+Names and splits:
+
+* ``cifar10`` (``train``, ``test``): torchvision's ``cifar-10-batches-py`` layout under a root;
+  downloaded through torchvision when ``download=True``.
+* ``imagenet`` (``val``, ``train``): ``<root>/imagenet/<split>`` or ``<root>/<split>``, sorted into
+  one folder per class (wnid); Cohen's transform: resize 256, center crop 224.
+* ``mnist``, ``fashion-mnist`` (``train``, ``test``): the original idx files (``.gz`` or not) from
+  ``root``, ``$RSBENCH_DATA``, ``/usr/share/datasets/<name>`` (Debian's ``dataset-fashion-mnist``) or
+  a torchvision download.
+* ``fashion-mnist-embedded`` (``test``; ``load_dataset("fashion-mnist", "embedded")`` is an alias):
+  the first :data:`EMBEDDED_SIZE` images of the Fashion-MNIST test set, shipped inside the package
+  (``rsbench/embedded/fashion-mnist-test-first2000.npz``). Position ``i`` of the embedded set *is*
+  index ``i`` of the full test set (``.source_indices`` records it), so its certificates are those of
+  ``(fashion-mnist, test, i)``. It needs no network, no root and no Debian package.
+
+Subsets: :func:`select_indices` (``--stride``, ``--limit``, ``--indices``, ``--start``) and the
+standard protocol subsets :data:`CIFAR10_COHEN_STRIDE` / :data:`IMAGENET_COHEN_STRIDE`
+(:func:`standard_subset`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import pickle
+import struct
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from rsbench.errors import DataError
+
+log = logging.getLogger(__name__)
+
+#: environment variable naming the default data root
+DATA_ENV = "RSBENCH_DATA"
+#: where Debian's ``dataset-<name>`` packages put the original files
+DEBIAN_DATASETS = Path("/usr/share/datasets")
+#: number of images in the shipped Fashion-MNIST test subset
+EMBEDDED_SIZE = 2000
+#: package-relative file of the shipped subset
+EMBEDDED_FILE = "fashion-mnist-test-first2000.npz"
+#: Cohen et al.'s CIFAR-10 protocol: every 20th test image (500 images)
+CIFAR10_COHEN_STRIDE = 20
+#: Cohen et al.'s ImageNet protocol: every 100th validation image (500 images)
+IMAGENET_COHEN_STRIDE = 100
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static facts about a dataset: classes, image shape, split sizes, normalisation, license."""
+
+    name: str
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    splits: dict[str, int | None]  # split -> size (None: depends on the folder)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    license: str
+    how_to_get: str
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "cifar10": DatasetInfo(
+        "cifar10",
+        10,
+        (3, 32, 32),
+        {"train": 50000, "test": 10000},
+        (0.4914, 0.4822, 0.4465),
+        (0.2023, 0.1994, 0.2010),
+        "CIFAR-10 (Krizhevsky 2009); see https://www.cs.toronto.edu/~kriz/cifar.html",
+        "pass --data-root DIR holding cifar-10-batches-py/, set RSBENCH_DATA, or add --download",
+    ),
+    "imagenet": DatasetInfo(
+        "imagenet",
+        1000,
+        (3, 224, 224),
+        {"val": 50000, "train": None},
+        (0.485, 0.456, 0.406),
+        (0.229, 0.224, 0.225),
+        "ImageNet terms of access (non-commercial research); see https://image-net.org",
+        "pass --data-root DIR holding imagenet/val/<wnid>/*.JPEG (val sorted into class folders) "
+        "or set RSBENCH_DATA; ImageNet cannot be downloaded automatically",
+    ),
+    "mnist": DatasetInfo(
+        "mnist",
+        10,
+        (1, 28, 28),
+        {"train": 60000, "test": 10000},
+        (0.1307,),
+        (0.3081,),
+        "MNIST (LeCun, Cortes, Burges); CC BY-SA 3.0",
+        "pass --data-root DIR holding the idx files, set RSBENCH_DATA, or add --download",
+    ),
+    "fashion-mnist": DatasetInfo(
+        "fashion-mnist",
+        10,
+        (1, 28, 28),
+        {"train": 60000, "test": 10000},
+        (0.2860,),
+        (0.3530,),
+        "MIT, Copyright (c) 2017 Zalando SE",
+        "run `apt-get install dataset-fashion-mnist`, pass --data-root DIR holding the idx files, "
+        "set RSBENCH_DATA, or add --download",
+    ),
+    "fashion-mnist-embedded": DatasetInfo(
+        "fashion-mnist-embedded",
+        10,
+        (1, 28, 28),
+        {"test": EMBEDDED_SIZE},
+        (0.2860,),
+        (0.3530,),
+        "MIT, Copyright (c) 2017 Zalando SE (rsbench/embedded/LICENSE-fashion-mnist)",
+        "reinstall rsbench: the file ships inside the package",
+    ),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Return the :class:`DatasetInfo` of ``name``; :class:`DataError` naming the known names."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), list(DATASETS), n=2)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise DataError(f"unknown dataset {name!r}{hint} (known: {', '.join(DATASETS)})") from None
+
+
+class ImageDataset(Dataset, ABC):
+    """A labelled image dataset in canonical order, images as float32 ``[C, H, W]`` in [0, 1].
+
+    Attributes: ``name``, ``split``, ``num_classes``, ``input_shape`` (C, H, W), ``labels``
+    (``torch.LongTensor [N]``, canonical order) and ``source_indices`` (``LongTensor [N]``: each
+    item's index in the canonical order of ``(source_name, split)``; ``arange(N)`` unless this is a
+    subset shipped on its own, like the embedded Fashion-MNIST images).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        split: str,
+        num_classes: int,
+        input_shape: tuple[int, int, int],
+        labels: torch.Tensor,
+        source_name: str | None = None,
+        source_indices: torch.Tensor | None = None,
+        location: str = "",
+    ) -> None:
+        self.name = name
+        self.split = split
+        self.num_classes = int(num_classes)
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.labels = labels.to(torch.long)
+        self.source_name = source_name or name
+        n = len(self.labels)
+        self.source_indices = (
+            torch.arange(n, dtype=torch.long) if source_indices is None else source_indices.long()
+        )
+        self.location = location
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        index = self._check_index(index)
+        return self.images([index])[0], int(self.labels[index])
+
+    def _check_index(self, index: int) -> int:
+        n = len(self)
+        if not -n <= int(index) < n:
+            raise DataError(f"index {index} is outside {self.name}/{self.split} (0..{n - 1})")
+        return int(index) % n
+
+    @abstractmethod
+    def images(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """Images at ``indices`` (positions in this dataset) as float32 ``[B, C, H, W]`` in [0, 1]."""
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, size={len(self)}, "
+            f"input_shape={self.input_shape}, location={self.location!r})"
+        )
+
+
+class TensorImageDataset(ImageDataset):
+    """An :class:`ImageDataset` held in memory as uint8 ``[N, C, H, W]`` (MNIST, CIFAR-10, ...)."""
+
+    def __init__(
+        self,
+        name: str,
+        split: str,
+        num_classes: int,
+        data: torch.Tensor,
+        labels: torch.Tensor,
+        **kw,
+    ):
+        if data.dtype != torch.uint8 or data.ndim != 4:
+            raise DataError(
+                f"{name}/{split}: expected uint8 [N, C, H, W] pixels, got {data.dtype} {list(data.shape)}"
+            )
+        if len(data) != len(labels):
+            raise DataError(f"{name}/{split}: {len(data)} images but {len(labels)} labels")
+        super().__init__(name, split, num_classes, tuple(data.shape[1:]), labels, **kw)
+        self.data = data
+
+    def images(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        if len(idx) and (int(idx.min()) < -len(self) or int(idx.max()) >= len(self)):
+            raise DataError(f"indices outside {self.name}/{self.split} (0..{len(self) - 1})")
+        return self.data[idx].to(torch.float32).div_(255.0)
+
+
+class FolderImageDataset(ImageDataset):
+    """An ImageFolder-style dataset (ImageNet) read from disk, resized 256 and center-cropped 224."""
+
+    def __init__(
+        self,
+        name: str,
+        split: str,
+        num_classes: int,
+        folder,
+        size: int = 224,
+        resize: int = 256,
+        **kw,
+    ):
+        self.folder = folder  # torchvision.datasets.ImageFolder without transform
+        labels = torch.as_tensor(folder.targets, dtype=torch.long)
+        super().__init__(name, split, num_classes, (3, size, size), labels, **kw)
+        from torchvision import transforms
+
+        self.transform = transforms.Compose(
+            [transforms.Resize(resize), transforms.CenterCrop(size), transforms.ToTensor()]
+        )
+
+    def images(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        idx = [self._check_index(i) for i in torch.as_tensor(indices).reshape(-1).tolist()]
+        if not idx:
+            return torch.empty((0, *self.input_shape), dtype=torch.float32)
+        out = []
+        for i in idx:
+            path, _ = self.folder.samples[i]
+            image = self.folder.loader(path)
+            out.append(self.transform(image))
+        return torch.stack(out).to(torch.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# locations
+
+
+def default_data_root() -> Path:
+    """``$RSBENCH_DATA`` if set, else the user cache folder ``.../rsbench/data``."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("rsbench")) / "data"
+
+
+def _roots(root: str | os.PathLike | None) -> list[Path]:
+    """Roots to search, in order: ``root`` if given, else ``$RSBENCH_DATA`` and the user cache."""
+    if root is not None:
+        return [Path(root).expanduser()]
+    roots = []
+    env = os.environ.get(DATA_ENV)
+    if env:
+        roots.append(Path(env).expanduser())
+    roots.append(default_data_root())
+    return list(dict.fromkeys(roots))
+
+
+def _missing(name: str, split: str, looked: Sequence[Path | str]) -> DataError:
+    info = DATASETS[name]
+    where = ", ".join(str(p) for p in looked)
+    return DataError(f"dataset {name}/{split} not found (looked in: {where}); {info.how_to_get}")
+
+
+def _check_split(name: str, split: str) -> str:
+    info = dataset_info(name)
+    if split not in info.splits:
+        raise DataError(f"dataset {name} has no split {split!r} (splits: {', '.join(info.splits)})")
+    return split
+
+
+# --------------------------------------------------------------------------------------------
+# idx files (MNIST, Fashion-MNIST)
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_PREFIX = {"train": "train", "test": "t10k"}
+_TORCHVISION_DIRS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an idx file (``.gz`` or raw) into a numpy array; :class:`DataError` if malformed."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError) as exc:
+        raise DataError(f"cannot read idx file {str(path)!r} ({exc}); re-download it") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataError(f"{str(path)!r} is not an idx file (bad magic number); re-download it")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{str(path)!r} is truncated (header); re-download it")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    count = int(np.prod(shape)) if shape else 1
+    if len(raw) - header != count * dtype.itemsize:
+        raise DataError(
+            f"{str(path)!r} holds {len(raw) - header} data bytes, expected {count * dtype.itemsize} "
+            f"for shape {list(shape)}; the file is truncated or corrupt, re-download it"
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _idx_candidates(name: str, root: str | os.PathLike | None) -> list[Path]:
+    folders: list[Path] = []
+    for base in _roots(root):
+        folders += [base / name, base / _TORCHVISION_DIRS[name] / "raw", base]
+    if root is None:
+        folders.append(DEBIAN_DATASETS / name)
+    return list(dict.fromkeys(folders))
+
+
+def _load_idx_dataset(name: str, split: str, root, download: bool) -> TensorImageDataset:
+    prefix = _IDX_PREFIX[split]
+    folders = _idx_candidates(name, root)
+    for folder in folders:
+        images_path = _find_idx(folder, f"{prefix}-images-idx3-ubyte")
+        labels_path = _find_idx(folder, f"{prefix}-labels-idx1-ubyte")
+        if images_path and labels_path:
+            return _idx_dataset(name, split, images_path, labels_path)
+    if download:
+        target = Path(root).expanduser() if root is not None else default_data_root()
+        _torchvision_download(name, target)
+        folder = target / _TORCHVISION_DIRS[name] / "raw"
+        images_path = _find_idx(folder, f"{prefix}-images-idx3-ubyte")
+        labels_path = _find_idx(folder, f"{prefix}-labels-idx1-ubyte")
+        if images_path and labels_path:
+            return _idx_dataset(name, split, images_path, labels_path)
+        folders.append(folder)
+    raise _missing(name, split, folders)
+
+
+def _idx_dataset(name: str, split: str, images_path: Path, labels_path: Path) -> TensorImageDataset:
+    images = read_idx(images_path)
+    labels = read_idx(labels_path)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DataError(
+            f"{str(images_path)!r} / {str(labels_path)!r}: shapes {list(images.shape)} and "
+            f"{list(labels.shape)} are not [N, H, W] images with N labels"
+        )
+    log.info("loaded %s/%s from %s (%d images)", name, split, images_path.parent, len(images))
+    data = torch.from_numpy(images.astype(np.uint8, copy=True)).unsqueeze(1)
+    return TensorImageDataset(
+        name,
+        split,
+        DATASETS[name].num_classes,
+        data,
+        torch.from_numpy(labels.astype(np.int64)),
+        location=str(images_path.parent),
+    )
+
+
+def _torchvision_download(name: str, target: Path) -> None:
+    import torchvision
+
+    cls = {"mnist": torchvision.datasets.MNIST, "fashion-mnist": torchvision.datasets.FashionMNIST}[
+        name
+    ]
+    target.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s into %s", name, target)
+    try:
+        cls(str(target), train=True, download=True)
+        cls(str(target), train=False, download=True)
+    except (OSError, RuntimeError) as exc:
+        raise DataError(
+            f"downloading {name} into {str(target)!r} failed ({exc}); {DATASETS[name].how_to_get}"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# CIFAR-10 (torchvision's python pickle layout)
+
+_CIFAR_DIR = "cifar-10-batches-py"
+_CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only; anything else is refused (no code runs)."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, list[int]]:
+    try:
+        with open(path, "rb") as handle:
+            batch = _NumpyOnlyUnpickler(handle, encoding="latin1").load()
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+        raise DataError(
+            f"cannot read CIFAR-10 batch {str(path)!r} ({exc}); re-download it"
+        ) from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{str(path)!r} is not a CIFAR-10 batch (no dict inside)")
+    data = batch.get("data", batch.get(b"data"))
+    labels = batch.get("labels", batch.get(b"labels"))
+    if data is None or labels is None:
+        raise DataError(f"{str(path)!r} is not a CIFAR-10 batch (no 'data' / 'labels')")
+    data = np.asarray(data, dtype=np.uint8)
+    if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
+        raise DataError(f"{str(path)!r}: data {list(data.shape)} is not [N, 3072] with N labels")
+    return data, [int(v) for v in labels]
+
+
+def _load_cifar10(split: str, root, download: bool) -> TensorImageDataset:
+    bases = _roots(root)
+    folders = [b / _CIFAR_DIR for b in bases] + [b / "cifar10" / _CIFAR_DIR for b in bases]
+    folder = next((f for f in folders if all((f / n).is_file() for n in _CIFAR_FILES[split])), None)
+    if folder is None and download:
+        import torchvision
+
+        target = Path(root).expanduser() if root is not None else default_data_root()
+        target.mkdir(parents=True, exist_ok=True)
+        try:
+            torchvision.datasets.CIFAR10(str(target), train=split == "train", download=True)
+        except (OSError, RuntimeError) as exc:
+            raise DataError(f"downloading cifar10 into {str(target)!r} failed ({exc})") from None
+        folder = target / _CIFAR_DIR
+    if folder is None:
+        raise _missing("cifar10", split, folders)
+    parts = [_read_cifar_batch(folder / n) for n in _CIFAR_FILES[split]]
+    data = np.concatenate([p[0] for p in parts]).reshape(-1, 3, 32, 32)
+    labels = torch.tensor([label for p in parts for label in p[1]], dtype=torch.long)
+    return TensorImageDataset(
+        "cifar10", split, 10, torch.from_numpy(data.copy()), labels, location=str(folder)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# ImageNet (ImageFolder)
+
+
+def _load_imagenet(split: str, root) -> FolderImageDataset:
+    bases = _roots(root)
+    folders = [b / "imagenet" / split for b in bases] + [b / split for b in bases]
+    folder = next((f for f in folders if f.is_dir() and any(p.is_dir() for p in f.iterdir())), None)
+    if folder is None:
+        raise _missing("imagenet", split, folders)
+    from torchvision.datasets import ImageFolder
+
+    image_folder = ImageFolder(str(folder))
+    if len(image_folder.classes) != 1000:
+        log.warning("%s has %d class folders, not 1000", folder, len(image_folder.classes))
+    return FolderImageDataset("imagenet", split, 1000, image_folder, location=str(folder))
+
+
+# --------------------------------------------------------------------------------------------
+# embedded Fashion-MNIST subset
+
+
+def embedded_path() -> Path:
+    """Path of the shipped Fashion-MNIST test subset (``rsbench/embedded/<EMBEDDED_FILE>``)."""
+    return Path(str(resources.files("rsbench") / "embedded" / EMBEDDED_FILE))
+
+
+def _load_embedded() -> TensorImageDataset:
+    path = embedded_path()
+    if not path.is_file():
+        raise _missing("fashion-mnist-embedded", "test", [path])
+    with np.load(path, allow_pickle=False) as archive:
+        images = archive["images"]
+        labels = archive["labels"]
+        indices = archive["indices"]
+    return TensorImageDataset(
+        "fashion-mnist-embedded",
+        "test",
+        10,
+        torch.from_numpy(images.astype(np.uint8)).unsqueeze(1),
+        torch.from_numpy(labels.astype(np.int64)),
+        source_name="fashion-mnist",
+        source_indices=torch.from_numpy(indices.astype(np.int64)),
+        location=str(path),
+    )
+
+
+def write_embedded(dataset: ImageDataset, count: int, path: str | os.PathLike) -> Path:
+    """Write the first ``count`` images of ``dataset`` (canonical order) as the embedded ``.npz``.
+
+    Stored compressed: ``images`` uint8 [count, H, W], ``labels`` uint8, ``indices`` int64 (each
+    image's index in ``dataset``). Used once to build the shipped file; kept for reproducibility.
+    """
+    if not isinstance(dataset, TensorImageDataset) or dataset.input_shape[0] != 1:
+        raise DataError("write_embedded needs an in-memory single-channel dataset (mnist-like)")
+    indices = np.asarray(select_indices(len(dataset), limit=count), dtype=np.int64)
+    path = Path(path)
+    np.savez_compressed(
+        path,
+        images=dataset.data[indices, 0].numpy(),
+        labels=dataset.labels[indices].numpy().astype(np.uint8),
+        indices=indices,
+    )
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# public entry points
+
+
+def load_dataset(
+    name: str, split: str, root: str | os.PathLike | None = None, download: bool = False
+) -> ImageDataset:
+    """Load ``name``/``split`` in canonical order with pixels in [0, 1].
+
+    ``root`` (``--data-root``) replaces the default search (``$RSBENCH_DATA``, the user cache and,
+    for MNIST-like sets, ``/usr/share/datasets/<name>``). ``download=True`` lets torchvision fetch
+    CIFAR-10 / MNIST / Fashion-MNIST into ``root`` (or the default root) when not found. A dataset
+    that cannot be found raises one :class:`DataError` line naming where rsbench looked and how to
+    get it.
+    """
+    if name == "fashion-mnist" and split == "embedded":
+        name, split = "fashion-mnist-embedded", "test"
+    _check_split(name, split)
+    if name == "fashion-mnist-embedded":
+        return _load_embedded()
+    if name in ("mnist", "fashion-mnist"):
+        return _load_idx_dataset(name, split, root, download)
+    if name == "cifar10":
+        return _load_cifar10(split, root, download)
+    if name == "imagenet":
+        if download:
+            raise DataError(
+                "ImageNet cannot be downloaded automatically; " + DATASETS["imagenet"].how_to_get
+            )
+        return _load_imagenet(split, root)
+    raise DataError(f"no loader for dataset {name!r}")  # pragma: no cover - DATASETS covers all
+
+
+def select_indices(
+    size: int,
+    stride: int = 1,
+    limit: int | None = None,
+    indices: Sequence[int] | None = None,
+    start: int = 0,
+) -> list[int]:
+    """Deterministic subset of ``range(size)``: explicit ``indices``, or ``start::stride`` cut to ``limit``.
+
+    ``limit`` counts images (the first ``limit`` of the selection). Explicit ``indices`` keep
+    their given order, must be distinct integers in ``[0, size)``, and exclude ``stride``/``start``.
+    Raises :class:`DataError` for a stride, start or limit beyond the dataset and for bad indices.
+    """
+    size = int(size)
+    if size < 1:
+        raise DataError(f"the dataset is empty (size {size}); nothing to select")
+    if isinstance(stride, bool) or int(stride) != stride or stride < 1:
+        raise DataError(f"stride={stride!r} is not allowed; use an integer >= 1")
+    if stride > size:
+        raise DataError(
+            f"stride={stride} is beyond the dataset ({size} images); use a stride <= {size}"
+        )
+    if limit is not None and (isinstance(limit, bool) or int(limit) != limit or limit < 1):
+        raise DataError(f"limit={limit!r} is not allowed; use a number of images >= 1")
+    if indices is not None:
+        if stride != 1 or start != 0:
+            raise DataError("give either explicit indices or stride/start, not both")
+        chosen = []
+        for value in indices:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise DataError(
+                    f"index {value!r} is not an integer; indices are positions 0..{size - 1}"
+                )
+            if not 0 <= int(value) < size:
+                raise DataError(f"index {value} is outside the dataset (0..{size - 1})")
+            chosen.append(int(value))
+        if len(set(chosen)) != len(chosen):
+            dupes = sorted({i for i in chosen if chosen.count(i) > 1})
+            raise DataError(
+                f"indices repeat ({', '.join(map(str, dupes[:5]))}); give each index once"
+            )
+        if not chosen:
+            raise DataError("the index list is empty; give at least one index")
+    else:
+        if isinstance(start, bool) or int(start) != start or not 0 <= start < size:
+            raise DataError(f"start={start!r} is outside the dataset (0..{size - 1})")
+        chosen = list(range(int(start), size, int(stride)))
+    if limit is not None:
+        if limit > len(chosen):
+            raise DataError(
+                f"limit={limit} is beyond the {len(chosen)} images selected from {size}; "
+                f"use a limit <= {len(chosen)} or a smaller stride"
+            )
+        chosen = chosen[: int(limit)]
+    return chosen
+
+
+def parse_indices(text: str) -> list[int]:
+    """Parse ``"0,5,10-12"`` (comma list with inclusive ranges) into ``[0, 5, 10, 11, 12]``."""
+    out: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                a, b = int(lo), int(hi)
+                if b < a:
+                    raise DataError(f"index range {part!r} runs backwards; write low-high")
+                out.extend(range(a, b + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise DataError(f"cannot read index {part!r}; write e.g. 0,5,10-12") from None
+    if not out:
+        raise DataError(f"no indices in {text!r}; write e.g. 0,5,10-12")
+    return out
+
+
+@dataclass(frozen=True)
+class StandardSubset:
+    """A protocol's fixed subset: ``start::stride`` of ``dataset``/``split``."""
+
+    dataset: str
+    split: str
+    stride: int
+    start: int = 0
+
+    def indices(self, size: int | None = None) -> list[int]:
+        """The subset's indices (``size`` defaults to the split's standard size)."""
+        total = size if size is not None else DATASETS[self.dataset].splits[self.split]
+        return select_indices(int(total), stride=self.stride, start=self.start)
+
+
+#: Cohen et al.'s subsets: CIFAR-10 test every 20th image, ImageNet val every 100th (500 each)
+STANDARD_SUBSETS: dict[str, StandardSubset] = {
+    "cifar10": StandardSubset("cifar10", "test", CIFAR10_COHEN_STRIDE),
+    "imagenet": StandardSubset("imagenet", "val", IMAGENET_COHEN_STRIDE),
+}
+
+
+def standard_subset(dataset: str) -> list[int]:
+    """Indices of Cohen et al.'s protocol subset of ``dataset`` (500 for CIFAR-10 and ImageNet)."""
+    if dataset not in STANDARD_SUBSETS:
+        raise DataError(
+            f"no standard subset for {dataset!r} (known: {', '.join(STANDARD_SUBSETS)}); use --stride/--limit"
+        )
+    return STANDARD_SUBSETS[dataset].indices()
