@@ -17,20 +17,44 @@ from rsbench import __version__
 
 # name -> ("module:attribute", one-line help shown by --help without importing the module)
 _COMMANDS: dict[str, tuple[str, str]] = {
-    "certify": ("rsbench.commands.certify:certify", "Certify zoo models (no ID: the embedded default run)."),
-    "sweep": ("rsbench.commands.certify:sweep", "Run a grid of certifications from a sweep YAML file."),
-    "leaderboard": ("rsbench.commands.report:leaderboard", "Tabulate certified accuracy from results."),
+    "certify": (
+        "rsbench.commands.certify:certify",
+        "Certify zoo models (no ID: the embedded default run).",
+    ),
+    "sweep": (
+        "rsbench.commands.certify:sweep",
+        "Run a grid of certifications from a sweep YAML file.",
+    ),
+    "leaderboard": (
+        "rsbench.commands.report:leaderboard",
+        "Tabulate certified accuracy from results.",
+    ),
     "plot": ("rsbench.commands.report:plot", "Plot certified accuracy against radius."),
-    "import-logs": ("rsbench.commands.results:import_logs", "Import Cohen-format TSV certification logs."),
-    "rescore": ("rsbench.commands.results:rescore", "Recompute certificates from stored counts (new alpha)."),
+    "import-logs": (
+        "rsbench.commands.results:import_logs",
+        "Import Cohen-format TSV certification logs.",
+    ),
+    "rescore": (
+        "rsbench.commands.results:rescore",
+        "Recompute certificates from stored counts (new alpha).",
+    ),
     "zoo": ("rsbench.commands.zoo:zoo", "List, inspect, check, hash and add zoo models."),
     "train": ("rsbench.cli:train", "Train experts, routers, and co-train (fine-tune) experts."),
 }
 
 _TRAIN_COMMANDS: dict[str, tuple[str, str]] = {
-    "expert": ("rsbench.commands.train_expert:expert", "Train an expert with Gaussian noise augmentation."),
-    "router": ("rsbench.commands.train_router:router", "Train a smoothed router over zoo experts (dual RS)."),
-    "finetune": ("rsbench.commands.train_router:finetune", "Co-train: fine-tune experts on router-assigned noise."),
+    "expert": (
+        "rsbench.commands.train_expert:expert",
+        "Train an expert with Gaussian noise augmentation.",
+    ),
+    "router": (
+        "rsbench.commands.train_router:router",
+        "Train a smoothed router over zoo experts (dual RS).",
+    ),
+    "finetune": (
+        "rsbench.commands.train_router:finetune",
+        "Co-train: fine-tune experts on router-assigned noise.",
+    ),
 }
 
 
@@ -90,7 +114,6 @@ def train() -> None:
     """Train experts and routers; co-train experts with a router."""
 
 
-
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI, turning user mistakes into one ``error:`` line."""
     from rsbench.errors import RSBenchError
@@ -109,5 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("interrupted; results written so far are kept and the run resumes where it stopped", err=True)
+        click.echo(
+            "interrupted; results written so far are kept and the run resumes where it stopped",
+            err=True,
+        )
         sys.exit(130)

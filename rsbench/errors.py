@@ -39,7 +39,9 @@ def check_sigma(sigma: float, name: str = "sigma") -> float:
     try:
         value = float(sigma)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name}={sigma!r} is not a number; use a noise level > 0, e.g. 0.25") from None
+        raise ConfigError(
+            f"{name}={sigma!r} is not a number; use a noise level > 0, e.g. 0.25"
+        ) from None
     if not value > 0 or value == float("inf"):
         raise ConfigError(f"{name}={sigma!r} is not allowed; {name} must be a finite number > 0")
     return value
@@ -50,9 +52,13 @@ def check_alpha(alpha: float, name: str = "alpha") -> float:
     try:
         value = float(alpha)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name}={alpha!r} is not a number; use a value in (0, 1), e.g. 0.001") from None
+        raise ConfigError(
+            f"{name}={alpha!r} is not a number; use a value in (0, 1), e.g. 0.001"
+        ) from None
     if not 0.0 < value < 1.0:
-        raise ConfigError(f"{name}={alpha!r} is not allowed; {name} must lie strictly between 0 and 1")
+        raise ConfigError(
+            f"{name}={alpha!r} is not allowed; {name} must lie strictly between 0 and 1"
+        )
     return value
 
 
@@ -62,7 +68,9 @@ def check_count(value: int, name: str) -> int:
         try:
             as_int = int(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{name}={value!r} is not an integer; {name} must be an integer >= 1") from None
+            raise ConfigError(
+                f"{name}={value!r} is not an integer; {name} must be an integer >= 1"
+            ) from None
         if as_int != value:
             raise ConfigError(f"{name}={value!r} is not an integer; {name} must be an integer >= 1")
         value = as_int

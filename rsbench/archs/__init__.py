@@ -35,13 +35,17 @@ ARCHITECTURES: dict[str, str] = {
 def _load_callable(target: str, base_dir: Path | None = None) -> Callable:
     module_part, _, attribute = target.rpartition(":")
     if not module_part or not attribute:
-        raise ZooError(f"architecture {target!r} is not 'module:callable' or 'path/file.py:callable'")
+        raise ZooError(
+            f"architecture {target!r} is not 'module:callable' or 'path/file.py:callable'"
+        )
     if module_part.endswith(".py"):
         path = Path(module_part).expanduser()
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
         if not path.is_file():
-            raise ZooError(f"architecture file {str(path)!r} does not exist; give a path to a .py file")
+            raise ZooError(
+                f"architecture file {str(path)!r} does not exist; give a path to a .py file"
+            )
         spec = importlib.util.spec_from_file_location(f"rsbench_user_arch_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
         assert spec.loader is not None
@@ -50,15 +54,22 @@ def _load_callable(target: str, base_dir: Path | None = None) -> Callable:
         try:
             module = importlib.import_module(module_part)
         except ImportError as exc:
-            raise ZooError(f"architecture module {module_part!r} cannot be imported ({exc})") from None
+            raise ZooError(
+                f"architecture module {module_part!r} cannot be imported ({exc})"
+            ) from None
     try:
         return getattr(module, attribute)
     except AttributeError:
-        raise ZooError(f"architecture {target!r}: {module_part!r} has no attribute {attribute!r}") from None
+        raise ZooError(
+            f"architecture {target!r}: {module_part!r} has no attribute {attribute!r}"
+        ) from None
 
 
 def build_architecture(
-    name: str, num_classes: int, input_shape: tuple[int, ...] | None = None, base_dir: Path | None = None
+    name: str,
+    num_classes: int,
+    input_shape: tuple[int, ...] | None = None,
+    base_dir: Path | None = None,
 ):
     """Build the network called ``name`` with ``num_classes`` outputs (random weights).
 
@@ -67,7 +78,9 @@ def build_architecture(
     """
     if name in ARCHITECTURES:
         builder = _load_callable(ARCHITECTURES[name])
-        return builder(num_classes=num_classes, input_shape=tuple(input_shape) if input_shape else None)
+        return builder(
+            num_classes=num_classes, input_shape=tuple(input_shape) if input_shape else None
+        )
     if name.startswith("timm:"):
         import timm
 

@@ -1,0 +1,181 @@
+"""Known-answer tests of Cohen et al.'s CERTIFY / PREDICT as implemented by rsbench.smoothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import binom, norm
+from torch import nn
+
+from rsbench import stats
+from rsbench.errors import ConfigError
+from rsbench.smoothing import SmoothedClassifier, certify_from_counts, predict_from_counts
+
+
+class Constant(nn.Module):
+    """Always predicts ``label``."""
+
+    def __init__(self, label: int, num_classes: int) -> None:
+        super().__init__()
+        self.register_buffer(
+            "logits", torch.nn.functional.one_hot(torch.tensor(label), num_classes).float()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(x.shape[0], -1)
+
+
+class Linear(nn.Module):
+    """Binary linear classifier: class 1 where w . x + b > 0."""
+
+    def __init__(self, w: torch.Tensor, b: float) -> None:
+        super().__init__()
+        self.register_buffer("w", w.flatten())
+        self.b = b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = x.flatten(1) @ self.w + self.b
+        return torch.stack([-score, score], dim=1)
+
+
+class Threshold(nn.Module):
+    """1-D classifier whose top class 0 has probability exactly ``p`` under N(0.5, sigma^2) inputs."""
+
+    def __init__(self, p: float, sigma: float) -> None:
+        super().__init__()
+        self.cut = 0.5 + sigma * float(norm.ppf(p))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        is_one = (x.flatten(1)[:, 0] > self.cut).float()
+        return torch.stack([1 - is_one, is_one], dim=1)
+
+
+def test_constant_classifier_reaches_the_maximal_radius_exactly() -> None:
+    sigma, n, alpha = 0.5, 100_000, 0.001
+    smoothed = SmoothedClassifier(Constant(3, 10), num_classes=10, sigma=sigma, batch_size=5000)
+    cert = smoothed.certify(torch.full((1, 2, 2), 0.5), n0=100, n=n, alpha=alpha, seed=1)
+    assert cert.prediction == 3 and not cert.abstained
+    assert cert.nA == n and cert.count0 == 100
+    assert cert.radius == pytest.approx(sigma * norm.ppf(alpha ** (1 / n)), rel=1e-12)
+    assert cert.radius == pytest.approx(3.81146 * sigma, abs=1e-5)
+    assert sum(cert.counts) == n and sum(cert.counts0) == 100
+
+
+def test_no_estimation_votes_for_the_selected_class_abstains() -> None:
+    decision = certify_from_counts([[7, 3]], [[0, 100]], alpha=0.001, sigma=1.0)
+    assert decision["prediction"][0] == -1 and decision["abstained"][0]
+    assert decision["radius"][0] == 0.0 and decision["pA_lower"][0] == 0.0
+    assert decision["cA"][0] == 0 and decision["nA"][0] == 0
+
+
+@pytest.mark.parametrize("distance", [0.1, 0.3, 0.6])
+def test_linear_classifier_radius_approaches_the_true_distance_from_below(distance: float) -> None:
+    sigma, n, alpha = 0.5, 100_000, 0.001
+    generator = torch.Generator().manual_seed(0)
+    w = torch.randn(1, 6, 6, generator=generator)
+    w /= w.norm()
+    x = torch.full((1, 6, 6), 0.5)
+    b = -float((w * x).sum()) + distance  # x is at L2 distance `distance` from w . x + b = 0
+    smoothed = SmoothedClassifier(Linear(w, b), num_classes=2, sigma=sigma, batch_size=10_000)
+    cert = smoothed.certify(x, n0=100, n=n, alpha=alpha, seed=7, index=int(distance * 100))
+    assert cert.prediction == 1  # the smoothed decision equals the base decision
+    assert cert.radius <= distance
+    # Stated tolerance: 0.03 (the Clopper-Pearson gap at n = 1e5 is about 0.01 in radius here).
+    assert cert.radius >= distance - 0.03
+
+
+def _exact_failure_rate(p: float, n: int, alpha: float) -> float:
+    """P[pA_lower(K) > p] for K ~ Binomial(n, p): the true miscoverage of the bound."""
+    ks = np.arange(n + 1)
+    fails = stats.clopper_pearson_lower(ks, n, alpha) > p
+    return float(binom.pmf(ks[fails], n, p).sum())
+
+
+def test_coverage_of_the_lower_bound_over_seeded_trials() -> None:
+    # alpha = 0.05 and p chosen where the exact miscoverage is close to alpha, so that a two-sided
+    # bound (miscoverage ~ alpha / 2) or a bound at 2 alpha would both fall outside the slack.
+    sigma, n0, n, alpha, trials = 0.25, 10, 100, 0.05, 4000
+    p = 0.8
+    expected = _exact_failure_rate(p, n, alpha)
+    assert 0.035 < expected <= alpha
+    smoothed = SmoothedClassifier(Threshold(p, sigma), num_classes=2, sigma=sigma, batch_size=4096)
+    images = torch.full((trials, 1), 0.5)
+    certs = smoothed.certify_batch(images, n0=n0, n=n, alpha=alpha, seed=11, indices=range(trials))
+    selected_true_top = [c for c in certs if c.cA == 0]
+    assert len(selected_true_top) > 0.95 * trials
+    failures = np.mean([c.pA_lower > p for c in selected_true_top])
+    slack = 4 * np.sqrt(expected * (1 - expected) / len(selected_true_top))
+    assert abs(failures - expected) < slack, (failures, expected, slack)
+    assert failures <= alpha + slack
+
+
+def test_selection_and_estimation_samples_are_fresh() -> None:
+    # With P[class 0] = 1/2 the selection count and the estimation count are independent only if the
+    # estimation sample is fresh; reusing selection draws would correlate them.
+    sigma, trials = 0.5, 3000
+    smoothed = SmoothedClassifier(
+        Threshold(0.5, sigma), num_classes=2, sigma=sigma, batch_size=4096
+    )
+    certs = smoothed.certify_batch(torch.full((trials, 1), 0.5), n0=100, n=100, alpha=0.05, seed=3)
+    assert all(sum(c.counts) == 100 and sum(c.counts0) == 100 for c in certs)
+    selection = np.array([c.counts0[0] for c in certs])
+    estimation = np.array([c.counts[0] for c in certs])
+    assert abs(np.corrcoef(selection, estimation)[0, 1]) < 0.08
+
+
+def test_predict_abstains_on_a_coin_and_answers_on_a_clear_winner() -> None:
+    sigma = 0.25
+    coin = SmoothedClassifier(Threshold(0.5, sigma), num_classes=2, sigma=sigma)
+    results = coin.predict_batch(torch.full((50, 1), 0.5), n=1000, alpha=0.001, seed=5)
+    assert sum(r.abstained for r in results) >= 48  # each answers with probability <= alpha
+    clear = SmoothedClassifier(Threshold(0.99, sigma), num_classes=2, sigma=sigma)
+    results = clear.predict_batch(torch.full((20, 1), 0.5), n=1000, alpha=0.001, seed=5)
+    assert all(r.prediction == 0 and not r.abstained for r in results)
+    decision = predict_from_counts([[500, 500], [990, 10]], alpha=0.001)
+    assert decision["prediction"].tolist() == [-1, 0]
+
+
+def test_packed_batches_equal_one_image_at_a_time() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))
+    images = torch.rand(5, 3, 2, 2)
+    indices = [4, 9, 17, 23, 42]
+    packed = SmoothedClassifier(net, 5, sigma=0.5, batch_size=64).certify_batch(
+        images, 30, 1500, 0.01, 2, indices
+    )
+    for image, index, cert in zip(images, indices, packed):
+        alone = SmoothedClassifier(net, 5, sigma=0.5, batch_size=1000).certify(
+            image, 30, 1500, 0.01, 2, index
+        )
+        assert alone.counts0 == cert.counts0 and alone.counts == cert.counts
+        assert alone == cert
+    # A different neighbour set or order does not change an image's votes either.
+    reordered = SmoothedClassifier(net, 5, sigma=0.5, batch_size=7).certify_batch(
+        images[[3, 0]], 30, 1500, 0.01, 2, [indices[3], indices[0]]
+    )
+    assert reordered[0] == packed[3] and reordered[1] == packed[0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "call", "needle"),
+    [
+        ({"sigma": 0.0}, None, "sigma=0.0"),
+        ({"sigma": -1}, None, "sigma=-1"),
+        ({"batch_size": 0}, None, "batch=0"),
+        ({}, {"alpha": 1.0}, "alpha=1.0"),
+        ({}, {"alpha": 0}, "alpha=0"),
+        ({}, {"n": 0}, "n=0"),
+        ({}, {"n0": -3}, "n0=-3"),
+        ({"input_shape": (1, 2, 2)}, {"image": torch.zeros(3, 2, 2)}, "(3, 2, 2)"),
+        ({}, {"image": torch.full((1, 2, 2), 1.5)}, "outside [0, 1]"),
+        ({}, {"image": torch.full((1, 2, 2), float("nan"))}, "NaN"),
+    ],
+)
+def test_bad_input_is_one_clear_line(kwargs: dict, call: dict | None, needle: str) -> None:
+    args = {"base": Constant(0, 2), "num_classes": 2, "sigma": 0.5} | kwargs
+    certify_args = {"image": torch.zeros(1, 2, 2), "n0": 10, "n": 10, "alpha": 0.01} | (call or {})
+    with pytest.raises(ConfigError) as info:
+        SmoothedClassifier(**args).certify(**certify_args)
+    message = str(info.value)
+    assert needle in message and "\n" not in message

@@ -1,0 +1,70 @@
+"""Known answers for rsbench.stats (Clopper–Pearson, binomial test, radius)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest, norm
+
+from rsbench import stats
+
+
+@pytest.mark.parametrize("n", [1, 7, 100, 1000])
+@pytest.mark.parametrize("alpha", [0.001, 0.05, 0.2])
+def test_clopper_pearson_matches_scipy_exact_interval(n: int, alpha: float) -> None:
+    # The one-sided (1 - alpha) lower bound is the lower end of the two-sided (1 - 2 alpha) interval.
+    ks = sorted({0, 1, n // 3, n // 2, n - 1, n} & set(range(n + 1)))
+    ours = stats.clopper_pearson_lower(ks, n, alpha)
+    for k, bound in zip(ks, ours):
+        expected = binomtest(k, n).proportion_ci(confidence_level=1 - 2 * alpha, method="exact").low
+        assert bound == pytest.approx(expected, rel=1e-9, abs=1e-12), (k, n, alpha)
+
+
+def test_clopper_pearson_edges() -> None:
+    assert stats.clopper_pearson_lower(0, 50, 0.01) == 0.0
+    # k = n: the bound solves p^n = alpha.
+    assert stats.clopper_pearson_lower(50, 50, 0.01) == pytest.approx(0.01 ** (1 / 50), rel=1e-12)
+    assert stats.clopper_pearson_upper(50, 50, 0.01) == 1.0
+    assert stats.clopper_pearson_upper(0, 50, 0.01) == pytest.approx(1 - 0.01 ** (1 / 50), rel=1e-9)
+
+
+def test_binomial_test_matches_scipy() -> None:
+    for top, runner_up in [(0, 0), (5, 5), (60, 40), (99, 1), (1, 99), (500, 480), (10, 0)]:
+        expected = 1.0 if top + runner_up == 0 else binomtest(top, top + runner_up, 0.5).pvalue
+        assert stats.binom_test_two_sided(top, runner_up) == pytest.approx(expected, rel=1e-9)
+
+
+def test_radius_from_bound() -> None:
+    assert stats.radius_from_bound(0.4999, 1.0) == 0.0
+    assert stats.radius_from_bound(0.5, 1.0) == 0.0
+    assert stats.radius_from_bound(0.9, 0.5) == pytest.approx(0.5 * norm.ppf(0.9), rel=1e-12)
+    np.testing.assert_allclose(
+        stats.radius_from_bound([0.3, 0.8, 0.99], [1.0, 2.0, 0.25]),
+        [0.0, 2.0 * norm.ppf(0.8), 0.25 * norm.ppf(0.99)],
+    )
+
+
+def test_max_radius_known_value() -> None:
+    # sigma * Phi^-1(alpha^(1/n)) for n = 100,000, alpha = 0.001: 3.81146 sigma (mpmath: 3.8114565634).
+    assert stats.max_radius(1.0, 100_000, 0.001) == pytest.approx(3.8114565634, abs=1e-9)
+    assert stats.max_radius(0.5, 100_000, 0.001) == pytest.approx(0.5 * 3.8114565634, abs=1e-9)
+    assert stats.certified_radius(100_000, 100_000, 0.001, 1.0) == pytest.approx(
+        3.8114565634, abs=1e-9
+    )
+
+
+def test_counts_from_printed_radii_bracket_the_true_count() -> None:
+    n, alpha, sigma = 100_000, 0.001, 0.5
+    true_counts = np.array([0, 40_000, 50_500, 87_270, 99_300, 100_000])
+    printed = [float(f"{r:.3g}") for r in stats.certified_radius(true_counts, n, alpha, sigma)]
+    low, high = stats.counts_from_radii(printed, sigma, n, alpha)
+    assert np.all(low <= true_counts) and np.all(true_counts <= high)
+    # Every count in the range prints the same radius, and the neighbours outside do not.
+    for lo, hi, p in zip(low[1:], high[1:], printed[1:]):
+        if p == 0.0:
+            continue
+        radii = stats.certified_radius([lo - 1, lo, hi, min(hi + 1, n)], n, alpha, sigma)
+        assert float(f"{radii[1]:.3g}") == p and float(f"{radii[2]:.3g}") == p
+        assert float(f"{radii[0]:.3g}") != p
+    unreachable_low, _ = stats.counts_from_radii([3.81], sigma, n, alpha)
+    assert unreachable_low[0] == -1
