@@ -1,0 +1,647 @@
+"""Per-sample certificates in Parquet, with ``run.json`` provenance (see docs/results-schema.md).
+
+A run directory holds ``run.json`` and ``part-<shard>-<seq>.parquet`` chunks, one row per
+(run, sample). Guarantees:
+
+* :func:`write_chunk` is atomic: a chunk is written to a temporary name inside the run directory,
+  fsync'ed, then renamed to its final name, so a reader (or a resumed run) sees either the whole
+  chunk or nothing. A process killed mid-write leaves only a ``.tmp`` file that resume deletes.
+* :func:`read_results` checks every part against :data:`SCHEMA` and raises :class:`ResultsError`
+  naming the file when a part is truncated, corrupted or has the wrong columns.
+* :func:`import_cohen_log` turns a published Cohen-format TSV log into rows of the same schema; the
+  count ``nA`` is reconstructed from the printed radius (the *smallest* consistent count, see there).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rsbench.errors import ConfigError, ResultsError
+
+log = logging.getLogger(__name__)
+
+#: Version of the on-disk results format (columns, file names, run.json layout).
+RESULTS_FORMAT_VERSION = 1
+
+_STR = pa.string()
+_I64 = pa.int64()
+_F64 = pa.float64()
+_BOOL = pa.bool_()
+_LIST = pa.list_(pa.int64())
+
+#: Columns shared by every row (expert and dual), in order.
+BASE_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("run_id", _STR),
+    ("protocol", _STR),
+    ("dataset", _STR),
+    ("split", _STR),
+    ("index", _I64),
+    ("label", _I64),
+    ("model_id", _STR),
+    ("kind", _STR),
+    ("sigma", _F64),
+    ("n0", _I64),
+    ("n", _I64),
+    ("alpha", _F64),
+    ("seed", _I64),
+    ("precision", _STR),
+    ("batch_size", _I64),
+    ("prediction", _I64),
+    ("abstained", _BOOL),
+    ("correct", _BOOL),
+    ("cA", _I64),
+    ("count0", _I64),
+    ("nA", _I64),
+    ("counts", _LIST),
+    ("pA_lower", _F64),
+    ("radius", _F64),
+    ("seconds", _F64),
+)
+
+#: Columns filled for dual rows only (null for experts), in order.
+DUAL_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("router_id", _STR),
+    ("sigma_router", _F64),
+    ("router_n0", _I64),
+    ("router_n", _I64),
+    ("alpha_router", _F64),
+    ("alpha_expert", _F64),
+    ("router_choice", _I64),
+    ("expert_id", _STR),
+    ("router_cA", _I64),
+    ("router_count0", _I64),
+    ("router_nA", _I64),
+    ("router_counts", _LIST),
+    ("router_pA_lower", _F64),
+    ("router_radius", _F64),
+    ("expert_cA", _I64),
+    ("expert_count0", _I64),
+    ("expert_nA", _I64),
+    ("expert_counts", _LIST),
+    ("expert_pA_lower", _F64),
+    ("expert_radius", _F64),
+)
+
+#: The Arrow schema of every part file (docs/results-schema.md).
+SCHEMA = pa.schema([pa.field(name, kind) for name, kind in BASE_COLUMNS + DUAL_COLUMNS])
+COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
+
+_PART_RE = re.compile(r"^part-(?P<shard>[A-Za-z0-9]+)-(?P<seq>\d+)\.parquet$")
+RUN_JSON = "run.json"
+
+
+# --------------------------------------------------------------------------------------- writing
+
+
+def rows_to_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """Build a table of :data:`SCHEMA` from row dicts; missing keys are null, unknown keys an error."""
+    unknown = {key for row in rows for key in row} - set(COLUMNS)
+    if unknown:
+        raise ResultsError(
+            f"unknown result column(s) {sorted(unknown)}; known columns: {list(COLUMNS)}"
+        )
+    arrays = []
+    for field in SCHEMA:
+        values = [_plain(row.get(field.name)) for row in rows]
+        try:
+            arrays.append(pa.array(values, type=field.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+            raise ResultsError(f"column {field.name!r} cannot hold these values ({exc})") from None
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
+def _plain(value: Any) -> Any:
+    """NumPy scalars/arrays and tuples to plain Python values that Arrow converts exactly."""
+    if value is None or type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (np.ndarray, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and value != value:  # NaN -> null
+        return None
+    return value
+
+
+def part_name(shard: str, seq: int) -> str:
+    """Final file name of chunk ``seq`` of ``shard`` (``shard`` is alphanumeric, e.g. ``0of2``)."""
+    if not re.fullmatch(r"[A-Za-z0-9]+", shard):
+        raise ResultsError(f"shard name {shard!r} must be alphanumeric (e.g. '0of2')")
+    return f"part-{shard}-{int(seq):06d}.parquet"
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_chunk(
+    run_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]] | pa.Table, shard: str, seq: int
+) -> Path:
+    """Write ``rows`` atomically as ``run_dir/part-<shard>-<seq>.parquet`` and return its path.
+
+    The table goes to a temporary ``.tmp`` name in the same directory, is fsync'ed, and is renamed
+    into place (``os.replace``); the directory is fsync'ed too. Refuses to overwrite an existing part.
+    """
+    run_dir = Path(run_dir)
+    table = rows if isinstance(rows, pa.Table) else rows_to_table(rows)
+    if not table.schema.equals(SCHEMA):
+        table = table.cast(SCHEMA)
+    final = run_dir / part_name(shard, seq)
+    if final.exists():
+        raise ResultsError(f"{final} already exists; chunk numbers must not be reused")
+    tmp = run_dir / f".{final.name}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as handle:
+        pq.write_table(table, handle, compression="zstd")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, final)
+    _fsync_dir(run_dir)
+    return final
+
+
+def list_parts(run_dir: str | os.PathLike) -> list[Path]:
+    """Final part files of a run directory, sorted by (shard, seq)."""
+    run_dir = Path(run_dir)
+    parts = []
+    for path in run_dir.iterdir() if run_dir.is_dir() else ():
+        match = _PART_RE.match(path.name)
+        if match and path.is_file():
+            parts.append((match["shard"], int(match["seq"]), path))
+    return [path for _, _, path in sorted(parts)]
+
+
+def parse_part_name(path: str | os.PathLike) -> tuple[str, int] | None:
+    """``(shard, seq)`` of a part file name, or None when it is not a part file."""
+    match = _PART_RE.match(Path(path).name)
+    return (match["shard"], int(match["seq"])) if match else None
+
+
+def read_part(path: str | os.PathLike) -> pa.Table:
+    """Read and check one part file; raise :class:`ResultsError` naming it when it is unreadable."""
+    path = Path(path)
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        raise ResultsError(
+            f"results part {path} is truncated or corrupted ({type(exc).__name__}); delete it and "
+            "rerun the same command to redo its samples"
+        ) from None
+    missing = [name for name in COLUMNS if name not in table.schema.names]
+    if missing:
+        raise ResultsError(
+            f"results part {path} lacks column(s) {missing}; it is not an rsbench results file"
+        )
+    table = table.select(list(COLUMNS))
+    if not table.schema.equals(SCHEMA):
+        try:
+            table = table.cast(SCHEMA)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise ResultsError(f"results part {path} has wrong column types ({exc})") from None
+    return table
+
+
+# --------------------------------------------------------------------------------------- reading
+
+
+def _run_dirs(path: Path) -> list[Path]:
+    if not path.exists():
+        raise ResultsError(
+            f"results path {path} does not exist; pass a run directory or a parent of runs"
+        )
+    if path.is_file():
+        raise ResultsError(
+            f"results path {path} is a file; pass a run directory or a parent of runs"
+        )
+    if (path / RUN_JSON).is_file() or list_parts(path):
+        return [path]
+    found = sorted(
+        {p.parent for p in path.rglob("part-*.parquet")} | {p.parent for p in path.rglob(RUN_JSON)}
+    )
+    return found
+
+
+def _pandas_types() -> dict[pa.DataType, Any]:
+    import pandas as pd
+
+    return {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
+
+
+def read_tables(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pa.Table:
+    """All rows under ``paths`` (run dirs, parents of run dirs, or a list) as one Arrow table."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    run_dirs: list[Path] = []
+    for path in paths:
+        for run_dir in _run_dirs(Path(path)):
+            if run_dir not in run_dirs:
+                run_dirs.append(run_dir)
+    tables = [read_part(part) for run_dir in run_dirs for part in list_parts(run_dir)]
+    if not tables:
+        return SCHEMA.empty_table()
+    return pa.concat_tables(tables)
+
+
+def read_results(paths: str | os.PathLike | Iterable[str | os.PathLike]):
+    """Read results into a ``pandas.DataFrame`` with the columns of :data:`SCHEMA`, in that order.
+
+    ``paths`` is a run directory, a parent directory of runs (searched recursively), or a list of
+    either. Integer columns use pandas' nullable ``Int64``, booleans ``boolean``, vote vectors are
+    arrays. Raises :class:`ResultsError` naming the file when a part is truncated or corrupted.
+    """
+    table = read_tables(paths)
+    return table.to_pandas(types_mapper=_pandas_types().get)
+
+
+# --------------------------------------------------------------------------------------- run.json
+
+
+def write_json_atomic(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically (temporary file, fsync, rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=False, default=_json_default)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (Path, os.PathLike)):
+        return os.fspath(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def read_run_json(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The ``run.json`` of a run directory; :class:`ResultsError` when missing or malformed."""
+    path = Path(run_dir) / RUN_JSON
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise ResultsError(
+            f"{path} does not exist; {run_dir} is not an rsbench run directory"
+        ) from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ResultsError(
+            f"{path} is not valid JSON ({exc}); delete it to restart the run"
+        ) from None
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path} does not hold a JSON object")
+    return data
+
+
+def utc_now() -> str:
+    """Current UTC time in ISO 8601 with seconds."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def git_commit(start: str | os.PathLike | None = None) -> str | None:
+    """Commit of the git checkout holding ``start`` (default: this package), or None."""
+    where = Path(start) if start else Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    if out.returncode != 0 or not re.fullmatch(r"[0-9a-f]{40}", commit):
+        return None
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=where,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return commit + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python, rsbench and the libraries that shape the numbers."""
+    from importlib import metadata
+
+    from rsbench import __version__
+
+    versions = {"python": platform.python_version(), "rsbench": __version__}
+    for name in (
+        "torch",
+        "torchvision",
+        "timm",
+        "numpy",
+        "scipy",
+        "pyarrow",
+        "pandas",
+        "safetensors",
+    ):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def environment_info() -> dict[str, Any]:
+    """Host facts recorded in run.json: platform, CPU count, versions, git commit."""
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "executable": sys.executable,
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+    }
+
+
+def digest(data: Any) -> str:
+    """sha256 of the canonical JSON of ``data`` (sorted keys): a stable content hash."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=_json_default)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------------------- import
+
+
+_TIME_RE = re.compile(r"^(?:(?P<days>\d+) days?, )?(?P<h>\d+):(?P<m>\d{2}):(?P<s>\d{2}(?:\.\d+)?)$")
+
+
+def parse_log_time(text: str) -> float:
+    """Seconds from a Cohen log time: ``H:MM:SS.ffffff`` (``str(timedelta)``) or plain seconds."""
+    text = text.strip()
+    match = _TIME_RE.match(text)
+    if match:
+        days = int(match["days"] or 0)
+        return days * 86400 + int(match["h"]) * 3600 + int(match["m"]) * 60 + float(match["s"])
+    try:
+        value = float(text)
+    except ValueError:
+        raise ResultsError(
+            f"time {text!r} is neither H:MM:SS.ffffff nor a number of seconds"
+        ) from None
+    if not np.isfinite(value) or value < 0:
+        raise ResultsError(f"time {text!r} is not a non-negative number of seconds")
+    return value
+
+
+def import_cohen_log(
+    path: str | os.PathLike,
+    *,
+    dataset: str,
+    split: str,
+    model_id: str,
+    sigma: float,
+    n0: int,
+    n: int,
+    alpha: float,
+    protocol: str,
+    run_id: str | None = None,
+    significant_digits: int = 3,
+):
+    """Read a Cohen-format certification log into a ``pandas.DataFrame`` of :data:`SCHEMA`.
+
+    The log is tab-separated with the header ``idx label predict radius correct time``; ``time`` is
+    ``H:MM:SS.ffffff`` or plain seconds; ``radius`` is printed with ``significant_digits``
+    significant digits. Each row gets ``kind='expert'`` and the given protocol parameters.
+
+    Reconstruction of ``nA`` (non-abstained rows): the radius is non-decreasing in nA, so the counts
+    whose radius ``sigma * Phi^-1(CP_lower(nA, n, alpha))`` prints as the logged radius form a
+    range; several counts usually print the same radius (e.g. about 30 counts at a printed radius
+    near 0.5 for n = 100,000). We store the **smallest** consistent count, so ``pA_lower`` is the
+    smallest bound consistent with the log; ``radius`` keeps the logged (rounded) value. Abstained
+    rows keep ``nA``, ``cA`` and ``pA_lower`` null (any count below the threshold is consistent).
+    ``count0``, ``counts``, ``seed``, ``precision``, ``batch_size`` are null: logs do not record them.
+    Raises :class:`ResultsError` on a malformed file, a ``correct`` that disagrees with
+    ``predict == label``, or a radius no count can produce.
+    """
+    from rsbench.errors import check_alpha, check_count, check_sigma
+    from rsbench.stats import clopper_pearson_lower, counts_from_radii
+
+    sigma = check_sigma(sigma)
+    alpha = check_alpha(alpha)
+    n0 = check_count(n0, "n0")
+    n = check_count(n, "n")
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"log file {path} does not exist")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines:
+        raise ResultsError(
+            f"log file {path} is empty; expected a header 'idx label predict radius correct time'"
+        )
+    header = lines[0].split()
+    expected = ["idx", "label", "predict", "radius", "correct", "time"]
+    if header != expected:
+        raise ResultsError(
+            f"log file {path} has header {header}; expected {expected} (tab-separated)"
+        )
+    idx, label, predict, radius, correct, seconds, radius_text = [], [], [], [], [], [], []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 6:
+            raise ResultsError(
+                f"{path}:{number}: expected 6 tab-separated fields, got {len(fields)}"
+            )
+        try:
+            idx.append(int(fields[0]))
+            label.append(int(fields[1]))
+            predict.append(int(fields[2]))
+            radius.append(float(fields[3]))
+            correct.append(int(fields[4]))
+        except ValueError as exc:
+            raise ResultsError(f"{path}:{number}: malformed field ({exc})") from None
+        radius_text.append(fields[3])
+        try:
+            seconds.append(parse_log_time(fields[5]))
+        except ResultsError as exc:
+            raise ResultsError(f"{path}:{number}: {exc}") from None
+    idx_a = np.asarray(idx, dtype=np.int64)
+    label_a = np.asarray(label, dtype=np.int64)
+    predict_a = np.asarray(predict, dtype=np.int64)
+    radius_a = np.asarray(radius, dtype=np.float64)
+    correct_a = np.asarray(correct, dtype=np.int64).astype(bool)
+    abstained = predict_a == -1
+    if np.any(correct_a != ((predict_a == label_a) & ~abstained)):
+        bad = int(idx_a[np.argmax(correct_a != ((predict_a == label_a) & ~abstained))])
+        raise ResultsError(
+            f"{path}: row idx={bad} has 'correct' that disagrees with predict == label"
+        )
+    if np.any(radius_a < 0) or np.any(abstained & (radius_a != 0)):
+        raise ResultsError(f"{path}: a radius is negative, or an abstained row has a radius > 0")
+    if len(np.unique(idx_a)) != len(idx_a):
+        raise ResultsError(f"{path}: duplicate idx values")
+
+    nA = np.full(len(idx_a), -1, dtype=np.int64)
+    answered = ~abstained
+    summary = {
+        "rows": len(idx_a),
+        "rows_abstained": int(abstained.sum()),
+        "rows_with_ambiguous_count": 0,
+        "max_consistent_counts": 1,
+        "count_rule": "smallest count whose radius prints as the logged radius",
+        "significant_digits": significant_digits,
+    }
+    if answered.any():
+        lowest, highest = counts_from_radii(radius_a[answered], sigma, n, alpha, significant_digits)
+        pos = np.flatnonzero(answered)
+        zero = radius_a[answered] == 0.0
+        # A printed radius of 0 with a prediction means pA_lower == 1/2 (up to rounding): the count
+        # just above the abstaining range is the smallest non-abstaining, consistent one.
+        lowest = np.where(zero, highest + 1, lowest)
+        if np.any(lowest < 0):
+            bad = int(np.flatnonzero(lowest < 0)[0])
+            raise ResultsError(
+                f"{path}: radius {radius_text[pos[bad]]!r} at idx={int(idx_a[pos[bad]])} cannot come from "
+                f"any count with sigma={sigma}, n={n}, alpha={alpha}; check these options"
+            )
+        nA[pos] = lowest
+        spread = highest - lowest
+        summary["rows_with_ambiguous_count"] = int(np.sum(spread > 0))
+        summary["max_consistent_counts"] = int(spread.max(initial=0)) + 1
+        log.info(
+            "%s: reconstructed nA for %d rows; %d rows have more than one consistent count (max %d); "
+            "the smallest was used",
+            path,
+            len(pos),
+            int(np.sum(spread > 0)),
+            int(spread.max(initial=0)) + 1,
+        )
+    pa_lower = np.where(answered, clopper_pearson_lower(np.maximum(nA, 0), n, alpha), np.nan)
+
+    run_id = run_id or f"imported-{model_id}-{dataset}-{split}-s{sigma:g}"
+    rows = len(idx_a)
+    table = columns_to_table(
+        {
+            "run_id": [run_id] * rows,
+            "protocol": [protocol] * rows,
+            "dataset": [dataset] * rows,
+            "split": [split] * rows,
+            "index": idx_a,
+            "label": label_a,
+            "model_id": [model_id] * rows,
+            "kind": ["expert"] * rows,
+            "sigma": np.full(rows, sigma),
+            "n0": np.full(rows, n0),
+            "n": np.full(rows, n),
+            "alpha": np.full(rows, alpha),
+            "prediction": predict_a,
+            "abstained": abstained,
+            "correct": correct_a,
+            "cA": pa.array(predict_a, mask=abstained),
+            "nA": pa.array(nA, mask=abstained),
+            "pA_lower": pa.array(pa_lower, mask=abstained),
+            "radius": radius_a,
+            "seconds": np.asarray(seconds, dtype=np.float64),
+        },
+        rows,
+    )
+    frame = table.to_pandas(types_mapper=_pandas_types().get)
+    frame.attrs["import"] = summary
+    return frame
+
+
+def columns_to_table(columns: Mapping[str, Any], num_rows: int) -> pa.Table:
+    """Table of :data:`SCHEMA` from column arrays (NumPy, Arrow or lists); absent columns are null."""
+    unknown = set(columns) - set(COLUMNS)
+    if unknown:
+        raise ResultsError(f"unknown result column(s) {sorted(unknown)}")
+    arrays = []
+    for field in SCHEMA:
+        values = columns.get(field.name)
+        if values is None:
+            arrays.append(pa.nulls(num_rows, type=field.type))
+        elif isinstance(values, pa.Array):
+            arrays.append(values.cast(field.type))
+        else:
+            arrays.append(pa.array(values, type=field.type))
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
+def _frame_to_table(frame) -> pa.Table:
+    arrays = []
+    for field in SCHEMA:
+        values = [_plain(v) for v in frame[field.name].tolist()]
+        arrays.append(pa.array(values, type=field.type))
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
+def frame_to_table(frame) -> pa.Table:
+    """A ``pandas.DataFrame`` with the columns of :data:`SCHEMA` (as from :func:`read_results`) to Arrow."""
+    missing = [name for name in COLUMNS if name not in frame.columns]
+    if missing:
+        raise ResultsError(f"results frame lacks column(s) {missing}")
+    return _frame_to_table(frame)
+
+
+def write_run(
+    run_dir: str | os.PathLike,
+    rows,
+    run_info: Mapping[str, Any],
+    *,
+    shard: str = "0",
+    overwrite: bool = False,
+) -> Path:
+    """Write a complete run (imported or rescored rows plus ``run.json``) into a new directory.
+
+    ``rows`` is a DataFrame of :data:`SCHEMA` columns or an Arrow table. Refuses a non-empty
+    existing directory unless ``overwrite`` (then its parts and run.json are replaced).
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise ResultsError(
+                f"{run_dir} already holds results; choose another --out or pass --overwrite"
+            )
+        for part in list_parts(run_dir):
+            part.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    table = rows if isinstance(rows, pa.Table) else frame_to_table(rows)
+    write_chunk(run_dir, table, shard, 0)
+    info = {"format_version": RESULTS_FORMAT_VERSION, "run_id": run_dir.name, **dict(run_info)}
+    info.setdefault("num_rows", table.num_rows)
+    write_json_atomic(run_dir / RUN_JSON, info)
+    return run_dir
+
+
+def check_run_id(run_id: str) -> str:
+    """Return ``run_id`` if it is a safe directory name, else raise :class:`ConfigError`."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", run_id):
+        raise ConfigError(f"run id {run_id!r} must use letters, digits and . _ + - only")
+    return run_id
