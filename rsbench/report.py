@@ -1,0 +1,787 @@
+"""Leaderboards and plots over certification results.
+
+A *leaderboard* is one ranked table per **section**, a ``(protocol, dataset)`` pair: a protocol fixes
+n0, n, alpha and the image subset, so only rows of one protocol on one dataset are comparable. Rows of
+different sections are never ranked together: :func:`build_leaderboards` raises
+:class:`~rsbench.errors.ResultsError` when the results hold several sections and the caller did not
+pick one (``protocol=`` / ``dataset=``) or explicitly ask for all of them (``all_sections=True``),
+in which case each section is its own table with its own ranking.
+
+Each table has one row per ``(model_id, sigma, protocol)`` (plus n and alpha; see
+:mod:`rsbench.metrics`), ranked by the mean certified accuracy over the radius grid (the area under
+the certified-accuracy curve up to the largest grid radius: unlike ACR it cannot be inflated by
+radii beyond the grid). Where a mapping ``model_id -> reported`` is given (the zoo's ``reported``
+field), the paper's numbers stand next to the measured ones. With two or more experts in a section,
+two unranked *bound* rows follow: the experts' per-radius envelope and their oracle (best expert in
+hindsight per image; an upper bound, not a certificate).
+
+Renderers: :func:`to_rich` (a ``rich.table.Table``), :func:`to_markdown`, :func:`to_csv`,
+:func:`to_json`, :func:`to_html` (a self-contained page with a sortable table and inline SVG curves,
+no network needed). Plots: :func:`plot_curves` returns a matplotlib ``Figure`` (Agg, no pyplot
+state); :func:`save_figure` writes PNG, SVG or PDF by file extension.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from rsbench import metrics
+from rsbench.errors import ResultsError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from rich.table import Table
+
+#: Okabe & Ito (2008) colour-blind-safe palette (black is kept for the envelope).
+OKABE_ITO: tuple[str, ...] = (
+    "#0072B2",  # blue
+    "#E69F00",  # orange
+    "#009E73",  # bluish green
+    "#CC79A7",  # reddish purple
+    "#56B4E9",  # sky blue
+    "#D55E00",  # vermillion
+    "#F0E442",  # yellow
+)
+ENVELOPE_COLOR = "#000000"
+ORACLE_COLOR = "#7F7F7F"
+
+ENVELOPE_ID = "envelope (experts)"
+ORACLE_ID = "oracle (experts)"
+BOUND_KIND = "bound"
+
+FIGURE_FORMATS: tuple[str, ...] = ("png", "svg", "pdf")
+
+
+def reported_column(radius: float) -> str:
+    """Name of the leaderboard column holding the reported certified accuracy at ``radius``."""
+    return f"reported@{float(radius):g}"
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    """One ranked section: rows of one protocol on one dataset.
+
+    ``frame`` holds the model rows ranked (``rank`` 1, 2, ...) followed by unranked bound rows
+    (kind ``"bound"``); accuracies are fractions in [0, 1]. ``decimals`` is the number of decimals
+    with which percentages are shown (enough to resolve one image: 1 for 500 images, 2 for 10,000).
+    """
+
+    protocol: str
+    dataset: str
+    radii: tuple[float, ...]
+    frame: pd.DataFrame
+    has_reported: bool
+    decimals: int
+
+    @property
+    def title(self) -> str:
+        """A one-line heading naming the section."""
+        return f"protocol {self.protocol} · dataset {self.dataset}"
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _normalize_reported(
+    reported: Mapping[str, Any] | None,
+) -> dict[str, tuple[str | None, dict[float, float]]]:
+    out: dict[str, tuple[str | None, dict[float, float]]] = {}
+    for model_id, entry in (reported or {}).items():
+        if not isinstance(entry, Mapping):
+            continue
+        table = entry.get("certified_accuracy")
+        if not isinstance(table, Mapping) or not table:
+            continue
+        try:
+            values = {round(float(r), 9): float(v) for r, v in table.items()}
+        except (TypeError, ValueError):
+            raise ResultsError(
+                f"reported certified_accuracy of {model_id} is not a radius -> fraction mapping; "
+                "use e.g. {0.0: 0.766, 0.25: 0.612}"
+            ) from None
+        protocol = entry.get("protocol")
+        out[str(model_id)] = (None if protocol is None else str(protocol), values)
+    return out
+
+
+def _decimals(images: int) -> int:
+    """Decimals of a percentage that resolve one image out of ``images`` (1 or 2)."""
+    if images <= 0:
+        return 1
+    return int(min(2, max(1, math.ceil(-math.log10(100.0 / images) - 1e-9))))
+
+
+def build_leaderboard(
+    df: pd.DataFrame,
+    radii: Iterable[float] | None = None,
+    reported: Mapping[str, Any] | None = None,
+    bounds: bool = True,
+) -> Leaderboard:
+    """Rank the rows of ``df``, which must hold exactly one section (protocol, dataset).
+
+    ``radii`` defaults to the dataset's grid (:func:`rsbench.metrics.default_radii`). ``reported``
+    maps model ids to the zoo's ``reported`` dicts (``{protocol, certified_accuracy: {r: fraction}}``);
+    entries without ``certified_accuracy`` are ignored. Raises ResultsError for an empty frame or
+    rows of several protocols or datasets.
+    """
+    if df is None or len(df) == 0:
+        raise ResultsError(
+            "no result rows to rank; point at run directories holding part-*.parquet files"
+        )
+    found = metrics.sections(df)
+    if len(found) != 1:
+        raise ResultsError(_mixed_message(found))
+    protocol, dataset = found[0]
+    grid = metrics.check_radii(metrics.default_radii(dataset) if radii is None else radii)
+    summary = metrics.summarize(df, grid)
+    ca_cols = [metrics.radius_column(r) for r in grid]
+    summary["score"] = summary[ca_cols].mean(axis=1)
+    summary = summary.sort_values(
+        ["score", "clean_accuracy", "model_id", "sigma"],
+        ascending=[False, False, True, True],
+        kind="mergesort",
+    ).reset_index(drop=True)
+    summary.insert(0, "rank", np.arange(1, len(summary) + 1, dtype=np.int64))
+
+    frame = summary
+    experts = df[_kind_mask(df, "expert")]
+    if bounds and metrics.add_sigma_key(experts).groupby(["model_id", "sigma_key"]).ngroups >= 2:
+        frame = pd.concat(
+            [summary, _bound_rows(experts, grid, protocol, dataset)], ignore_index=True
+        )
+
+    normalized = _normalize_reported(reported)
+    has_reported = any(m in normalized for m in summary["model_id"])
+    if has_reported:
+        frame = frame.copy()
+        frame["reported_protocol"] = [normalized.get(m, (None, {}))[0] for m in frame["model_id"]]
+        for r in grid:
+            frame[reported_column(r)] = [
+                normalized.get(m, (None, {}))[1].get(round(float(r), 9), np.nan)
+                for m in frame["model_id"]
+            ]
+    images = int(frame["images"].max()) if len(frame) else 0
+    return Leaderboard(
+        protocol=protocol,
+        dataset=dataset,
+        radii=tuple(float(r) for r in grid),
+        frame=frame,
+        has_reported=has_reported,
+        decimals=_decimals(images),
+    )
+
+
+def _kind_mask(df: pd.DataFrame, kind: str) -> np.ndarray:
+    if "kind" not in df.columns:
+        return np.full(len(df), kind == "expert")
+    return df["kind"].astype("string").fillna("expert").eq(kind).to_numpy(dtype=bool)
+
+
+def _bound_rows(
+    experts: pd.DataFrame, grid: np.ndarray, protocol: str, dataset: str
+) -> pd.DataFrame:
+    env = metrics.envelope(experts, grid)
+    rows = [
+        {
+            "rank": pd.NA,
+            "protocol": protocol,
+            "dataset": dataset,
+            "model_id": ENVELOPE_ID,
+            "kind": BOUND_KIND,
+            "sigma": "best per r",
+            "images": int(experts.groupby(["model_id", "sigma"]).size().max()),
+            "clean_accuracy": float(env[0])
+            if grid[0] == 0
+            else float(metrics.envelope(experts, [0.0])[0]),
+            **{metrics.radius_column(r): float(v) for r, v in zip(grid, env)},
+        }
+    ]
+    if "index" in experts.columns:
+        orc, n_images = metrics.oracle(experts, np.concatenate([[0.0], grid]))
+        rows.append(
+            {
+                "rank": pd.NA,
+                "protocol": protocol,
+                "dataset": dataset,
+                "model_id": ORACLE_ID,
+                "kind": BOUND_KIND,
+                "sigma": "best per image",
+                "images": n_images,
+                "clean_accuracy": float(orc[0]),
+                **{metrics.radius_column(r): float(v) for r, v in zip(grid, orc[1:])},
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _mixed_message(found: Sequence[tuple[str, str]]) -> str:
+    protocols = sorted({p for p, _ in found})
+    datasets = sorted({d for _, d in found})
+    if len(protocols) > 1:
+        return (
+            f"results hold {len(protocols)} protocols ({', '.join(protocols)}) and rows of different "
+            "protocols are never ranked together; select one (--protocol P) or ask for one table "
+            "per protocol (--protocol all)"
+        )
+    return (
+        f"results of protocol {protocols[0]} hold {len(datasets)} datasets ({', '.join(datasets)}) "
+        "that cannot be ranked together; select one (--dataset D) or ask for one table per "
+        "dataset (--protocol all)"
+    )
+
+
+def build_leaderboards(
+    df: pd.DataFrame,
+    radii: Iterable[float] | None = None,
+    reported: Mapping[str, Any] | None = None,
+    protocol: str | None = None,
+    dataset: str | None = None,
+    all_sections: bool = False,
+    bounds: bool = True,
+) -> list[Leaderboard]:
+    """One :class:`Leaderboard` per section of ``df`` after filtering by ``protocol`` / ``dataset``.
+
+    Unless ``all_sections`` is true, the filtered rows must form exactly one section, else
+    ResultsError (rows of different protocols are never ranked together). With ``all_sections``
+    every section gets its own, separately ranked table. Raises ResultsError when a filter matches
+    nothing, naming the values present.
+    """
+    if df is None or len(df) == 0:
+        raise ResultsError(
+            "no result rows to rank; point at run directories holding part-*.parquet files"
+        )
+    metrics.require_columns(df, ("protocol",))
+    selected = df
+    for column, value in (("protocol", protocol), ("dataset", dataset)):
+        if value is None:
+            continue
+        present = (
+            sorted(selected[column].astype(str).unique()) if column in selected.columns else []
+        )
+        selected = (
+            selected[selected[column].astype(str) == value]
+            if column in selected.columns
+            else selected.iloc[0:0]
+        )
+        if selected.empty:
+            raise ResultsError(
+                f"no results with {column} {value!r}; present: {', '.join(present) or 'none'}"
+            )
+    found = metrics.sections(selected)
+    if len(found) > 1 and not all_sections:
+        raise ResultsError(_mixed_message(found))
+    boards = []
+    section_dataset = selected["dataset"].astype(str) if "dataset" in selected.columns else None
+    for prot, data in found:
+        mask = selected["protocol"].astype(str) == prot
+        if section_dataset is not None:
+            mask &= section_dataset == data
+        boards.append(
+            build_leaderboard(selected[mask], radii=radii, reported=reported, bounds=bounds)
+        )
+    return boards
+
+
+# --------------------------------------------------------------------------- text cells
+
+
+def _missing(value: Any) -> bool:
+    """True for None, pandas NA and float NaN."""
+    if value is None or value is pd.NA:
+        return True
+    return isinstance(value, (float, np.floating)) and math.isnan(float(value))
+
+
+def _pct(value: Any, decimals: int) -> str:
+    if _missing(value):
+        return "–"
+    return f"{100.0 * float(value):.{decimals}f}"
+
+
+def _num(value: Any, fmt: str) -> str:
+    if _missing(value):
+        return "–"
+    return format(value, fmt)
+
+
+def _radius_header(r: float) -> str:
+    return "clean (r=0)" if r == 0 else f"r={r:g}"
+
+
+def table_cells(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
+    """Header and body cells of ``board`` as displayed text (percentages; "measured (reported)")."""
+    radii = board.radii
+    headers = ["#", "model", "sigma"] + [_radius_header(r) for r in radii]
+    if 0.0 not in radii:
+        headers.append("clean")
+    headers += ["abstain", "ACR", "s/img", "n", "alpha", "images"]
+    body = []
+    for row in board.frame.to_dict("records"):
+        cells = ["" if _missing(row.get("rank")) else str(int(row["rank"]))]
+        cells += [str(row["model_id"]), str(row["sigma"])]
+        for r in radii:
+            cell = _pct(row.get(metrics.radius_column(r)), board.decimals)
+            if board.has_reported:
+                rep = row.get(reported_column(r))
+                if not _missing(rep):
+                    cell += f" ({_pct(rep, 1)})"
+            cells.append(cell)
+        if 0.0 not in radii:
+            cells.append(_pct(row.get("clean_accuracy"), board.decimals))
+        is_bound = row.get("kind") == BOUND_KIND
+        cells += [
+            "" if is_bound else _pct(row.get("abstain_rate"), board.decimals),
+            "" if is_bound else _num(row.get("acr"), ".3f"),
+            "" if is_bound else _num(row.get("seconds_per_image"), ".3g"),
+            "" if is_bound else _count(row.get("n")),
+            "" if is_bound else _num(row.get("alpha"), "g"),
+            _count(row.get("images")),
+        ]
+        body.append(cells)
+    return headers, body
+
+
+def _count(value: Any) -> str:
+    """An integer count (n, images) as text; floats from NaN-padded columns print without ".0"."""
+    if _missing(value):
+        return "–"
+    try:
+        as_float = float(value)
+    except (TypeError, ValueError):
+        return str(value)  # e.g. "1000,10000" when a group mixes values
+    return str(int(as_float)) if as_float.is_integer() else str(value)
+
+
+def notes(board: Leaderboard) -> list[str]:
+    """Footnotes of ``board``: units, ranking rule, bounds, and where reported numbers come from."""
+    lines = [
+        "Certified accuracy in % of all evaluated images (abstentions count as wrong); "
+        "rows ranked by mean certified accuracy over the radius grid; ACR is secondary.",
+    ]
+    if (board.frame["kind"] == BOUND_KIND).any():
+        lines.append(
+            "Envelope: best expert at each radius. Oracle: best expert per image in hindsight, "
+            "an upper bound, not a certificate."
+        )
+    if board.has_reported:
+        protocols = sorted(
+            {str(p) for p in board.frame.get("reported_protocol", pd.Series()).dropna()}
+        )
+        lines.append(
+            "Cells read measured (reported): reported numbers are the paper's, as recorded in the zoo"
+            + (f" (protocol {', '.join(protocols)})." if protocols else ".")
+        )
+    return lines
+
+
+# --------------------------------------------------------------------------- renderers
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def to_markdown(boards: Sequence[Leaderboard]) -> str:
+    """GitHub-flavoured markdown: per section a ``###`` heading, a table and its notes."""
+    parts = []
+    for board in boards:
+        headers, body = table_cells(board)
+        align = [
+            "---:" if h == "#" or h.startswith(("r=", "clean")) or h in _NUMERIC else "---"
+            for h in headers
+        ]
+        lines = [f"### {board.title}", ""]
+        lines.append("| " + " | ".join(_md_escape(h) for h in headers) + " |")
+        lines.append("|" + "|".join(align) + "|")
+        lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in body]
+        lines.append("")
+        lines += [f"_{note}_" if i == 0 else f"_{note}_" for i, note in enumerate(notes(board))]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+_NUMERIC = {"abstain", "ACR", "s/img", "n", "alpha", "images", "clean"}
+
+
+def to_rich(board: Leaderboard) -> Table:
+    """A ``rich.table.Table`` of one section (title = the section, caption = the notes)."""
+    from rich.table import Table
+
+    headers, body = table_cells(board)
+    table = Table(title=board.title, caption=" ".join(notes(board)), caption_justify="left")
+    for h in headers:
+        numeric = h == "#" or h.startswith(("r=", "clean")) or h in _NUMERIC
+        table.add_column(h, justify="right" if numeric else "left", no_wrap=h == "model")
+    for row, record in zip(body, board.frame.to_dict("records")):
+        table.add_row(*row, style="dim" if record.get("kind") == BOUND_KIND else None)
+    return table
+
+
+def frame(boards: Sequence[Leaderboard]) -> pd.DataFrame:
+    """All sections in one machine-readable frame (fractions, not percentages; one rank per section)."""
+    frames = [b.frame.drop(columns=["sigma_key"], errors="ignore") for b in boards]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def to_csv(boards: Sequence[Leaderboard]) -> str:
+    """CSV of :func:`frame` (accuracies as fractions in [0, 1])."""
+    return frame(boards).to_csv(index=False, lineterminator="\n")
+
+
+def _jsonable(value: Any) -> Any:
+    if _missing(value):
+        return None
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(float(value)) else float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def to_json(boards: Sequence[Leaderboard]) -> str:
+    """JSON: a list of sections ``{protocol, dataset, radii, notes, rows: [...]}`` (fractions; NaN -> null)."""
+    out = []
+    for board in boards:
+        rows = [
+            {k: _jsonable(v) for k, v in rec.items() if k != "sigma_key"}
+            for rec in board.frame.to_dict("records")
+        ]
+        out.append(
+            {
+                "protocol": board.protocol,
+                "dataset": board.dataset,
+                "radii": list(board.radii),
+                "notes": notes(board),
+                "rows": rows,
+            }
+        )
+    return json.dumps(out, indent=2) + "\n"
+
+
+_HTML_STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+table{border-collapse:collapse;margin:1em 0;font-size:14px}
+th,td{padding:4px 8px;border-bottom:1px solid #ddd;white-space:nowrap}
+th{background:#f3f3f3;cursor:pointer;user-select:none;position:sticky;top:0}
+th.num,td.num{text-align:right}
+th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
+tbody.bounds td{color:#666;font-style:italic}
+.notes{color:#555;font-size:13px}
+figure{margin:1em 0}
+figure svg{max-width:100%;height:auto}
+"""
+
+_HTML_SCRIPT = """
+document.querySelectorAll("table.sortable").forEach(function(table){
+  var heads=table.querySelectorAll("thead th");
+  heads.forEach(function(th,col){
+    th.addEventListener("click",function(){
+      var body=table.tBodies[0];
+      var asc=th.getAttribute("aria-sort")!=="ascending";
+      heads.forEach(function(h){h.removeAttribute("aria-sort");});
+      th.setAttribute("aria-sort",asc?"ascending":"descending");
+      var rows=Array.prototype.slice.call(body.rows);
+      function key(row){var c=row.cells[col];var v=c.getAttribute("data-sort");
+        if(v===null){v=c.textContent;}var f=parseFloat(v);return isNaN(f)?v.toLowerCase():f;}
+      rows.sort(function(a,b){var x=key(a),y=key(b);
+        if(typeof x!==typeof y){return typeof x==="number"?-1:1;}
+        return (x<y?-1:x>y?1:0)*(asc?1:-1);});
+      rows.forEach(function(r){body.appendChild(r);});
+    });
+  });
+});
+"""
+
+
+def _sort_values(board: Leaderboard) -> list[list[str | None]]:
+    """Raw numeric sort keys per cell (None: sort by the text)."""
+    keys = []
+    for row in board.frame.to_dict("records"):
+        k: list[str | None] = [
+            None if _missing(row.get("rank")) else str(int(row["rank"])),
+            None,
+            None,
+        ]
+        k += [repr(_jsonable(row.get(metrics.radius_column(r)))) for r in board.radii]
+        if 0.0 not in board.radii:
+            k.append(repr(_jsonable(row.get("clean_accuracy"))))
+        for column in ("abstain_rate", "acr", "seconds_per_image", "n", "alpha", "images"):
+            k.append(repr(_jsonable(row.get(column))))
+        keys.append([None if v in (None, "None") else v for v in k])
+    return keys
+
+
+def _svg_inline(fig: Figure) -> str:
+    import matplotlib
+
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.hashsalt": "rsbench", "svg.fonttype": "path"}):
+        fig.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight")
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]
+
+
+def to_html(
+    boards: Sequence[Leaderboard],
+    df: pd.DataFrame | None = None,
+    title: str = "rsbench leaderboard",
+) -> str:
+    """A self-contained HTML page: per section a sortable table (inline JS) and, when ``df`` (the
+    result rows) is given, the certified-accuracy curves as inline SVG. No external resources."""
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_HTML_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        '<p class="notes">Click a column header to sort. Rows of different protocols or datasets '
+        "are separate tables and are never ranked together.</p>",
+    ]
+    for board in boards:
+        headers, body = table_cells(board)
+        sort_keys = _sort_values(board)
+        kinds = list(board.frame["kind"])
+        numeric = [h == "#" or h.startswith(("r=", "clean")) or h in _NUMERIC for h in headers]
+        out.append(f"<section><h2>{html.escape(board.title)}</h2>")
+        out.append('<table class="sortable"><thead><tr>')
+        out += [
+            f'<th class="{"num" if n else "txt"}" scope="col">{html.escape(h)}</th>'
+            for h, n in zip(headers, numeric)
+        ]
+        out.append("</tr></thead>")
+        for group, wanted in (("models", False), ("bounds", True)):
+            rows = [i for i, k in enumerate(kinds) if (k == BOUND_KIND) == wanted]
+            if not rows:
+                continue
+            out.append(f'<tbody class="{group}">')
+            for i in rows:
+                cells = []
+                for cell, key, n in zip(body[i], sort_keys[i], numeric):
+                    attrs = f' class="{"num" if n else "txt"}"'
+                    if key is not None:
+                        attrs += f' data-sort="{html.escape(key)}"'
+                    cells.append(f"<td{attrs}>{html.escape(cell)}</td>")
+                out.append("<tr>" + "".join(cells) + "</tr>")
+            out.append("</tbody>")
+        out.append("</table>")
+        out += [f'<p class="notes">{html.escape(note)}</p>' for note in notes(board)]
+        if df is not None:
+            section_rows = _section_rows(df, board.protocol, board.dataset)
+            fig = plot_curves(section_rows, radii=board.radii)
+            out.append(f"<figure>{_svg_inline(fig)}</figure>")
+        out.append("</section>")
+    out.append(f"<script>{_HTML_SCRIPT}</script></body></html>")
+    return "\n".join(out) + "\n"
+
+
+def _section_rows(df: pd.DataFrame, protocol: str, dataset: str) -> pd.DataFrame:
+    mask = df["protocol"].astype(str) == protocol
+    if "dataset" in df.columns:
+        mask &= df["dataset"].astype(str) == dataset
+    return df[mask]
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _model_label(model_id: str, sigma: str) -> str:
+    return (
+        f"{model_id} (σ={sigma})"
+        if not sigma.startswith(metrics.DUAL_SIGMA_KEY)
+        else f"{model_id} ({sigma})"
+    )
+
+
+def plot_curves(
+    df: pd.DataFrame,
+    radii: Iterable[float] | None = None,
+    points: int = 401,
+    bounds: bool = True,
+) -> Figure:
+    """Certified accuracy against L2 radius, one figure row per section (protocol, dataset).
+
+    Per section: one solid line per model; with two or more experts the experts' envelope (black,
+    dashed) and oracle (grey, dashed; an upper bound); when the section holds dual rows, two more
+    panels: how often each dual model's router chose each expert, and router radius R_r against
+    expert radius R_e. Curves are evaluated on ``points`` radii from 0 to the largest radius of the
+    grid (default: the dataset's grid). Returns a matplotlib Figure (no pyplot state is touched).
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import PercentFormatter
+
+    if df is None or len(df) == 0:
+        raise ResultsError(
+            "no result rows to plot; point at run directories holding part-*.parquet files"
+        )
+    found = metrics.sections(df)
+    has_dual = [bool(_kind_mask(_section_rows(df, p, d), "dual").any()) for p, d in found]
+    columns = 3 if any(has_dual) else 1
+    fig = Figure(figsize=(6.4 * columns, 4.6 * len(found)), layout="constrained")
+    axes = fig.subplots(len(found), columns, squeeze=False)
+    for row, ((protocol, dataset), dual) in enumerate(zip(found, has_dual)):
+        rows = _section_rows(df, protocol, dataset)
+        grid = metrics.check_radii(metrics.default_radii(dataset) if radii is None else radii)
+        fine = np.linspace(0.0, float(grid[-1]) if grid[-1] > 0 else 1.0, points)
+        ax = axes[row][0]
+        for i, (key, group) in enumerate(metrics.iter_groups(rows)):
+            sigma = (
+                metrics.dual_sigma_label(group)
+                if key["sigma_key"] == metrics.DUAL_SIGMA_KEY
+                else key["sigma_key"]
+            )
+            ax.plot(
+                fine,
+                metrics.certified_accuracy(group, fine),
+                color=OKABE_ITO[i % len(OKABE_ITO)],
+                linewidth=1.8,
+                label=_model_label(str(key["model_id"]), str(sigma)),
+            )
+        experts = rows[_kind_mask(rows, "expert")]
+        n_experts = (
+            metrics.add_sigma_key(experts).groupby(["model_id", "sigma_key"]).ngroups
+            if len(experts)
+            else 0
+        )
+        if bounds and n_experts >= 2:
+            ax.plot(
+                fine,
+                metrics.envelope(experts, fine),
+                color=ENVELOPE_COLOR,
+                linestyle="--",
+                linewidth=1.4,
+                label=ENVELOPE_ID,
+            )
+            if "index" in experts.columns:
+                orc, _ = metrics.oracle(experts, fine)
+                ax.plot(
+                    fine,
+                    orc,
+                    color=ORACLE_COLOR,
+                    linestyle=(0, (2, 2)),
+                    linewidth=1.4,
+                    label=f"{ORACLE_ID}, upper bound",
+                )
+        ax.set_xlabel("L2 radius r")
+        ax.set_ylabel("certified accuracy")
+        ax.set_title(f"{dataset} · protocol {protocol}")
+        ax.set_xlim(0.0, fine[-1])
+        ax.set_ylim(0.0, 1.0)
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="upper right")
+        if dual:
+            _plot_router_choices(axes[row][1], rows)
+            _plot_router_scatter(axes[row][2], rows)
+        elif columns > 1:
+            for extra in axes[row][1:]:
+                extra.set_visible(False)
+    return fig
+
+
+def _plot_router_choices(ax: Any, rows: pd.DataFrame) -> None:
+    from matplotlib.ticker import PercentFormatter
+
+    freq = metrics.router_choice_frequencies(rows)
+    models = list(dict.fromkeys(freq["model_id"]))
+    choices = sorted(
+        set(zip(freq["router_choice"], freq["expert_id"])), key=lambda c: (c[0] < 0, c[0], c[1])
+    )
+    labels = [label for _, label in choices]
+    positions = np.arange(len(choices))
+    width = 0.8 / max(1, len(models))
+    for i, model in enumerate(models):
+        sub = freq[freq["model_id"] == model]
+        heights = [
+            float(sub[(sub["router_choice"] == c) & (sub["expert_id"] == e)]["fraction"].sum())
+            for c, e in choices
+        ]
+        ax.bar(
+            positions + (i - (len(models) - 1) / 2) * width,
+            heights,
+            width,
+            color=OKABE_ITO[i % len(OKABE_ITO)],
+            label=model,
+        )
+    ax.set_xticks(positions, labels, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("fraction of images")
+    ax.set_xlabel("expert chosen by the router")
+    ax.set_title("router choices")
+    ax.set_ylim(0.0, 1.0)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _plot_router_scatter(ax: Any, rows: pd.DataFrame) -> None:
+    dual = rows[_kind_mask(rows, "dual")]
+    metrics.require_columns(dual, ("router_radius", "expert_radius"), "dual results")
+    top = 0.0
+    for i, (model, sub) in enumerate(dual.groupby("model_id", sort=True)):
+        x = pd.to_numeric(sub["router_radius"], errors="coerce").to_numpy(dtype=np.float64)
+        y = pd.to_numeric(sub["expert_radius"], errors="coerce").to_numpy(dtype=np.float64)
+        keep = np.isfinite(x) & np.isfinite(y)
+        if keep.any():
+            top = max(top, float(np.max(x[keep])), float(np.max(y[keep])))
+        ax.scatter(
+            x[keep],
+            y[keep],
+            s=8,
+            alpha=0.5,
+            color=OKABE_ITO[i % len(OKABE_ITO)],
+            label=str(model),
+            rasterized=True,
+        )
+    top = top * 1.05 if top > 0 else 1.0
+    ax.plot(
+        [0, top], [0, top], color=ENVELOPE_COLOR, linestyle="--", linewidth=1.0, label="R_e = R_r"
+    )
+    ax.set_xlim(0.0, top)
+    ax.set_ylim(0.0, top)
+    ax.set_xlabel("router radius R_r")
+    ax.set_ylabel("expert radius R_e")
+    ax.set_title("router vs expert radius (certified radius = min)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` as PNG, SVG or PDF (chosen by the file extension); returns the path."""
+    import matplotlib
+
+    target = Path(path)
+    suffix = target.suffix.lower().lstrip(".")
+    if suffix not in FIGURE_FORMATS:
+        raise ResultsError(
+            f"cannot write a plot to {str(path)!r}: the extension must be one of "
+            f"{', '.join('.' + f for f in FIGURE_FORMATS)}"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    metadata: dict[str, Any] = {
+        "png": {"Software": None},
+        "svg": {"Date": None},
+        "pdf": {"CreationDate": None},
+    }[suffix]
+    with matplotlib.rc_context({"svg.hashsalt": "rsbench"}):
+        fig.savefig(target, format=suffix, dpi=150, metadata=metadata, bbox_inches="tight")
+    return target
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def section_slug(protocol: str, dataset: str) -> str:
+    """A file-name-safe name for a section, e.g. ``cohen-cifar10``."""
+    return _SAFE.sub("_", f"{protocol}-{dataset}")

@@ -1,0 +1,325 @@
+"""Tests for rsbench.report: golden markdown, HTML, plots, protocol refusal, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rsbench import metrics, report
+from rsbench.errors import ResultsError
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def expert_rows(
+    model_id, sigma, outcomes, protocol="cohen", dataset="cifar10", n=100_000, seconds=1.5
+):
+    """Rows of one expert: ``outcomes`` = (correct, radius) per image; radius 0 & wrong = abstain."""
+    records = []
+    for index, (correct, radius) in enumerate(outcomes):
+        abstained = (not correct) and radius == 0.0
+        records.append(
+            {
+                "run_id": f"{model_id}-{protocol}",
+                "protocol": protocol,
+                "dataset": dataset,
+                "split": "test",
+                "index": index,
+                "label": index % 10,
+                "model_id": model_id,
+                "kind": "expert",
+                "sigma": sigma,
+                "n0": 100,
+                "n": n,
+                "alpha": 0.001,
+                "prediction": -1 if abstained else (index % 10 if correct else (index + 1) % 10),
+                "abstained": abstained,
+                "correct": correct,
+                "radius": radius,
+                "seconds": seconds,
+            }
+        )
+    return pd.DataFrame.from_records(records)
+
+
+def dual_rows(model_id="dual-a", protocol="cohen", dataset="cifar10"):
+    """Eight dual rows: router choices 0, 1, 2 and one router abstention."""
+    outcomes = [
+        (True, 0.3),
+        (True, 0.9),
+        (True, 0.5),
+        (False, 0.0),
+        (True, 1.2),
+        (True, 0.1),
+        (False, 0.4),
+        (True, 0.8),
+    ]
+    df = expert_rows(
+        model_id, 0.25, outcomes, protocol=protocol, dataset=dataset, n=10_000, seconds=2.5
+    )
+    df["kind"] = "dual"
+    df["router_choice"] = pd.array([0, 1, 1, -1, 2, 0, 1, 2], dtype="Int64")
+    df["expert_id"] = [
+        ["e-s0.25", "e-s0.50", "e-s1.00"][c] if c >= 0 else None for c in df["router_choice"]
+    ]
+    df["sigma"] = [[0.25, 0.5, 1.0][c] if c >= 0 else np.nan for c in df["router_choice"]]
+    df["router_radius"] = [0.5, 1.0, 0.6, 0.0, 1.2, 0.2, 0.9, 0.8]
+    df["expert_radius"] = [0.3, 0.9, 0.5, np.nan, 1.4, 0.1, 0.4, 1.1]
+    return df
+
+
+E1 = [
+    (True, 0.6),
+    (True, 0.3),
+    (True, 0.25),
+    (False, 0.0),
+    (True, 0.1),
+    (False, 0.7),
+    (True, 0.9),
+    (True, 0.2),
+]
+E2 = [
+    (True, 1.2),
+    (False, 0.0),
+    (True, 0.5),
+    (True, 1.6),
+    (False, 0.0),
+    (True, 0.2),
+    (False, 0.0),
+    (True, 0.75),
+]
+
+
+def fixed_frame() -> pd.DataFrame:
+    """The small fixed results frame behind the golden table."""
+    return pd.concat(
+        [expert_rows("e-s0.25", 0.25, E1), expert_rows("e-s1.00", 1.0, E2), dual_rows()],
+        ignore_index=True,
+    )
+
+
+REPORTED = {
+    "e-s0.25": {"protocol": "cohen", "certified_accuracy": {0.0: 0.75, 0.5: 0.25}},
+    "e-s1.00": {"protocol": "cohen"},  # no numbers: ignored
+}
+RADII = [0.0, 0.25, 0.5, 1.0]
+
+
+def test_leaderboard_golden_markdown():
+    boards = report.build_leaderboards(fixed_frame(), radii=RADII, reported=REPORTED)
+    text = report.to_markdown(boards)
+    golden = GOLDEN / "leaderboard.md"
+    if os.environ.get("RSBENCH_UPDATE_GOLDEN") == "1":
+        golden.write_text(text, encoding="utf-8")
+    assert text == golden.read_text(encoding="utf-8")
+
+
+def test_leaderboard_numbers_ranking_and_bounds():
+    (board,) = report.build_leaderboards(fixed_frame(), radii=RADII, reported=REPORTED)
+    f = board.frame.set_index("model_id")
+    # e-s0.25 credited radii: .6 .3 .25 - .1 - .9 .2 -> r>=0: 6/8, r>=.25: 4/8, r>=.5: 2/8, r>=1: 0
+    assert list(f.loc["e-s0.25", ["ca@0", "ca@0.25", "ca@0.5", "ca@1"]]) == [0.75, 0.5, 0.25, 0.0]
+    # e-s1.00: 1.2 - .5 1.6 - .2 - .75 -> 5/8, 4/8, 4/8, 2/8
+    assert list(f.loc["e-s1.00", ["ca@0", "ca@0.25", "ca@0.5", "ca@1"]]) == [0.625, 0.5, 0.5, 0.25]
+    # dual: .3 .9 .5 - 1.2 .1 - .8 -> 6/8, 5/8, 4/8, 1/8
+    assert list(f.loc["dual-a", ["ca@0", "ca@0.25", "ca@0.5", "ca@1"]]) == [0.75, 0.625, 0.5, 0.125]
+    # ranking by mean over the grid: dual (0.5) > e-s1.00 (0.46875) > e-s0.25 (0.375)
+    ranked = board.frame.dropna(subset=["rank"])
+    assert list(ranked["model_id"]) == ["dual-a", "e-s1.00", "e-s0.25"]
+    assert list(ranked["rank"]) == [1, 2, 3]
+    # bounds over the two experts
+    assert list(f.loc[report.ENVELOPE_ID, ["ca@0", "ca@0.25", "ca@0.5", "ca@1"]]) == [
+        0.75,
+        0.5,
+        0.5,
+        0.25,
+    ]
+    # oracle best per image: 1.2 .3 .5 1.6 .1 .2 .9 .75 (image 5: e-s0.25 is wrong at .7)
+    # -> 8/8, 6/8, 5/8, 2/8
+    assert list(f.loc[report.ORACLE_ID, ["ca@0", "ca@0.25", "ca@0.5", "ca@1"]]) == [
+        1.0,
+        0.75,
+        0.625,
+        0.25,
+    ]
+    assert f.loc["e-s0.25", "reported@0.5"] == 0.25
+    assert np.isnan(f.loc["e-s1.00", "reported@0.5"])
+    assert f.loc["dual-a", "sigma"] == "dual 0.25/0.50/1.00"
+    assert f.loc["e-s0.25", "abstain_rate"] == 0.125
+    assert f.loc["e-s0.25", "seconds_per_image"] == 1.5
+
+
+def test_leaderboard_refuses_to_rank_protocols_together():
+    df = pd.concat([fixed_frame(), expert_rows("e-s0.25", 0.25, E1, protocol="dualrs", n=10_000)])
+    with pytest.raises(ResultsError) as info:
+        report.build_leaderboards(df, radii=RADII)
+    message = str(info.value)
+    assert "2 protocols (cohen, dualrs)" in message
+    assert "never ranked together" in message
+    assert "--protocol" in message
+    assert "\n" not in message
+    with pytest.raises(ResultsError, match="never ranked together"):
+        report.build_leaderboard(df, radii=RADII)
+    # choosing one protocol works; asking for all gives separately ranked sections
+    (only,) = report.build_leaderboards(df, radii=RADII, protocol="dualrs")
+    assert list(only.frame["model_id"]) == ["e-s0.25"]
+    both = report.build_leaderboards(df, radii=RADII, all_sections=True)
+    assert [(b.protocol, b.dataset) for b in both] == [("cohen", "cifar10"), ("dualrs", "cifar10")]
+    assert all(
+        list(b.frame.dropna(subset=["rank"])["rank"])
+        == list(range(1, len(b.frame.dropna(subset=["rank"])) + 1))
+        for b in both
+    )
+
+
+def test_leaderboard_refuses_two_datasets_in_one_protocol():
+    df = pd.concat(
+        [
+            expert_rows("a", 0.25, E1, protocol="imported"),
+            expert_rows("b", 0.5, E2, protocol="imported", dataset="imagenet"),
+        ]
+    )
+    with pytest.raises(ResultsError, match="2 datasets .*--dataset"):
+        report.build_leaderboards(df)
+    boards = report.build_leaderboards(df, all_sections=True)
+    # each section uses its dataset's default grid
+    assert boards[0].radii == tuple(metrics.default_radii("cifar10"))
+    assert boards[1].radii == tuple(metrics.default_radii("imagenet"))
+
+
+def test_unknown_protocol_filter_names_the_present_ones():
+    with pytest.raises(ResultsError, match="no results with protocol 'nope'; present: cohen"):
+        report.build_leaderboards(fixed_frame(), protocol="nope")
+
+
+class _TableParser(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.in_body = False
+        self.cell: list[str] | None = None
+        self.tags: list[str] = []
+        self.external: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        attrs = dict(attrs)
+        for key in ("src", "href"):
+            if attrs.get(key, "").startswith(("http:", "https:", "//")):
+                self.external.append(attrs[key])
+        if tag == "tbody":
+            self.in_body = True
+        elif tag == "tr" and self.in_body:
+            self.rows.append([])
+        elif tag == "td":
+            self.cell = []
+
+    def handle_endtag(self, tag):
+        if tag == "tbody":
+            self.in_body = False
+        elif tag == "td" and self.cell is not None:
+            self.rows[-1].append("".join(self.cell))
+            self.cell = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def test_html_page_parses_holds_every_row_and_is_self_contained():
+    df = fixed_frame()
+    boards = report.build_leaderboards(df, radii=RADII, reported=REPORTED)
+    page = report.to_html(boards, df=df)
+    parser = _TableParser()
+    parser.feed(page)
+    parser.close()
+    models = [row[1] for row in parser.rows]
+    assert sorted(models) == sorted(boards[0].frame["model_id"])
+    assert len(models) == 5
+    assert "svg" in parser.tags and "script" in parser.tags
+    assert parser.external == []
+    assert "<link" not in page and "cdn" not in page.lower()
+    assert 'data-sort="0.75"' in page  # raw fraction for sorting
+    row = next(r for r in parser.rows if r[1] == "e-s0.25")
+    assert row[3] == "75.0 (75.0)"
+
+
+def test_csv_and_json_hold_fractions():
+    boards = report.build_leaderboards(fixed_frame(), radii=RADII, reported=REPORTED)
+    (section,) = json.loads(report.to_json(boards))
+    assert section["protocol"] == "cohen" and section["radii"] == RADII
+    by_id = {r["model_id"]: r for r in section["rows"]}
+    assert by_id["e-s0.25"]["ca@0.25"] == 0.5
+    assert by_id["e-s1.00"]["reported@0.5"] is None
+    csv = pd.read_csv(__import__("io").StringIO(report.to_csv(boards)))
+    assert len(csv) == 5 and set(csv["model_id"]) == set(by_id)
+
+
+def test_rich_table_has_every_row():
+    boards = report.build_leaderboards(fixed_frame(), radii=RADII)
+    table = report.to_rich(boards[0])
+    assert table.row_count == 5
+    assert [c.header for c in table.columns][:4] == ["#", "model", "sigma", "clean (r=0)"]
+
+
+def test_plot_lines_labels_and_dual_panels():
+    fig = report.plot_curves(fixed_frame(), radii=RADII)
+    curves, choices, scatter = fig.axes
+    labels = [line.get_label() for line in curves.get_lines()]
+    assert labels == [
+        "dual-a (dual 0.25/0.50/1.00)",
+        "e-s0.25 (σ=0.25)",
+        "e-s1.00 (σ=1.00)",
+        report.ENVELOPE_ID,
+        f"{report.ORACLE_ID}, upper bound",
+    ]
+    styles = [line.get_linestyle() for line in curves.get_lines()]
+    assert styles[:3] == ["-", "-", "-"] and styles[3] == "--" and styles[4] == "--"
+    assert curves.get_xlabel() == "L2 radius r" and curves.get_ylabel() == "certified accuracy"
+    assert {t.get_text() for t in curves.get_legend().get_texts()} == set(labels)
+    # the plotted envelope equals the metric at the grid radii
+    env_line = curves.get_lines()[3]
+    x, y = env_line.get_xdata(), env_line.get_ydata()
+    assert y[np.searchsorted(x, 0.5)] == 0.5
+    # router choice frequencies: one bar per (choice) for the one dual model
+    heights = sorted(p.get_height() for p in choices.patches)
+    np.testing.assert_allclose(heights, sorted([1 / 8, 2 / 8, 3 / 8, 2 / 8]))
+    assert choices.get_ylabel() == "fraction of images"
+    assert (
+        scatter.get_xlabel() == "router radius R_r" and scatter.get_ylabel() == "expert radius R_e"
+    )
+    offsets = scatter.collections[0].get_offsets()
+    assert len(offsets) == 7  # the router-abstained image has no expert radius
+
+
+def test_plot_without_dual_has_one_panel_and_no_bounds_for_one_model():
+    fig = report.plot_curves(expert_rows("e-s0.25", 0.25, E1))
+    (ax,) = fig.axes
+    assert [line.get_label() for line in ax.get_lines()] == ["e-s0.25 (σ=0.25)"]
+    assert ax.get_xlim() == (0.0, 2.0)  # CIFAR-10 default grid
+
+
+@pytest.mark.parametrize(
+    "suffix, magic", [(".png", b"\x89PNG"), (".svg", b"<?xml"), (".pdf", b"%PDF")]
+)
+def test_save_figure_by_extension(tmp_path, suffix, magic):
+    fig = report.plot_curves(expert_rows("e-s0.25", 0.25, E1))
+    path = report.save_figure(fig, tmp_path / f"sub/curves{suffix}")
+    assert path.read_bytes().startswith(magic)
+
+
+def test_save_figure_rejects_unknown_extension(tmp_path):
+    fig = report.plot_curves(expert_rows("e-s0.25", 0.25, E1))
+    with pytest.raises(ResultsError, match=r"\.png, \.svg, \.pdf"):
+        report.save_figure(fig, tmp_path / "curves.jpg")
+
+
+def test_empty_results_are_refused():
+    with pytest.raises(ResultsError, match="no result rows"):
+        report.build_leaderboards(fixed_frame().iloc[0:0])
