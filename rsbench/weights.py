@@ -1,0 +1,771 @@
+"""Fetch, verify, cache and safely load checkpoints named by zoo entries.
+
+Guarantees:
+
+* Sources: ``hf`` (Hugging Face Hub via ``huggingface_hub.hf_hub_download`` at the entry's revision),
+  ``url``, ``archive_url`` (one member of a .tar / .tar.gz / .tgz / .zip at a URL), ``package`` (a file
+  shipped inside ``rsbench/``) and ``file`` (a local path, relative to the zoo file's folder).
+* Downloads go to the cache (``cache_dir`` argument, else ``$RSBENCH_CACHE``, else
+  ``platformdirs.user_cache_dir("rsbench")``) under a temporary name, and are renamed into place only
+  after the size matches ``Content-Length``, the bytes are not an HTML page, the payload is a readable
+  checkpoint (or archive) and the sha256 matches a pinned entry. Any failure removes the temporary file:
+  nothing bad stays in the cache. A cached pinned file is re-hashed on every fetch.
+* Archive members are extracted one at a time by name into a path rsbench computes: absolute names,
+  ``..`` components, links and non-regular members are refused.
+* Unpinned entries (``sha256: null``) log a warning with the digest seen, which is also returned
+  (:class:`FetchedWeights`) and kept next to the cached file; ``require_pinned=True`` refuses them.
+* :func:`load_state_dict` reads safetensors, or ``torch.load(weights_only=True)``: a checkpoint that
+  needs code to unpickle is refused (nothing of it runs) with a message saying how to convert it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import pickle
+import re
+import stat
+import struct
+import tarfile
+import urllib.error
+import urllib.request
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from rsbench.errors import WeightsError
+from rsbench.zoo import ZooEntry
+
+logger = logging.getLogger(__name__)
+
+ENV_CACHE = "RSBENCH_CACHE"
+CHUNK = 1 << 20
+
+#: progress callback: (description, bytes done, total bytes or None)
+ProgressCallback = Callable[[str, int, "int | None"], None]
+
+_CONVERT_HINT = (
+    "convert it once where you trust the file: "
+    "python -c \"import torch; c = torch.load('IN', weights_only=False); "
+    "torch.save(c['state_dict'], 'OUT.pth')\" (or safetensors.torch.save_file), "
+    "then point the zoo entry's source at OUT.pth"
+)
+
+
+@dataclass(frozen=True)
+class FetchedWeights:
+    """A verified local checkpoint: its path, its sha256 and whether the entry pinned it."""
+
+    path: Path
+    sha256: str
+    pinned: bool
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache folder: ``cache_dir``, else ``$RSBENCH_CACHE``, else the user cache dir."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get(ENV_CACHE)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("rsbench"))
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of the file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _url_basename(url: str, default: str) -> str:
+    name = PurePosixPath(urllib.request.urlparse(url).path).name
+    name = re.sub(r"[^A-Za-z0-9._+-]", "_", name)
+    return name if name and name not in {".", ".."} else default
+
+
+def cache_path(entry: ZooEntry, cache_dir: str | os.PathLike | None = None) -> Path | None:
+    """Where ``entry``'s checkpoint lives once fetched (``None`` for ``hf`` / ``package`` / ``file``)."""
+    source = entry.source
+    if source is None:
+        return None
+    root = cache_root(cache_dir)
+    if source.type == "url":
+        return root / "url" / _key(source.url or "") / _url_basename(source.url or "", "checkpoint")
+    if source.type == "archive_url":
+        member = _safe_member_name(source.member or "", entry.id)
+        return root / "archives" / _key(source.url or "") / "members" / Path(*member.parts)
+    return None
+
+
+def archive_cache_path(url: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where the archive at ``url`` is kept (a manually downloaded archive may be placed here)."""
+    return cache_root(cache_dir) / "archives" / _key(url) / _url_basename(url, "archive")
+
+
+def is_cached(entry: ZooEntry, cache_dir: str | os.PathLike | None = None) -> bool:
+    """True when the entry's file is present locally (not verified; ``fetch`` verifies)."""
+    source = entry.source
+    if source is None:
+        return False
+    if source.type in ("file", "package"):
+        try:
+            return _local_path(entry).is_file()
+        except WeightsError:
+            return False
+    if source.type == "hf":
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(
+                source.repo_id or "",
+                source.filename or "",
+                cache_dir=str(cache_root(cache_dir) / "hf"),
+                revision=source.revision,
+            )
+        except Exception:  # noqa: BLE001 - a cache probe must never fail a listing
+            return False
+        return isinstance(found, str)
+    path = cache_path(entry, cache_dir)
+    return path is not None and path.is_file()
+
+
+@contextmanager
+def _lock(target: Path) -> Iterator[None]:
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        yield
+
+
+def _tmp_name(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.part")
+
+
+def rich_progress() -> tuple[ProgressCallback, Callable[[], None]]:
+    """A rich progress bar on stderr as ``(callback, close)``; for CLI code that asked for one."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    tasks: dict[str, Any] = {}
+    bar.start()
+
+    def callback(description: str, done: int, total: int | None) -> None:
+        if description not in tasks:
+            tasks[description] = bar.add_task(description, total=total)
+        bar.update(tasks[description], completed=done, total=total)
+
+    return callback, bar.stop
+
+
+def _resolve_progress(progress: bool | ProgressCallback | None):
+    if callable(progress):
+        return progress, lambda: None
+    if progress:
+        return rich_progress()
+    return None, lambda: None
+
+
+# --------------------------------------------------------------------------------------------------
+# payload checks
+
+
+def _looks_like_html(head: bytes) -> bool:
+    start = head.lstrip().lower()
+    return start.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or (
+        start.startswith(b"<") and b"<html" in start[:1024]
+    )
+
+
+def _safetensors_ok(path: Path) -> bool:
+    import json
+
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        raw = handle.read(8)
+        if len(raw) < 8:
+            return False
+        (header_len,) = struct.unpack("<Q", raw)
+        if header_len > size - 8:
+            return False
+        try:
+            header = json.loads(handle.read(header_len))
+        except ValueError:
+            return False
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    return 8 + header_len + max(ends, default=0) == size
+
+
+def sniff_format(path: str | os.PathLike) -> str:
+    """``safetensors``, ``torch-zip``, ``pickle``, ``tar``, ``zip``, ``html``, ``empty`` or ``unknown``."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        head = handle.read(1024)
+    if not head:
+        return "empty"
+    if _looks_like_html(head):
+        return "html"
+    if head.startswith(b"PK"):
+        if not zipfile.is_zipfile(path):
+            return "unknown"
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        return "torch-zip" if any(n.endswith("data.pkl") for n in names) else "zip"
+    if head[:1] == b"\x80":
+        return "pickle"
+    if head[:2] == b"\x1f\x8b" or (len(head) >= 262 and head[257:262] == b"ustar"):
+        return "tar"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    return "unknown"
+
+
+def _check_checkpoint(path: Path, what: str) -> None:
+    """Raise :class:`WeightsError` unless ``path`` holds a complete checkpoint file."""
+    kind = sniff_format(path)
+    if kind == "html":
+        raise WeightsError(
+            f"{what}: got an HTML page, not a checkpoint (a login, quota or confirmation page?); "
+            "download the file in a browser and use a `file` source"
+        )
+    if kind == "empty":
+        raise WeightsError(f"{what}: the file is empty")
+    if kind == "safetensors" and not _safetensors_ok(path):
+        raise WeightsError(f"{what}: the safetensors file is truncated or corrupt")
+    if kind in ("tar", "zip"):
+        raise WeightsError(
+            f"{what}: the file is an archive, not a checkpoint; use an archive_url member"
+        )
+    if kind == "unknown":
+        raise WeightsError(
+            f"{what}: not a readable checkpoint (truncated, or neither a torch file nor safetensors)"
+        )
+
+
+def _check_archive(path: Path, what: str) -> None:
+    """Raise :class:`WeightsError` unless ``path`` is a complete, readable tar or zip archive."""
+    with open(path, "rb") as handle:
+        head = handle.read(1024)
+    if _looks_like_html(head):
+        raise WeightsError(
+            f"{what}: got an HTML page, not an archive (a login, quota or confirmation page?); "
+            "download it in a browser and put it in the cache (see `rsbench zoo show`)"
+        )
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+            if bad is not None:
+                raise WeightsError(f"{what}: archive member {bad!r} is corrupt")
+            return
+        with tarfile.open(path, "r:*") as archive:
+            for member in archive:
+                if member.isfile():
+                    archive.extractfile(member).read()  # type: ignore[union-attr]
+    except (tarfile.TarError, EOFError, OSError, zipfile.BadZipFile) as exc:
+        raise WeightsError(
+            f"{what}: truncated or not a .tar/.tar.gz/.zip archive ({exc})"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------------
+# download
+
+
+def _download(
+    url: str,
+    dest: Path,
+    check: Callable[[Path], None],
+    expected_sha256: str | None,
+    progress: ProgressCallback | None,
+    what: str,
+) -> str:
+    """Download ``url`` to ``dest`` via a temporary file; return the sha256. Cleans up on failure."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(dest)
+    from rsbench import __version__
+
+    request = urllib.request.Request(url, headers={"User-Agent": f"rsbench/{__version__}"})
+    digest = hashlib.sha256()
+    done = 0
+    try:
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response, open(tmp, "wb") as out:
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+                content_type = response.headers.get("Content-Type", "") or ""
+                while chunk := response.read(CHUNK):
+                    if done == 0 and (
+                        content_type.startswith("text/html") or _looks_like_html(chunk[:1024])
+                    ):
+                        raise WeightsError(
+                            f"{what}: {url} returned an HTML page, not a file (a login, quota or "
+                            "confirmation page?); download it in a browser and use a `file` source"
+                        )
+                    out.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(what, done, total)
+        except urllib.error.HTTPError as exc:
+            raise WeightsError(
+                f"{what}: download of {url} failed: HTTP {exc.code} {exc.reason}"
+            ) from None
+        except http.client.IncompleteRead as exc:
+            raise WeightsError(
+                f"{what}: download of {url} was truncated ({len(exc.partial)} more bytes then the "
+                "connection closed); try again"
+            ) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise WeightsError(f"{what}: download of {url} failed ({reason})") from None
+        if total is not None and done != total:
+            raise WeightsError(
+                f"{what}: download of {url} was truncated ({done} of {total} bytes); try again"
+            )
+        check(tmp)
+        seen = digest.hexdigest()
+        if expected_sha256 is not None and seen != expected_sha256:
+            raise WeightsError(
+                f"{what}: sha256 mismatch for {url}: expected {expected_sha256}, got {seen}; the file "
+                "was not kept (if the upstream file changed on purpose, update the entry's sha256)"
+            )
+        os.replace(tmp, dest)
+        return seen
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _record_unpinned(entry: ZooEntry, path: Path, seen: str, in_cache: bool) -> None:
+    sidecar = path.with_name(path.name + ".sha256")
+    previous = None
+    if in_cache and sidecar.is_file():
+        previous = (sidecar.read_text().split() or [None])[0]
+    if previous and previous != seen:
+        logger.warning(
+            "%s: the unpinned file %s changed since it was first seen (sha256 %s, now %s)",
+            entry.id,
+            path,
+            previous,
+            seen,
+        )
+    if in_cache and previous != seen:
+        with suppress(OSError):
+            sidecar.write_text(f"{seen}  {path.name}\n")
+    logger.warning(
+        "%s is unpinned (no sha256 in its zoo entry); loaded bytes with sha256 %s - pin it with "
+        "`sha256: %s` after checking the file",
+        entry.id,
+        seen,
+        seen,
+    )
+
+
+def _verify_local(entry: ZooEntry, path: Path) -> str:
+    seen = sha256_file(path)
+    if entry.sha256 is not None and seen != entry.sha256:
+        raise WeightsError(
+            f"{entry.id}: sha256 mismatch for {path}: expected {entry.sha256}, got {seen}; "
+            "replace the file or fix the entry's sha256"
+        )
+    return seen
+
+
+def _local_path(entry: ZooEntry) -> Path:
+    source = entry.source
+    assert source is not None and source.path is not None
+    if source.type == "package":
+        rel = PurePosixPath(source.path)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise WeightsError(
+                f"{entry.id}: package path {source.path!r} must stay inside rsbench/"
+            )
+        return Path(__file__).resolve().parent.joinpath(*rel.parts)
+    path = Path(source.path).expanduser()
+    if not path.is_absolute() and entry.base_dir is not None:
+        path = entry.base_dir / path
+    return path
+
+
+def fetch(
+    entry: ZooEntry,
+    cache_dir: str | os.PathLike | None = None,
+    require_pinned: bool = False,
+    progress: bool | ProgressCallback | None = False,
+) -> FetchedWeights:
+    """Make ``entry``'s checkpoint available locally, verified; see the module docstring."""
+    if entry.kind == "dual" or entry.source is None:
+        raise WeightsError(f"{entry.id}: a {entry.kind} entry has no weights of its own")
+    if require_pinned and entry.sha256 is None:
+        raise WeightsError(
+            f"{entry.id} is unpinned (no sha256) and --require-pinned is set; "
+            "run `rsbench zoo hash FILE` on a checked copy and add `sha256:` to the entry"
+        )
+    callback, close = _resolve_progress(progress)
+    try:
+        path, seen = _fetch_path(entry, cache_dir, callback)
+    finally:
+        close()
+    if entry.sha256 is None:
+        _record_unpinned(entry, path, seen, in_cache=entry.source.type in ("url", "archive_url"))
+    return FetchedWeights(path=path, sha256=seen, pinned=entry.sha256 is not None)
+
+
+def fetch_weights(
+    entry: ZooEntry,
+    cache_dir: str | os.PathLike | None = None,
+    require_pinned: bool = False,
+    progress: bool | ProgressCallback | None = False,
+) -> Path:
+    """The verified local path of ``entry``'s checkpoint (see :func:`fetch`)."""
+    return fetch(entry, cache_dir, require_pinned, progress).path
+
+
+def _fetch_path(
+    entry: ZooEntry, cache_dir: str | os.PathLike | None, progress: ProgressCallback | None
+) -> tuple[Path, str]:
+    source = entry.source
+    assert source is not None
+    what = entry.id
+    if source.type in ("file", "package"):
+        path = _local_path(entry)
+        if not path.is_file():
+            raise WeightsError(f"{what}: checkpoint file {str(path)!r} does not exist")
+        _check_checkpoint(path, what)
+        return path, _verify_local(entry, path)
+    if source.type == "hf":
+        return _fetch_hf(entry, cache_dir)
+    dest = cache_path(entry, cache_dir)
+    assert dest is not None
+    with _lock(dest):
+        if dest.is_file():
+            seen = sha256_file(dest)
+            if entry.sha256 is None or seen == entry.sha256:
+                return dest, seen
+            logger.warning("%s: cached %s fails its sha256; fetching it again", what, dest)
+            dest.unlink()
+        if source.type == "url":
+            seen = _download(
+                source.url or "",
+                dest,
+                lambda p: _check_checkpoint(p, what),
+                entry.sha256,
+                progress,
+                what,
+            )
+            return dest, seen
+        archive = archive_cache_path(source.url or "", cache_dir)
+        with _lock(archive):
+            if not archive.is_file():
+                _download(
+                    source.url or "",
+                    archive,
+                    lambda p: _check_archive(p, what),
+                    None,
+                    progress,
+                    f"{what} (archive)",
+                )
+        seen = extract_member(archive, source.member or "", dest, what)
+        try:
+            _check_checkpoint(dest, what)
+            if entry.sha256 is not None and seen != entry.sha256:
+                raise WeightsError(
+                    f"{what}: sha256 mismatch for member {source.member!r} of {source.url}: expected "
+                    f"{entry.sha256}, got {seen}; the file was not kept"
+                )
+        except WeightsError:
+            dest.unlink(missing_ok=True)
+            raise
+        return dest, seen
+
+
+def _fetch_hf(entry: ZooEntry, cache_dir: str | os.PathLike | None) -> tuple[Path, str]:
+    source = entry.source
+    assert source is not None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+    )
+
+    if not re.fullmatch(r"[0-9a-f]{40}", source.revision or ""):
+        logger.warning(
+            "%s: Hub revision %r is not a commit hash; the files behind it can change",
+            entry.id,
+            source.revision,
+        )
+    try:
+        local = hf_hub_download(
+            repo_id=source.repo_id or "",
+            filename=source.filename or "",
+            revision=source.revision,
+            cache_dir=str(cache_root(cache_dir) / "hf"),
+        )
+    except (
+        LocalEntryNotFoundError,
+        EntryNotFoundError,
+        OfflineModeIsEnabled,
+        HfHubHTTPError,
+        ValueError,
+        OSError,
+    ) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(
+            f"{entry.id}: cannot get {source.filename!r} from the Hub repo {source.repo_id!r} at "
+            f"revision {source.revision!r} ({first})"
+        ) from None
+    path = Path(local)
+    try:
+        _check_checkpoint(path, entry.id)
+        seen = _verify_local(entry, path)
+    except WeightsError:
+        blob = path.resolve()
+        path.unlink(missing_ok=True)
+        blob.unlink(missing_ok=True)
+        raise
+    return path, seen
+
+
+# --------------------------------------------------------------------------------------------------
+# archives
+
+
+def _safe_member_name(member: str, what: str) -> PurePosixPath:
+    name = member.replace("\\", "/")
+    while name.startswith("./"):
+        name = name[2:]
+    path = PurePosixPath(name)
+    if not name or path.is_absolute() or re.match(r"^[A-Za-z]:", name) or ".." in path.parts:
+        raise WeightsError(
+            f"{what}: archive member {member!r} is unsafe (absolute or with '..'); refusing it"
+        )
+    return path
+
+
+def _open_member(archive: Path, member: PurePosixPath, what: str) -> tuple[Any, IO[bytes]]:
+    wanted = str(member)
+    if zipfile.is_zipfile(archive):
+        handle = zipfile.ZipFile(archive)
+        for info in handle.infolist():
+            if _norm(info.filename) != wanted:
+                continue
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode) or info.is_dir() or (mode and not stat.S_ISREG(mode)):
+                handle.close()
+                raise WeightsError(
+                    f"{what}: archive member {wanted!r} is a link or not a regular file; refusing it"
+                )
+            return handle, handle.open(info)
+        names = handle.namelist()
+        handle.close()
+        raise _missing_member(what, wanted, names)
+    try:
+        handle = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by the caller
+    except (tarfile.TarError, OSError) as exc:
+        raise WeightsError(f"{what}: {archive} is not a readable archive ({exc})") from None
+    try:
+        for info in handle:
+            if _norm(info.name) != wanted:
+                continue
+            if not info.isfile():
+                kind = "a link" if (info.issym() or info.islnk()) else "not a regular file"
+                raise WeightsError(f"{what}: archive member {wanted!r} is {kind}; refusing it")
+            stream = handle.extractfile(info)
+            assert stream is not None
+            return handle, stream
+        names = handle.getnames()
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        handle.close()
+        raise WeightsError(f"{what}: archive {archive} is truncated or corrupt ({exc})") from None
+    except WeightsError:
+        handle.close()
+        raise
+    handle.close()
+    raise _missing_member(what, wanted, names)
+
+
+def _norm(name: str) -> str:
+    name = name.replace("\\", "/")
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
+def _missing_member(what: str, wanted: str, names: list[str]) -> WeightsError:
+    import difflib
+
+    close = difflib.get_close_matches(wanted, [_norm(n) for n in names], n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return WeightsError(f"{what}: archive has no member {wanted!r}{hint}")
+
+
+def extract_member(archive: Path, member: str, dest: Path, what: str = "archive") -> str:
+    """Copy one regular-file ``member`` of ``archive`` to ``dest`` (atomically); return its sha256.
+
+    Absolute names, ``..`` components, symbolic and hard links and non-regular members are refused;
+    nothing is written anywhere but ``dest``.
+    """
+    name = _safe_member_name(member, what)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(dest)
+    digest = hashlib.sha256()
+    handle, stream = _open_member(Path(archive), name, what)
+    try:
+        with stream, open(tmp, "wb") as out:
+            while chunk := stream.read(CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+        os.replace(tmp, dest)
+    except (tarfile.TarError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise WeightsError(f"{what}: cannot extract {member!r} from {archive} ({exc})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+        handle.close()
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# loading
+
+
+def _refusal(path: Path, exc: BaseException) -> WeightsError:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), None)
+    reason = reason or (lines[0] if lines else type(exc).__name__)
+    hint = _CONVERT_HINT.replace("IN", str(path))
+    return WeightsError(
+        f"{path} needs code to unpickle ({reason[:160]}); rsbench loads tensors only and ran none of "
+        f"it: {hint}"
+    )
+
+
+def load_checkpoint(path: str | os.PathLike) -> Any:
+    """Read ``path`` without running code: safetensors, or ``torch.load(weights_only=True)``."""
+    import torch
+
+    path = Path(path)
+    kind = sniff_format(path)
+    if kind in ("html", "empty", "unknown", "tar", "zip"):
+        _check_checkpoint(path, str(path))
+    if kind == "safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise WeightsError(f"{path}: unreadable safetensors file ({exc})") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise _refusal(path, exc) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(
+            f"{path}: not a readable torch checkpoint (truncated? {first})"
+        ) from None
+
+
+def load_state_dict(path: str | os.PathLike, entry: ZooEntry) -> dict[str, Any]:
+    """The entry's state dict from ``path``: ``checkpoint.state_dict_key`` applied, prefix stripped.
+
+    Every value must be a tensor and every key must carry ``checkpoint.strip_prefix``; otherwise a
+    :class:`WeightsError` names the first offending key and the entry field to fix.
+    """
+    import torch
+
+    obj = load_checkpoint(path)
+    key = entry.checkpoint.state_dict_key
+    if key is not None:
+        if not isinstance(obj, Mapping) or key not in obj:
+            top = list(obj)[:8] if isinstance(obj, Mapping) else type(obj).__name__
+            raise WeightsError(
+                f"{entry.id}: checkpoint has no {key!r} (checkpoint.state_dict_key); top level: {top}"
+            )
+        obj = obj[key]
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{entry.id}: checkpoint holds a {type(obj).__name__}, not a state dict")
+    bad = next((k for k, v in obj.items() if not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        top = list(obj)[:8]
+        raise WeightsError(
+            f"{entry.id}: {bad!r} in the checkpoint is a {type(obj[bad]).__name__}, not a tensor; "
+            f"set checkpoint.state_dict_key to the state dict (top level: {top})"
+        )
+    prefix = entry.checkpoint.strip_prefix
+    if not prefix:
+        return dict(obj)
+    out: dict[str, Any] = {}
+    for name, tensor in obj.items():
+        if not name.startswith(prefix):
+            raise WeightsError(
+                f"{entry.id}: key {name!r} lacks checkpoint.strip_prefix {prefix!r}; fix strip_prefix"
+            )
+        out[name[len(prefix) :]] = tensor
+    return out
+
+
+def remove_cached(entry: ZooEntry, cache_dir: str | os.PathLike | None = None) -> bool:
+    """Delete the entry's cached file (url / archive member); True when something was removed."""
+    path = cache_path(entry, cache_dir)
+    if path is None or not path.exists():
+        return False
+    path.unlink()
+    sidecar = path.with_name(path.name + ".sha256")
+    sidecar.unlink(missing_ok=True)
+    return True
+
+
+__all__ = [
+    "FetchedWeights",
+    "archive_cache_path",
+    "cache_path",
+    "cache_root",
+    "extract_member",
+    "fetch",
+    "fetch_weights",
+    "is_cached",
+    "load_checkpoint",
+    "load_state_dict",
+    "remove_cached",
+    "rich_progress",
+    "sha256_file",
+    "sniff_format",
+]
