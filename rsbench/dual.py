@@ -362,3 +362,57 @@ class DualSmoothed:
     ) -> DualPrediction:
         """DUAL PREDICT one ``[C, H, W]`` image."""
         return self.predict_batch(image.unsqueeze(0), n, alpha, seed, [index])[0]
+
+
+def load_dual(
+    zoo,
+    entry,
+    device: str | torch.device = "cpu",
+    batch_size: int = 1000,
+    precision: str = "fp32",
+    cache_dir=None,
+    require_pinned: bool = False,
+    sigma_router: float | None = None,
+    alpha_router_fraction: float | None = None,
+    channels_last: bool = False,
+) -> DualSmoothed:
+    """Build the :class:`DualSmoothed` of a ``dual`` zoo entry (an id or a ``ZooEntry``) from ``zoo``.
+
+    The router and each expert are fetched, verified and loaded with :func:`rsbench.models.load_model`
+    (an expert listed twice is loaded once). Certify sigmas default to each expert's ``train_sigma``;
+    ``sigma_router`` and ``alpha_router_fraction`` default to the entry's values (router
+    ``train_sigma`` and 0.5 when the entry has none).
+    """
+    from rsbench.models import load_model
+
+    if isinstance(entry, str):
+        entry = zoo.get(entry)
+    if entry.kind != "dual":
+        raise ConfigError(f"{entry.id} is a {entry.kind} entry, not a dual one")
+    router_entry = zoo.get(entry.router)
+    expert_entries = [zoo.get(expert_id) for expert_id in entry.experts]
+    loaded: dict[str, nn.Module] = {}
+
+    def model(e):
+        if e.id not in loaded:
+            loaded[e.id] = load_model(e, device, cache_dir=cache_dir, require_pinned=require_pinned)
+        return loaded[e.id]
+
+    sigmas = entry.sigmas or tuple(e.train_sigma for e in expert_entries)
+    num_classes = entry.num_classes or expert_entries[0].num_classes
+    return DualSmoothed(
+        model(router_entry),
+        [model(e) for e in expert_entries],
+        sigmas,
+        sigma_router
+        if sigma_router is not None
+        else (entry.sigma_router or router_entry.train_sigma),
+        num_classes,
+        alpha_router_fraction
+        if alpha_router_fraction is not None
+        else (entry.alpha_router_fraction or 0.5),
+        batch_size=batch_size,
+        precision=precision,
+        input_shape=expert_entries[0].input_shape,
+        channels_last=channels_last,
+    )
