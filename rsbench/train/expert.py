@@ -1,0 +1,600 @@
+"""Expert training with Gaussian noise augmentation (Cohen, Rosenfeld & Kolter 2019).
+
+Every training image is replaced by ``x + N(0, train_sigma^2 I)`` in [0, 1] pixel space (no
+clipping) before the model, which is ``nn.Sequential(InputLayer, net)`` built from a zoo entry by
+:func:`rsbench.models.build_model`, so the input layer (normalisation) sits after the noise exactly
+as at certification time.
+
+Guarantees:
+
+* Seeded and deterministic: the initial weights come from ``seed``; epoch ``e``'s data order, noise
+  and augmentation come from a generator seeded by ``(seed, e)`` alone. On the same device, thread
+  count and library versions, a run gives the same weights bit for bit whether or not it was
+  interrupted and resumed.
+* Resumable: after every epoch a checkpoint (net, optimizer, scheduler, RNG states, history) is
+  written atomically to ``<out>/<id>.checkpoint.pt`` (loaded back with ``weights_only=True``). A run
+  with ``resume=True`` continues from it; a checkpoint made with another configuration is refused.
+* Outputs: ``<out>/<id>.safetensors`` (the *net*'s state dict, no prefix), ``<out>/<id>.train.json``
+  (configuration, per-epoch history, digest) and, with a zoo file, a validated zoo entry whose
+  ``recipe`` holds the exact command, data, seed, epochs and whose ``sha256`` is the weights' digest.
+  When the weights are written inside the installed ``rsbench`` package (as for the embedded
+  experts), the entry's source is ``{type: package, path: ...}``; otherwise ``{type: file, path}``.
+
+The library never prints: progress goes to an optional callback receiving :class:`TrainEvent`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rsbench.errors import ConfigError, check_count, check_sigma
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "step", "constant")
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ExpertTrainConfig:
+    """Everything that determines the trained weights (plus where to write them).
+
+    ``dataset``/``split``: the training data (:func:`rsbench.data.load_dataset` names; ``limit``
+    keeps the first ``limit`` images). ``eval_limit`` test images (first ones, canonical order) are
+    scored after each epoch, clean and under one seeded noise draw at ``train_sigma`` (0: no eval).
+    ``augment``: random crop (padding 4) and horizontal flip, as Cohen et al. did for CIFAR-10;
+    ``None`` means on for ``cifar10`` and ``imagenet``, off otherwise. ``input_layer``: the zoo
+    entry's input layer (default: normalise with the dataset's mean and std).
+    """
+
+    dataset: str
+    arch: str
+    train_sigma: float
+    epochs: int = 20
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    step_size: int = 30
+    gamma: float = 0.1
+    seed: int = 0
+    split: str = "train"
+    limit: int | None = None
+    eval_limit: int = 1000
+    augment: bool | None = None
+    input_layer: dict[str, Any] | None = None
+    model_id: str | None = None
+    data_root: str | None = None
+    download: bool = False
+    device: str = "cpu"
+    num_workers: int = 0
+    command: str | None = None
+
+    def resolved_id(self) -> str:
+        """The zoo id: ``model_id`` or ``<dataset>-<arch>-s<train_sigma>``."""
+        if self.model_id:
+            return self.model_id
+        arch = self.arch.replace(":", "-").replace("/", "-").replace(".py", "")
+        return f"{self.dataset}-{arch}-s{self.train_sigma:.2f}"
+
+    def determining(self) -> dict[str, Any]:
+        """The fields that determine the weights (a resumed run must match them exactly)."""
+        skip = {"data_root", "download", "device", "num_workers", "command", "eval_limit"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+
+
+@dataclass(frozen=True)
+class TrainEvent:
+    """A progress report: ``phase`` is ``start``, ``batch``, ``epoch`` (after the checkpoint) or ``done``."""
+
+    phase: str
+    epoch: int  # 1-based epoch in progress or just finished
+    epochs: int
+    step: int = 0  # batches done in this epoch
+    steps: int = 0  # batches per epoch
+    loss: float = math.nan  # running mean over the epoch so far
+    accuracy: float = math.nan  # running noisy training accuracy over the epoch so far
+    lr: float = math.nan
+    elapsed: float = 0.0
+    eval_clean: float | None = None
+    eval_noisy: float | None = None
+    resumed_from: int | None = None
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_expert` wrote: weights, their digest, the zoo entry and the history."""
+
+    model_id: str
+    weights: Path
+    sha256: str
+    entry: Any  # rsbench.zoo.ZooEntry
+    zoo_file: Path | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    digest = hashlib.blake2b(f"rsbench-train:{int(seed)}:{int(epoch)}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "little") >> 1
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _validate(config: ExpertTrainConfig) -> None:
+    check_sigma(config.train_sigma, "train_sigma")
+    check_count(config.epochs, "epochs")
+    check_count(config.batch_size, "batch_size")
+    if config.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"optimizer={config.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+    if config.schedule not in SCHEDULES:
+        raise ConfigError(f"schedule={config.schedule!r} is not one of {', '.join(SCHEDULES)}")
+    if not (config.lr > 0 and math.isfinite(config.lr)):
+        raise ConfigError(f"lr={config.lr!r} is not allowed; use a learning rate > 0, e.g. 0.05")
+    if config.weight_decay < 0 or not 0 <= config.momentum < 1:
+        raise ConfigError("weight_decay must be >= 0 and momentum in [0, 1)")
+    if config.schedule == "step":
+        check_count(config.step_size, "step_size")
+    if config.limit is not None:
+        check_count(config.limit, "limit")
+    if config.eval_limit < 0:
+        raise ConfigError(f"eval_limit={config.eval_limit} is not allowed; use 0 (no eval) or more")
+
+
+def _default_input_layer(dataset: str) -> dict[str, Any]:
+    from rsbench.data import dataset_info
+
+    info = dataset_info(dataset)
+    return {"type": "normalize", "mean": list(info.mean), "std": list(info.std)}
+
+
+def _zoo_dataset(name: str) -> str:
+    return "fashion-mnist" if name == "fashion-mnist-embedded" else name
+
+
+def _package_relative(path: Path) -> str | None:
+    """``path`` relative to the installed rsbench package folder, or ``None`` if outside it."""
+    import rsbench
+
+    package = Path(rsbench.__file__).resolve().parent
+    try:
+        return path.resolve().relative_to(package).as_posix()
+    except ValueError:
+        return None
+
+
+def build_entry(
+    config: ExpertTrainConfig,
+    weights: Path,
+    sha256: str | None,
+    zoo_file: Path | None,
+    extra_recipe: dict[str, Any] | None = None,
+):
+    """The zoo entry for ``config``'s trained weights at ``weights`` (validated by the zoo parser)."""
+    from rsbench.data import dataset_info
+    from rsbench.zoo import parse_entry
+
+    info = dataset_info(config.dataset)
+    package_path = _package_relative(weights)
+    if package_path is not None:
+        source = {"type": "package", "path": package_path}
+    elif zoo_file is not None:
+        try:
+            rel = weights.resolve().relative_to(zoo_file.resolve().parent).as_posix()
+        except ValueError:
+            rel = str(weights.resolve())
+        source = {"type": "file", "path": rel}
+    else:
+        source = {"type": "file", "path": str(weights.resolve())}
+    recipe: dict[str, Any] = {
+        "trainer": "rsbench train expert (Gaussian noise augmentation, Cohen et al. 2019)",
+        "command": config.command or command_line(config),
+        "data": {"dataset": config.dataset, "split": config.split, "limit": config.limit},
+        "seed": config.seed,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "optimizer": config.optimizer,
+        "lr": config.lr,
+        "momentum": config.momentum,
+        "weight_decay": config.weight_decay,
+        "schedule": config.schedule,
+        "augment": _augment_on(config),
+        "torch": str(torch.__version__),
+    }
+    if config.schedule == "step":
+        recipe.update(step_size=config.step_size, gamma=config.gamma)
+    recipe.update(extra_recipe or {})
+    raw = {
+        "id": config.resolved_id(),
+        "kind": "expert",
+        "dataset": _zoo_dataset(config.dataset),
+        "description": (
+            f"{config.arch} trained by rsbench with Gaussian noise augmentation at "
+            f"train_sigma {config.train_sigma:g} on {config.dataset}/{config.split}"
+        ),
+        "num_classes": info.num_classes,
+        "input_shape": list(info.input_shape),
+        "arch": config.arch,
+        "train_sigma": float(config.train_sigma),
+        "input_layer": config.input_layer or _default_input_layer(config.dataset),
+        "source": source,
+        "sha256": sha256,
+        "license": f"weights: MIT (rsbench); training data: {info.license}",
+        "paper": "Cohen, Rosenfeld, Kolter. Certified Adversarial Robustness via Randomized Smoothing. ICML 2019",
+        "recipe": recipe,
+    }
+    return parse_entry(raw, file=zoo_file)
+
+
+def command_line(config: ExpertTrainConfig) -> str:
+    """An ``rsbench train expert`` command that reproduces ``config`` (output paths excluded)."""
+    parts = [
+        "rsbench train expert",
+        f"--dataset {config.dataset}",
+        f"--arch {config.arch}",
+        f"--train-sigma {config.train_sigma:g}",
+        f"--epochs {config.epochs}",
+        f"--batch-size {config.batch_size}",
+        f"--optimizer {config.optimizer}",
+        f"--lr {config.lr:g}",
+        f"--momentum {config.momentum:g}",
+        f"--weight-decay {config.weight_decay:g}",
+        f"--schedule {config.schedule}",
+        f"--seed {config.seed}",
+    ]
+    if config.schedule == "step":
+        parts += [f"--step-size {config.step_size}", f"--gamma {config.gamma:g}"]
+    if config.limit is not None:
+        parts.append(f"--limit {config.limit}")
+    if config.augment is not None:
+        parts.append("--augment" if config.augment else "--no-augment")
+    if config.model_id:
+        parts.append(f"--id {config.model_id}")
+    return " ".join(parts)
+
+
+def _augment_on(config: ExpertTrainConfig) -> bool:
+    if config.augment is not None:
+        return bool(config.augment)
+    return config.dataset in ("cifar10", "imagenet")
+
+
+def _augment(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop with zero padding ``pad`` and random horizontal flip, per image, seeded."""
+    batch, _, height, width = images.shape
+    flips = torch.rand(batch, generator=generator) < 0.5
+    offsets = torch.randint(0, 2 * pad + 1, (batch, 2), generator=generator)
+    padded = nn.functional.pad(images, (pad, pad, pad, pad))
+    out = torch.empty_like(images)
+    for i in range(batch):
+        dy, dx = int(offsets[i, 0]), int(offsets[i, 1])
+        crop = padded[i, :, dy : dy + height, dx : dx + width]
+        out[i] = crop.flip(-1) if flips[i] else crop
+    return out
+
+
+def _make_optimizer(config: ExpertTrainConfig, params) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+
+
+def _make_scheduler(config: ExpertTrainConfig, optimizer, steps_per_epoch: int):
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+        )
+    if config.schedule == "step":
+        size = config.step_size * steps_per_epoch
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: config.gamma ** (step // size)
+        )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def _batches(dataset, indices: torch.Tensor, batch_size: int, num_workers: int):
+    """Yield ``(images, labels)`` for consecutive slices of ``indices``."""
+    chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    if num_workers > 0:
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=[c.tolist() for c in chunks], num_workers=num_workers
+        )
+        yield from loader
+        return
+    for chunk in chunks:
+        yield dataset.images(chunk), dataset.labels[chunk]
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset,
+    sigma: float,
+    limit: int | None = None,
+    seed: int = 0,
+    batch_size: int = 1000,
+    device: str | torch.device = "cpu",
+) -> tuple[float, float]:
+    """(clean accuracy, accuracy under one seeded noise draw at ``sigma``) on the first ``limit`` images.
+
+    One generator seeded with ``seed`` draws the noise in dataset order, one draw per image: the
+    same (model, dataset, sigma, limit, seed, batch_size) always gives the same figures.
+    """
+    model.eval()
+    count = len(dataset) if limit is None else min(int(limit), len(dataset))
+    generator = torch.Generator().manual_seed(int(seed))
+    clean = noisy = 0
+    for start in range(0, count, batch_size):
+        idx = torch.arange(start, min(start + batch_size, count))
+        images = dataset.images(idx)
+        labels = dataset.labels[idx]
+        noise = torch.randn(images.shape, generator=generator) * sigma
+        clean += int((model(images.to(device)).argmax(1).cpu() == labels).sum())
+        noisy += int((model((images + noise).to(device)).argmax(1).cpu() == labels).sum())
+    return clean / max(count, 1), noisy / max(count, 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# training
+
+
+def paths_for(out_dir: str | os.PathLike, model_id: str) -> dict[str, Path]:
+    """Output paths of a run: ``weights``, ``checkpoint``, ``record`` (train.json)."""
+    out = Path(out_dir).expanduser()
+    return {
+        "weights": out / f"{model_id}.safetensors",
+        "checkpoint": out / f"{model_id}.checkpoint.pt",
+        "record": out / f"{model_id}.train.json",
+    }
+
+
+def _config_key(config: ExpertTrainConfig) -> str:
+    text = json.dumps(config.determining(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def train_expert(
+    config: ExpertTrainConfig,
+    out_dir: str | os.PathLike,
+    zoo_file: str | os.PathLike | None = None,
+    resume: bool = True,
+    keep_checkpoint: bool = False,
+    overwrite_entry: bool = True,
+    progress: Callable[[TrainEvent], None] | None = None,
+) -> TrainResult:
+    """Train an expert as ``config`` says, write its weights and (with ``zoo_file``) its zoo entry.
+
+    Returns a :class:`TrainResult`. Raises :class:`~rsbench.errors.ConfigError` for bad settings,
+    :class:`~rsbench.errors.DataError` for missing data, :class:`~rsbench.errors.ZooError` for an
+    unknown architecture or an entry clash, and :class:`~rsbench.errors.WeightsError` for a
+    checkpoint in ``out_dir`` that belongs to another configuration.
+    """
+    from safetensors.torch import save_file
+
+    from rsbench.data import load_dataset
+    from rsbench.errors import WeightsError
+    from rsbench.models import build_model
+
+    _validate(config)
+    emit = progress or (lambda event: None)
+    model_id = config.resolved_id()
+    paths = paths_for(out_dir, model_id)
+    zoo_path = Path(zoo_file).expanduser() if zoo_file is not None else None
+    device = torch.device(config.device)
+
+    train_set = load_dataset(
+        config.dataset, config.split, root=config.data_root, download=config.download
+    )
+    size = len(train_set) if config.limit is None else int(config.limit)
+    if size > len(train_set):
+        from rsbench.errors import DataError
+
+        raise DataError(
+            f"limit={config.limit} is beyond {config.dataset}/{config.split} ({len(train_set)} images)"
+        )
+    eval_set = None
+    if config.eval_limit > 0:
+        from rsbench.data import DATASETS
+
+        eval_split = "val" if "val" in DATASETS[config.dataset].splits else "test"
+        if eval_split != config.split:
+            eval_set = load_dataset(config.dataset, eval_split, root=config.data_root)
+
+    torch.manual_seed(config.seed)
+    entry = build_entry(config, paths["weights"], None, zoo_path)
+    model = build_model(entry).to(device)
+    net = model[1]
+    optimizer = _make_optimizer(config, model.parameters())
+    steps = math.ceil(size / config.batch_size)
+    scheduler = _make_scheduler(config, optimizer, steps)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    resumed_from = None
+    key = _config_key(config)
+
+    if resume and paths["checkpoint"].is_file():
+        state = torch.load(paths["checkpoint"], map_location="cpu", weights_only=True)
+        if state.get("config_key") != key:
+            raise WeightsError(
+                f"checkpoint {str(paths['checkpoint'])!r} was made with another configuration; "
+                "use --no-resume to start over or another --out / --id"
+            )
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        history = json.loads(state["history"])
+        start_epoch = resumed_from = int(state["epoch"])
+        log.info("resuming %s from epoch %d", model_id, start_epoch)
+
+    began = time.perf_counter()
+    emit(TrainEvent("start", start_epoch, config.epochs, steps=steps, resumed_from=resumed_from))
+    augment = _augment_on(config)
+    loss_fn = nn.CrossEntropyLoss()
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        generator = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))
+        order = torch.randperm(size, generator=generator)
+        total_loss, correct, seen = 0.0, 0, 0
+        for step, (images, labels) in enumerate(
+            _batches(train_set, order, config.batch_size, config.num_workers), start=1
+        ):
+            if augment:
+                images = _augment(images, generator)
+            noisy = images + torch.randn(images.shape, generator=generator) * config.train_sigma
+            noisy, labels = noisy.to(device), labels.to(device)
+            logits = model(noisy)
+            loss = loss_fn(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total_loss += loss.detach().item() * len(labels)
+            correct += int((logits.argmax(1) == labels).sum())
+            seen += len(labels)
+            emit(
+                TrainEvent(
+                    "batch",
+                    epoch + 1,
+                    config.epochs,
+                    step,
+                    steps,
+                    total_loss / seen,
+                    correct / seen,
+                    optimizer.param_groups[0]["lr"],
+                    time.perf_counter() - began,
+                )
+            )
+        if not math.isfinite(total_loss):
+            raise ConfigError(
+                f"training diverged in epoch {epoch + 1} (loss is {total_loss}); lower --lr"
+            )
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "loss": total_loss / seen,
+            "train_noisy_accuracy": correct / seen,
+            "lr_end": optimizer.param_groups[0]["lr"],
+        }
+        if eval_set is not None:
+            clean, noisy_acc = evaluate(
+                model,
+                eval_set,
+                config.train_sigma,
+                config.eval_limit,
+                seed=config.seed,
+                device=device,
+            )
+            record.update(eval_clean_accuracy=clean, eval_noisy_accuracy=noisy_acc)
+        history.append(record)
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "config_key": key,
+            "epoch": epoch + 1,
+            "net": net.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "history": json.dumps(history),
+        }
+        _atomic_write(paths["checkpoint"], lambda tmp, state=state: torch.save(state, tmp))
+        emit(
+            TrainEvent(
+                "epoch",
+                epoch + 1,
+                config.epochs,
+                steps,
+                steps,
+                record["loss"],
+                record["train_noisy_accuracy"],
+                record["lr_end"],
+                time.perf_counter() - began,
+                record.get("eval_clean_accuracy"),
+                record.get("eval_noisy_accuracy"),
+                resumed_from,
+            )
+        )
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
+    metadata = {
+        "rsbench_id": model_id,
+        "train_sigma": f"{config.train_sigma:g}",
+        "seed": str(config.seed),
+    }
+    _atomic_write(paths["weights"], lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    digest = sha256_file(paths["weights"])
+    final = history[-1] if history else {}
+    extra = {
+        k: round(float(final[k]), 4)
+        for k in ("eval_clean_accuracy", "eval_noisy_accuracy")
+        if k in final
+    }
+    if extra:
+        extra["eval_images"] = config.eval_limit
+    entry = build_entry(config, paths["weights"], digest, zoo_path, extra_recipe=extra)
+    seconds = time.perf_counter() - began
+    run_record = {
+        "id": model_id,
+        "config": dataclasses.asdict(config),
+        "command": config.command or command_line(config),
+        "sha256": digest,
+        "history": history,
+        "torch": str(torch.__version__),
+        "threads": torch.get_num_threads(),
+    }
+    _atomic_write(
+        paths["record"], lambda tmp: tmp.write_text(json.dumps(run_record, indent=2) + "\n")
+    )
+    if zoo_path is not None:
+        from rsbench.zoo import write_entries
+
+        write_entries(zoo_path, [entry], overwrite=overwrite_entry)
+    if not keep_checkpoint:
+        paths["checkpoint"].unlink(missing_ok=True)
+    emit(TrainEvent("done", config.epochs, config.epochs, steps, steps, elapsed=seconds))
+    return TrainResult(model_id, paths["weights"], digest, entry, zoo_path, history, seconds)
