@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from rsbench.errors import ConfigError, ResultsError
@@ -251,7 +252,10 @@ def _pandas_types() -> dict[pa.DataType, Any]:
 
 
 def read_tables(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pa.Table:
-    """All rows under ``paths`` (run dirs, parents of run dirs, or a list) as one Arrow table."""
+    """All rows under ``paths`` (run dirs, parents of run dirs, or a list) as one Arrow table.
+
+    Rows of each run directory are sorted by sample index; run directories in path order.
+    """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     run_dirs: list[Path] = []
@@ -259,7 +263,12 @@ def read_tables(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pa.Ta
         for run_dir in _run_dirs(Path(path)):
             if run_dir not in run_dirs:
                 run_dirs.append(run_dir)
-    tables = [read_part(part) for run_dir in run_dirs for part in list_parts(run_dir)]
+    tables = []
+    for run_dir in run_dirs:
+        parts = [read_part(part) for part in list_parts(run_dir)]
+        if parts:
+            table = pa.concat_tables(parts)
+            tables.append(table.take(pa.compute.sort_indices(table, [("index", "ascending")])))
     if not tables:
         return SCHEMA.empty_table()
     return pa.concat_tables(tables)

@@ -96,7 +96,9 @@ def test_time_formats():
 
 
 def _write_log(path: Path, rows: list[str]) -> Path:
-    path.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\n" + "".join(r + "\n" for r in rows))
+    path.write_text(
+        "idx\tlabel\tpredict\tradius\tcorrect\ttime\n" + "".join(r + "\n" for r in rows)
+    )
     return path
 
 
@@ -115,8 +117,15 @@ def test_plain_seconds_log_and_known_counts(tmp_path):
         ],
     )
     df = import_cohen_log(
-        log, dataset="fashion-mnist", split="test", model_id="m", sigma=sigma, n0=10, n=n,
-        alpha=alpha, protocol="x",
+        log,
+        dataset="fashion-mnist",
+        split="test",
+        model_id="m",
+        sigma=sigma,
+        n0=10,
+        n=n,
+        alpha=alpha,
+        protocol="x",
     )
     assert list(df["seconds"]) == [0.5, 1.25, 2.0, 0.75]
     assert list(df["correct"]) == [True, False, True, False]
@@ -129,7 +138,9 @@ def test_plain_seconds_log_and_known_counts(tmp_path):
 
 
 def test_malformed_logs_are_clear_errors(tmp_path):
-    kwargs = dict(dataset="d", split="s", model_id="m", sigma=0.5, n0=10, n=1000, alpha=0.001, protocol="p")
+    kwargs = dict(
+        dataset="d", split="s", model_id="m", sigma=0.5, n0=10, n=1000, alpha=0.001, protocol="p"
+    )
     bad_header = tmp_path / "h.tsv"
     bad_header.write_text("a\tb\n")
     with pytest.raises(ResultsError, match="header"):
@@ -147,16 +158,33 @@ def test_malformed_logs_are_clear_errors(tmp_path):
 @needs_logs
 def test_import_logs_command_writes_a_readable_run(tmp_path):
     from click.testing import CliRunner
-
     from rsbench.commands.results import import_logs
 
     log = LOGS / "cifar10" / "cohen_resnet110" / "noise_0.25" / "test_sigma_0.25.tsv"
     out = tmp_path / "results"
     result = CliRunner().invoke(
         import_logs,
-        [str(log), "--dataset", "cifar10", "--split", "test", "--model-id", "cohen-cifar10-resnet110-s0.25",
-         "--sigma", "0.25", "--n0", "100", "--n", "100000", "--alpha", "0.001", "--protocol", "cohen-full",
-         "--out", str(out)],
+        [
+            str(log),
+            "--dataset",
+            "cifar10",
+            "--split",
+            "test",
+            "--model-id",
+            "cohen-cifar10-resnet110-s0.25",
+            "--sigma",
+            "0.25",
+            "--n0",
+            "100",
+            "--n",
+            "100000",
+            "--alpha",
+            "0.001",
+            "--protocol",
+            "cohen-full",
+            "--out",
+            str(out),
+        ],
     )
     assert result.exit_code == 0, result.output
     df = read_results(out)
@@ -172,8 +200,15 @@ def test_imagenet_logs_import_with_their_alpha():
     # Cohen's ImageNet logs print radii up to 3.91 sigma, above the 3.81 sigma cap of n = 100,000 at
     # alpha = 0.001: every printed radius fits n = 100,000 at alpha = 0.01, so import them with that.
     path = LOGS / "imagenet" / "cohen_resnet50" / "noise_0.25" / "test_sigma_0.25.tsv"
-    kwargs = dict(dataset="imagenet", split="val", model_id="cohen-imagenet-resnet50-s0.25", sigma=0.25,
-                  n0=100, n=100_000, protocol="cohen")
+    kwargs = dict(
+        dataset="imagenet",
+        split="val",
+        model_id="cohen-imagenet-resnet50-s0.25",
+        sigma=0.25,
+        n0=100,
+        n=100_000,
+        protocol="cohen",
+    )
     with pytest.raises(ResultsError, match="cannot come from any count"):
         import_cohen_log(path, alpha=0.001, **kwargs)
     df = import_cohen_log(path, alpha=0.01, **kwargs)

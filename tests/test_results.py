@@ -23,10 +23,30 @@ from rsbench.results import (
 
 def _row(index: int, **extra):
     row = dict(
-        run_id="r1", protocol="cpu", dataset="fashion-mnist", split="test", index=index, label=index % 10,
-        model_id="m", kind="expert", sigma=0.5, n0=10, n=100, alpha=0.001, seed=0, precision="fp32",
-        batch_size=100, prediction=index % 10, abstained=False, correct=True, cA=index % 10, count0=9,
-        nA=90 + index % 10, counts=[0] * 9 + [100], pA_lower=0.81234567890123, radius=0.4412345678901,
+        run_id="r1",
+        protocol="cpu",
+        dataset="fashion-mnist",
+        split="test",
+        index=index,
+        label=index % 10,
+        model_id="m",
+        kind="expert",
+        sigma=0.5,
+        n0=10,
+        n=100,
+        alpha=0.001,
+        seed=0,
+        precision="fp32",
+        batch_size=100,
+        prediction=index % 10,
+        abstained=False,
+        correct=True,
+        cA=index % 10,
+        count0=9,
+        nA=90 + index % 10,
+        counts=[0] * 9 + [100],
+        pA_lower=0.81234567890123,
+        radius=0.4412345678901,
         seconds=0.01,
     )
     row.update(extra)
@@ -49,12 +69,22 @@ def test_chunks_round_trip_exactly(tmp_path):
     write_chunk(run, [_row(i) for i in range(3)], "0of1", 0)
     write_chunk(run, [_row(i) for i in range(3, 5)], "0of1", 1)
     dual = _row(
-        5, kind="dual", router_id="router", sigma_router=1.0, alpha_router=0.0005, alpha_expert=0.0005,
-        router_choice=1, expert_id="e1", router_counts=np.array([1, 99, 0]), router_radius=1.5,
+        5,
+        kind="dual",
+        router_id="router",
+        sigma_router=1.0,
+        alpha_router=0.0005,
+        alpha_expert=0.0005,
+        router_choice=1,
+        expert_id="e1",
+        router_counts=np.array([1, 99, 0]),
+        router_radius=1.5,
     )
     write_chunk(run, [dual], "1of2", 0)
     assert [p.name for p in list_parts(run)] == [
-        "part-0of1-000000.parquet", "part-0of1-000001.parquet", "part-1of2-000000.parquet",
+        "part-0of1-000000.parquet",
+        "part-0of1-000001.parquet",
+        "part-1of2-000000.parquet",
     ]
     assert not list(run.glob("*.tmp"))
     df = read_results(run)

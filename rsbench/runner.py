@@ -1,0 +1,1015 @@
+"""Certification runs: protocols, subsets, resumable chunked runs, shards and torchrun.
+
+A run certifies one zoo model (expert or dual) on a subset of one dataset split under one set of
+parameters and writes one Parquet row per sample into ``<out>/<run_name>/`` (:mod:`rsbench.results`).
+
+Guarantees
+----------
+* **Identity.** A run directory is named after a hash of everything that changes the numbers
+  (:meth:`RunConfig.identity`): model and zoo entry digest(s), dataset, split, subset, n0, n, alpha,
+  sigma(s), alpha split, seed, precision, device type, protocol. The same configuration resumes
+  the same directory; a changed one starts a new directory. Batch size and chunk size do not change
+  any result (per-sample seeding, :mod:`rsbench.sampling`) and are not part of the identity.
+* **Resume.** Completed samples are read from the valid part files; a part that fails to read is
+  deleted (with a warning) and its samples certified again; a chunk in flight when a process dies
+  leaves only a ``.tmp`` file that is removed. Every sample's votes depend only on (model, image,
+  seed, index), so a resumed run equals an uninterrupted one row for row (``seconds`` aside).
+* **Concurrency.** Each shard holds a lock for its whole run (a second process on the same shard
+  waits for it), and every chunk is written under a run-wide lock after dropping samples another
+  process has already written: no sample is ever written twice.
+* **Shards.** ``shard = (I, N)`` takes the samples at positions ``p`` (in the selection) with
+  ``p % N == I``; disjoint shards write their own parts into the same run directory. Under
+  torchrun (``WORLD_SIZE > 1``) rank ``r`` of ``W`` takes shard ``I + N * r`` of ``N * W``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from rsbench import results as R
+from rsbench.errors import ConfigError, ResultsError, check_alpha, check_count, check_sigma
+
+logger = logging.getLogger(__name__)
+
+#: The embedded default run (``rsbench certify`` with no id): the experts, then the dual model.
+EMBEDDED_DEFAULT_IDS: tuple[str, ...] = (
+    "embedded-fmnist-s0.25",
+    "embedded-fmnist-s0.50",
+    "embedded-fmnist-s1.00",
+    "embedded-fmnist-dual",
+)
+#: Protocol of the embedded default run.
+EMBEDDED_DEFAULT_PROTOCOL = "cpu"
+
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+
+
+# ------------------------------------------------------------------------------------ protocols
+
+
+@dataclass(frozen=True)
+class Subset:
+    """Which images of a dataset a protocol certifies: ``split``, every ``stride``-th, first ``limit``."""
+
+    split: str | None = None
+    stride: int = 1
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What makes numbers comparable: n0, n, alpha and the subset of each dataset (DESIGN.md §7).
+
+    For dual models ``n0`` and ``n`` apply to each stage and ``alpha`` is the total.
+    ``subsets`` maps a dataset name to its :class:`Subset`; other datasets use ``default_subset``.
+    """
+
+    name: str
+    n0: int
+    n: int
+    alpha: float
+    subsets: Mapping[str, Subset] = field(default_factory=dict, hash=False)
+    default_subset: Subset = Subset()
+    description: str = ""
+
+    def subset_for(self, dataset: str) -> Subset:
+        """The protocol's subset of ``dataset``."""
+        return self.subsets.get(dataset, self.default_subset)
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "cohen": Protocol(
+        "cohen",
+        n0=100,
+        n=100_000,
+        alpha=0.001,
+        subsets={
+            "cifar10": Subset("test", stride=20),
+            "imagenet": Subset("val", stride=100),
+        },
+        description="Cohen et al. 2019: n0=100, n=100,000, alpha=0.001; CIFAR-10 test every 20th "
+        "image, ImageNet val every 100th (500 each)",
+    ),
+    "dualrs": Protocol(
+        "dualrs",
+        n0=100,
+        n=10_000,
+        alpha=0.001,
+        subsets={"cifar10": Subset("test"), "imagenet": Subset("val", stride=100)},
+        description="Dual RS (Sun, Mao & Vechev 2026): n0=100, n=10,000 per stage, total "
+        "alpha=0.001, full test set",
+    ),
+    "cpu": Protocol(
+        "cpu",
+        n0=100,
+        n=2_000,
+        alpha=0.001,
+        subsets={"fashion-mnist": Subset("embedded", stride=4), "mnist": Subset("test", stride=20)},
+        default_subset=Subset("test", stride=20),
+        description="cheap CPU protocol: n0=100, n=2,000, alpha=0.001; embedded Fashion-MNIST "
+        "subset every 4th image (500), other datasets every 20th test image",
+    ),
+}
+
+#: Protocol name recorded when --n0/--n/--alpha or the subset deviate from the named protocol.
+CUSTOM_PROTOCOL = "custom"
+
+
+def get_protocol(name: str) -> Protocol:
+    """The protocol called ``name``; :class:`ConfigError` listing the known names."""
+    try:
+        return PROTOCOLS[name]
+    except KeyError:
+        raise ConfigError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}") from None
+
+
+# ------------------------------------------------------------------------------------ config
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs. Build it with :func:`resolve_config`.
+
+    ``identity()`` hashes the fields that change results; ``batch_size``, ``chunk_size``,
+    ``device`` (only its type counts) and ``data_root`` do not.
+    """
+
+    model_id: str
+    kind: str  # expert | dual
+    dataset: str
+    split: str
+    protocol: str
+    n0: int
+    n: int
+    alpha: float
+    seed: int = 0
+    sigma: float | None = None  # expert: certification sigma
+    stride: int = 1
+    limit: int | None = None
+    indices: tuple[int, ...] | None = None
+    precision: str = "fp32"
+    batch_size: int = 1000
+    device: str = "cpu"
+    chunk_size: int = 64
+    entry_digest: str = ""
+    # dual only
+    router_id: str | None = None
+    expert_ids: tuple[str, ...] = ()
+    sigmas: tuple[float, ...] = ()
+    sigma_router: float | None = None
+    alpha_router_fraction: float | None = None
+    data_root: str | None = None
+
+    def identity_fields(self) -> dict[str, Any]:
+        """The configuration that determines every result value."""
+        data = asdict(self)
+        for key in ("batch_size", "chunk_size", "device", "data_root"):
+            data.pop(key)
+        data["device_type"] = device_type(self.device)
+        data["format_version"] = R.RESULTS_FORMAT_VERSION
+        return data
+
+    def identity(self) -> str:
+        """sha256 (hex) of :meth:`identity_fields`."""
+        return R.digest(self.identity_fields())
+
+    def run_name(self) -> str:
+        """Directory name: readable prefix plus the first 12 hex digits of the identity."""
+        parts = [self.model_id, self.protocol, f"{self.dataset}-{self.split}"]
+        if self.kind == "expert" and self.sigma is not None:
+            parts.append(f"s{self.sigma:g}")
+        name = "-".join(parts) + "-" + self.identity()[:12]
+        return re.sub(r"[^A-Za-z0-9._+-]+", "_", name)
+
+
+def device_type(device: str) -> str:
+    """``cpu``, ``cuda``, ``mps``... from a device string like ``cuda:1``."""
+    return str(device).split(":", 1)[0]
+
+
+def resolve_device(device: str | None) -> str:
+    """``auto``/None -> ``cuda`` when available else ``cpu``; otherwise the given device."""
+    if device in (None, "", "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+def resolve_config(
+    entry,
+    *,
+    zoo=None,
+    protocol: str = "cpu",
+    dataset: str | None = None,
+    split: str | None = None,
+    n0: int | None = None,
+    n: int | None = None,
+    alpha: float | None = None,
+    sigma: float | None = None,
+    stride: int | None = None,
+    limit: int | None = None,
+    indices: Sequence[int] | None = None,
+    batch_size: int = 1000,
+    seed: int = 0,
+    precision: str = "fp32",
+    device: str | None = "cpu",
+    chunk_size: int = 64,
+    data_root: str | os.PathLike | None = None,
+    alpha_router_fraction: float | None = None,
+    sigma_router: float | None = None,
+) -> RunConfig:
+    """A :class:`RunConfig` for zoo ``entry`` under ``protocol`` with the given overrides.
+
+    Any override of n0, n, alpha, split, stride, limit or indices that differs from the protocol
+    records the protocol as ``custom`` (leaderboards never mix it with the named protocol).
+    ``zoo`` is needed for dual entries (to resolve the router's and experts' entries).
+    """
+    from rsbench.zoo import entry_digest
+
+    proto = get_protocol(protocol)
+    if entry.kind not in ("expert", "dual"):
+        raise ConfigError(
+            f"{entry.id} is a {entry.kind}; certify an expert or a dual entry (a router is certified "
+            "as part of its dual entry)"
+        )
+    dataset = dataset or entry.dataset
+    subset = proto.subset_for(dataset)
+    default_split = subset.split or ("val" if dataset == "imagenet" else "test")
+    split = split or default_split
+    deviates = split != default_split
+    if indices is not None:
+        if stride is not None or limit is not None:
+            raise ConfigError("give either --indices or --stride/--limit, not both")
+        indices_t: tuple[int, ...] | None = tuple(int(i) for i in indices)
+        stride_v, limit_v = 1, None
+        deviates = True
+    else:
+        indices_t = None
+        stride_v = check_count(stride, "stride") if stride is not None else subset.stride
+        limit_v = check_count(limit, "limit") if limit is not None else subset.limit
+        deviates |= stride_v != subset.stride or limit_v != subset.limit
+    n0_v = check_count(n0 if n0 is not None else proto.n0, "n0")
+    n_v = check_count(n if n is not None else proto.n, "n")
+    alpha_v = check_alpha(alpha if alpha is not None else proto.alpha)
+    deviates |= (n0_v, n_v, alpha_v) != (proto.n0, proto.n, proto.alpha)
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"precision={precision!r} is not allowed; use one of {', '.join(PRECISIONS)}"
+        )
+    common = dict(
+        model_id=entry.id,
+        kind=entry.kind,
+        dataset=dataset,
+        split=split,
+        protocol=CUSTOM_PROTOCOL if deviates else proto.name,
+        n0=n0_v,
+        n=n_v,
+        alpha=alpha_v,
+        seed=int(seed),
+        stride=stride_v,
+        limit=limit_v,
+        indices=indices_t,
+        precision=precision,
+        batch_size=check_count(batch_size, "batch"),
+        device=resolve_device(device),
+        chunk_size=check_count(chunk_size, "chunk_size"),
+        data_root=os.fspath(data_root) if data_root is not None else None,
+    )
+    if entry.kind == "expert":
+        if alpha_router_fraction is not None or sigma_router is not None:
+            raise ConfigError(
+                f"{entry.id} is an expert; --alpha-router-fraction/--sigma-router apply to dual ids"
+            )
+        value = sigma if sigma is not None else entry.train_sigma
+        if value is None:
+            raise ConfigError(f"{entry.id} has no train_sigma; pass --sigma")
+        return RunConfig(sigma=check_sigma(value), entry_digest=entry_digest(entry), **common)
+    if zoo is None:
+        raise ConfigError(f"{entry.id} is a dual entry; resolving it needs the zoo")
+    if sigma is not None:
+        raise ConfigError(
+            f"{entry.id} is a dual entry: its experts' sigmas come from the entry, drop --sigma"
+        )
+    router = zoo.get(entry.router)
+    experts = [zoo.get(e) for e in entry.experts]
+    sigmas = tuple(entry.sigmas) if entry.sigmas else tuple(e.train_sigma for e in experts)
+    digest = R.digest(
+        {
+            "dual": entry_digest(entry),
+            "router": entry_digest(router),
+            "experts": [entry_digest(e) for e in experts],
+        }
+    )
+    fraction = (
+        alpha_router_fraction if alpha_router_fraction is not None else entry.alpha_router_fraction
+    )
+    fraction = 0.5 if fraction is None else float(fraction)
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"alpha_router_fraction={fraction!r} must lie strictly between 0 and 1")
+    s_router = sigma_router if sigma_router is not None else entry.sigma_router
+    s_router = check_sigma(s_router if s_router is not None else router.train_sigma, "sigma_router")
+    return RunConfig(
+        entry_digest=digest,
+        router_id=router.id,
+        expert_ids=tuple(e.id for e in experts),
+        sigmas=tuple(check_sigma(s) for s in sigmas),
+        sigma_router=s_router,
+        alpha_router_fraction=fraction,
+        **common,
+    )
+
+
+# ------------------------------------------------------------------------------------ progress
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """A progress report: ``done`` of ``total`` samples of this process's shard are written or
+    certified; ``certified`` of them are correct (certified accuracy at radius 0 so far)."""
+
+    run_id: str
+    done: int
+    total: int
+    certified: int
+    message: str = ""
+
+    @property
+    def accuracy(self) -> float:
+        """Running certified accuracy at radius 0 (NaN before the first sample)."""
+        return self.certified / self.done if self.done else float("nan")
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one process did: where, how many rows it wrote, whether the whole run is complete."""
+
+    run_dir: Path
+    run_id: str
+    written: int
+    skipped: int
+    total: int
+    complete: bool
+    seconds: float
+
+
+# ------------------------------------------------------------------------------------ locking
+
+
+def _lock(path: Path, timeout: float = -1):
+    from filelock import FileLock
+
+    return FileLock(str(path), timeout=timeout)
+
+
+def _run_lock(run_dir: Path):
+    """The run-wide lock, held briefly around run.json updates and chunk writes."""
+    return _lock(run_dir / ".run.lock")
+
+
+@contextlib.contextmanager
+def _shard_lock(run_dir: Path, shard: str, notify: Callable[[str], None]) -> Iterator[None]:
+    from filelock import Timeout
+
+    lock = _lock(run_dir / f".shard-{shard}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        notify(f"another process is certifying shard {shard} of this run; waiting for it")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+# ------------------------------------------------------------------------------------ the run
+
+
+def shard_name(shard: tuple[int, int]) -> str:
+    """``(I, N)`` -> ``'IofN'`` (part file names)."""
+    return f"{shard[0]}of{shard[1]}"
+
+
+def check_shard(shard: tuple[int, int]) -> tuple[int, int]:
+    """Validate ``(I, N)``: ``N >= 1`` and ``0 <= I < N``."""
+    index, count = (int(v) for v in shard)
+    if count < 1 or not 0 <= index < count:
+        raise ConfigError(f"shard {index}/{count} is not allowed; use I/N with 0 <= I < N")
+    return index, count
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse ``'I/N'``."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not match:
+        raise ConfigError(f"shard {text!r} is not I/N (e.g. 0/4)")
+    return check_shard((int(match[1]), int(match[2])))
+
+
+class _PartIndex:
+    """The samples already written to a run directory (all shards), updated incrementally."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.seen: set[str] = set()
+        self.done: set[int] = set()
+        self.rows = 0
+        self.correct = 0
+
+    def refresh(self, repair: bool = False) -> None:
+        """Read part files not read before; a corrupted part raises, or with ``repair`` is deleted."""
+        for part in R.list_parts(self.run_dir):
+            if part.name in self.seen:
+                continue
+            try:
+                table = R.read_part(part)
+            except ResultsError as exc:
+                if not repair:
+                    raise
+                logger.warning("%s; deleting it, its samples will be certified again", exc)
+                part.unlink(missing_ok=True)
+                continue
+            self.seen.add(part.name)
+            idx = table.column("index").to_pylist()
+            dupes = self.done.intersection(idx)
+            if dupes:
+                raise ResultsError(
+                    f"{part} repeats samples {sorted(dupes)[:5]} already in this run"
+                )
+            self.done.update(idx)
+            self.rows += len(idx)
+            self.correct += sum(bool(c) for c in table.column("correct").to_pylist())
+
+    def next_seq(self, shard: str) -> int:
+        seqs = [s for sh, s in (R.parse_part_name(p) for p in self.seen) if sh == shard]
+        return max(seqs, default=-1) + 1
+
+
+def _remove_stale_tmp(run_dir: Path, shard: str) -> None:
+    for tmp in run_dir.glob(f".part-{shard}-*.tmp"):
+        logger.info("removing %s left by an interrupted write", tmp)
+        tmp.unlink(missing_ok=True)
+
+
+def _prepare_run_dir(
+    run_dir: Path, config: RunConfig, run_info: Mapping[str, Any], num_indices: int
+) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / R.RUN_JSON
+    identity = config.identity()
+    if path.exists():
+        info = R.read_run_json(run_dir)
+        if info.get("identity") != identity:
+            raise ResultsError(
+                f"{run_dir} holds a run with another configuration (identity {info.get('identity')!r}); "
+                "remove it or choose another --out"
+            )
+        if info.get("format_version") != R.RESULTS_FORMAT_VERSION:
+            raise ResultsError(
+                f"{run_dir} has results format {info.get('format_version')}; this rsbench writes "
+                f"{R.RESULTS_FORMAT_VERSION}"
+            )
+        return
+    info = {
+        "format_version": R.RESULTS_FORMAT_VERSION,
+        "run_id": run_dir.name,
+        "identity": identity,
+        "status": "running",
+        "config": asdict(config),
+        "identity_fields": config.identity_fields(),
+        "num_indices": num_indices,
+        "started": R.utc_now(),
+        "finished": None,
+        "num_rows": 0,
+        **dict(run_info),
+    }
+    R.write_json_atomic(path, info)
+
+
+def _finish(
+    run_dir: Path, index: _PartIndex, num_indices: int, extra: Mapping[str, Any] | None = None
+) -> bool:
+    index.refresh(repair=False)
+    info = R.read_run_json(run_dir)
+    complete = len(index.done) == num_indices
+    info["num_rows"] = index.rows
+    if complete and info.get("status") != "complete":
+        info["status"] = "complete"
+        info["finished"] = R.utc_now()
+    if extra:
+        info.update(extra)
+    R.write_json_atomic(run_dir / R.RUN_JSON, info)
+    return complete
+
+
+def execute(
+    config: RunConfig,
+    certifier: Any,
+    dataset: Any,
+    run_dir: str | os.PathLike,
+    *,
+    positions: Sequence[int],
+    shard: tuple[int, int] = (0, 1),
+    run_info: Mapping[str, Any] | None = None,
+    progress: ProgressCallback | None = None,
+    expert_ids: Sequence[str] = (),
+    finalize: bool = True,
+) -> RunResult:
+    """Certify the samples at ``positions`` of ``dataset`` that fall in ``shard`` into ``run_dir``.
+
+    ``certifier`` is a :class:`rsbench.smoothing.SmoothedClassifier` (expert runs) or a
+    :class:`rsbench.dual.DualSmoothed` (dual runs, ``expert_ids`` name its experts). ``positions``
+    are positions in ``dataset``; the recorded ``index`` is the sample's canonical index in its source
+    dataset (``dataset.source_indices``). Resumes, locks and writes as the module docstring says.
+    """
+    run_dir = Path(run_dir)
+    shard = check_shard(shard)
+    name = shard_name(shard)
+    positions = [int(p) for p in positions]
+    sources = [int(dataset.source_indices[p]) for p in positions]
+    labels = [int(dataset.labels[p]) for p in positions]
+    mine = [k for k in range(len(positions)) if k % shard[1] == shard[0]]
+    # rows name the sample in its source dataset (the embedded subset is fashion-mnist/test)
+    data_name = str(getattr(dataset, "source_name", None) or config.dataset)
+    data_split = str(getattr(dataset, "split", None) or config.split)
+    run_id = run_dir.name
+    started = time.perf_counter()
+
+    def report(done: int, total: int, certified: int, message: str = "") -> None:
+        if progress is not None:
+            progress(ProgressEvent(run_id, done, total, certified, message))
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_lock = _run_lock(run_dir)
+    with run_lock:
+        _prepare_run_dir(run_dir, config, run_info or {}, len(positions))
+    with _shard_lock(run_dir, name, lambda msg: report(0, len(mine), 0, msg)):
+        parts = _PartIndex(run_dir)
+        with run_lock:
+            _remove_stale_tmp(run_dir, name)
+            parts.refresh(repair=True)
+        todo = [k for k in mine if sources[k] not in parts.done]
+        skipped = len(mine) - len(todo)
+        mine_set = {sources[k] for k in mine}
+        prior_correct = _count_correct(run_dir, parts, mine_set)
+        done, certified = skipped, prior_correct
+        report(done, len(mine), certified)
+        written = 0
+        group = max(1, config.batch_size // max(1, config.n0 + config.n))
+        pending: list[dict[str, Any]] = []
+        for start in range(0, len(todo), config.chunk_size):
+            chunk = todo[start : start + config.chunk_size]
+            for g in range(0, len(chunk), group):
+                ks = chunk[g : g + group]
+                images = dataset.images([positions[k] for k in ks])
+                t0 = time.perf_counter()
+                certs = certifier.certify_batch(
+                    images,
+                    config.n0,
+                    config.n,
+                    config.alpha,
+                    seed=config.seed,
+                    indices=[sources[k] for k in ks],
+                )
+                seconds = (time.perf_counter() - t0) / len(ks)
+                for k, cert in zip(ks, certs):
+                    row = certificate_row(
+                        cert, config, run_id, sources[k], labels[k], seconds, expert_ids
+                    )
+                    row["dataset"], row["split"] = data_name, data_split
+                    pending.append(row)
+                    done += 1
+                    certified += bool(row["correct"])
+                report(done, len(mine), certified)
+            with run_lock:
+                parts.refresh(repair=False)
+                rows = [r for r in pending if r["index"] not in parts.done]
+                if len(rows) < len(pending):
+                    logger.warning(
+                        "%d samples were already written by another process; dropped",
+                        len(pending) - len(rows),
+                    )
+                if rows:
+                    seq = parts.next_seq(name)
+                    path = R.write_chunk(run_dir, rows, name, seq)
+                    parts.seen.add(path.name)
+                    parts.done.update(r["index"] for r in rows)
+                    parts.rows += len(rows)
+                    written += len(rows)
+            pending = []
+        complete = False
+        if finalize:
+            with run_lock:
+                complete = _finish(run_dir, parts, len(positions))
+        else:
+            with run_lock:
+                parts.refresh()
+                complete = len(parts.done) == len(positions)
+    return RunResult(
+        run_dir, run_id, written, skipped, len(mine), complete, time.perf_counter() - started
+    )
+
+
+def _count_correct(run_dir: Path, parts: _PartIndex, indices: set[int]) -> int:
+    if not parts.seen:
+        return 0
+    total = 0
+    for name in sorted(parts.seen):
+        table = R.read_part(run_dir / name).select(["index", "correct"]).to_pydict()
+        total += sum(1 for i, c in zip(table["index"], table["correct"]) if c and i in indices)
+    return total
+
+
+def certificate_row(
+    cert: Any,
+    config: RunConfig,
+    run_id: str,
+    index: int,
+    label: int,
+    seconds: float,
+    expert_ids: Sequence[str] = (),
+) -> dict[str, Any]:
+    """One results row (docs/results-schema.md) from a ``Certificate`` or ``DualCertificate``."""
+    row: dict[str, Any] = {
+        "run_id": run_id,
+        "protocol": config.protocol,
+        "dataset": config.dataset,
+        "split": config.split,
+        "index": int(index),
+        "label": int(label),
+        "model_id": config.model_id,
+        "kind": config.kind,
+        "n0": int(cert.n0),
+        "n": int(cert.n),
+        "alpha": float(cert.alpha),
+        "seed": config.seed,
+        "precision": config.precision,
+        "batch_size": config.batch_size,
+        "prediction": int(cert.prediction),
+        "abstained": bool(cert.abstained),
+        "correct": bool(not cert.abstained and cert.prediction == label),
+        "radius": float(cert.radius),
+        "seconds": float(seconds),
+    }
+    if config.kind == "expert":
+        row.update(
+            sigma=float(cert.sigma),
+            cA=int(cert.cA),
+            count0=int(cert.count0),
+            nA=int(cert.nA),
+            counts=list(cert.counts),
+            pA_lower=float(cert.pA_lower),
+        )
+        return row
+    choice = int(cert.router_choice)
+    ran = cert.expert_nA is not None
+    row.update(
+        sigma=cert.expert_sigma,
+        cA=cert.expert_cA,
+        count0=cert.expert_count0,
+        nA=cert.expert_nA,
+        counts=list(cert.expert_counts) if ran else None,
+        pA_lower=cert.expert_pA_lower,
+        router_id=config.router_id,
+        sigma_router=float(cert.sigma_router),
+        router_n0=int(cert.router_n0),
+        router_n=int(cert.router_n),
+        alpha_router=float(cert.alpha_router),
+        alpha_expert=float(cert.alpha_expert),
+        router_choice=choice,
+        expert_id=expert_ids[choice] if choice >= 0 and expert_ids else None,
+        router_cA=int(cert.router_cA),
+        router_count0=int(cert.router_count0),
+        router_nA=int(cert.router_nA),
+        router_counts=list(cert.router_counts),
+        router_pA_lower=float(cert.router_pA_lower),
+        router_radius=float(cert.router_radius),
+        expert_cA=cert.expert_cA,
+        expert_count0=cert.expert_count0,
+        expert_nA=cert.expert_nA,
+        expert_counts=list(cert.expert_counts) if ran else None,
+        expert_pA_lower=cert.expert_pA_lower,
+        expert_radius=cert.expert_radius,
+    )
+    return row
+
+
+# ------------------------------------------------------------------------------------ distributed
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """torchrun's environment: ``rank`` of ``world_size``, ``local_rank`` (device index)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+
+def dist_info(environ: Mapping[str, str] | None = None) -> DistInfo:
+    """Read ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` (torchrun); a single process when absent."""
+    env = os.environ if environ is None else environ
+    try:
+        world = int(env.get("WORLD_SIZE", "1"))
+        rank = int(env.get("RANK", "0"))
+        local = int(env.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        raise ConfigError("WORLD_SIZE/RANK/LOCAL_RANK must be integers (set by torchrun)") from None
+    if world < 1 or not 0 <= rank < world:
+        raise ConfigError(f"RANK={rank} is outside WORLD_SIZE={world}")
+    return DistInfo(rank, world, local)
+
+
+@contextlib.contextmanager
+def distributed(device: str) -> Iterator[DistInfo]:
+    """Initialise ``torch.distributed`` under torchrun (gloo on CPU, nccl on CUDA); tear it down after."""
+    info = dist_info()
+    if not info.active:
+        yield info
+        return
+    import torch.distributed as dist
+
+    created = False
+    if not dist.is_initialized():
+        backend = "nccl" if device_type(device) == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+        created = True
+    try:
+        yield info
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def rank_device(device: str, info: DistInfo) -> str:
+    """The device of this rank: ``cuda:LOCAL_RANK`` for a bare ``cuda`` under torchrun."""
+    if info.active and device == "cuda":
+        return f"cuda:{info.local_rank}"
+    return device
+
+
+def combine_shards(shard: tuple[int, int], info: DistInfo) -> tuple[int, int]:
+    """Shard ``I/N`` split over ``W`` ranks: rank ``r`` takes ``I + N*r`` of ``N*W`` (a partition of I/N)."""
+    index, count = check_shard(shard)
+    return index + count * info.rank, count * info.world_size
+
+
+# ------------------------------------------------------------------------------------ from the zoo
+
+
+@dataclass
+class Prepared:
+    """A run ready to execute: its config, directory, selected positions and loaders."""
+
+    config: RunConfig
+    run_dir: Path
+    dataset: Any
+    positions: list[int]
+    entry: Any
+    zoo: Any
+
+    @property
+    def num_images(self) -> int:
+        return len(self.positions)
+
+
+def prepare(config: RunConfig, zoo, out_dir: str | os.PathLike) -> Prepared:
+    """Load the dataset and resolve the subset of ``config`` (no model is loaded)."""
+    from rsbench.data import load_dataset, select_indices
+
+    dataset = load_dataset(config.dataset, config.split, config.data_root)
+    positions = select_indices(
+        len(dataset),
+        stride=config.stride,
+        limit=config.limit,
+        indices=list(config.indices) if config.indices is not None else None,
+    )
+    entry = zoo.get(config.model_id)
+    shape = getattr(dataset, "input_shape", None)
+    expected = _input_shape(entry, zoo)
+    if expected is not None and shape is not None and tuple(expected) != tuple(shape):
+        raise ConfigError(
+            f"{entry.id} expects images of shape {list(expected)} but {config.dataset}/{config.split} has "
+            f"{list(shape)}; pick the model's dataset"
+        )
+    return Prepared(config, Path(out_dir) / config.run_name(), dataset, positions, entry, zoo)
+
+
+def _input_shape(entry, zoo) -> tuple[int, ...] | None:
+    if entry.kind == "dual":
+        return tuple(zoo.get(entry.experts[0]).input_shape or ()) or None
+    return tuple(entry.input_shape) if entry.input_shape else None
+
+
+def _num_classes(entry, zoo) -> int:
+    if entry.kind == "dual":
+        return int(zoo.get(entry.experts[0]).num_classes)
+    return int(entry.num_classes)
+
+
+def build_certifier(
+    prepared: Prepared,
+    device: str,
+    *,
+    cache_dir=None,
+    require_pinned: bool = False,
+    weights_progress: Any = False,
+) -> tuple[Any, dict[str, Any]]:
+    """Load the model(s) on ``device`` and wrap them for certification; also return provenance."""
+    from rsbench.models import load_model
+    from rsbench.zoo import entry_digest
+
+    config, entry, zoo = prepared.config, prepared.entry, prepared.zoo
+    shape = _input_shape(entry, zoo)
+    kwargs = dict(batch_size=config.batch_size, precision=config.precision, input_shape=shape)
+
+    def load(e):
+        model = load_model(
+            e,
+            device=device,
+            cache_dir=cache_dir,
+            require_pinned=require_pinned,
+            progress=weights_progress,
+        )
+        return model, {
+            "id": e.id,
+            "entry": e.to_yaml_dict(),
+            "entry_digest": entry_digest(e),
+            "weights_sha256": getattr(model, "weights_sha256", None),
+            "weights_pinned": getattr(model, "weights_pinned", None),
+        }
+
+    if config.kind == "expert":
+        from rsbench.smoothing import SmoothedClassifier
+
+        model, info = load(entry)
+        certifier = SmoothedClassifier(model, _num_classes(entry, zoo), config.sigma, **kwargs)
+        return certifier, {
+            "zoo_entry": info["entry"],
+            "zoo_entry_digest": info["entry_digest"],
+            "models": [info],
+        }
+    from rsbench.dual import DualSmoothed
+
+    router, router_info = load(zoo.get(config.router_id))
+    loaded: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for expert_id in config.expert_ids:
+        if expert_id not in loaded:
+            loaded[expert_id] = load(zoo.get(expert_id))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        certifier = DualSmoothed(
+            router,
+            [loaded[e][0] for e in config.expert_ids],
+            config.sigmas,
+            config.sigma_router,
+            _num_classes(entry, zoo),
+            alpha_router_fraction=config.alpha_router_fraction,
+            **kwargs,
+        )
+    models = [router_info] + [loaded[e][1] for e in dict.fromkeys(config.expert_ids)]
+    return certifier, {
+        "zoo_entry": entry.to_yaml_dict(),
+        "zoo_entry_digest": entry_digest(entry),
+        "models": models,
+    }
+
+
+def run_status(run_dir: str | os.PathLike) -> str | None:
+    """``complete``/``running`` from a run directory's run.json, or None when there is none."""
+    try:
+        return R.read_run_json(run_dir).get("status")
+    except ResultsError:
+        return None
+
+
+def run_certification(
+    config: RunConfig,
+    zoo,
+    out_dir: str | os.PathLike,
+    *,
+    shard: tuple[int, int] = (0, 1),
+    progress: ProgressCallback | None = None,
+    cache_dir=None,
+    require_pinned: bool = False,
+    weights_progress: Any = False,
+    prepared: Prepared | None = None,
+) -> RunResult:
+    """Certify zoo model ``config.model_id`` into ``out_dir/<run name>/`` (resumable, sharded).
+
+    Under torchrun (``WORLD_SIZE > 1``) initialises ``torch.distributed`` (gloo on CPU, nccl on
+    CUDA), takes this rank's part of ``shard`` on ``cuda:LOCAL_RANK`` (CUDA) and waits for all ranks
+    at the end; rank 0 then writes the final run.json status.
+    """
+    import torch
+
+    prepared = prepared or prepare(config, zoo, out_dir)
+    with distributed(config.device) as info:
+        device = rank_device(config.device, info)
+        if device_type(device) == "cuda":
+            torch.cuda.set_device(torch.device(device))
+        my_shard = combine_shards(shard, info)
+        certifier, provenance = build_certifier(
+            prepared,
+            device,
+            cache_dir=cache_dir,
+            require_pinned=require_pinned,
+            weights_progress=weights_progress,
+        )
+        run_info = {
+            **provenance,
+            "device": device,
+            "device_name": _device_name(device),
+            "precision": config.precision,
+            "protocol": config.protocol,
+            "environment": R.environment_info(),
+        }
+        result = execute(
+            config,
+            certifier,
+            prepared.dataset,
+            prepared.run_dir,
+            positions=prepared.positions,
+            shard=my_shard,
+            run_info=run_info,
+            progress=progress,
+            expert_ids=config.expert_ids,
+            finalize=not info.active,
+        )
+        if info.active:
+            import torch.distributed as dist
+
+            dist.barrier()
+            if info.rank == 0:
+                parts = _PartIndex(prepared.run_dir)
+                with _run_lock(prepared.run_dir):
+                    complete = _finish(
+                        prepared.run_dir,
+                        parts,
+                        len(prepared.positions),
+                        {"world_size": info.world_size},
+                    )
+                result = replace(result, complete=complete)
+            dist.barrier()
+            if info.rank != 0:
+                result = replace(result, complete=run_status(prepared.run_dir) == "complete")
+    return result
+
+
+def _device_name(device: str) -> str:
+    import platform
+
+    if device_type(device) == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name(torch.device(device))
+    return platform.processor() or platform.machine()
+
+
+# ------------------------------------------------------------------------------------ cost
+
+
+def samples_per_image(config: RunConfig) -> int:
+    """Forward samples one certificate costs (dual: router plus one expert, upper bound)."""
+    per_stage = config.n0 + config.n
+    return per_stage * (2 if config.kind == "dual" else 1)
+
+
+def measure_throughput(certifier: Any, image, seconds: float = 1.0) -> float:
+    """Noisy samples per second of ``certifier`` on one ``image`` (a short warm-up, then timed)."""
+    expert = certifier.experts[0] if hasattr(certifier, "experts") else certifier
+    num = max(1, min(expert.batch_size, 2000))
+    expert.votes(image.unsqueeze(0), num, 0, [0], "select")  # warm-up
+    total, t0 = 0, time.perf_counter()
+    while True:
+        expert.votes(image.unsqueeze(0), num, 0, [0], "select")
+        total += num
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds or total >= 50 * num:
+            return total / elapsed
+
+
+def estimate_seconds(config: RunConfig, images: int, throughput: float) -> float:
+    """Estimated wall time for ``images`` certificates at ``throughput`` samples per second."""
+    if throughput <= 0 or not math.isfinite(throughput):
+        return float("nan")
+    return images * samples_per_image(config) / throughput
