@@ -247,7 +247,7 @@ def test_two_processes_on_one_run_do_not_duplicate(zoo_file, tmp_path, reference
     out = tmp_path / "out"
     procs = [_spawn(zoo_file, out, 0.01, tmp_path) for _ in range(2)]
     outputs = [p.communicate(timeout=120) for p in procs]
-    for proc, (stdout, stderr) in zip(procs, outputs):
+    for proc, (_out, stderr) in zip(procs, outputs):
         assert proc.returncode == 0, stderr
     written = sorted(int(stdout.split("done")[1].split()[0]) for stdout, _ in outputs)
     assert sum(written) == 24  # every sample written by exactly one process
