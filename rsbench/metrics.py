@@ -361,7 +361,7 @@ def oracle(df: pd.DataFrame, radii: Iterable[float]) -> tuple[np.ndarray, int]:
 
     An image counts at radius r when some group is correct on it with radius ``>= r``. Only images
     evaluated by every group count (intersection on dataset, split, index); when the groups cover
-    different images a warning is logged. An upper bound over the set, not a certificate.
+    different images this is logged (info). An upper bound over the set, not a certificate.
     """
     require_columns(df, ("index",), "results for the oracle")
     grid = np.asarray([float(r) for r in radii], dtype=np.float64)
@@ -375,7 +375,7 @@ def oracle(df: pd.DataFrame, radii: Iterable[float]) -> tuple[np.ndarray, int]:
     wide = pd.concat(per_group, axis=1, join="inner")
     union = len(set().union(*(set(s.index) for s in per_group)))
     if len(wide) < union:
-        log.warning(
+        log.info(
             "oracle over %d models uses the %d images all of them evaluated (of %d in total)",
             len(per_group), len(wide), union,
         )  # fmt: skip

@@ -374,6 +374,13 @@ def notes(board: Leaderboard) -> list[str]:
             "Envelope: best expert at each radius. Oracle: best expert per image in hindsight, "
             "an upper bound, not a certificate."
         )
+        oracle_rows = board.frame[board.frame["model_id"] == ORACLE_ID]
+        models = board.frame[board.frame["kind"] != BOUND_KIND]
+        if len(oracle_rows) and int(oracle_rows["images"].iloc[0]) < int(models["images"].max()):
+            lines.append(
+                f"The oracle uses the {int(oracle_rows['images'].iloc[0])} images that every "
+                "expert evaluated."
+            )
     if board.has_reported:
         protocols = sorted(
             {str(p) for p in board.frame.get("reported_protocol", pd.Series()).dropna()}

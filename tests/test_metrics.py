@@ -184,6 +184,7 @@ def test_oracle_is_per_image_best_expert_and_bounds_the_envelope():
 
 
 def test_oracle_uses_images_common_to_all_models(caplog):
+    caplog.set_level("INFO", logger="rsbench.metrics")
     a = rows("m", 0.25, [(1, True, 0.3), (1, True, 0.3), (1, True, 0.3)])
     b = rows("m", 1.0, [(2, False, 0.0), (2, False, 0.0)])
     orc, images = metrics.oracle(pd.concat([a, b]), [0.0])
