@@ -466,3 +466,54 @@ def test_cli_missing_results_path(tmp_path):
     result = invoke("leaderboard", str(tmp_path / "nowhere"))
     assert isinstance(result.exception, ResultsError)
     assert "does not exist" in str(result.exception)
+
+
+# --------------------------------------------------------------------------- committed reference
+
+REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
+# DESIGN.md §3: Cohen's CIFAR-10 ResNet-110 experts, certified accuracy (%) at r = 0, .25, .5, .75, 1
+PUBLISHED_CIFAR10 = {
+    "cohen-cifar10-resnet110-s0.25": [76.6, 61.2, 42.2, 25.1, 0.0],
+    "cohen-cifar10-resnet110-s0.50": [65.7, 54.9, 42.8, 32.5, 22.0],
+    "cohen-cifar10-resnet110-s1.00": [47.1, 40.9, 33.8, 27.7, 22.1],
+}
+
+
+@pytest.mark.skipif(
+    not (REFERENCE / "runs").is_dir(),
+    reason=f"no committed reference runs at {REFERENCE / 'runs'} (run results/regenerate.sh)",
+)
+def test_committed_reference_results_reproduce_published_numbers():
+    from rsbench.results import read_results
+    from rsbench.zoo import load_zoo
+
+    df = read_results(REFERENCE / "runs")
+    zoo = load_zoo()
+    reported = {m: zoo.get(m).reported for m in df["model_id"].unique() if m in zoo}
+    boards = report.build_leaderboards(df, reported=reported, all_sections=True)
+    assert {(b.protocol, b.dataset) for b in boards} == {
+        ("cohen-full", "cifar10"),
+        ("cohen", "imagenet"),
+    }
+    checked = 0
+    for board in boards:
+        for row in board.frame.to_dict("records"):
+            if row["kind"] == report.BOUND_KIND:
+                continue
+            for r in board.radii:
+                published = row.get(report.reported_column(r))
+                if published is None or np.isnan(published):
+                    continue
+                # reported to 0.1 %: the measured count must round to it
+                assert abs(row[metrics.radius_column(r)] - published) <= 0.0005 + 1e-9, (
+                    row["model_id"],
+                    r,
+                )
+                checked += 1
+    assert checked == 33
+    cifar = next(b for b in boards if b.dataset == "cifar10").frame.set_index("model_id")
+    for model_id, values in PUBLISHED_CIFAR10.items():
+        measured = 100 * cifar.loc[model_id, ["ca@0", "ca@0.25", "ca@0.5", "ca@0.75", "ca@1"]]
+        np.testing.assert_allclose(measured.to_numpy(dtype=float), values, atol=0.05 + 1e-9)
+    # the committed table is what the current code renders from the committed runs
+    assert report.to_markdown(boards) == (REFERENCE / "leaderboard.md").read_text(encoding="utf-8")
