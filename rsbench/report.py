@@ -427,9 +427,16 @@ def to_rich(board: Leaderboard) -> Table:
 
     headers, body = table_cells(board)
     table = Table(title=board.title, caption=" ".join(notes(board)), caption_justify="left")
-    for h in headers:
+    for i, h in enumerate(headers):
         numeric = h == "#" or h.startswith(("r=", "clean")) or h in _NUMERIC
-        table.add_column(h, justify="right" if numeric else "left", no_wrap=h == "model")
+        # numbers are never cut: a narrow terminal wraps "(reported)" onto a second line
+        widest = max([len(row[i] if h == "model" else row[i].split(" ")[0]) for row in body] + [1])
+        table.add_column(
+            h,
+            justify="right" if numeric else "left",
+            overflow="fold",
+            min_width=widest if numeric or h == "model" else None,
+        )
     for row, record in zip(body, board.frame.to_dict("records")):
         table.add_row(*row, style="dim" if record.get("kind") == BOUND_KIND else None)
     return table
@@ -535,7 +542,7 @@ def _svg_inline(fig: Figure) -> str:
     import matplotlib
 
     buffer = io.StringIO()
-    with matplotlib.rc_context({"svg.hashsalt": "rsbench", "svg.fonttype": "path"}):
+    with matplotlib.rc_context({"svg.hashsalt": "rsbench", "svg.fonttype": "none"}):
         fig.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight")
     text = buffer.getvalue()
     return text[text.index("<svg") :]
