@@ -212,6 +212,13 @@ def _looks_like_html(head: bytes) -> bool:
     )
 
 
+def _is_zip(path: Path) -> bool:
+    """True when ``path`` starts like a zip file (``zipfile.is_zipfile`` also says yes to a tar that
+    merely contains a zip, such as a torch checkpoint)."""
+    with open(path, "rb") as handle:
+        return handle.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
+
+
 def _safetensors_ok(path: Path) -> bool:
     import json
 
@@ -287,7 +294,7 @@ def _check_archive(path: Path, what: str) -> None:
             "download it in a browser and put it in the cache (see `rsbench zoo show`)"
         )
     try:
-        if zipfile.is_zipfile(path):
+        if _is_zip(path):
             with zipfile.ZipFile(path) as archive:
                 bad = archive.testzip()
             if bad is not None:
@@ -581,13 +588,17 @@ def _safe_member_name(member: str, what: str) -> PurePosixPath:
 
 def _open_member(archive: Path, member: PurePosixPath, what: str) -> tuple[Any, IO[bytes]]:
     wanted = str(member)
-    if zipfile.is_zipfile(archive):
+    if _is_zip(archive):
         handle = zipfile.ZipFile(archive)
         for info in handle.infolist():
             if _norm(info.filename) != wanted:
                 continue
             mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode) or info.is_dir() or (mode and not stat.S_ISREG(mode)):
+            if (
+                stat.S_ISLNK(mode)
+                or info.is_dir()
+                or (stat.S_IFMT(mode) and not stat.S_ISREG(mode))
+            ):
                 handle.close()
                 raise WeightsError(
                     f"{what}: archive member {wanted!r} is a link or not a regular file; refusing it"
