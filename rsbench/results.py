@@ -654,3 +654,172 @@ def check_run_id(run_id: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", run_id):
         raise ConfigError(f"run id {run_id!r} must use letters, digits and . _ + - only")
     return run_id
+
+
+# --------------------------------------------------------------------------------------- rescore
+
+
+def _num(frame, column: str, fill: float = np.nan) -> np.ndarray:
+    return frame[column].astype("Float64").to_numpy(dtype=np.float64, na_value=fill)
+
+
+def rescore_frame(frame, alpha: float, alpha_router_fraction: float | None = None):
+    """Recompute certificates of ``frame`` (rows of :data:`SCHEMA`) from their stored counts.
+
+    Expert rows: ``pA_lower``, ``radius``, ``prediction``, ``abstained`` and ``correct`` from
+    ``cA``, ``nA``, ``n`` and ``sigma`` at the new ``alpha`` (CERTIFY's decision, see
+    :func:`rsbench.smoothing.decide_certificate`); rows without a count (imported abstentions)
+    stay abstained. Dual rows: both stages are recomputed with ``alpha`` split as
+    ``alpha_router_fraction`` says (default: each row's stored split); a router that abstains makes
+    the row abstain; a row whose expert stage never ran abstains. Nothing runs a network. With the
+    stored alpha (and split) every value is reproduced exactly.
+    """
+    from rsbench.errors import check_alpha
+    from rsbench.smoothing import decide_certificate
+
+    alpha = check_alpha(alpha)
+    if alpha_router_fraction is not None and not 0.0 < float(alpha_router_fraction) < 1.0:
+        raise ConfigError(
+            f"alpha_router_fraction={alpha_router_fraction!r} must lie strictly between 0 and 1"
+        )
+    out = frame.copy()
+    if len(out) == 0:
+        return out
+    old_alpha = _num(out, "alpha")
+    changed = (old_alpha != alpha) | (alpha_router_fraction is not None)
+    label = _num(out, "label", -2).astype(np.int64)
+    dual = (out["kind"] == "dual").to_numpy(dtype=bool, na_value=False)
+
+    # expert rows
+    expert = ~dual
+    if expert.any():
+        nA = _num(out, "nA")
+        has = expert & ~np.isnan(nA)
+        if has.any():
+            d = decide_certificate(
+                _num(out, "cA", 0)[has].astype(np.int64),
+                _num(out, "count0", 0)[has].astype(np.int64),
+                nA[has].astype(np.int64),
+                _num(out, "n")[has].astype(np.int64),
+                alpha,
+                _num(out, "sigma")[has],
+            )
+            rows = np.flatnonzero(has)
+            _assign(out, rows, "pA_lower", d["pA_lower"])
+            _assign(out, rows, "radius", d["radius"])
+            _assign(out, rows, "prediction", d["prediction"])
+            _assign(out, rows, "abstained", d["abstained"])
+            _assign(out, rows, "correct", ~d["abstained"] & (d["prediction"] == label[rows]))
+
+    # dual rows
+    if dual.any():
+        rows = np.flatnonzero(dual)
+        stored_router = _num(out, "alpha_router")[rows]
+        stored_expert = _num(out, "alpha_expert")[rows]
+        if alpha_router_fraction is None:
+            fraction = stored_router / old_alpha[rows]
+            same = old_alpha[rows] == alpha
+            alpha_r = np.where(same, stored_router, alpha * fraction)
+            alpha_e = np.where(same, stored_expert, alpha - alpha * fraction)
+        else:
+            alpha_r = np.full(len(rows), alpha * float(alpha_router_fraction))
+            alpha_e = alpha - alpha_r
+        router = decide_certificate(
+            _num(out, "router_cA", 0)[rows].astype(np.int64),
+            _num(out, "router_count0", 0)[rows].astype(np.int64),
+            _num(out, "router_nA", 0)[rows].astype(np.int64),
+            _num(out, "router_n", 0)[rows].astype(np.int64),
+            alpha_r,
+            _num(out, "sigma_router")[rows],
+        )
+        e_nA = _num(out, "expert_nA")[rows]
+        ran = ~np.isnan(e_nA)
+        e_sigma = np.nan_to_num(_num(out, "sigma")[rows], nan=1.0)
+        exp = decide_certificate(
+            _num(out, "expert_cA", 0)[rows].astype(np.int64),
+            _num(out, "expert_count0", 0)[rows].astype(np.int64),
+            np.nan_to_num(e_nA, nan=0).astype(np.int64),
+            _num(out, "n")[rows].astype(np.int64),
+            alpha_e,
+            e_sigma,
+        )
+        abstained = router["abstained"] | ~ran | exp["abstained"]
+        radius = np.where(abstained, 0.0, np.minimum(router["radius"], exp["radius"]))
+        prediction = np.where(abstained, -1, exp["cA"]).astype(np.int64)
+        _assign(out, rows, "alpha_router", alpha_r)
+        _assign(out, rows, "alpha_expert", alpha_e)
+        _assign(out, rows, "router_pA_lower", router["pA_lower"])
+        _assign(out, rows, "router_radius", router["radius"])
+        _assign(out, rows, "router_choice", np.where(router["abstained"], -1, router["cA"]))
+        _assign(out, rows, "expert_pA_lower", np.where(ran, exp["pA_lower"], np.nan))
+        _assign(out, rows, "expert_radius", np.where(ran, exp["radius"], np.nan))
+        _assign(out, rows, "pA_lower", np.where(ran, exp["pA_lower"], np.nan))
+        _assign(out, rows, "radius", radius)
+        _assign(out, rows, "prediction", prediction)
+        _assign(out, rows, "abstained", abstained)
+        _assign(out, rows, "correct", ~abstained & (prediction == label[rows]))
+
+    out["alpha"] = alpha
+    out.loc[changed, "protocol"] = "custom"
+    return out
+
+
+def _assign(frame, rows: np.ndarray, column: str, values: np.ndarray) -> None:
+    """Set ``frame[column]`` at positional ``rows``; NaN becomes null in nullable columns."""
+    import pandas as pd
+
+    series = frame[column].copy()
+    values = np.asarray(values)
+    if values.dtype.kind == "f" and not np.issubdtype(series.dtype, np.floating):
+        values = pd.array(values, dtype="Float64")  # NaN -> <NA> in nullable columns
+    series.iloc[rows] = values
+    frame[column] = series
+
+
+def rescore_run(
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    alpha: float,
+    alpha_router_fraction: float | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Rescore one run directory into ``out_dir/<run_id>-rescored-a<alpha>[-f<fraction>]``.
+
+    The new run.json records ``rescored_from`` (the source run's id, identity and path) and the new
+    alpha; the source is not modified.
+    """
+    run_dir = Path(run_dir)
+    frame = read_results(run_dir)
+    if len(frame) == 0:
+        raise ResultsError(f"{run_dir} holds no rows to rescore")
+    try:
+        source = read_run_json(run_dir)
+    except ResultsError:
+        source = {}
+    name = f"{run_dir.name}-rescored-a{alpha:g}"
+    if alpha_router_fraction is not None:
+        name += f"-f{alpha_router_fraction:g}"
+    check_run_id(name)
+    rescored = rescore_frame(frame, alpha, alpha_router_fraction)
+    rescored["run_id"] = name
+    info = {
+        "status": "complete",
+        "rescored_from": {
+            "run_id": source.get("run_id", run_dir.name),
+            "identity": source.get("identity"),
+            "path": os.fspath(run_dir.resolve()),
+        },
+        "alpha": alpha,
+        "alpha_router_fraction": alpha_router_fraction,
+        "created": utc_now(),
+        "environment": environment_info(),
+    }
+    for key in ("config", "zoo_entry", "zoo_entry_digest", "models", "source", "import"):
+        if key in source:
+            info[key] = source[key]
+    return write_run(Path(out_dir) / name, rescored, info, overwrite=overwrite)
+
+
+def find_run_dirs(path: str | os.PathLike) -> list[Path]:
+    """Run directories at or below ``path`` (those holding part files or run.json)."""
+    return _run_dirs(Path(path))

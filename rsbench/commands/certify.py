@@ -1,0 +1,557 @@
+"""``rsbench certify`` and ``rsbench sweep``: run certifications and show where they stand.
+
+Rendering only: planning, running and storing are :mod:`rsbench.runner` and :mod:`rsbench.results`.
+Heavy modules (torch, pandas, pyarrow) are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rsbench.errors import ConfigError
+
+_EXAMPLES = """\b
+Examples:
+  rsbench certify                                   # embedded Fashion-MNIST default run (CPU, offline)
+  rsbench certify embedded-fmnist-s0.50 --limit 100 --n 1000
+  rsbench certify cohen-cifar10-resnet110-s0.25 --protocol cohen --data-root ~/data --device cuda
+  rsbench certify cohen-cifar10-resnet110-s0.50 --protocol cohen --shard 3/8   # one job of an array
+  torchrun --nproc-per-node 4 -m rsbench certify cohen-imagenet-resnet50-s0.50 --protocol cohen
+  rsbench certify embedded-fmnist-dual --dry-run    # plan and cost estimate, certifies nothing
+
+Running the same command again resumes the run where it stopped; a changed configuration starts a
+new run directory under --out.
+"""
+
+
+def _common_options(func):
+    options = [
+        click.option("--protocol", default=None, help="cohen, dualrs or cpu [default: cpu]."),
+        click.option("--dataset", default=None, help="Dataset (default: the model's)."),
+        click.option(
+            "--split", default=None, help="Split (default: the protocol's for the dataset)."
+        ),
+        click.option("--n0", type=int, default=None, help="Selection samples (default: protocol)."),
+        click.option(
+            "--n",
+            "n",
+            type=int,
+            default=None,
+            help="Estimation samples per stage (default: protocol).",
+        ),
+        click.option(
+            "--alpha",
+            type=float,
+            default=None,
+            help="Total failure probability (default: protocol).",
+        ),
+        click.option(
+            "--stride", type=int, default=None, help="Every STRIDE-th image (default: protocol)."
+        ),
+        click.option(
+            "--limit", type=int, default=None, help="First LIMIT images of the selection."
+        ),
+        click.option("--indices", default=None, help="Explicit indices, e.g. 0,5,10-12."),
+        click.option(
+            "--batch",
+            "batch_size",
+            type=int,
+            default=1000,
+            show_default=True,
+            help="Noisy samples per forward pass (does not change results).",
+        ),
+        click.option("--seed", type=int, default=0, show_default=True, help="Run seed."),
+        click.option(
+            "--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, auto."
+        ),
+        click.option(
+            "--precision",
+            type=click.Choice(["fp32", "tf32", "bf16", "fp16"]),
+            default="fp32",
+            show_default=True,
+            help="Forward precision.",
+        ),
+        click.option(
+            "--out",
+            "out_dir",
+            type=click.Path(file_okay=False),
+            default="results",
+            show_default=True,
+            help="Parent directory of run directories.",
+        ),
+        click.option(
+            "--shard",
+            default="0/1",
+            show_default=True,
+            help="I/N: certify only images at positions p with p % N == I (job arrays).",
+        ),
+        click.option(
+            "--zoo",
+            "zoo_paths",
+            multiple=True,
+            type=click.Path(dir_okay=False),
+            help="Extra zoo file (repeatable; also RSBENCH_ZOO).",
+        ),
+        click.option(
+            "--data-root",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="Dataset root folder (also RSBENCH_DATA).",
+        ),
+        click.option("--require-pinned", is_flag=True, help="Refuse zoo entries without sha256."),
+        click.option(
+            "--chunk-size",
+            type=int,
+            default=64,
+            show_default=True,
+            help="Rows per Parquet part (a kill loses at most one chunk).",
+        ),
+        click.option(
+            "--alpha-router-fraction",
+            type=float,
+            default=None,
+            help="Dual ids: share of alpha for the router (default: the entry's, else 0.5).",
+        ),
+        click.option(
+            "--sigma-router", type=float, default=None, help="Dual ids: router noise level."
+        ),
+        click.option(
+            "--dry-run", is_flag=True, help="Print the plan and a cost estimate; certify nothing."
+        ),
+        click.option("--no-leaderboard", is_flag=True, help="Do not print the table at the end."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.command(epilog=_EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("ids", nargs=-1)
+@click.option(
+    "--sigma",
+    type=float,
+    default=None,
+    help="Expert ids: certification sigma (default: train_sigma).",
+)
+@_common_options
+def certify(ids: tuple[str, ...], sigma: float | None, **options: Any) -> None:
+    """Certify zoo models (experts or dual ensembles) and store per-sample certificates.
+
+    With no ID, runs the embedded default: the embedded Fashion-MNIST dual model and its three
+    experts on the embedded test subset under the cpu protocol, then prints the leaderboard.
+    """
+    from rsbench import runner
+
+    embedded = not ids
+    ids = ids or runner.EMBEDDED_DEFAULT_IDS
+    if embedded and options["protocol"] is None:
+        options["protocol"] = runner.EMBEDDED_DEFAULT_PROTOCOL
+    jobs = [(model_id, sigma, options["protocol"] or "cpu") for model_id in ids]
+    run_jobs(jobs, options, leaderboard=not options["no_leaderboard"])
+
+
+def run_jobs(
+    jobs: Sequence[tuple[str, float | None, str]],
+    options: dict[str, Any],
+    leaderboard: bool,
+    skip_complete: bool = False,
+) -> list[Any]:
+    """Resolve, plan (dry run) or run each (id, sigma, protocol) job; return the RunResults."""
+    from rich.console import Console
+
+    from rsbench import runner
+    from rsbench.data import parse_indices
+    from rsbench.zoo import load_zoo
+
+    console = Console(stderr=True)
+    info = runner.dist_info()
+    zoo = load_zoo(options["zoo_paths"])
+    shard = runner.parse_shard(options["shard"])
+    indices = parse_indices(options["indices"]) if options["indices"] else None
+    prepared_runs = []
+    for model_id, sigma, protocol in jobs:
+        entry = zoo.get(model_id)
+        config = runner.resolve_config(
+            entry,
+            zoo=zoo,
+            protocol=protocol,
+            dataset=options["dataset"],
+            split=options["split"],
+            n0=options["n0"],
+            n=options["n"],
+            alpha=options["alpha"],
+            sigma=sigma,
+            stride=options["stride"],
+            limit=options["limit"],
+            indices=indices,
+            batch_size=options["batch_size"],
+            seed=options["seed"],
+            precision=options["precision"],
+            device=options["device"],
+            chunk_size=options["chunk_size"],
+            data_root=options["data_root"],
+            alpha_router_fraction=options["alpha_router_fraction"],
+            sigma_router=options["sigma_router"],
+        )
+        prepared_runs.append(runner.prepare(config, zoo, options["out_dir"]))
+
+    if options["dry_run"]:
+        _print_plan(prepared_runs, shard, zoo, console)
+        return []
+
+    results = []
+    quiet = info.rank != 0
+    for prepared in prepared_runs:
+        if skip_complete and runner.run_status(prepared.run_dir) == "complete":
+            if not quiet:
+                console.print(f"[green]complete[/green] {prepared.run_dir} (skipped)")
+            continue
+        results.append(_run_one(prepared, zoo, shard, options, console, quiet))
+    if not quiet:
+        for result in results:
+            state = "complete" if result.complete else "partial (other shards pending)"
+            console.print(
+                f"{result.run_dir}: {result.written} written, {result.skipped} already there, {state} "
+                f"({result.seconds:.1f} s)"
+            )
+        if leaderboard and results:
+            _print_leaderboard([r.run_dir for r in results], zoo)
+    return results
+
+
+def _run_one(prepared, zoo, shard, options, console, quiet: bool):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from rsbench import runner
+
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("cert. acc {task.fields[acc]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    ]
+    label = prepared.config.model_id
+    if prepared.config.kind == "expert":
+        label += f" σ={prepared.config.sigma:g}"
+    with Progress(*columns, console=console, disable=quiet, transient=False) as bar:
+        task = bar.add_task(label, total=None, acc="-")
+        state = {"started": False}
+
+        def progress(event: runner.ProgressEvent) -> None:
+            if event.message:
+                bar.console.print(f"[yellow]{event.message}[/yellow]")
+            if not state["started"]:
+                # samples found already written do not count toward the speed / ETA
+                bar.update(task, total=event.total, completed=0)
+                bar.reset(task, total=event.total - event.done, completed=0)
+                state["offset"] = event.done
+                state["started"] = True
+            acc = "-" if not event.done else f"{100 * event.accuracy:.1f}%"
+            bar.update(
+                task,
+                completed=event.done - state["offset"],
+                acc=acc,
+                description=f"{label} ({event.done}/{event.total})",
+            )
+
+        return runner.run_certification(
+            prepared.config,
+            zoo,
+            options["out_dir"],
+            shard=shard,
+            progress=progress,
+            require_pinned=options["require_pinned"],
+            weights_progress=not quiet,
+            prepared=prepared,
+        )
+
+
+def _print_plan(prepared_runs, shard, zoo, console) -> None:
+    from rich.table import Table
+
+    from rsbench import runner
+    from rsbench.results import list_parts, read_results
+
+    table = Table(title=f"certification plan (shard {shard[0]}/{shard[1]})")
+    for column in (
+        "model",
+        "kind",
+        "protocol",
+        "data",
+        "images",
+        "n0",
+        "n",
+        "alpha",
+        "sigma",
+        "done",
+        "samples/s",
+        "estimate",
+    ):
+        table.add_column(column)
+    total = 0.0
+    for prepared in prepared_runs:
+        config = prepared.config
+        mine = [p for k, p in enumerate(prepared.positions) if k % shard[1] == shard[0]]
+        done = len(read_results(prepared.run_dir)) if list_parts(prepared.run_dir) else 0
+        rate, note = _throughput(prepared)
+        todo = max(0, len(mine) - done) if shard[1] == 1 else len(mine)
+        seconds = runner.estimate_seconds(config, todo, rate) if rate else float("nan")
+        if math.isfinite(seconds):
+            total += seconds
+        sigma = (
+            f"{config.sigma:g}"
+            if config.kind == "expert"
+            else "/".join(f"{s:g}" for s in config.sigmas)
+        )
+        table.add_row(
+            config.model_id,
+            config.kind,
+            config.protocol,
+            f"{config.dataset}/{config.split}",
+            str(len(mine)),
+            str(config.n0),
+            str(config.n),
+            f"{config.alpha:g}",
+            sigma,
+            str(done),
+            f"{rate:,.0f}" if rate else note,
+            _duration(seconds),
+        )
+    console.print(table)
+    for prepared in prepared_runs:
+        console.print(f"  {prepared.config.model_id} -> {prepared.run_dir}")
+    console.print(
+        f"estimated total: {_duration(total)} on {prepared_runs[0].config.device if prepared_runs else '-'} "
+        "(forward samples per image x images / measured samples per second; dual counts router + expert)"
+    )
+
+
+def _throughput(prepared) -> tuple[float | None, str]:
+    """Samples per second from a short warm-up forward, when the weights are available locally."""
+    from rsbench import runner, weights
+
+    entry = prepared.entry
+    first = prepared.zoo.get(entry.experts[0]) if entry.kind == "dual" else entry
+    if (
+        first.source is not None
+        and first.source.type not in ("file", "package")
+        and not weights.is_cached(first)
+    ):
+        return None, "weights not cached"
+    import torch
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    certifier, _ = runner.build_certifier(prepared, prepared.config.device)
+    image = prepared.dataset.images([prepared.positions[0]])[0]
+    return runner.measure_throughput(certifier, image, seconds=0.5), ""
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _print_leaderboard(run_dirs: Sequence[Path], zoo) -> None:
+    from rich.console import Console
+
+    from rsbench import report
+    from rsbench.results import read_results
+
+    df = read_results(list(run_dirs))
+    reported = {e.id: dict(e.reported) for e in zoo if e.reported}
+    boards = report.build_leaderboards(df, reported=reported, all_sections=True)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 200))
+    for board in boards:
+        console.print(report.to_rich(board))
+
+
+# ------------------------------------------------------------------------------------ sweep
+
+_SWEEP_KEYS = {"ids", "sigmas", "protocols", "options"}
+_SWEEP_OPTIONS = {
+    "dataset",
+    "split",
+    "n0",
+    "n",
+    "alpha",
+    "stride",
+    "limit",
+    "indices",
+    "batch",
+    "seed",
+    "device",
+    "precision",
+    "out",
+    "shard",
+    "zoo",
+    "data_root",
+    "require_pinned",
+    "chunk_size",
+    "alpha_router_fraction",
+    "sigma_router",
+}
+
+
+def load_sweep(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a sweep file: ``ids`` (list), optional ``sigmas``, ``protocols``, ``options``.
+
+    Unknown keys are a :class:`ConfigError` naming the key and the allowed ones.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"sweep file {path} cannot be read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"sweep file {path} is not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"sweep file {path} must be a mapping with keys {sorted(_SWEEP_KEYS)}")
+    unknown = set(data) - _SWEEP_KEYS
+    if unknown:
+        raise ConfigError(
+            f"sweep file {path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_SWEEP_KEYS)}"
+        )
+    ids = data.get("ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise ConfigError(f"sweep file {path}: 'ids' must be a non-empty list of zoo ids")
+    sigmas = data.get("sigmas") or [None]
+    if not isinstance(sigmas, list) or not all(
+        s is None or isinstance(s, (int, float)) for s in sigmas
+    ):
+        raise ConfigError(f"sweep file {path}: 'sigmas' must be a list of numbers")
+    protocols = data.get("protocols") or ["cpu"]
+    if not isinstance(protocols, list) or not all(isinstance(p, str) for p in protocols):
+        raise ConfigError(f"sweep file {path}: 'protocols' must be a list of protocol names")
+    options = data.get("options") or {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"sweep file {path}: 'options' must be a mapping")
+    unknown = set(options) - _SWEEP_OPTIONS
+    if unknown:
+        raise ConfigError(
+            f"sweep file {path}: unknown option(s) {sorted(unknown)}; allowed: {sorted(_SWEEP_OPTIONS)}"
+        )
+    return {"ids": ids, "sigmas": sigmas, "protocols": protocols, "options": options}
+
+
+_SWEEP_EXAMPLES = """\b
+Examples:
+  rsbench sweep sweeps/embedded.yaml
+  rsbench sweep sweeps/cohen-cifar10.yaml --data-root ~/data --device cuda
+  rsbench sweep sweeps/cohen-cifar10.yaml --shard 0/4 --dry-run
+
+\b
+A sweep file:
+  ids: [cohen-cifar10-resnet110-s0.25, cohen-cifar10-resnet110-s0.50]
+  sigmas: [0.25, 0.5]      # optional; default: each expert's train_sigma (dual ids: the entry's)
+  protocols: [cohen]       # optional; default: cpu
+  options: {batch: 1000, out: results, seed: 0}   # any certify option, spelled with _
+Every id x sigma x protocol is one run; finished runs are skipped.
+"""
+
+
+@click.command(epilog=_SWEEP_EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("sweep_file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Override options.out."
+)
+@click.option("--device", default=None, help="Override options.device.")
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Override options.data_root.",
+)
+@click.option("--shard", default=None, help="Override options.shard (I/N).")
+@click.option(
+    "--zoo", "zoo_paths", multiple=True, type=click.Path(dir_okay=False), help="Extra zoo file."
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the plan and a cost estimate; certify nothing."
+)
+@click.option("--no-leaderboard", is_flag=True, help="Do not print the table at the end.")
+def sweep(
+    sweep_file: str,
+    out_dir,
+    device,
+    data_root,
+    shard,
+    zoo_paths,
+    dry_run: bool,
+    no_leaderboard: bool,
+) -> None:
+    """Run a grid of certifications (ids x sigmas x protocols) from a sweep YAML file."""
+    spec = load_sweep(sweep_file)
+    opts = dict(spec["options"])
+    options: dict[str, Any] = {
+        "dataset": opts.get("dataset"),
+        "split": opts.get("split"),
+        "n0": opts.get("n0"),
+        "n": opts.get("n"),
+        "alpha": opts.get("alpha"),
+        "stride": opts.get("stride"),
+        "limit": opts.get("limit"),
+        "indices": _indices_text(opts.get("indices")),
+        "batch_size": opts.get("batch", 1000),
+        "seed": opts.get("seed", 0),
+        "device": device or opts.get("device", "auto"),
+        "precision": opts.get("precision", "fp32"),
+        "out_dir": out_dir or opts.get("out", "results"),
+        "shard": shard or opts.get("shard", "0/1"),
+        "zoo_paths": tuple(_as_list(opts.get("zoo"))) + tuple(zoo_paths),
+        "data_root": data_root or opts.get("data_root"),
+        "require_pinned": bool(opts.get("require_pinned", False)),
+        "chunk_size": opts.get("chunk_size", 64),
+        "alpha_router_fraction": opts.get("alpha_router_fraction"),
+        "sigma_router": opts.get("sigma_router"),
+        "dry_run": dry_run,
+    }
+    from rsbench.zoo import load_zoo
+
+    zoo = load_zoo(options["zoo_paths"])
+    jobs = []
+    for model_id in spec["ids"]:
+        kind = zoo.get(model_id).kind
+        for sigma in spec["sigmas"] if kind == "expert" else [None]:
+            for protocol in spec["protocols"]:
+                job = (model_id, sigma, protocol)
+                if job not in jobs:
+                    jobs.append(job)
+    run_jobs(jobs, options, leaderboard=not no_leaderboard, skip_complete=True)
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _indices_text(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(int(v)) for v in value)
+    return str(value)
