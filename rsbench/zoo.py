@@ -566,8 +566,8 @@ def _parse_dual(where: _Where, data: Mapping) -> dict[str, Any]:
 # YAML reading
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys."""
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """(C)SafeLoader that refuses duplicate mapping keys."""
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
