@@ -1,0 +1,1059 @@
+"""Router training for dual randomized smoothing (Sun, Mao & Vechev, ICLR 2026), over any zoo experts.
+
+The "routing over off-the-shelf experts" view: experts ``E_1..E_K`` (zoo entries of one dataset)
+certify at their own noise levels ``sigma_k``; a router network with ``K`` outputs learns, under
+noise ``sigma_router``, which expert certifies each image best.
+
+1. **Labels** (:func:`label_radii`): every training image ``x`` is certified by every expert at its
+   sigma with a small budget (default ``n0 = 10`` selection draws, ``n = 100`` estimation draws, the
+   paper's label budget, ``alpha = 0.001``), giving ``R_k(x)``: the certified radius when the
+   prediction is the true label, else 0 (wrong or abstaining). ``n0 = 10`` is our choice: the label
+   only matters when the top class holds at least ~63% of the mass (below that, ``n = 100`` draws
+   cannot certify at ``alpha = 0.001``), and then 10 draws pick it with probability > 0.9 while costing
+   only 10% on top of ``n``. With ``n = 100`` the largest label radius is ``1.50 sigma_k``. Labels are
+   cached in Parquet, one file per expert per chunk of images, written atomically, under a folder
+   keyed by (expert id, weights sha256, sigma, n0, n, alpha, seed, dataset, split); a rerun or another
+   router sharing an expert computes only the images not yet cached (so an interrupted label stage
+   resumes, and gives exactly what an uninterrupted one gives: each image's noise is seeded by its
+   dataset index alone, see :mod:`rsbench.sampling`).
+2. **Targets** (:func:`soft_targets`, :func:`keep_mask`, :func:`class_weights`): ``y =
+   softmax_k(R_k(x) / T)`` (``T = 1``); images whose radius is 0 for every expert are dropped; each
+   kept image is weighted by ``1 / q_k`` where ``q_k`` is the share of kept images whose best expert
+   (largest ``R_k``, ties to the lower index) is ``k``. The weights are divided by their mean over
+   the kept images (their ratios stay exactly ``1 / q_k``) so the cross-entropy keeps the scale of an
+   unweighted mean and ``lambda``, ``eta`` keep the paper's meaning.
+3. **Loss** (:func:`router_loss`) on ``m >= 2`` Gaussian copies of each image at ``sigma_router``:
+   ``mean_i w_i * mean_j CE(y_i, p_ij) + lambda * mean_i mean_j KL(pbar_i || p_ij) + eta *
+   mean_i H(pbar_i)`` where ``p_ij = softmax(router(x_i + d_ij))`` and ``pbar_i = mean_j p_ij``
+   (Jeong & Shin's consistency regulariser; paper defaults ``lambda = 40``, ``eta = 0.5``, ``m = 2``,
+   ``sigma_router = 1.0``).
+4. **Training** (:func:`train_router`): seeded and deterministic like :mod:`rsbench.train.expert`
+   (epoch ``e``'s order and noise come from ``(seed, e)`` alone), checkpointed after every epoch and
+   resumable (same weights bit for bit on the same device, threads and versions). The router is any
+   zoo architecture with ``K`` outputs (default: the first expert's architecture and input layer).
+   Outputs: ``<out>/<router id>.safetensors`` (the net's state dict), ``<out>/<router id>.train.json``
+   and, with a zoo file, a ``router`` entry (experts, ``train_sigma = sigma_router``, recipe with the
+   label budget, options and exact command, sha256) and a ``dual`` entry (router, experts, sigmas,
+   ``sigma_router``, ``alpha_router_fraction``).
+
+Cost: the label stage runs ``N * K * (n0 + n)`` forward samples. ``fmnist_cnn`` certifies about
+33,000 noisy samples per second on one core of the development machine (measured with
+``SmoothedClassifier.certify_batch``), so :data:`DEFAULT_TRAIN_IMAGES` = 20,000 Fashion-MNIST images
+over three experts cost about 6.6 M samples, roughly 3-4 minutes on one core, and the router trains in
+a few more: the whole embedded router takes about 10 minutes on two shared cores.
+
+The library never prints: progress goes to an optional callback receiving :class:`RouterEvent`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rsbench.errors import ConfigError, check_alpha, check_count, check_sigma
+
+# Shared helpers of the expert trainer (some are private there; reused, not copied).
+from rsbench.train.expert import (
+    OPTIMIZERS,
+    SCHEDULES,
+    _atomic_write,
+    _epoch_seed,
+    _make_optimizer,
+    _make_scheduler,
+    _package_relative,
+    _zoo_dataset,
+    sha256_file,
+)
+
+log = logging.getLogger(__name__)
+
+#: images labelled by default (the first ones in canonical order); see the module docstring
+DEFAULT_TRAIN_IMAGES = 20_000
+#: label budget defaults: selection draws, estimation draws (the paper's n = 100), alpha
+LABEL_N0 = 10
+LABEL_N = 100
+LABEL_ALPHA = 0.001
+#: images per cached label file
+LABEL_CHUNK = 1000
+LABEL_FORMAT = 1
+CHECKPOINT_FORMAT = 1
+_CHUNK_RE = re.compile(r"^idx-(\d+)-(\d+)\.parquet$")
+
+
+@dataclass(frozen=True)
+class RouterEvent:
+    """A progress report.
+
+    ``phase``: ``label-start`` / ``label`` / ``label-done`` (per expert: ``done`` of ``total``
+    images labelled, ``computed`` of them certified in this run, the rest read from the cache),
+    ``train-start``, ``batch``, ``epoch`` (after the checkpoint), ``done``.
+    """
+
+    phase: str
+    expert: str | None = None
+    expert_index: int = 0
+    experts: int = 0
+    done: int = 0
+    total: int = 0
+    computed: int = 0
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0
+    steps: int = 0
+    loss: float = math.nan
+    agreement: float = math.nan
+    lr: float = math.nan
+    elapsed: float = 0.0
+    resumed_from: int | None = None
+
+
+Progress = Callable[[RouterEvent], None]
+
+
+# ------------------------------------------------------------------------------------------------
+# labels
+
+
+@dataclass(frozen=True)
+class LabelBudget:
+    """The certification budget of the label stage (n0 selection, n estimation draws, alpha, seed)."""
+
+    n0: int = LABEL_N0
+    n: int = LABEL_N
+    alpha: float = LABEL_ALPHA
+    seed: int = 0
+
+    def check(self) -> LabelBudget:
+        check_count(self.n0, "label n0")
+        check_count(self.n, "label n")
+        check_alpha(self.alpha, "label alpha")
+        return self
+
+
+def label_key(
+    expert_id: str,
+    weights_sha256: str,
+    sigma: float,
+    budget: LabelBudget,
+    dataset: str,
+    split: str,
+) -> dict[str, Any]:
+    """Everything that determines an expert's label radii (the cache key, as a dict)."""
+    return {
+        "format": LABEL_FORMAT,
+        "expert": expert_id,
+        "weights_sha256": weights_sha256,
+        "sigma": float(sigma),
+        "n0": int(budget.n0),
+        "n": int(budget.n),
+        "alpha": float(budget.alpha),
+        "seed": int(budget.seed),
+        "dataset": dataset,
+        "split": split,
+    }
+
+
+def label_dir(cache_dir: str | os.PathLike, key: dict[str, Any]) -> Path:
+    """Folder of one label key: ``<cache_dir>/<dataset>-<split>/<expert>-<hash of the key>``."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", key["expert"])
+    return Path(cache_dir).expanduser() / f"{key['dataset']}-{key['split']}" / f"{safe}-{digest}"
+
+
+def default_label_cache(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``<rsbench cache>/router-labels`` (``cache_dir``, ``$RSBENCH_CACHE`` or the user cache)."""
+    from rsbench.weights import cache_root
+
+    return cache_root(cache_dir) / "router-labels"
+
+
+def read_label_cache(folder: Path) -> Any:
+    """All cached label rows of one key folder as a DataFrame indexed by dataset index."""
+    import pandas as pd
+
+    frames = []
+    if folder.is_dir():
+        for path in sorted(folder.iterdir()):
+            if _CHUNK_RE.match(path.name):
+                frames.append(pd.read_parquet(path))
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in _LABEL_COLUMNS.items()}).set_index(
+            "index"
+        )
+    frame = pd.concat(frames, ignore_index=True).drop_duplicates("index")
+    return frame.set_index("index").sort_index()
+
+
+_LABEL_COLUMNS = {
+    "index": "int64",
+    "label": "int64",
+    "prediction": "int64",
+    "radius": "float64",
+    "label_radius": "float64",
+    "cA": "int64",
+    "count0": "int64",
+    "nA": "int64",
+    "pA_lower": "float64",
+}
+
+
+def label_radii(
+    model: nn.Module,
+    expert_id: str,
+    weights_sha256: str,
+    sigma: float,
+    num_classes: int,
+    dataset,
+    indices: Sequence[int],
+    budget: LabelBudget = LabelBudget(),
+    cache_dir: str | os.PathLike | None = None,
+    chunk_size: int = LABEL_CHUNK,
+    batch_size: int = 2000,
+    progress: Progress | None = None,
+    expert_index: int = 0,
+    experts: int = 1,
+) -> np.ndarray:
+    """``R_k(x)`` for each dataset index in ``indices`` (radius when right, else 0), cached.
+
+    Certifies ``model`` at ``sigma`` with ``budget`` on the images not yet in the cache folder of
+    this key (:func:`label_key`), in chunks of ``chunk_size`` images, each written atomically as
+    ``idx-<first>-<last>.parquet``; then returns the radii for ``indices`` in their order. Results do
+    not depend on ``chunk_size``, ``batch_size``, interruptions or what was cached before.
+    """
+    import pandas as pd
+
+    from rsbench.smoothing import SmoothedClassifier
+
+    budget = budget.check()
+    chunk_size = check_count(chunk_size, "label chunk size")
+    key = label_key(expert_id, weights_sha256, sigma, budget, dataset.name, dataset.split)
+    folder = label_dir(cache_dir if cache_dir is not None else default_label_cache(), key)
+    folder.mkdir(parents=True, exist_ok=True)
+    key_file = folder / "key.json"
+    if not key_file.is_file():
+        _atomic_write(key_file, lambda tmp: tmp.write_text(json.dumps(key, indent=2) + "\n"))
+    wanted = [int(i) for i in indices]
+    cached = read_label_cache(folder)
+    have = set(cached.index.tolist())
+    missing = sorted(set(wanted) - have)
+    emit = progress or (lambda event: None)
+    total = len(wanted)
+    done = total - len(missing)
+    began = time.perf_counter()
+    common = {"expert": expert_id, "expert_index": expert_index, "experts": experts}
+    emit(RouterEvent("label-start", done=done, total=total, **common))
+    smoothed = SmoothedClassifier(model, num_classes, sigma, batch_size=batch_size)
+    groups: dict[int, list[int]] = {}
+    for index in missing:
+        groups.setdefault(index // chunk_size, []).append(index)
+    computed = 0
+    new_frames = []
+    for group in groups.values():
+        images = dataset.images(group)
+        labels = dataset.labels[torch.as_tensor(group)].numpy()
+        certs = smoothed.certify_batch(
+            images, budget.n0, budget.n, budget.alpha, seed=budget.seed, indices=group
+        )
+        prediction = np.array([c.prediction for c in certs], dtype=np.int64)
+        radius = np.array([c.radius for c in certs], dtype=np.float64)
+        frame = pd.DataFrame(
+            {
+                "index": np.asarray(group, dtype=np.int64),
+                "label": labels.astype(np.int64),
+                "prediction": prediction,
+                "radius": radius,
+                "label_radius": np.where(prediction == labels, radius, 0.0),
+                "cA": np.array([c.cA for c in certs], dtype=np.int64),
+                "count0": np.array([c.count0 for c in certs], dtype=np.int64),
+                "nA": np.array([c.nA for c in certs], dtype=np.int64),
+                "pA_lower": np.array([c.pA_lower for c in certs], dtype=np.float64),
+            }
+        )
+        path = folder / f"idx-{group[0]:09d}-{group[-1]:09d}.parquet"
+        _atomic_write(path, lambda tmp, frame=frame: frame.to_parquet(tmp, index=False))
+        new_frames.append(frame.set_index("index"))
+        computed += len(group)
+        done += len(group)
+        emit(
+            RouterEvent(
+                "label",
+                done=done,
+                total=total,
+                computed=computed,
+                elapsed=time.perf_counter() - began,
+                **common,
+            )
+        )
+    if new_frames:
+        cached = pd.concat([cached, *new_frames]).sort_index()
+    emit(
+        RouterEvent(
+            "label-done",
+            done=total,
+            total=total,
+            computed=computed,
+            elapsed=time.perf_counter() - began,
+            **common,
+        )
+    )
+    return cached.loc[wanted, "label_radius"].to_numpy(dtype=np.float64)
+
+
+# ------------------------------------------------------------------------------------------------
+# targets and loss
+
+
+def keep_mask(radii: np.ndarray) -> np.ndarray:
+    """Boolean mask of the images (rows of ``[N, K]`` radii) that some expert certifies (R > 0)."""
+    return (np.asarray(radii, dtype=np.float64) > 0).any(axis=1)
+
+
+def soft_targets(radii: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """``softmax_k(R_k(x) / temperature)`` for each row of ``[N, K]`` radii."""
+    temperature = check_sigma(temperature, "temperature")
+    z = np.asarray(radii, dtype=np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def best_expert(radii: np.ndarray) -> np.ndarray:
+    """Index of the largest radius per row (ties go to the lower index, i.e. the smaller sigma)."""
+    return np.asarray(radii, dtype=np.float64).argmax(axis=1)
+
+
+def class_weights(radii: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image weights proportional to ``1 / q_k`` (mean 1 over the rows), and ``q``.
+
+    ``radii`` are the kept rows; ``q_k`` is the share of rows whose best expert is ``k`` (0 for an
+    expert that is never best; no row carries its weight).
+    """
+    radii = np.asarray(radii, dtype=np.float64)
+    if radii.shape[0] == 0:
+        raise ConfigError(
+            "no training image is certified by any expert; check the experts, their sigmas and the data"
+        )
+    best = best_expert(radii)
+    q = np.bincount(best, minlength=radii.shape[1]) / radii.shape[0]
+    weights = 1.0 / q[best]
+    return weights / weights.mean(), q
+
+
+def router_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    weights: torch.Tensor,
+    lam: float = 40.0,
+    eta: float = 0.5,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The router loss on ``m`` noisy copies: ``logits [m, B, K]``, ``targets [B, K]``, ``weights [B]``.
+
+    ``mean_i w_i mean_j CE(y_i, p_ij) + lam * mean_i mean_j KL(pbar_i || p_ij) + eta * mean_i
+    H(pbar_i)``, with ``p_ij = softmax(logits[j, i])`` and ``pbar_i = mean_j p_ij``. Returns the
+    loss and its parts (``ce``, ``kl``, ``entropy``) as floats.
+    """
+    if logits.dim() != 3 or logits.shape[1:] != targets.shape:
+        raise ConfigError(
+            f"logits {list(logits.shape)} must be [copies, batch, K] with targets {list(targets.shape)}"
+        )
+    log_p = torch.log_softmax(logits, dim=-1)  # [m, B, K]
+    ce = -(targets.unsqueeze(0) * log_p).sum(-1).mean(0)  # [B]
+    p_bar = log_p.exp().mean(0)  # [B, K]
+    log_p_bar = torch.log(p_bar.clamp_min(1e-12))
+    kl = (p_bar.unsqueeze(0) * (log_p_bar.unsqueeze(0) - log_p)).sum(-1).mean(0)  # [B]
+    entropy = -(p_bar * log_p_bar).sum(-1)  # [B]
+    ce_term = (weights * ce).mean()
+    loss = ce_term + lam * kl.mean() + eta * entropy.mean()
+    parts = {
+        "ce": float(ce_term.detach()),
+        "kl": float(kl.mean().detach()),
+        "entropy": float(entropy.mean().detach()),
+    }
+    return loss, parts
+
+
+# ------------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass(frozen=True)
+class RouterTrainConfig:
+    """Everything that determines the router (plus where the data and labels come from).
+
+    ``experts``: zoo ids (one dataset); the router's output ``k`` selects ``experts[k]``.
+    ``sigmas``: certify sigma per expert (default each expert's ``train_sigma``); labels and the dual
+    entry use them. ``dataset``/``split``: the data to label and train on (default the experts'
+    dataset, ``train``); ``train_images`` keeps the first ones (``None``: all; capped at the split's
+    size). ``arch``: the router architecture (default the first expert's); its input layer is the
+    first expert's. ``lam``, ``eta``, ``copies``, ``temperature``: see :func:`router_loss` and
+    :func:`soft_targets`.
+    """
+
+    experts: tuple[str, ...]
+    router_id: str | None = None
+    dual_id: str | None = None
+    sigma_router: float = 1.0
+    sigmas: tuple[float, ...] | None = None
+    arch: str | None = None
+    label_n0: int = LABEL_N0
+    label_n: int = LABEL_N
+    label_alpha: float = LABEL_ALPHA
+    train_images: int | None = DEFAULT_TRAIN_IMAGES
+    temperature: float = 1.0
+    lam: float = 40.0
+    eta: float = 0.5
+    copies: int = 2
+    epochs: int = 20
+    batch_size: int = 256
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    step_size: int = 30
+    gamma: float = 0.1
+    seed: int = 0
+    dataset: str | None = None
+    split: str = "train"
+    alpha_router_fraction: float = 0.5
+    data_root: str | None = None
+    device: str = "cpu"
+    label_cache: str | None = None
+    label_chunk: int = LABEL_CHUNK
+    label_batch_size: int = 2000
+    command: str | None = None
+
+    def budget(self) -> LabelBudget:
+        """The label stage's budget (its seed is the training seed)."""
+        return LabelBudget(self.label_n0, self.label_n, self.label_alpha, self.seed)
+
+    def resolved_ids(self) -> tuple[str, str]:
+        """(router id, dual id): given, or the experts' common id prefix + ``-router`` / ``-dual``."""
+        prefix = os.path.commonprefix(list(self.experts)).rstrip("-_.")
+        prefix = re.sub(r"[-_]s\d*\.?\d*$", "", prefix).rstrip("-_.") or "router"
+        if prefix == self.experts[0] and len(self.experts) > 1:
+            prefix = "router"
+        router_id = self.router_id or f"{prefix}-router"
+        dual_id = self.dual_id or (
+            router_id[: -len("-router")] + "-dual"
+            if router_id.endswith("-router")
+            else f"{router_id}-dual"
+        )
+        return router_id, dual_id
+
+    def determining(self) -> dict[str, Any]:
+        """The fields that determine the router weights (a resumed run must match them)."""
+        skip = {"data_root", "device", "label_cache", "label_chunk", "label_batch_size", "command"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+
+
+@dataclass
+class RouterTrainResult:
+    """What :func:`train_router` wrote."""
+
+    router_id: str
+    dual_id: str
+    weights: Path
+    sha256: str
+    router_entry: Any  # rsbench.zoo.ZooEntry
+    dual_entry: Any
+    zoo_file: Path | None
+    label_stats: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _validate(config: RouterTrainConfig) -> None:
+    if len(config.experts) < 2:
+        raise ConfigError(
+            f"got {len(config.experts)} expert(s); a router chooses between at least 2 experts"
+        )
+    if len(set(config.experts)) != len(config.experts):
+        raise ConfigError(f"experts {list(config.experts)} repeat an id; list each expert once")
+    check_sigma(config.sigma_router, "sigma_router")
+    if config.sigmas is not None:
+        if len(config.sigmas) != len(config.experts):
+            raise ConfigError(
+                f"got {len(config.sigmas)} sigmas for {len(config.experts)} experts; give one per expert"
+            )
+        for s in config.sigmas:
+            check_sigma(s, "expert sigma")
+    config.budget().check()
+    check_sigma(config.temperature, "temperature")
+    if config.copies < 2 or int(config.copies) != config.copies:
+        raise ConfigError(f"copies={config.copies!r} is not allowed; use m >= 2 noisy copies")
+    if not (config.lam >= 0 and config.eta >= 0):
+        raise ConfigError(f"lambda={config.lam} and eta={config.eta} must be >= 0")
+    check_count(config.epochs, "epochs")
+    check_count(config.batch_size, "batch_size")
+    if config.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"optimizer={config.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+    if config.schedule not in SCHEDULES:
+        raise ConfigError(f"schedule={config.schedule!r} is not one of {', '.join(SCHEDULES)}")
+    if not (config.lr > 0 and math.isfinite(config.lr)):
+        raise ConfigError(f"lr={config.lr!r} is not allowed; use a learning rate > 0, e.g. 1e-3")
+    if config.train_images is not None:
+        check_count(config.train_images, "train_images")
+    if not 0.0 < config.alpha_router_fraction < 1.0:
+        raise ConfigError(
+            f"alpha_router_fraction={config.alpha_router_fraction!r} must lie strictly in (0, 1)"
+        )
+
+
+def command_line(config: RouterTrainConfig) -> str:
+    """An ``rsbench train router`` command that reproduces ``config`` (output paths excluded)."""
+    router_id, dual_id = config.resolved_ids()
+    parts = ["rsbench train router", *config.experts]
+    parts += [f"--id {router_id}", f"--dual-id {dual_id}"]
+    parts += [f"--sigma-router {config.sigma_router:g}"]
+    if config.sigmas is not None:
+        parts += [f"--sigmas {','.join(f'{s:g}' for s in config.sigmas)}"]
+    if config.arch:
+        parts.append(f"--arch {config.arch}")
+    parts += [
+        f"--label-n0 {config.label_n0}",
+        f"--label-n {config.label_n}",
+        f"--label-alpha {config.label_alpha:g}",
+        f"--train-images {config.train_images if config.train_images is not None else 'all'}",
+        f"--temperature {config.temperature:g}",
+        f"--lambda {config.lam:g}",
+        f"--eta {config.eta:g}",
+        f"--copies {config.copies}",
+        f"--epochs {config.epochs}",
+        f"--batch-size {config.batch_size}",
+        f"--optimizer {config.optimizer}",
+        f"--lr {config.lr:g}",
+        f"--weight-decay {config.weight_decay:g}",
+        f"--schedule {config.schedule}",
+        f"--seed {config.seed}",
+    ]
+    if config.optimizer == "sgd":
+        parts.append(f"--momentum {config.momentum:g}")
+    if config.schedule == "step":
+        parts += [f"--step-size {config.step_size}", f"--gamma {config.gamma:g}"]
+    if config.dataset:
+        parts.append(f"--dataset {config.dataset}")
+    if config.split != "train":
+        parts.append(f"--split {config.split}")
+    if config.alpha_router_fraction != 0.5:
+        parts.append(f"--alpha-router-fraction {config.alpha_router_fraction:g}")
+    return " ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------
+# experts and data
+
+
+@dataclass
+class LoadedExperts:
+    """Expert entries, their loaded models, weights digests and certify sigmas."""
+
+    entries: list[Any]
+    models: list[nn.Module]
+    sha256: list[str]
+    sigmas: tuple[float, ...]
+
+    @property
+    def dataset(self) -> str:
+        return self.entries[0].dataset
+
+
+def check_experts(entries: Sequence[Any]) -> None:
+    """Raise :class:`ConfigError` unless the entries are experts of one dataset, classes and shape."""
+    for e in entries:
+        if e.kind != "expert":
+            raise ConfigError(f"{e.id} is a {e.kind} entry; a router chooses between experts")
+    datasets = {e.dataset for e in entries}
+    if len(datasets) > 1:
+        listed = ", ".join(f"{e.id} ({e.dataset})" for e in entries)
+        raise ConfigError(
+            f"the experts do not share a dataset: {listed}; a router needs experts of one dataset"
+        )
+    shapes = {(e.num_classes, tuple(e.input_shape or ())) for e in entries}
+    if len(shapes) > 1:
+        listed = ", ".join(
+            f"{e.id} ({e.num_classes} classes, {list(e.input_shape)})" for e in entries
+        )
+        raise ConfigError(f"the experts differ in classes or input shape: {listed}")
+
+
+def load_experts(
+    zoo,
+    expert_ids: Sequence[str],
+    sigmas: Sequence[float] | None = None,
+    device: str | torch.device = "cpu",
+    cache_dir: str | os.PathLike | None = None,
+) -> LoadedExperts:
+    """Look up, check (:func:`check_experts`) and load the experts; sigmas default to train_sigma."""
+    from rsbench.models import load_model
+
+    entries = [zoo.get(i) for i in expert_ids]
+    check_experts(entries)
+    models = [load_model(e, device, cache_dir=cache_dir) for e in entries]
+    shas = [str(m.weights_sha256) for m in models]
+    chosen = tuple(float(s) for s in sigmas) if sigmas else tuple(e.train_sigma for e in entries)
+    return LoadedExperts(entries, models, shas, chosen)
+
+
+def training_data(config: RouterTrainConfig, zoo_dataset: str):
+    """The dataset to label and train on, and the indices used (the first ``train_images``)."""
+    from rsbench.data import load_dataset
+
+    name = config.dataset or zoo_dataset
+    if _zoo_dataset(name) != zoo_dataset:
+        raise ConfigError(
+            f"dataset {name!r} does not match the experts' dataset {zoo_dataset!r}; "
+            "label and train on the experts' own data"
+        )
+    data = load_dataset(name, config.split, root=config.data_root)
+    count = len(data) if config.train_images is None else min(config.train_images, len(data))
+    if config.train_images is not None and config.train_images > len(data):
+        log.info(
+            "train_images=%d capped at %s/%s's %d images",
+            config.train_images,
+            name,
+            config.split,
+            len(data),
+        )
+    return data, list(range(count))
+
+
+def compute_labels(
+    config: RouterTrainConfig,
+    experts: LoadedExperts,
+    data,
+    indices: Sequence[int],
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """``[N, K]`` label radii of ``indices`` (cached; see :func:`label_radii`)."""
+    cache = Path(config.label_cache) if config.label_cache else default_label_cache()
+    columns = []
+    for k, (entry, model) in enumerate(zip(experts.entries, experts.models)):
+        columns.append(
+            label_radii(
+                model,
+                entry.id,
+                experts.sha256[k],
+                experts.sigmas[k],
+                entry.num_classes,
+                data,
+                indices,
+                config.budget(),
+                cache_dir=cache,
+                chunk_size=config.label_chunk,
+                batch_size=config.label_batch_size,
+                progress=progress,
+                expert_index=k,
+                experts=len(experts.entries),
+            )
+        )
+    return np.stack(columns, axis=1)
+
+
+def label_summary(radii: np.ndarray, experts: Sequence[str]) -> dict[str, Any]:
+    """Counts and shares of the label stage (kept images, best-expert shares q, mean radii)."""
+    keep = keep_mask(radii)
+    _, q = class_weights(radii[keep]) if keep.any() else (None, np.zeros(radii.shape[1]))
+    return {
+        "images": int(radii.shape[0]),
+        "kept": int(keep.sum()),
+        "best_share": {e: round(float(v), 4) for e, v in zip(experts, q)},
+        "mean_label_radius": {e: round(float(v), 4) for e, v in zip(experts, radii.mean(axis=0))},
+        "certified_share": {
+            e: round(float(v), 4) for e, v in zip(experts, (radii > 0).mean(axis=0))
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# entries
+
+
+def _source(weights: Path, zoo_file: Path | None) -> dict[str, str]:
+    package_path = _package_relative(weights)
+    if package_path is not None:
+        return {"type": "package", "path": package_path}
+    if zoo_file is not None:
+        try:
+            return {
+                "type": "file",
+                "path": weights.resolve().relative_to(zoo_file.resolve().parent).as_posix(),
+            }
+        except ValueError:
+            pass
+    return {"type": "file", "path": str(weights.resolve())}
+
+
+def build_router_entries(
+    config: RouterTrainConfig,
+    experts: LoadedExperts,
+    weights: Path,
+    sha256: str | None,
+    zoo_file: Path | None,
+    recipe: dict[str, Any] | None = None,
+):
+    """(router entry, dual entry) for ``config``'s router at ``weights`` (validated by the zoo parser)."""
+    from rsbench.zoo import parse_entry
+
+    router_id, dual_id = config.resolved_ids()
+    first = experts.entries[0]
+    expert_ids = [e.id for e in experts.entries]
+    router_raw = {
+        "id": router_id,
+        "kind": "router",
+        "dataset": first.dataset,
+        "description": (
+            f"dual-RS router over {', '.join(expert_ids)}, trained by rsbench under noise "
+            f"sigma_router {config.sigma_router:g} on {config.dataset or first.dataset}/{config.split}"
+        ),
+        "num_classes": len(expert_ids),
+        "input_shape": list(first.input_shape),
+        "arch": config.arch or first.arch,
+        "train_sigma": float(config.sigma_router),
+        "experts": expert_ids,
+        "input_layer": first.input_layer.to_dict(),
+        "source": _source(weights, zoo_file),
+        "sha256": sha256,
+        "license": "weights: MIT (rsbench); training data: see the experts' entries",
+        "paper": "Sun, Mao, Vechev. Dual Randomized Smoothing: Beyond Global Noise Variance. ICLR 2026",
+        "recipe": recipe or {},
+    }
+    dual_raw = {
+        "id": dual_id,
+        "kind": "dual",
+        "dataset": first.dataset,
+        "description": f"dual RS: router {router_id} picks one of {', '.join(expert_ids)}",
+        "router": router_id,
+        "experts": expert_ids,
+        "sigmas": list(experts.sigmas),
+        "sigma_router": float(config.sigma_router),
+        "alpha_router_fraction": float(config.alpha_router_fraction),
+        "num_classes": int(first.num_classes),
+        "paper": "Sun, Mao, Vechev. Dual Randomized Smoothing: Beyond Global Noise Variance. ICLR 2026",
+    }
+    return parse_entry(router_raw, file=zoo_file), parse_entry(dual_raw, file=zoo_file)
+
+
+def _recipe(config: RouterTrainConfig, experts: LoadedExperts, stats: dict[str, Any]) -> dict:
+    return {
+        "trainer": "rsbench train router (dual RS, Sun, Mao & Vechev 2026)",
+        "command": config.command or command_line(config),
+        "experts": [e.id for e in experts.entries],
+        "expert_sha256": list(experts.sha256),
+        "sigmas": list(experts.sigmas),
+        "labels": {
+            "n0": config.label_n0,
+            "n": config.label_n,
+            "alpha": config.label_alpha,
+            "seed": config.seed,
+            "dataset": config.dataset or experts.dataset,
+            "split": config.split,
+            "images": stats.get("images"),
+            "kept": stats.get("kept"),
+            "best_share": stats.get("best_share"),
+        },
+        "sigma_router": config.sigma_router,
+        "temperature": config.temperature,
+        "lambda": config.lam,
+        "eta": config.eta,
+        "copies": config.copies,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "optimizer": config.optimizer,
+        "lr": config.lr,
+        "weight_decay": config.weight_decay,
+        "schedule": config.schedule,
+        "seed": config.seed,
+        "torch": str(torch.__version__),
+    }
+
+
+def _check_ids_free(zoo_file: Path | None, ids: Sequence[str], overwrite: bool) -> None:
+    from rsbench.errors import ZooError
+    from rsbench.zoo import read_zoo_file
+
+    if zoo_file is None or overwrite or not zoo_file.exists():
+        return
+    existing = {e.id for e in read_zoo_file(zoo_file)}
+    clash = [i for i in ids if i in existing]
+    if clash:
+        raise ZooError(
+            f"{zoo_file}: entry {clash[0]!r} already exists; pick another --id / --dual-id or pass --overwrite"
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# training
+
+
+def paths_for(out_dir: str | os.PathLike, router_id: str) -> dict[str, Path]:
+    """Output paths: ``weights``, ``checkpoint``, ``record`` (train.json)."""
+    out = Path(out_dir).expanduser()
+    return {
+        "weights": out / f"{router_id}.safetensors",
+        "checkpoint": out / f"{router_id}.checkpoint.pt",
+        "record": out / f"{router_id}.train.json",
+    }
+
+
+def fit_router(
+    config: RouterTrainConfig,
+    model: nn.Sequential,
+    images: torch.Tensor,
+    radii: np.ndarray,
+    checkpoint: Path | None = None,
+    key: str = "",
+    resume: bool = True,
+    progress: Progress | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``model`` (InputLayer + net with K outputs) on kept ``images`` and their label ``radii``.
+
+    ``images`` ``[N, C, H, W]`` in [0, 1] and ``radii`` ``[N, K]`` are the kept rows. Epoch ``e``
+    draws its order and noise from ``(config.seed, e)``; with ``checkpoint`` the state is saved after
+    every epoch and, with ``resume``, restored (a checkpoint with another ``key`` is refused).
+    Returns the per-epoch history.
+    """
+    from rsbench.errors import WeightsError
+
+    emit = progress or (lambda event: None)
+    device = torch.device(config.device)
+    targets = torch.as_tensor(soft_targets(radii, config.temperature), dtype=torch.float32)
+    weights_np, _ = class_weights(radii)
+    weights = torch.as_tensor(weights_np, dtype=torch.float32)
+    best = torch.as_tensor(best_expert(radii))
+    size = images.shape[0]
+    net = model[1]
+    optimizer = _make_optimizer(config, model.parameters())  # type: ignore[arg-type]
+    steps = math.ceil(size / config.batch_size)
+    scheduler = _make_scheduler(config, optimizer, steps)  # type: ignore[arg-type]
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    resumed_from = None
+    if checkpoint is not None and resume and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if state.get("config_key") != key:
+            raise WeightsError(
+                f"checkpoint {str(checkpoint)!r} was made with another configuration; "
+                "use --no-resume to start over or another --out / --id"
+            )
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        history = json.loads(state["history"])
+        start_epoch = resumed_from = int(state["epoch"])
+    began = time.perf_counter()
+    emit(
+        RouterEvent(
+            "train-start",
+            epoch=start_epoch,
+            epochs=config.epochs,
+            steps=steps,
+            total=size,
+            resumed_from=resumed_from,
+        )
+    )
+    m = int(config.copies)
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        generator = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))
+        order = torch.randperm(size, generator=generator)
+        sums = {"loss": 0.0, "ce": 0.0, "kl": 0.0, "entropy": 0.0}
+        agree, seen = 0, 0
+        for step, start in enumerate(range(0, size, config.batch_size), start=1):
+            idx = order[start : start + config.batch_size]
+            x = images[idx]
+            noise = torch.randn((m, *x.shape), generator=generator) * config.sigma_router
+            noisy = (x.unsqueeze(0) + noise).reshape(m * len(idx), *x.shape[1:]).to(device)
+            logits = model(noisy).reshape(m, len(idx), -1)
+            loss, parts = router_loss(
+                logits, targets[idx].to(device), weights[idx].to(device), config.lam, config.eta
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            b = len(idx)
+            sums["loss"] += float(loss.detach()) * b
+            for name, value in parts.items():
+                sums[name] += value * b
+            choice = torch.softmax(logits.detach(), -1).mean(0).argmax(-1).cpu()
+            agree += int((choice == best[idx]).sum())
+            seen += b
+            emit(
+                RouterEvent(
+                    "batch",
+                    epoch=epoch + 1,
+                    epochs=config.epochs,
+                    step=step,
+                    steps=steps,
+                    loss=sums["loss"] / seen,
+                    agreement=agree / seen,
+                    lr=optimizer.param_groups[0]["lr"],
+                    elapsed=time.perf_counter() - began,
+                )
+            )
+        if not math.isfinite(sums["loss"]):
+            raise ConfigError(
+                f"router training diverged in epoch {epoch + 1} (loss {sums['loss']}); lower --lr"
+            )
+        record = {"epoch": epoch + 1, **{k: v / seen for k, v in sums.items()}}
+        record["agreement"] = agree / seen
+        record["lr_end"] = optimizer.param_groups[0]["lr"]
+        history.append(record)
+        if checkpoint is not None:
+            state = {
+                "format": CHECKPOINT_FORMAT,
+                "config_key": key,
+                "epoch": epoch + 1,
+                "net": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "history": json.dumps(history),
+            }
+            _atomic_write(checkpoint, lambda tmp, state=state: torch.save(state, tmp))
+        emit(
+            RouterEvent(
+                "epoch",
+                epoch=epoch + 1,
+                epochs=config.epochs,
+                step=steps,
+                steps=steps,
+                loss=record["loss"],
+                agreement=record["agreement"],
+                lr=record["lr_end"],
+                elapsed=time.perf_counter() - began,
+                resumed_from=resumed_from,
+            )
+        )
+    model.eval()
+    return history
+
+
+def train_router(
+    config: RouterTrainConfig,
+    out_dir: str | os.PathLike,
+    zoo_file: str | os.PathLike | None = None,
+    zoo=None,
+    zoo_paths: Sequence[str | os.PathLike] = (),
+    resume: bool = True,
+    keep_checkpoint: bool = False,
+    overwrite_entries: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+) -> RouterTrainResult:
+    """Label, train and write a router over ``config.experts``, plus its router and dual entries.
+
+    ``zoo`` (a :class:`rsbench.zoo.Zoo`) or ``zoo_paths`` (extra zoo files for :func:`load_zoo`)
+    resolve the experts; ``cache_dir`` is the weights cache. Entry ids already in ``zoo_file`` are
+    refused before any work unless ``overwrite_entries``. Raises :class:`ConfigError` for bad
+    settings or experts of different datasets, :class:`~rsbench.errors.ZooError` for unknown ids or
+    clashes, :class:`~rsbench.errors.WeightsError` for a checkpoint of another configuration.
+    """
+    from safetensors.torch import save_file
+
+    from rsbench.models import build_model
+    from rsbench.zoo import load_zoo, write_entries
+
+    _validate(config)
+    began = time.perf_counter()
+    router_id, dual_id = config.resolved_ids()
+    zoo_path = Path(zoo_file).expanduser() if zoo_file is not None else None
+    _check_ids_free(zoo_path, [router_id, dual_id], overwrite_entries)
+    zoo = zoo if zoo is not None else load_zoo(zoo_paths)
+    experts = load_experts(zoo, config.experts, config.sigmas, config.device, cache_dir)
+    data, indices = training_data(config, experts.dataset)
+    label_began = time.perf_counter()
+    radii = compute_labels(config, experts, data, indices, progress)
+    label_seconds = time.perf_counter() - label_began
+    stats = label_summary(radii, config.experts)
+    stats["seconds"] = round(label_seconds, 2)
+    keep = keep_mask(radii)
+    if not keep.any():
+        raise ConfigError(
+            f"none of the {len(indices)} training images is certified by any expert; "
+            "check the experts and their sigmas"
+        )
+    kept_indices = [i for i, k in zip(indices, keep) if k]
+    images = data.images(kept_indices)
+
+    paths = paths_for(out_dir, router_id)
+    entry, _ = build_router_entries(config, experts, paths["weights"], None, zoo_path)
+    torch.manual_seed(config.seed)
+    model = build_model(entry).to(config.device)
+    key_data = {**config.determining(), "expert_sha256": experts.sha256}
+    key = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()
+    train_began = time.perf_counter()
+    history = fit_router(
+        config, model, images, radii[keep], paths["checkpoint"], key, resume, progress
+    )
+    train_seconds = time.perf_counter() - train_began
+
+    net = model[1]
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
+    # one metadata key only: safetensors writes a multi-key metadata map in a random order, which
+    # would make the file's sha256 differ between identical runs
+    metadata = {
+        "rsbench": json.dumps(
+            {"id": router_id, "sigma_router": config.sigma_router, "seed": config.seed},
+            sort_keys=True,
+        )
+    }
+    _atomic_write(paths["weights"], lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    digest = sha256_file(paths["weights"])
+    recipe = _recipe(config, experts, stats)
+    if history:
+        recipe["final_agreement"] = round(float(history[-1]["agreement"]), 4)
+    router_entry, dual_entry = build_router_entries(
+        config, experts, paths["weights"], digest, zoo_path, recipe
+    )
+    seconds = time.perf_counter() - began
+    run_record = {
+        "id": router_id,
+        "dual_id": dual_id,
+        "config": dataclasses.asdict(config),
+        "command": config.command or command_line(config),
+        "sha256": digest,
+        "labels": stats,
+        "history": history,
+        "label_seconds": round(label_seconds, 2),
+        "train_seconds": round(train_seconds, 2),
+        "torch": str(torch.__version__),
+        "threads": torch.get_num_threads(),
+    }
+    _atomic_write(
+        paths["record"], lambda tmp: tmp.write_text(json.dumps(run_record, indent=2) + "\n")
+    )
+    if zoo_path is not None:
+        write_entries(zoo_path, [router_entry, dual_entry], overwrite=overwrite_entries)
+    if not keep_checkpoint:
+        paths["checkpoint"].unlink(missing_ok=True)
+    emit = progress or (lambda event: None)
+    emit(RouterEvent("done", epochs=config.epochs, elapsed=seconds))
+    return RouterTrainResult(
+        router_id,
+        dual_id,
+        paths["weights"],
+        digest,
+        router_entry,
+        dual_entry,
+        zoo_path,
+        stats,
+        history,
+        seconds,
+    )

@@ -1,0 +1,354 @@
+"""Router training (dual RS): targets, loss, label cache, end-to-end router + dual entries, finetune."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from rsbench.errors import ConfigError, WeightsError, ZooError
+from rsbench.train.router import (
+    LabelBudget,
+    RouterEvent,
+    RouterTrainConfig,
+    check_experts,
+    class_weights,
+    keep_mask,
+    label_dir,
+    label_key,
+    label_radii,
+    paths_for,
+    read_label_cache,
+    router_loss,
+    soft_targets,
+    train_router,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------------------------
+# targets, weights, loss: known answers
+
+
+def test_soft_targets_are_softmax_of_radii() -> None:
+    radii = np.array([[0.0, 1.0, 2.0], [0.5, 0.5, 0.5]])
+    e = np.exp([0.0, 1.0, 2.0])
+    np.testing.assert_allclose(soft_targets(radii)[0], e / e.sum(), rtol=1e-12)
+    np.testing.assert_allclose(soft_targets(radii)[1], [1 / 3] * 3, rtol=1e-12)
+    e2 = np.exp([0.0, 2.0, 4.0])  # temperature 0.5 doubles the logits
+    np.testing.assert_allclose(soft_targets(radii, 0.5)[0], e2 / e2.sum(), rtol=1e-12)
+    with pytest.raises(ConfigError, match="temperature"):
+        soft_targets(radii, 0.0)
+
+
+def test_drop_all_zero_rows_and_class_weights_one_over_q() -> None:
+    radii = np.array(
+        [
+            [0.0, 0.0, 0.0],  # dropped
+            [0.3, 0.1, 0.0],  # best 0
+            [0.3, 0.2, 0.0],  # best 0
+            [0.2, 0.3, 0.4],  # best 2
+            [0.0, 0.6, 0.0],  # best 1
+            [0.3, 0.0, 0.0],  # best 0
+            [0.0, 0.0, 0.0],  # dropped
+            [0.1, 0.1, 0.0],  # tie: best 0 (lower index, smaller sigma)
+        ]
+    )
+    keep = keep_mask(radii)
+    assert keep.tolist() == [False, True, True, True, True, True, False, True]
+    weights, q = class_weights(radii[keep])
+    np.testing.assert_allclose(q, [4 / 6, 1 / 6, 1 / 6])
+    raw = np.array([6 / 4, 6 / 4, 6, 6, 6 / 4, 6 / 4])  # 1 / q_best per kept row
+    np.testing.assert_allclose(weights, raw / raw.mean())
+    assert weights.mean() == pytest.approx(1.0)
+    # every expert carries the same total weight: the rebalancing
+    best = radii[keep].argmax(1)
+    totals = [weights[best == k].sum() for k in range(3)]
+    np.testing.assert_allclose(totals, [totals[0]] * 3)
+    with pytest.raises(ConfigError, match="no training image"):
+        class_weights(np.zeros((0, 3)))
+
+
+def test_router_loss_known_answers() -> None:
+    # identical copies with uniform logits: CE = log 2, KL = 0, entropy = log 2
+    logits = torch.zeros(2, 1, 2)
+    targets = torch.tensor([[0.25, 0.75]])
+    loss, parts = router_loss(logits, targets, torch.ones(1), lam=40.0, eta=0.5)
+    assert parts["ce"] == pytest.approx(math.log(2))
+    assert parts["kl"] == pytest.approx(0.0, abs=1e-7)
+    assert parts["entropy"] == pytest.approx(math.log(2))
+    assert float(loss) == pytest.approx(1.5 * math.log(2))
+
+    # two disagreeing copies: p1 = (0.8, 0.2), p2 = (0.2, 0.8); pbar = (0.5, 0.5)
+    p1, p2 = np.array([0.8, 0.2]), np.array([0.2, 0.8])
+    logits = torch.tensor(np.log([[p1], [p2]]), dtype=torch.float64)
+    y = np.array([0.9, 0.1])
+    w = 2.0
+    ce = -0.5 * ((y * np.log(p1)).sum() + (y * np.log(p2)).sum())
+    pbar = (p1 + p2) / 2
+    kl = 0.5 * ((pbar * np.log(pbar / p1)).sum() + (pbar * np.log(pbar / p2)).sum())
+    entropy = -(pbar * np.log(pbar)).sum()
+    loss, parts = router_loss(
+        logits, torch.tensor(y[None]), torch.tensor([w], dtype=torch.float64), lam=3.0, eta=0.7
+    )
+    assert parts["ce"] == pytest.approx(w * ce)
+    assert parts["kl"] == pytest.approx(kl)
+    assert parts["entropy"] == pytest.approx(entropy)
+    assert float(loss) == pytest.approx(w * ce + 3.0 * kl + 0.7 * entropy)
+
+    # weights act per image on the CE term only; the mean is over the batch
+    logits = torch.tensor([[[0.0, 0.0], [2.0, 0.0]], [[0.0, 0.0], [2.0, 0.0]]])
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    ce0, ce1 = math.log(2), -math.log(1 / (1 + math.exp(2)))
+    _, parts = router_loss(logits, targets, torch.tensor([0.5, 1.5]), lam=0.0, eta=0.0)
+    assert parts["ce"] == pytest.approx((0.5 * ce0 + 1.5 * ce1) / 2)
+    with pytest.raises(ConfigError, match="copies, batch, K"):
+        router_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2))
+
+
+# ------------------------------------------------------------------------------------------------
+# label cache
+
+
+def _embedded():
+    from rsbench.data import load_dataset
+
+    return load_dataset("fashion-mnist-embedded", "test")
+
+
+def _toy_expert(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_label_cache_reused_and_interrupted_stage_resumes_identically(tmp_path) -> None:
+    data, model = _embedded(), _toy_expert()
+    budget = LabelBudget(n0=10, n=100, alpha=0.001, seed=5)
+    indices = list(range(60))
+    args = (model, "toy-s0.50", "ab" * 32, 0.5, 10, data)
+
+    events: list[RouterEvent] = []
+    straight = label_radii(
+        *args, indices, budget, tmp_path / "a", chunk_size=16, progress=events.append
+    )
+    assert sum(e.phase == "label" for e in events) == 4  # chunks 0-15, 16-31, 32-47, 48-59
+    assert events[-1].phase == "label-done" and events[-1].computed == 60
+    # radii are the certified radius where the prediction is right, 0 elsewhere
+    key = label_key("toy-s0.50", "ab" * 32, 0.5, budget, data.name, data.split)
+    rows = read_label_cache(label_dir(tmp_path / "a", key))
+    assert rows.index.tolist() == indices
+    right = rows["prediction"] == rows["label"]
+    np.testing.assert_array_equal(straight, np.where(right, rows["radius"], 0.0))
+    assert (rows.loc[~right, "label_radius"] == 0).all()
+
+    # second run: nothing to compute, same answer
+    again: list[RouterEvent] = []
+    second = label_radii(
+        *args, indices, budget, tmp_path / "a", chunk_size=16, progress=again.append
+    )
+    assert [e.phase for e in again] == ["label-start", "label-done"] and again[-1].computed == 0
+    np.testing.assert_array_equal(second, straight)
+
+    # interrupted after two chunks, then resumed with another chunk size: equal to straight
+    def stop_after_two(event: RouterEvent) -> None:
+        if event.phase == "label" and event.done >= 32:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        label_radii(*args, indices, budget, tmp_path / "b", chunk_size=16, progress=stop_after_two)
+    resumed_events: list[RouterEvent] = []
+    resumed = label_radii(
+        *args, indices, budget, tmp_path / "b", chunk_size=7, progress=resumed_events.append
+    )
+    assert resumed_events[0].done == 32 and resumed_events[-1].computed == 28
+    np.testing.assert_array_equal(resumed, straight)
+
+    # another key (budget) is a separate folder; a subset in another order is read from the cache
+    other = label_radii(*args, indices[:8], LabelBudget(10, 100, 0.01, 5), tmp_path / "a")
+    assert other.shape == (8,)
+    subset: list[RouterEvent] = []
+    picked = label_radii(*args, [5, 3, 40], budget, tmp_path / "a", progress=subset.append)
+    assert subset[-1].computed == 0
+    np.testing.assert_array_equal(picked, straight[[5, 3, 40]])
+
+
+def test_experts_must_share_a_dataset() -> None:
+    from rsbench.zoo import parse_entry
+
+    def entry(entry_id: str, dataset: str):
+        return parse_entry(
+            {
+                "id": entry_id,
+                "kind": "expert",
+                "dataset": dataset,
+                "num_classes": 10,
+                "input_shape": [1, 28, 28],
+                "arch": "fmnist_cnn",
+                "train_sigma": 0.5,
+                "input_layer": {"type": "none"},
+                "source": {"type": "file", "path": "x.safetensors"},
+            }
+        )
+
+    with pytest.raises(ConfigError, match="do not share a dataset.*a-s0.5 \\(mnist\\)"):
+        check_experts([entry("a-s0.5", "mnist"), entry("b-s0.5", "fashion-mnist")])
+    check_experts([entry("a-s0.5", "mnist"), entry("b-s0.5", "mnist")])
+
+
+# ------------------------------------------------------------------------------------------------
+# end to end over two tiny experts
+
+
+@pytest.fixture(scope="module")
+def tiny_experts(tmp_path_factory) -> Path:
+    """Two fmnist_cnn experts (sigma 0.25 and 1.0) trained in seconds on shipped images."""
+    from rsbench.train.expert import ExpertTrainConfig, train_expert
+
+    folder = tmp_path_factory.mktemp("experts")
+    zoo_file = folder / "experts.yaml"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for sigma in (0.25, 1.0):
+            config = ExpertTrainConfig(
+                dataset="fashion-mnist-embedded",
+                split="test",
+                arch="fmnist_cnn",
+                train_sigma=sigma,
+                epochs=2,
+                batch_size=64,
+                limit=640,
+                eval_limit=0,
+                optimizer="adam",
+                lr=3e-3,
+                seed=1,
+                model_id=f"tiny-fmnist-s{sigma:.2f}",
+            )
+            train_expert(config, folder, zoo_file=zoo_file)
+    finally:
+        torch.set_num_threads(threads)
+    return zoo_file
+
+
+def _router_config(tmp_path: Path, **overrides) -> RouterTrainConfig:
+    values = dict(
+        experts=("tiny-fmnist-s0.25", "tiny-fmnist-s1.00"),
+        dataset="fashion-mnist-embedded",
+        split="test",
+        train_images=160,
+        epochs=2,
+        batch_size=32,
+        seed=2,
+        label_cache=str(tmp_path / "labels"),
+    )
+    values.update(overrides)
+    return RouterTrainConfig(**values)
+
+
+def test_router_trains_writes_entries_and_dual_certifies(tmp_path, tiny_experts) -> None:
+    from rsbench.dual import DualSmoothed, load_dual
+    from rsbench.train.expert import sha256_file
+    from rsbench.zoo import load_zoo, read_zoo_file
+
+    zoo_file = tmp_path / "routers.yaml"
+    config = _router_config(tmp_path)
+    assert config.resolved_ids() == ("tiny-fmnist-router", "tiny-fmnist-dual")
+    events: list[RouterEvent] = []
+    result = train_router(
+        config,
+        tmp_path / "out",
+        zoo_file=zoo_file,
+        zoo_paths=[tiny_experts],
+        progress=events.append,
+    )
+    phases = [e.phase for e in events]
+    assert phases.count("label-start") == 2 and phases.count("epoch") == 2 and phases[-1] == "done"
+    assert result.label_stats["images"] == 160 and 0 < result.label_stats["kept"] <= 160
+    assert sum(result.label_stats["best_share"].values()) == pytest.approx(1.0)
+
+    router, dual = read_zoo_file(zoo_file)
+    assert router.id == "tiny-fmnist-router" and router.kind == "router"
+    assert router.experts == ("tiny-fmnist-s0.25", "tiny-fmnist-s1.00")
+    assert router.num_classes == 2 and router.arch == "fmnist_cnn" and router.train_sigma == 1.0
+    assert router.sha256 == result.sha256 == sha256_file(result.weights)
+    assert router.input_layer.type == "normalize"
+    recipe = router.recipe
+    assert recipe["labels"]["n"] == 100 and recipe["labels"]["n0"] == 10
+    assert recipe["labels"]["alpha"] == 0.001 and recipe["labels"]["images"] == 160
+    assert recipe["lambda"] == 40.0 and recipe["eta"] == 0.5 and recipe["copies"] == 2
+    assert recipe["command"].startswith("rsbench train router tiny-fmnist-s0.25 tiny-fmnist-s1.00")
+    assert dual.kind == "dual" and dual.router == router.id and dual.experts == router.experts
+    assert dual.sigmas == (0.25, 1.0) and dual.sigma_router == 1.0
+    assert dual.alpha_router_fraction == 0.5
+    assert sorted(load_file(result.weights)) == sorted(
+        f"{i}.{p}" for i in (0, 2, 5, 7) for p in ("weight", "bias")
+    )
+
+    zoo = load_zoo([tiny_experts, zoo_file])
+    smoothed = load_dual(zoo, "tiny-fmnist-dual")
+    assert isinstance(smoothed, DualSmoothed) and smoothed.sigmas == (0.25, 1.0)
+    images = _embedded().images(list(range(4)))
+    certs = smoothed.certify_batch(images, n0=10, n=200, alpha=0.001, seed=0)
+    assert len(certs) == 4
+    for cert in certs:
+        assert cert.router_n == 200 and cert.alpha_router == pytest.approx(0.0005)
+        if not cert.abstained:
+            assert cert.radius == min(cert.router_radius, cert.expert_radius)
+
+    # the ids are taken now: a second run refuses before any work, unless overwriting
+    with pytest.raises(ZooError, match="already exists"):
+        train_router(config, tmp_path / "out", zoo_file=zoo_file, zoo_paths=[tiny_experts])
+
+
+def test_router_training_resumes_to_the_same_weights(tmp_path, tiny_experts) -> None:
+    config = _router_config(tmp_path, epochs=3, train_images=96)
+    straight = train_router(config, tmp_path / "straight", zoo_paths=[tiny_experts])
+
+    def stop(event: RouterEvent) -> None:
+        if event.phase == "epoch" and event.epoch == 2:
+            raise _Stop
+
+    out = tmp_path / "interrupted"
+    with pytest.raises(_Stop):
+        train_router(config, out, zoo_paths=[tiny_experts], progress=stop)
+    assert paths_for(out, straight.router_id)["checkpoint"].is_file()
+    events: list[RouterEvent] = []
+    resumed = train_router(config, out, zoo_paths=[tiny_experts], progress=events.append)
+    # labels came from the cache: nothing certified again
+    assert all(e.computed == 0 for e in events if e.phase == "label-done")
+    assert next(e for e in events if e.phase == "train-start").resumed_from == 2
+    assert resumed.sha256 == straight.sha256
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
+    with pytest.raises(_Stop):
+        train_router(config, out, zoo_paths=[tiny_experts], progress=stop)
+    with pytest.raises(WeightsError, match="another configuration"):
+        train_router(
+            _router_config(tmp_path, epochs=3, train_images=96, lr=0.01),
+            out,
+            zoo_paths=[tiny_experts],
+        )
+
+
+def test_bad_router_settings(tmp_path, tiny_experts) -> None:
+    with pytest.raises(ConfigError, match="at least 2 experts"):
+        train_router(_router_config(tmp_path, experts=("tiny-fmnist-s0.25",)), tmp_path)
+    with pytest.raises(ConfigError, match="copies"):
+        train_router(_router_config(tmp_path, copies=1), tmp_path)
+    with pytest.raises(ConfigError, match="does not match the experts' dataset"):
+        train_router(_router_config(tmp_path, dataset="mnist"), tmp_path, zoo_paths=[tiny_experts])
