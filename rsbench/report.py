@@ -679,14 +679,20 @@ def plot_curves(
                 label=ENVELOPE_ID,
             )
             if "index" in experts.columns:
-                orc, _ = metrics.oracle(experts, fine)
+                orc, n_common = metrics.oracle(experts, fine)
+                most = int(
+                    metrics.add_sigma_key(experts).groupby(["model_id", "sigma_key"]).size().max()
+                )
+                label = f"{ORACLE_ID}, upper bound"
+                if n_common < most:
+                    label += f" ({n_common} common images)"
                 ax.plot(
                     fine,
                     orc,
                     color=ORACLE_COLOR,
                     linestyle=(0, (2, 2)),
                     linewidth=1.4,
-                    label=f"{ORACLE_ID}, upper bound",
+                    label=label,
                 )
         ax.set_xlabel("L2 radius r")
         ax.set_ylabel("certified accuracy")
