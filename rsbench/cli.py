@@ -91,7 +91,7 @@ Examples:
   rsbench certify                      # embedded Fashion-MNIST default run, offline, CPU
   rsbench certify cohen-cifar10-resnet110-s0.25 --protocol cohen --data-root ~/data
   rsbench zoo list --dataset cifar10
-  rsbench leaderboard results/ --format markdown
+  rsbench leaderboard results/reference --protocol all --format markdown
 """,
 )
 @click.version_option(__version__, "-V", "--version", prog_name="rsbench")
