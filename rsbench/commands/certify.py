@@ -23,6 +23,7 @@ Examples:
   rsbench certify cohen-cifar10-resnet110-s0.25 --protocol cohen --data-root ~/data --device cuda
   rsbench certify cohen-cifar10-resnet110-s0.50 --protocol cohen --shard 3/8   # one job of an array
   torchrun --nproc-per-node 4 -m rsbench certify cohen-imagenet-resnet50-s0.50 --protocol cohen
+  python -m torch.distributed.run --nproc-per-node 2 -m rsbench certify embedded-fmnist-s0.50 --num-samples 500
   rsbench certify embedded-fmnist-dual --dry-run    # plan and cost estimate, certifies nothing
 
 Running the same command again resumes the run where it stopped; a changed configuration starts a
@@ -40,10 +41,12 @@ def _common_options(func):
         click.option("--n0", type=int, default=None, help="Selection samples (default: protocol)."),
         click.option(
             "--n",
+            "--num-samples",
             "n",
             type=int,
             default=None,
-            help="Estimation samples per stage (default: protocol).",
+            help="Estimation samples per stage (default: protocol). Under torchrun write "
+            "--num-samples: torchrun's own parser mistakes --n for its options.",
         ),
         click.option(
             "--alpha",
@@ -207,12 +210,14 @@ def run_jobs(
 
     results = []
     quiet = info.rank != 0
-    for prepared in prepared_runs:
-        if skip_complete and runner.run_status(prepared.run_dir) == "complete":
-            if not quiet:
-                console.print(f"[green]complete[/green] {prepared.run_dir} (skipped)")
-            continue
-        results.append(_run_one(prepared, zoo, shard, options, console, quiet))
+    # one process group for all runs of this invocation (under torchrun)
+    with runner.distributed(runner.resolve_device(options["device"])):
+        for prepared in prepared_runs:
+            if skip_complete and runner.run_status(prepared.run_dir) == "complete":
+                if not quiet:
+                    console.print(f"[green]complete[/green] {prepared.run_dir} (skipped)")
+                continue
+            results.append(_run_one(prepared, zoo, shard, options, console, quiet))
     if not quiet:
         for result in results:
             state = "complete" if result.complete else "partial (other shards pending)"
