@@ -837,6 +837,8 @@ def write_entries(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates 0600 files: keep the existing file's mode, else the usual umask default.
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(new_text)
         os.replace(tmp, path)
@@ -844,6 +846,12 @@ def write_entries(
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _expected_order(existing: list[ZooEntry], entries: list[ZooEntry]) -> list[ZooEntry]:
