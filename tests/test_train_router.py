@@ -352,3 +352,80 @@ def test_bad_router_settings(tmp_path, tiny_experts) -> None:
         train_router(_router_config(tmp_path, copies=1), tmp_path)
     with pytest.raises(ConfigError, match="does not match the experts' dataset"):
         train_router(_router_config(tmp_path, dataset="mnist"), tmp_path, zoo_paths=[tiny_experts])
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI and co-training
+
+
+def test_cli_router_then_finetune_writes_new_entries_only(tmp_path, tiny_experts) -> None:
+    from click.testing import CliRunner
+
+    from rsbench.cli import main_group
+    from rsbench.dual import load_dual
+    from rsbench.train.finetune import FinetuneConfig, finetune_dual
+    from rsbench.zoo import load_zoo, read_zoo_file
+
+    runner = CliRunner()
+    help_text = runner.invoke(main_group, ["train", "router", "--help"]).output
+    assert "Examples:" in help_text and "--sigma-router" in help_text and "--lambda" in help_text
+    assert "Examples:" in runner.invoke(main_group, ["train", "finetune", "--help"]).output
+    zoo_file = tmp_path / "dual.yaml"
+    common = ["--dataset", "fashion-mnist-embedded", "--split", "test", "--epochs", "1"]
+    common += ["--batch-size", "32", "--label-cache", str(tmp_path / "labels")]
+    args = ["train", "router", "tiny-fmnist-s0.25", "tiny-fmnist-s1.00", "--id", "cli-router"]
+    args += ["--dual-id", "cli-dual", "--train-images", "96", "--out", str(tmp_path / "r")]
+    args += ["--zoo-file", str(zoo_file), "--zoo", str(tiny_experts), *common]
+    result = runner.invoke(main_group, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "'cli-router' and 'cli-dual' written" in result.output
+    router, dual = read_zoo_file(zoo_file)
+    assert router.recipe["command"].startswith(
+        "rsbench train router tiny-fmnist-s0.25 tiny-fmnist-s1.00 --id cli-router --dual-id cli-dual"
+    )
+    assert f"--zoo {tiny_experts}" in router.recipe["command"]
+
+    mixed = tmp_path / "mixed.yaml"
+    mixed.write_text(
+        "models:\n  - {id: other-s0.5, kind: expert, dataset: mnist, num_classes: 10,"
+        " input_shape: [1, 28, 28], arch: fmnist_cnn, train_sigma: 0.5,"
+        " input_layer: {type: none}, source: {type: file, path: x.safetensors}}\n"
+    )
+    bad = runner.invoke(
+        main_group,
+        ["train", "router", "tiny-fmnist-s0.25", "other-s0.5", "--zoo", str(tiny_experts)]
+        + ["--zoo", str(mixed), "--out", str(tmp_path / "bad")],
+    )
+    assert bad.exit_code != 0 and "do not share a dataset" in str(bad.exception or bad.output)
+
+    # one co-training round: new -ct entries, nothing existing changes
+    before = {p: p.read_bytes() for p in (zoo_file, tiny_experts)}
+    template = _router_config(tmp_path, experts=(), train_images=96, epochs=1)
+    config = FinetuneConfig("cli-dual", router=template, epochs=1, batch_size=32)
+    events: list[RouterEvent] = []
+    result = finetune_dual(
+        config, tmp_path / "ct", zoo_file, zoo_paths=[tiny_experts], progress=events.append
+    )
+    assert set(result.experts) == {"tiny-fmnist-s0.25", "tiny-fmnist-s1.00"}
+    assert sum(result.assignment_share.values()) == pytest.approx(1.0)
+    assert any(e.phase == "finetune-epoch" for e in events)
+    assert tiny_experts.read_bytes() == before[tiny_experts]
+    assert zoo_file.read_text().startswith(before[zoo_file].decode())  # appended only
+    ids = [e.id for e in read_zoo_file(zoo_file)]
+    assert ids[:2] == ["cli-router", "cli-dual"] and ids[-2:] == ["cli-router-ct", "cli-dual-ct"]
+    tuned = [new for old, new in result.experts.items() if new != old]
+    assert tuned and all(new.endswith("-ct") and new in ids for new in tuned)
+    zoo = load_zoo([tiny_experts, zoo_file])
+    for new in tuned:
+        entry, old = zoo.get(new), zoo.get(new[: -len("-ct")])
+        assert entry.sha256 != old.sha256 and entry.recipe["finetuned_from"] == old.id
+        assert entry.train_sigma == old.train_sigma
+    dual_ct = zoo.get("cli-dual-ct")
+    assert dual_ct.router == "cli-router-ct"
+    assert list(dual_ct.experts) == [result.experts[e] for e in dual.experts]
+    certs = load_dual(zoo, dual_ct).certify_batch(
+        _embedded().images([0, 1]), n0=10, n=100, alpha=0.01
+    )
+    assert len(certs) == 2
+    with pytest.raises(ZooError, match="already exists"):
+        finetune_dual(config, tmp_path / "ct", zoo_file, zoo_paths=[tiny_experts])

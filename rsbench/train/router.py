@@ -445,7 +445,7 @@ class RouterTrainConfig:
         """(router id, dual id): given, or the experts' common id prefix + ``-router`` / ``-dual``."""
         prefix = os.path.commonprefix(list(self.experts)).rstrip("-_.")
         prefix = re.sub(r"[-_]s\d*\.?\d*$", "", prefix).rstrip("-_.") or "router"
-        if prefix == self.experts[0] and len(self.experts) > 1:
+        if self.experts and prefix == self.experts[0] and len(self.experts) > 1:
             prefix = "router"
         router_id = self.router_id or f"{prefix}-router"
         dual_id = self.dual_id or (
@@ -519,7 +519,12 @@ def command_line(config: RouterTrainConfig) -> str:
     router_id, dual_id = config.resolved_ids()
     parts = ["rsbench train router", *config.experts]
     parts += [f"--id {router_id}", f"--dual-id {dual_id}"]
-    parts += [f"--sigma-router {config.sigma_router:g}"]
+    return " ".join(parts) + " " + recipe_options(config)
+
+
+def recipe_options(config: RouterTrainConfig) -> str:
+    """The command-line options of ``config``'s router recipe (no experts, ids or paths)."""
+    parts = [f"--sigma-router {config.sigma_router:g}"]
     if config.sigmas is not None:
         parts += [f"--sigmas {','.join(f'{s:g}' for s in config.sigmas)}"]
     if config.arch:

@@ -1,0 +1,486 @@
+"""``rsbench train router`` and ``rsbench train finetune``: dual-RS routers and co-training."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+import click
+
+_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _train_images(value: str) -> int | None:
+    if str(value).lower() in ("all", "none", "0"):
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number of images or 'all'") from None
+    if count < 1:
+        raise click.BadParameter(f"{value!r}: use a number of images >= 1 or 'all'")
+    return count
+
+
+def _sigmas(value: str | None) -> tuple[float, ...] | None:
+    if not value:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a comma list of numbers, e.g. 0.25,0.5,1"
+        ) from None
+
+
+def _common_options(func):
+    """Options shared by ``router`` and ``finetune`` (label stage, router recipe, I/O)."""
+    options = [
+        click.option(
+            "--sigma-router",
+            default=1.0,
+            show_default=True,
+            type=float,
+            help="The router's own noise level (train and certify); keep it >= the largest expert sigma.",
+        ),
+        click.option(
+            "--sigmas",
+            default=None,
+            help="Certify sigma per expert, comma list (default: each expert's train_sigma).",
+        ),
+        click.option(
+            "--arch", default=None, help="Router architecture (default: the first expert's)."
+        ),
+        click.option(
+            "--label-n0",
+            default=10,
+            show_default=True,
+            type=int,
+            help="Label stage: selection draws per image and expert.",
+        ),
+        click.option(
+            "--label-n",
+            default=100,
+            show_default=True,
+            type=int,
+            help="Label stage: estimation draws (the paper's n = 100).",
+        ),
+        click.option("--label-alpha", default=0.001, show_default=True, type=float),
+        click.option(
+            "--train-images",
+            default="20000",
+            show_default=True,
+            help="Label and train on the first N training images ('all' for the whole split).",
+        ),
+        click.option(
+            "--temperature",
+            default=1.0,
+            show_default=True,
+            type=float,
+            help="Soft targets softmax(R / T).",
+        ),
+        click.option(
+            "--lambda",
+            "lam",
+            default=40.0,
+            show_default=True,
+            type=float,
+            help="Consistency weight (KL to the mean over copies).",
+        ),
+        click.option(
+            "--eta",
+            default=0.5,
+            show_default=True,
+            type=float,
+            help="Entropy weight of the mean prediction.",
+        ),
+        click.option(
+            "--copies",
+            default=2,
+            show_default=True,
+            type=int,
+            help="Noisy copies per image (m >= 2).",
+        ),
+        click.option("--epochs", default=20, show_default=True, type=int),
+        click.option("--batch-size", default=256, show_default=True, type=int),
+        click.option(
+            "--optimizer", default="adam", show_default=True, type=click.Choice(["adam", "sgd"])
+        ),
+        click.option("--lr", default=1e-3, show_default=True, type=float),
+        click.option("--momentum", default=0.9, show_default=True, type=float),
+        click.option("--weight-decay", default=0.0, show_default=True, type=float),
+        click.option(
+            "--schedule",
+            default="cosine",
+            show_default=True,
+            type=click.Choice(["cosine", "step", "constant"]),
+        ),
+        click.option(
+            "--seed",
+            default=0,
+            show_default=True,
+            type=int,
+            help="Seeds the label noise, weights, order and training noise.",
+        ),
+        click.option(
+            "--dataset",
+            default=None,
+            help="Data to label/train on (default: the experts' dataset, e.g. fashion-mnist).",
+        ),
+        click.option("--split", default="train", show_default=True),
+        click.option(
+            "--alpha-router-fraction",
+            default=0.5,
+            show_default=True,
+            type=float,
+            help="Share of alpha the dual entry gives the router.",
+        ),
+        click.option(
+            "--out",
+            "out_dir",
+            default="runs/router",
+            show_default=True,
+            type=click.Path(file_okay=False),
+            help="Output folder.",
+        ),
+        click.option(
+            "--zoo-file",
+            default=None,
+            type=click.Path(dir_okay=False),
+            help="Zoo file that receives the entries (default <out>/zoo.yaml).",
+        ),
+        click.option(
+            "--zoo",
+            "zoo_paths",
+            multiple=True,
+            type=click.Path(dir_okay=False, exists=True),
+            help="Extra zoo file(s) that define the experts (repeatable; also $RSBENCH_ZOO).",
+        ),
+        click.option(
+            "--label-cache",
+            default=None,
+            type=click.Path(file_okay=False),
+            help="Label radii cache (default <rsbench cache>/router-labels).",
+        ),
+        click.option(
+            "--cache-dir",
+            default=None,
+            type=click.Path(file_okay=False),
+            help="Weights cache (default $RSBENCH_CACHE or the user cache).",
+        ),
+        click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ..."),
+        click.option(
+            "--data-root",
+            default=None,
+            type=click.Path(file_okay=False),
+            help="Dataset root (default $RSBENCH_DATA, the user cache, /usr/share/datasets).",
+        ),
+        click.option(
+            "--threads", default=None, type=int, help="CPU threads for torch (default: torch's)."
+        ),
+        click.option(
+            "--resume/--no-resume",
+            default=True,
+            show_default=True,
+            help="Continue router training from <out>/<id>.checkpoint.pt.",
+        ),
+        click.option("--keep-checkpoint", is_flag=True, help="Keep the resume checkpoint."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _config(experts: tuple[str, ...], options: dict[str, Any], **extra):
+    from rsbench.train.router import RouterTrainConfig
+
+    return RouterTrainConfig(
+        experts=tuple(experts),
+        sigma_router=options["sigma_router"],
+        sigmas=_sigmas(options["sigmas"]),
+        arch=options["arch"],
+        label_n0=options["label_n0"],
+        label_n=options["label_n"],
+        label_alpha=options["label_alpha"],
+        train_images=_train_images(options["train_images"]),
+        temperature=options["temperature"],
+        lam=options["lam"],
+        eta=options["eta"],
+        copies=options["copies"],
+        epochs=options["epochs"],
+        batch_size=options["batch_size"],
+        optimizer=options["optimizer"],
+        lr=options["lr"],
+        momentum=options["momentum"],
+        weight_decay=options["weight_decay"],
+        schedule=options["schedule"],
+        seed=options["seed"],
+        dataset=options["dataset"],
+        split=options["split"],
+        alpha_router_fraction=options["alpha_router_fraction"],
+        data_root=options["data_root"],
+        device=options["device"],
+        label_cache=options["label_cache"],
+        **extra,
+    )
+
+
+def _io_suffix(options: dict[str, Any], zoo_file: Path) -> str:
+    parts = [f"--out {shlex.quote(str(options['out_dir']))}"]
+    if options["zoo_file"]:
+        parts.append(f"--zoo-file {shlex.quote(str(zoo_file))}")
+    parts += [f"--zoo {shlex.quote(str(p))}" for p in options["zoo_paths"]]
+    return " " + " ".join(parts)
+
+
+class _Bars:
+    """Rich progress bars for router events: one per expert's label stage (with ETA), one for training."""
+
+    def __init__(self, title: str = "") -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = Console(stderr=True)
+        self.title = title
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+        self.labels: dict[str, Any] = {}
+        self.train = None
+
+    def __enter__(self) -> _Bars:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def __call__(self, event) -> None:
+        prefix = f"{self.title} " if self.title else ""
+        if event.phase == "label-start":
+            cached = f"{event.done} cached" if event.done else ""
+            self.labels[event.expert] = self.progress.add_task(
+                f"{prefix}labels {event.expert_index + 1}/{event.experts} {event.expert}",
+                total=event.total,
+                completed=event.done,
+                info=cached,
+            )
+        elif event.phase in ("label", "label-done"):
+            task = self.labels.get(event.expert)
+            if task is not None:
+                self.progress.update(task, completed=event.done)
+        elif event.phase == "train-start":
+            total = event.epochs * event.steps
+            self.train = self.progress.add_task(
+                f"{prefix}router epoch {event.epoch}/{event.epochs}",
+                total=total,
+                completed=event.epoch * event.steps,
+                info="",
+            )
+            if event.resumed_from:
+                self.console.print(f"resuming router training from epoch {event.resumed_from}")
+        elif event.phase == "batch" and self.train is not None:
+            self.progress.update(
+                self.train,
+                completed=(event.epoch - 1) * event.steps + event.step,
+                description=f"{prefix}router epoch {event.epoch}/{event.epochs}",
+                info=f"loss {event.loss:.4f} agree {event.agreement:.3f}",
+            )
+        elif event.phase == "epoch":
+            self.progress.console.print(
+                f"{prefix}epoch {event.epoch}/{event.epochs}: loss {event.loss:.4f}, "
+                f"agreement with best expert {event.agreement:.3f}, lr {event.lr:.3g}"
+            )
+        elif event.phase == "assign":
+            self.progress.console.print(f"assigning {event.total} images with the router ...")
+        elif event.phase == "finetune-start":
+            self.train = self.progress.add_task(
+                f"fine-tune {event.expert}", total=event.epochs * event.steps, info=""
+            )
+        elif event.phase == "finetune-batch" and self.train is not None:
+            self.progress.update(
+                self.train,
+                completed=(event.epoch - 1) * event.steps + event.step,
+                info=f"loss {event.loss:.4f} noisy acc {event.agreement:.3f}",
+            )
+        elif event.phase == "finetune-epoch":
+            self.progress.console.print(
+                f"fine-tune {event.expert} epoch {event.epoch}/{event.epochs}: "
+                f"loss {event.loss:.4f}, noisy acc {event.agreement:.3f}"
+            )
+
+
+def _report_router(result) -> None:
+    stats = result.label_stats
+    click.echo(
+        f"labels: {stats['kept']}/{stats['images']} images certified by some expert; "
+        f"best-expert shares {stats['best_share']}"
+    )
+    click.echo(f"router weights: {result.weights}")
+    click.echo(f"sha256: {result.sha256}")
+    where = result.zoo_file if result.zoo_file is not None else "(no zoo file)"
+    click.echo(f"zoo entries {result.router_id!r} and {result.dual_id!r} written to {where}")
+    click.echo(f"done in {result.seconds:.1f} s")
+
+
+@click.command(
+    "router",
+    context_settings=_SETTINGS,
+    epilog="""\b
+Examples:
+  # the embedded dual model over the three embedded Fashion-MNIST experts
+  rsbench train router embedded-fmnist-s0.25 embedded-fmnist-s0.50 embedded-fmnist-s1.00 \\
+      --id my-fmnist-router --dual-id my-fmnist-dual --out runs/router --zoo-file my_zoo.yaml
+  # then: rsbench certify my-fmnist-dual --zoo my_zoo.yaml
+  # Cohen's CIFAR-10 experts, labels on 10,000 training images, on a GPU
+  rsbench train router cohen-cifar10-resnet110-s0.25 cohen-cifar10-resnet110-s0.50 \\
+      cohen-cifar10-resnet110-s1.00 --arch cifar_resnet20 --train-images 10000 \\
+      --data-root ~/data --device cuda
+  # experts from your own zoo file; an interrupted run resumes: run the same command again
+
+\b
+Stages: (1) each expert certifies each training image at its sigma with n0/n draws
+(--label-n0/--label-n, alpha --label-alpha); radius if right, else 0; cached in Parquet under
+--label-cache and reused by later runs and other routers sharing an expert. (2) soft targets
+softmax(R / T), images certified by no expert dropped, class weights 1/q_k. (3) the router
+trains on --copies noisy copies at --sigma-router: soft cross-entropy + lambda KL + eta entropy.
+Outputs in --out: <id>.safetensors, <id>.train.json; router + dual entries in --zoo-file.
+""",
+)
+@click.argument("expert_ids", nargs=-1, required=True)
+@click.option("--id", "router_id", default=None, help="Router id (default <common prefix>-router).")
+@click.option("--dual-id", default=None, help="Dual entry id (default <common prefix>-dual).")
+@_common_options
+@click.option("--overwrite", is_flag=True, help="Replace entries with the same ids in --zoo-file.")
+def router(expert_ids: tuple[str, ...], **options) -> None:
+    """Train a smoothed router over EXPERT_ID... (zoo experts of one dataset) for dual RS.
+
+    The router's output k selects the k-th expert; it is trained to pick, under noise, the expert
+    that certifies each image with the largest radius (Sun, Mao & Vechev, ICLR 2026).
+    """
+    import torch
+
+    from rsbench.train.router import command_line, train_router
+
+    if options["threads"]:
+        torch.set_num_threads(int(options["threads"]))
+    out_dir = Path(options["out_dir"])
+    zoo_file = Path(options["zoo_file"]) if options["zoo_file"] else out_dir / "zoo.yaml"
+    config = _config(
+        expert_ids, options, router_id=options["router_id"], dual_id=options["dual_id"]
+    )
+    command = command_line(config) + _io_suffix(options, zoo_file)
+    config = type(config)(**{**config.__dict__, "command": command})
+    with _Bars() as bars:
+        result = train_router(
+            config,
+            out_dir,
+            zoo_file=zoo_file,
+            zoo_paths=list(options["zoo_paths"]),
+            resume=options["resume"],
+            keep_checkpoint=options["keep_checkpoint"],
+            overwrite_entries=options["overwrite"],
+            cache_dir=options["cache_dir"],
+            progress=bars,
+        )
+    _report_router(result)
+
+
+@click.command(
+    "finetune",
+    context_settings=_SETTINGS,
+    epilog="""\b
+Examples:
+  # one co-training round of the embedded dual model: new ids end in -ct
+  rsbench train finetune embedded-fmnist-dual --out runs/ct --zoo-file my_zoo.yaml
+  # fewer images and epochs for a quick try
+  rsbench train finetune my-fmnist-dual --zoo my_zoo.yaml --train-images 5000 --ft-epochs 1
+
+\b
+One round (the paper found one enough): the dual entry's router assigns each training image to an
+expert (argmax of the router's mean softmax over --assign-copies noisy copies at sigma_router);
+each expert with weights of our own is fine-tuned at its sigma on its assigned images, mixed with
+--replay of its other training images (so it keeps what it knows), with a small --ft-lr for
+--ft-epochs; then labels are recomputed for the new experts and a new router is trained. Writes
+NEW entries (<id><suffix>), never overwrites existing ones.
+""",
+)
+@click.argument("dual_id")
+@click.option("--suffix", default="-ct", show_default=True, help="Appended to every new id.")
+@click.option(
+    "--ft-epochs", default=2, show_default=True, type=int, help="Expert fine-tuning epochs."
+)
+@click.option(
+    "--ft-lr", default=2e-4, show_default=True, type=float, help="Expert fine-tuning LR (Adam)."
+)
+@click.option("--ft-batch-size", default=128, show_default=True, type=int)
+@click.option(
+    "--replay",
+    default=0.5,
+    show_default=True,
+    type=float,
+    help="Share of each fine-tuning batch drawn from images NOT assigned to the expert.",
+)
+@click.option(
+    "--assign-copies",
+    default=8,
+    show_default=True,
+    type=int,
+    help="Noisy copies averaged for the router's assignment.",
+)
+@_common_options
+def finetune(dual_id: str, **options) -> None:
+    """Co-train DUAL_ID's experts with its router for one round; write new -ct entries.
+
+    Experts without weights of our own (not a local file or package source) are kept as they
+    are. The router is always retrained on labels of the new experts.
+    """
+    import torch
+
+    from rsbench.train.finetune import FinetuneConfig, command_line, finetune_dual
+
+    if options["threads"]:
+        torch.set_num_threads(int(options["threads"]))
+    out_dir = Path(options["out_dir"])
+    zoo_file = Path(options["zoo_file"]) if options["zoo_file"] else out_dir / "zoo.yaml"
+    router_config = _config((), options)
+    config = FinetuneConfig(
+        dual_id=dual_id,
+        suffix=options["suffix"],
+        epochs=options["ft_epochs"],
+        lr=options["ft_lr"],
+        batch_size=options["ft_batch_size"],
+        replay=options["replay"],
+        assign_copies=options["assign_copies"],
+        router=router_config,
+    )
+    command = command_line(config) + _io_suffix(options, zoo_file)
+    config = FinetuneConfig(**{**config.__dict__, "command": command})
+    with _Bars() as bars:
+        result = finetune_dual(
+            config,
+            out_dir,
+            zoo_file=zoo_file,
+            zoo_paths=list(options["zoo_paths"]),
+            cache_dir=options["cache_dir"],
+            progress=bars,
+        )
+    for old, new in result.experts.items():
+        click.echo(f"expert {old} -> {new}")
+    click.echo(f"assignment shares: {result.assignment_share}")
+    _report_router(result.router)
