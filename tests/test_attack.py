@@ -1,0 +1,276 @@
+"""Empirical soundness check: a strong L2 attack never breaks a certificate that rsbench issues.
+
+The closed-form tests (``test_smoothing.py``, ``test_dual.py``) check the arithmetic of CERTIFY on
+classifiers whose smoothed behaviour is known. This file attacks real networks instead.
+
+Models (trained here in a few seconds, seeded): two ReLU MLP experts (784-128-10, rsbench's
+``mlp`` architecture) trained with Gaussian noise augmentation at sigma = 0.25 and 0.5 on the first
+1,500 images of the embedded Fashion-MNIST subset; a dual model (:class:`rsbench.dual.DualSmoothed`)
+over both with a hand-made linear router (mean brightness above / below the median of the attacked
+images; smoothed at sigma_r = 0.5).
+
+Attack (per certified point, :func:`pgd_l2`): L2 PGD on the *smoothed soft classifier* (Salman et
+al. 2019): every step averages ``softmax`` over :data:`NOISE_PER_STEP` = 128 fresh Gaussian samples
+(expectation over transformation), takes a normalised gradient step of 2.5 * eps / steps, projects onto
+[0, 1] and the L2 ball of radius eps = 0.999 * certified radius, and keeps the iterate of highest loss;
+:data:`STEPS` = 40 steps. For the dual model the objective is the soft dual classifier
+``sum_k p_router,k(x') * q_k(x')[cA]`` (router switching and expert flipping at once), and a second
+attack targets the chosen expert alone, so a dual point gets two attacks.
+
+Checks at the attacked point x' (fresh seeds, never the certificate's): PREDICT (n = 2,000,
+alpha = 0.001) and CERTIFY (n0 = 100, n = 10,000, alpha = 0.001) may abstain or return the certified
+class, never another class. Teeth: the same attack against a deliberately wrong certificate (radius
+inflated 3x) must make PREDICT confidently return another class on at least one point, which shows
+that the attack can break a certificate that is not sound.
+
+Default run (about 20-30 s on two busy CPU cores): 10 test images per expert (certified at
+n0 = 100, n = 10,000, alpha = 0.001) and 10 for the dual model; each certified point gets one attack
+at its radius (two for dual points) and one at 3x its radius. With the fixed seeds that is 19 expert
+and 9 dual certificates, 37 attacks at the certified radius and 28 at 3x. The ``slow`` variant uses
+100 images per model (300 in all). The counts of points and attacks are printed (``pytest -s``) and asserted to be non-trivial.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+from torch import nn
+
+from rsbench.archs.small import mlp
+from rsbench.data import load_dataset
+from rsbench.dual import DualSmoothed
+from rsbench.smoothing import SmoothedClassifier
+
+SHAPE = (1, 28, 28)
+TRAIN = 1500  # embedded images 0..1499 train the experts; the attacked points come after them
+N0, N, ALPHA = 100, 10_000, 0.001
+PREDICT_N = 2_000
+STEPS, NOISE_PER_STEP = 40, 128
+SHRINK = 0.999  # attack radius = SHRINK * certified radius (strictly inside the ball)
+INFLATE = 3.0  # the deliberately wrong certificate
+CERT_SEED, CHECK_SEED = 0, 10_007  # fresh seeds at the attacked point
+
+
+@pytest.fixture(scope="module")
+def fmnist() -> tuple[torch.Tensor, torch.Tensor]:
+    data = load_dataset("fashion-mnist", "embedded")
+    return data.images(range(len(data))), data.labels.clone()
+
+
+def train_expert(images: torch.Tensor, labels: torch.Tensor, sigma: float, seed: int) -> nn.Module:
+    """Gaussian-augmentation training (Cohen et al.) of a small MLP; deterministic for a seed."""
+    torch.manual_seed(seed)
+    model = mlp(10, SHAPE, hidden=(128,))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(10):
+        order = torch.randperm(images.shape[0], generator=generator)
+        for start in range(0, images.shape[0], 100):
+            batch = order[start : start + 100]
+            noisy = images[batch] + sigma * torch.randn(images[batch].shape, generator=generator)
+            loss = nn.functional.cross_entropy(model(noisy), labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval().requires_grad_(False)
+
+
+class BrightnessRouter(nn.Module):
+    """Two-way linear router: expert 1 where the mean pixel exceeds ``threshold``, else expert 0."""
+
+    def __init__(self, threshold: float, scale: float = 200.0) -> None:
+        super().__init__()
+        self.threshold = threshold
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = self.scale * (x.flatten(1).mean(1) - self.threshold)
+        return torch.stack([-score, score], dim=1)
+
+
+@pytest.fixture(scope="module")
+def experts(fmnist) -> tuple[nn.Module, nn.Module]:
+    torch.set_num_threads(1)
+    images, labels = fmnist
+    return (
+        train_expert(images[:TRAIN], labels[:TRAIN], 0.25, seed=1),
+        train_expert(images[:TRAIN], labels[:TRAIN], 0.5, seed=2),
+    )
+
+
+def soft_smoothed(
+    model: nn.Module, x: torch.Tensor, sigma: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Monte Carlo estimate of ``E_d[softmax(model(x + d))]``, ``d ~ N(0, sigma^2 I)``; differentiable."""
+    noise = torch.randn((NOISE_PER_STEP, *x.shape), generator=generator)
+    return torch.softmax(model(x.unsqueeze(0) + sigma * noise), dim=1).mean(0)
+
+
+def project(x: torch.Tensor, candidate: torch.Tensor, eps: float) -> torch.Tensor:
+    """Nearest-enough point of [0, 1]^d within L2 distance ``eps`` of ``x`` (clip, then shrink)."""
+    delta = candidate.clamp(0.0, 1.0) - x
+    norm = float(delta.norm())
+    if norm > eps:
+        delta = delta * (eps / norm)  # x and the clipped point lie in [0, 1]^d, so does the segment
+    return x + delta
+
+
+def pgd_l2(
+    loss_fn: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+    x: torch.Tensor,
+    eps: float,
+    seed: int,
+) -> torch.Tensor:
+    """L2 PGD maximising ``loss_fn`` over the eps-ball around ``x`` in [0, 1]; the best iterate."""
+    generator = torch.Generator().manual_seed(seed)
+    step = 2.5 * eps / STEPS
+    current, best, best_loss = x.clone(), x.clone(), -float("inf")
+    for _ in range(STEPS):
+        current.requires_grad_(True)
+        loss = loss_fn(current, generator)
+        (grad,) = torch.autograd.grad(loss, current)
+        value = float(loss.detach())
+        if value > best_loss:
+            best, best_loss = current.detach().clone(), value
+        norm = float(grad.norm())
+        if norm == 0.0:
+            break
+        current = project(x, current.detach() + step * grad / norm, eps)
+    assert float((best - x).norm()) < eps + 1e-6
+    return best
+
+
+@dataclass
+class Tally:
+    """What an attack campaign tried and found."""
+
+    images: int = 0
+    certified: int = 0
+    attacks: int = 0
+    inflated_attacks: int = 0
+    violations: list[str] = field(default_factory=list)
+    broken_inflated: int = 0
+
+    def summary(self, name: str) -> str:
+        return (
+            f"{name}: {self.images} images, {self.certified} certified, {self.attacks} attacks at "
+            f"the certified radius -> {len(self.violations)} violations; {self.inflated_attacks} "
+            f"attacks at {INFLATE:g}x the radius -> {self.broken_inflated} broken"
+        )
+
+
+def _single_campaign(expert: nn.Module, sigma: float, fmnist, count: int) -> Tally:
+    images, labels = fmnist
+    smoothed = SmoothedClassifier(expert, 10, sigma, batch_size=2000, input_shape=SHAPE)
+    positions = list(range(TRAIN, TRAIN + count))
+    certificates = smoothed.certify_batch(
+        images[positions], N0, N, ALPHA, seed=CERT_SEED, indices=positions
+    )
+    tally = Tally(images=count)
+    for index, cert in zip(positions, certificates, strict=True):
+        if cert.abstained:
+            continue
+        tally.certified += 1
+        x, c = images[index], cert.prediction
+
+        def loss(point: torch.Tensor, generator: torch.Generator, c: int = c) -> torch.Tensor:
+            return -torch.log(soft_smoothed(expert, point, sigma, generator)[c] + 1e-12)
+
+        attacked = pgd_l2(loss, x, SHRINK * cert.radius, seed=index)
+        tally.attacks += 1
+        predicted = smoothed.predict(attacked, PREDICT_N, ALPHA, seed=CHECK_SEED, index=index)
+        again = smoothed.certify(attacked, N0, N, ALPHA, seed=CHECK_SEED, index=index)
+        for what, answer in (("PREDICT", predicted), ("CERTIFY", again)):
+            if not answer.abstained and answer.prediction != c:
+                tally.violations.append(
+                    f"image {index} ({labels[index]}): certified {c} at radius {cert.radius:.4f}, "
+                    f"{what} at the attacked point says {answer.prediction}"
+                )
+
+        wrong = pgd_l2(loss, x, SHRINK * INFLATE * cert.radius, seed=index + 1)
+        tally.inflated_attacks += 1
+        flipped = smoothed.predict(wrong, PREDICT_N, ALPHA, seed=CHECK_SEED, index=index)
+        tally.broken_inflated += int(not flipped.abstained and flipped.prediction != c)
+    return tally
+
+
+def _dual_campaign(experts, fmnist, count: int) -> Tally:
+    images, labels = fmnist
+    sigmas, sigma_router = (0.25, 0.5), 0.5
+    positions = list(range(TRAIN, TRAIN + count))
+    threshold = float(images[positions].flatten(1).mean(1).median())
+    router = BrightnessRouter(threshold)
+    dual = DualSmoothed(
+        router, list(experts), sigmas, sigma_router, 10, batch_size=2000, input_shape=SHAPE
+    )
+    certificates = dual.certify_batch(
+        images[positions], N0, N, ALPHA, seed=CERT_SEED, indices=positions
+    )
+    tally = Tally(images=count)
+    for index, cert in zip(positions, certificates, strict=True):
+        if cert.abstained:
+            continue
+        tally.certified += 1
+        x, c, k = images[index], cert.prediction, cert.router_choice
+
+        def dual_loss(point: torch.Tensor, generator: torch.Generator, c: int = c) -> torch.Tensor:
+            route = soft_smoothed(router, point, sigma_router, generator)
+            keep = sum(
+                route[j] * soft_smoothed(e, point, s, generator)[c]
+                for j, (e, s) in enumerate(zip(experts, sigmas, strict=True))
+            )
+            return -torch.log(keep + 1e-12)
+
+        def expert_loss(
+            point: torch.Tensor, generator: torch.Generator, c: int = c, k: int = k
+        ) -> torch.Tensor:
+            return -torch.log(soft_smoothed(experts[k], point, sigmas[k], generator)[c] + 1e-12)
+
+        for attack_seed, loss in ((index, dual_loss), (index + 1, expert_loss)):
+            attacked = pgd_l2(loss, x, SHRINK * cert.radius, seed=attack_seed)
+            tally.attacks += 1
+            predicted = dual.predict(attacked, PREDICT_N, ALPHA, seed=CHECK_SEED, index=index)
+            again = dual.certify(attacked, N0, N, ALPHA, seed=CHECK_SEED, index=index)
+            for what, answer in (("PREDICT", predicted), ("CERTIFY", again)):
+                if not answer.abstained and answer.prediction != c:
+                    tally.violations.append(
+                        f"image {index} ({labels[index]}): dual certified {c} (expert {k}) at "
+                        f"radius {cert.radius:.4f}, {what} at the attacked point says "
+                        f"{answer.prediction}"
+                    )
+        wrong = pgd_l2(dual_loss, x, SHRINK * INFLATE * cert.radius, seed=index + 2)
+        tally.inflated_attacks += 1
+        flipped = dual.predict(wrong, PREDICT_N, ALPHA, seed=CHECK_SEED, index=index)
+        tally.broken_inflated += int(not flipped.abstained and flipped.prediction != c)
+    return tally
+
+
+def _check(tally: Tally, name: str, min_certified: int) -> None:
+    print(tally.summary(name))
+    assert tally.certified >= min_certified, tally.summary(name)
+    assert not tally.violations, "\n".join(tally.violations)
+    # the attack has teeth: a certificate 3x too large is broken somewhere
+    assert tally.broken_inflated >= 1, tally.summary(name)
+
+
+@pytest.mark.parametrize("sigma_index", [0, 1], ids=["sigma0.25", "sigma0.50"])
+def test_pgd_never_breaks_an_expert_certificate(experts, fmnist, sigma_index: int) -> None:
+    sigma = (0.25, 0.5)[sigma_index]
+    tally = _single_campaign(experts[sigma_index], sigma, fmnist, count=10)
+    _check(tally, f"expert sigma={sigma}", min_certified=6)
+
+
+def test_pgd_never_breaks_a_dual_certificate(experts, fmnist) -> None:
+    tally = _dual_campaign(experts, fmnist, count=10)
+    _check(tally, "dual", min_certified=6)
+
+
+@pytest.mark.slow
+def test_pgd_never_breaks_certificates_many_points(experts, fmnist) -> None:
+    for sigma_index, sigma in enumerate((0.25, 0.5)):
+        tally = _single_campaign(experts[sigma_index], sigma, fmnist, count=100)
+        _check(tally, f"expert sigma={sigma}", min_certified=50)
+    _check(_dual_campaign(experts, fmnist, count=100), "dual", min_certified=50)
