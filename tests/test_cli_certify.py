@@ -146,7 +146,9 @@ def test_dry_run_plans_and_writes_nothing(zoo_file, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_user_mistakes_are_one_line(zoo_file, tmp_path):
+def test_user_mistakes_are_one_line(zoo_file, tmp_path, capsys):
+    from rsbench.cli import main
+
     cases = [
         (["certify", "tiny-s0.2", "--zoo", str(zoo_file)], "unknown model id"),
         (
@@ -155,17 +157,17 @@ def test_user_mistakes_are_one_line(zoo_file, tmp_path):
         ),
         (["certify", "tiny-s0.25", "--zoo", str(zoo_file), "--shard", "2/2"], "shard 2/2"),
         (["certify", "tiny-dual", "--zoo", str(zoo_file), "--sigma", "0.5"], "dual entry"),
+        (["certify", "tiny-s0.25", "--zoo", str(zoo_file), "--limit", "5000"], "limit=5000"),
     ]
     for args, message in cases:
-        proc = subprocess.run(
-            [sys.executable, "-m", "rsbench", *args, "--out", str(tmp_path)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert proc.returncode == 2, proc.stderr
-        assert proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
-        assert "Traceback" not in proc.stderr
+        with pytest.raises(SystemExit) as exc:
+            main([*args, "--out", str(tmp_path)])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2, err
+        assert (
+            err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+        ), err
+    assert not list(tmp_path.iterdir())
 
 
 def test_sweep_runs_the_grid_and_skips_finished_runs(zoo_file, tmp_path):

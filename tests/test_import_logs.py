@@ -158,6 +158,7 @@ def test_malformed_logs_are_clear_errors(tmp_path):
 @needs_logs
 def test_import_logs_command_writes_a_readable_run(tmp_path):
     from click.testing import CliRunner
+
     from rsbench.commands.results import import_logs
 
     log = LOGS / "cifar10" / "cohen_resnet110" / "noise_0.25" / "test_sigma_0.25.tsv"

@@ -81,8 +81,8 @@ def test_identity_and_protocol_name(zoo):
     base = _config(zoo)
     assert base.protocol == "custom"  # n0/n/limit differ from the cpu protocol
     named = runner.resolve_config(zoo.get("tiny-s0.25"), protocol="cpu")
-    assert named.protocol == "cpu" and (named.n0, named.n, named.alpha) == (100, 2000, 0.001)
-    assert named.sigma == 0.25 and named.split == "embedded" and named.stride == 4
+    assert named.protocol == "cpu" and (named.n0, named.n, named.alpha) == (100, 1000, 0.001)
+    assert named.sigma == 0.25 and named.split == "embedded" and named.stride == 8
     # batch size and chunk size do not change results, hence not the run
     assert _config(zoo, batch_size=7, chunk_size=3).run_name() == base.run_name()
     for change in (dict(seed=1), dict(n=101), dict(alpha=0.01), dict(sigma=0.3), dict(limit=23)):
@@ -97,7 +97,7 @@ def test_identity_and_protocol_name(zoo):
 
 def test_rows_carry_the_configuration(zoo, reference):
     df = reference["tiny-s0.25"]
-    assert list(df["index"]) == list(range(0, 96, 4))  # embedded subset, stride 4
+    assert list(df["index"]) == list(range(0, 192, 8))  # embedded subset, stride 8
     assert set(df["dataset"]) == {"fashion-mnist"} and set(df["split"]) == {"test"}
     assert (df["sigma"] == 0.25).all() and (df["n"] == 100).all() and (df["n0"] == 10).all()
     assert (df["protocol"] == "custom").all() and (df["kind"] == "expert").all()
