@@ -477,6 +477,15 @@ def _prepare_run_dir(
                 f"{run_dir} holds a run with another configuration (identity {info.get('identity')!r}); "
                 "remove it or choose another --out"
             )
+        seen = {m.get("id"): m.get("weights_sha256") for m in info.get("models") or []}
+        for model in run_info.get("models") or []:
+            before = seen.get(model.get("id"))
+            if before and model.get("weights_sha256") and before != model["weights_sha256"]:
+                raise ResultsError(
+                    f"{run_dir}: the weights of {model['id']} changed since this run started "
+                    f"(sha256 {before[:12]}... -> {model['weights_sha256'][:12]}...); pin the entry's "
+                    "sha256 or choose another --out"
+                )
         if info.get("format_version") != R.RESULTS_FORMAT_VERSION:
             raise ResultsError(
                 f"{run_dir} has results format {info.get('format_version')}; this rsbench writes "

@@ -254,3 +254,15 @@ def test_two_processes_on_one_run_do_not_duplicate(zoo_file, tmp_path, reference
     run_dir = next(out.iterdir())
     assert_same_rows(_rows(run_dir), reference["tiny-s0.25"])
     assert read_run_json(run_dir)["status"] == "complete"
+
+
+def test_changed_weights_of_an_unpinned_entry_refuse_to_resume(tmp_path):
+    from certify_fixtures import _weights
+
+    zoo_file = make_zoo(tmp_path / "zoo")
+    zoo = load_zoo([zoo_file])
+    config = _config(zoo, limit=4)
+    runner.run_certification(config, zoo, tmp_path / "out")
+    _weights(tmp_path / "zoo" / "tiny-s0.25.safetensors", 10, seed=99)  # same entry, other bytes
+    with pytest.raises(ResultsError, match="weights of tiny-s0.25 changed"):
+        runner.run_certification(config, zoo, tmp_path / "out")
