@@ -799,11 +799,14 @@ class Prepared:
         return len(self.positions)
 
 
-def prepare(config: RunConfig, zoo, out_dir: str | os.PathLike) -> Prepared:
-    """Load the dataset and resolve the subset of ``config`` (no model is loaded)."""
+def prepare(config: RunConfig, zoo, out_dir: str | os.PathLike, download: bool = False) -> Prepared:
+    """Load the dataset and resolve the subset of ``config`` (no model is loaded).
+
+    ``download`` lets torchvision fetch CIFAR-10 / MNIST / Fashion-MNIST when not found locally.
+    """
     from rsbench.data import load_dataset, select_indices
 
-    dataset = load_dataset(config.dataset, config.split, config.data_root)
+    dataset = load_dataset(config.dataset, config.split, config.data_root, download=download)
     positions = select_indices(
         len(dataset),
         stride=config.stride,

@@ -109,6 +109,11 @@ def _common_options(func):
         ),
         click.option("--require-pinned", is_flag=True, help="Refuse zoo entries without sha256."),
         click.option(
+            "--download",
+            is_flag=True,
+            help="Let torchvision download CIFAR-10/MNIST data if missing.",
+        ),
+        click.option(
             "--chunk-size",
             type=int,
             default=64,
@@ -202,7 +207,9 @@ def run_jobs(
             alpha_router_fraction=options["alpha_router_fraction"],
             sigma_router=options["sigma_router"],
         )
-        prepared_runs.append(runner.prepare(config, zoo, options["out_dir"]))
+        prepared_runs.append(
+            runner.prepare(config, zoo, options["out_dir"], download=options.get("download", False))
+        )
 
     if options["dry_run"]:
         _print_plan(prepared_runs, shard, zoo, console)
@@ -359,9 +366,6 @@ def _throughput(prepared) -> tuple[float | None, str]:
         and not weights.is_cached(first)
     ):
         return None, "weights not cached"
-    import torch
-
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     certifier, _ = runner.build_certifier(prepared, prepared.config.device)
     image = prepared.dataset.images([prepared.positions[0]])[0]
     return runner.measure_throughput(certifier, image, seconds=0.5), ""
@@ -414,6 +418,7 @@ _SWEEP_OPTIONS = {
     "data_root",
     "require_pinned",
     "chunk_size",
+    "download",
     "alpha_router_fraction",
     "sigma_router",
 }
@@ -529,6 +534,7 @@ def sweep(
         "zoo_paths": tuple(_as_list(opts.get("zoo"))) + tuple(zoo_paths),
         "data_root": data_root or opts.get("data_root"),
         "require_pinned": bool(opts.get("require_pinned", False)),
+        "download": bool(opts.get("download", False)),
         "chunk_size": opts.get("chunk_size", 64),
         "alpha_router_fraction": opts.get("alpha_router_fraction"),
         "sigma_router": opts.get("sigma_router"),
