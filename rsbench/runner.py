@@ -106,7 +106,7 @@ PROTOCOLS: dict[str, Protocol] = {
         alpha=0.001,
         subsets={"cifar10": Subset("test"), "imagenet": Subset("val", stride=100)},
         description="Dual RS (Sun, Mao & Vechev 2026): n0=100, n=10,000 per stage, total "
-        "alpha=0.001, full test set",
+        "alpha=0.001; full CIFAR-10 test set, ImageNet val every 100th image (500)",
     ),
     "cpu": Protocol(
         "cpu",

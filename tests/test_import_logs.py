@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,8 @@ QUOTED = {
 }
 
 
-def _cifar(sigma: str, **kwargs):
+@functools.cache
+def _cifar(sigma: str):
     path = LOGS / "cifar10" / "cohen_resnet110" / f"noise_{sigma}" / f"test_sigma_{sigma}.tsv"
     return import_cohen_log(
         path,
@@ -38,7 +40,6 @@ def _cifar(sigma: str, **kwargs):
         n=100_000,
         alpha=0.001,
         protocol="cohen-full",
-        **kwargs,
     )
 
 
