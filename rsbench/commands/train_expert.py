@@ -14,9 +14,9 @@ _DATASETS = ["fashion-mnist", "mnist", "cifar10", "imagenet", "fashion-mnist-emb
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="""\b
 Examples:
-  # the embedded expert at sigma 0.50 (Fashion-MNIST from /usr/share/datasets/fashion-mnist)
-  rsbench train expert --dataset fashion-mnist --arch fmnist_cnn --train-sigma 0.5 \\
-      --id my-fmnist-s0.50 --out runs/fmnist --zoo-file my_zoo.yaml
+  # the embedded expert's recipe at sigma 0.50 (data: /usr/share/datasets/fashion-mnist)
+  rsbench train expert --dataset fashion-mnist --arch fmnist_cnn --train-sigma 0.5 --epochs 20 \\
+      --optimizer adam --lr 0.002 --id my-fmnist-s0.50 --out runs/fmnist --zoo-file my_zoo.yaml
   # then certify it: rsbench certify my-fmnist-s0.50 --zoo my_zoo.yaml
   # a CIFAR-10 ResNet-20 (Cohen's recipe: SGD 0.1, step 30, 90 epochs; crop+flip on by default)
   rsbench train expert --dataset cifar10 --arch cifar_resnet20 --train-sigma 0.25 --epochs 90 \\
@@ -173,6 +173,8 @@ def expert(**options) -> None:
     command = command_line(config)
     if options["split"] != "train":
         command += f" --split {shlex.quote(options['split'])}"
+    if options["threads"]:
+        command += f" --threads {int(options['threads'])}"
     command += f" --out {shlex.quote(str(out_dir))}"
     if options["zoo_file"]:
         command += f" --zoo-file {shlex.quote(str(zoo_file))}"

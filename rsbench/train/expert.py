@@ -394,6 +394,22 @@ def paths_for(out_dir: str | os.PathLike, model_id: str) -> dict[str, Path]:
     }
 
 
+def save_weights(state_dict: dict[str, torch.Tensor], path: Path, config: ExpertTrainConfig) -> str:
+    """Write ``state_dict`` as safetensors atomically; return the file's sha256.
+
+    The bytes depend only on the tensors and ``config`` (one metadata key, ``rsbench``, holding
+    sorted JSON: safetensors orders several metadata keys arbitrarily), so identical weights give
+    an identical digest.
+    """
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    info = {"id": config.resolved_id(), "seed": config.seed, "train_sigma": config.train_sigma}
+    metadata = {"rsbench": json.dumps(info, sort_keys=True)}
+    _atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return sha256_file(path)
+
+
 def _config_key(config: ExpertTrainConfig) -> str:
     text = json.dumps(config.determining(), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -415,8 +431,6 @@ def train_expert(
     unknown architecture or an entry clash, and :class:`~rsbench.errors.WeightsError` for a
     checkpoint in ``out_dir`` that belongs to another configuration.
     """
-    from safetensors.torch import save_file
-
     from rsbench.data import load_dataset
     from rsbench.errors import WeightsError
     from rsbench.models import build_model
@@ -560,14 +574,7 @@ def train_expert(
             )
         )
 
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
-    metadata = {
-        "rsbench_id": model_id,
-        "train_sigma": f"{config.train_sigma:g}",
-        "seed": str(config.seed),
-    }
-    _atomic_write(paths["weights"], lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
-    digest = sha256_file(paths["weights"])
+    digest = save_weights(net.state_dict(), paths["weights"], config)
     final = history[-1] if history else {}
     extra = {
         k: round(float(final[k]), 4)
