@@ -265,6 +265,7 @@ def read_tables(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pa.Ta
                 run_dirs.append(run_dir)
     tables = []
     for run_dir in run_dirs:
+        check_format(run_dir)
         parts = [read_part(part) for part in list_parts(run_dir)]
         if parts:
             table = pa.concat_tables(parts)
@@ -328,6 +329,20 @@ def read_run_json(run_dir: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ResultsError(f"{path} does not hold a JSON object")
     return data
+
+
+def check_format(run_dir: str | os.PathLike) -> None:
+    """Raise :class:`ResultsError` when ``run_dir/run.json`` declares a results format this
+    rsbench cannot read (a run without run.json is read as the current format)."""
+    path = Path(run_dir) / RUN_JSON
+    if not path.is_file():
+        return
+    version = read_run_json(run_dir).get("format_version")
+    if version != RESULTS_FORMAT_VERSION:
+        raise ResultsError(
+            f"{run_dir} holds results format {version!r}; this rsbench reads format "
+            f"{RESULTS_FORMAT_VERSION} (use the rsbench version that wrote it)"
+        )
 
 
 def utc_now() -> str:

@@ -868,10 +868,17 @@ def build_certifier(
             "weights_pinned": getattr(model, "weights_pinned", None),
         }
 
+    probe_image = prepared.dataset.images([prepared.positions[0]])
+
+    def checked(e, model):
+        probe(model, probe_image, e.num_classes, what=e.id, device=device)
+        return model
+
     if config.kind == "expert":
         from rsbench.smoothing import SmoothedClassifier
 
         model, info = load(entry)
+        checked(entry, model)
         certifier = SmoothedClassifier(model, _num_classes(entry, zoo), config.sigma, **kwargs)
         return certifier, {
             "zoo_entry": info["entry"],
@@ -881,10 +888,12 @@ def build_certifier(
     from rsbench.dual import DualSmoothed
 
     router, router_info = load(zoo.get(config.router_id))
+    checked(zoo.get(config.router_id), router)
     loaded: dict[str, tuple[Any, dict[str, Any]]] = {}
     for expert_id in config.expert_ids:
         if expert_id not in loaded:
             loaded[expert_id] = load(zoo.get(expert_id))
+            checked(zoo.get(expert_id), loaded[expert_id][0])
     import warnings
 
     with warnings.catch_warnings():
@@ -904,6 +913,32 @@ def build_certifier(
         "zoo_entry_digest": entry_digest(entry),
         "models": models,
     }
+
+
+def probe(
+    model: Any, images: Any, num_classes: int | None, *, what: str, device: str = "cpu"
+) -> None:
+    """One forward pass on real ``images``; :class:`ConfigError` when the network cannot take them.
+
+    Catches a wrong ``arch``/``input_shape`` before any run directory is written, as one line.
+    """
+    import torch
+
+    shape = list(images.shape[1:])
+    try:
+        with torch.no_grad():
+            logits = model(images.to(device))
+    except (RuntimeError, ValueError, TypeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ConfigError(
+            f"{what}: the network fails on a {shape} image ({type(exc).__name__}: {first}); check the "
+            "entry's arch and input_shape"
+        ) from None
+    if logits.dim() != 2 or (num_classes is not None and logits.shape[1] != int(num_classes)):
+        raise ConfigError(
+            f"{what}: the network returns shape {list(logits.shape)} for a {shape} image; expected "
+            f"[batch, {num_classes}] logits (check num_classes and arch)"
+        )
 
 
 def run_status(run_dir: str | os.PathLike) -> str | None:

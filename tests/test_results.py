@@ -143,3 +143,12 @@ def test_run_json_is_written_atomically(tmp_path):
     with pytest.raises(ResultsError, match="not valid JSON"):
         read_run_json(tmp_path)
     assert json.loads('{"a": 1}') == {"a": 1}
+
+
+def test_unknown_results_format_is_refused(tmp_path):
+    write_chunk(tmp_path, [_row(0)], "0", 0)
+    write_json_atomic(tmp_path / "run.json", {"format_version": 99})
+    with pytest.raises(ResultsError, match="format 99"):
+        read_results(tmp_path)
+    write_json_atomic(tmp_path / "run.json", {"format_version": 1})
+    assert len(read_results(tmp_path)) == 1

@@ -266,3 +266,31 @@ def test_changed_weights_of_an_unpinned_entry_refuse_to_resume(tmp_path):
     _weights(tmp_path / "zoo" / "tiny-s0.25.safetensors", 10, seed=99)  # same entry, other bytes
     with pytest.raises(ResultsError, match="weights of tiny-s0.25 changed"):
         runner.run_certification(config, zoo, tmp_path / "out")
+
+
+def test_a_network_that_cannot_take_the_images_is_one_clear_error(tmp_path):
+    folder = tmp_path / "zoo"
+    make_zoo(folder)
+    (folder / "wide.py").write_text(
+        "from torch import nn\n\ndef wide(num_classes, input_shape=None):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(100, num_classes))\n"
+    )
+    import torch
+    from safetensors.torch import save_file
+
+    save_file(
+        {"1.weight": torch.zeros(10, 100), "1.bias": torch.zeros(10)},
+        str(folder / "wide.safetensors"),
+    )
+    text = (folder / "zoo.yaml").read_text()
+    entry = text.split("  - id: tiny-s0.50")[0].split("  - id: tiny-s0.25")[1]
+    entry = entry.replace("tiny_arch.py:linear", "wide.py:wide").replace(
+        "tiny-s0.25.safetensors", "wide.safetensors"
+    )
+    (folder / "zoo.yaml").write_text(text + "  - id: wide-s0.25" + entry)
+    zoo = load_zoo([folder / "zoo.yaml"])
+    with pytest.raises(
+        ConfigError, match=r"wide-s0.25: the network fails on a \[1, 28, 28\] image"
+    ):
+        runner.run_certification(_config(zoo, "wide-s0.25"), zoo, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
