@@ -274,3 +274,31 @@ def test_pgd_never_breaks_certificates_many_points(experts, fmnist) -> None:
         tally = _single_campaign(experts[sigma_index], sigma, fmnist, count=100)
         _check(tally, f"expert sigma={sigma}", min_certified=50)
     _check(_dual_campaign(experts, fmnist, count=100), "dual", min_certified=50)
+
+
+@pytest.mark.slow
+def test_attack_tightness_profile(experts, fmnist) -> None:
+    """How far beyond the certified radius the attack starts to win (printed; see reliability.md)."""
+    images, _ = fmnist
+    positions = list(range(TRAIN, TRAIN + 20))
+    for sigma_index, sigma in enumerate((0.25, 0.5)):
+        expert = experts[sigma_index]
+        smoothed = SmoothedClassifier(expert, 10, sigma, batch_size=2000, input_shape=SHAPE)
+        certs = smoothed.certify_batch(images[positions], N0, N, ALPHA, CERT_SEED, positions)
+        broken_at = {}
+        for factor in (1.0, 1.25, 1.5, 2.0):
+            broken = 0
+            for index, cert in zip(positions, certs, strict=True):
+                if cert.abstained:
+                    continue
+
+                def loss(point, generator, c=cert.prediction, e=expert, s=sigma):
+                    return -torch.log(soft_smoothed(e, point, s, generator)[c] + 1e-12)
+
+                attacked = pgd_l2(loss, images[index], SHRINK * factor * cert.radius, seed=index)
+                answer = smoothed.predict(attacked, PREDICT_N, ALPHA, CHECK_SEED, index)
+                broken += int(not answer.abstained and answer.prediction != cert.prediction)
+            broken_at[factor] = broken
+        certified = sum(not c.abstained for c in certs)
+        print(f"sigma {sigma}: broken / {certified} certified by factor: {broken_at}")
+        assert broken_at[1.0] == 0 and broken_at[2.0] >= 1
