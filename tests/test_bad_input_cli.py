@@ -28,6 +28,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.skipif(
+    not hasattr(os, "fork"), reason="the CLI driver forks one process per command (POSIX only)"
+)
+
 ARCH = """
 from torch import nn
 
