@@ -49,6 +49,9 @@ EMBEDDED_DEFAULT_IDS: tuple[str, ...] = (
 )
 #: Protocol of the embedded default run.
 EMBEDDED_DEFAULT_PROTOCOL = "cpu"
+#: torch CPU threads of the embedded default run: its small networks gain little from intra-op
+#: threads, and on a busy 2-core machine two spinning threads cost up to 6x the CPU time of one.
+EMBEDDED_DEFAULT_THREADS = 1
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
