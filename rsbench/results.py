@@ -175,11 +175,19 @@ def write_chunk(
     if final.exists():
         raise ResultsError(f"{final} already exists; chunk numbers must not be reused")
     tmp = run_dir / f".{final.name}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as handle:
-        pq.write_table(table, handle, compression="zstd")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
+    try:
+        with open(tmp, "wb") as handle:
+            pq.write_table(table, handle, compression="zstd")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+    except OSError as exc:  # disk full, read-only or vanished directory, quota, ...
+        tmp.unlink(missing_ok=True)
+        reason = exc.strerror or type(exc).__name__
+        raise ResultsError(
+            f"could not write results part {final} ({reason}); the parts written before it are intact: "
+            "free space or fix the directory, then rerun the same command to resume"
+        ) from None
     _fsync_dir(run_dir)
     return final
 

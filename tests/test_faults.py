@@ -85,10 +85,10 @@ def _fill_disk_on_chunk(monkeypatch, failing_call: int) -> list[int]:
 def test_full_disk_keeps_earlier_chunks_and_resume_completes(zoo, reference, tmp_path, monkeypatch):
     out = tmp_path / "out"
     calls = _fill_disk_on_chunk(monkeypatch, failing_call=2)
-    with pytest.raises(OSError) as info:  # ResultsError is not an OSError; see the next test
+    with pytest.raises(RSBenchError) as info:
         runner.run_certification(_config(zoo), zoo, out)
     assert calls[0] == 2
-    assert ENOSPC_MESSAGE in str(info.value) or info.value.errno == errno.ENOSPC
+    assert ENOSPC_MESSAGE in str(info.value)
     (run_dir,) = out.iterdir()
     # the chunk written before the disk filled up is complete and readable
     parts = results.list_parts(run_dir)
@@ -107,11 +107,6 @@ def test_full_disk_keeps_earlier_chunks_and_resume_completes(zoo, reference, tmp
     assert not list(run_dir.glob("*.tmp")), "the torn temporary file was not cleaned up"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner.execute / results.write_chunk let the raw OSError(ENOSPC) escape: the CLI shows "
-    "a traceback instead of one error line naming the run and saying earlier chunks are kept",
-)
 def test_full_disk_is_one_clear_error(zoo, tmp_path, monkeypatch):
     _fill_disk_on_chunk(monkeypatch, failing_call=2)
     with pytest.raises(RSBenchError) as info:
@@ -133,11 +128,6 @@ pq.write_table = _write_table
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rsbench certify prints a Traceback for OSError(ENOSPC) during a chunk write (only "
-    "RSBenchError becomes an error: line in cli.main)",
-)
 def test_full_disk_through_the_cli(zoo_dir):
     args = ["certify", "tiny-s0.25", "--zoo", "zoo.yaml", "--out", "full", "--device", "cpu"]
     args += ["--limit", "6", "--chunk-size", "2", "--n0", "10", "--n", "50", "--no-leaderboard"]
