@@ -1,71 +1,100 @@
 """Certification engine vs a bare forward loop, measured in one process on this machine.
 
-For each network, (a) a bare loop of forward passes (argmax) over pre-made noisy batches, and
-(b) ``SmoothedClassifier.certify_batch`` over the same total number of noisy samples (noise
-generation, packing and vote counting included). Prints samples/s of both and the ratio (b)/(a).
-Runs are interleaved and the median of ``--repeats`` is reported. Never asserts a time.
+For each network and each option (precision / memory layout / torch.compile), (a) a bare loop of
+forward passes (argmax) over pre-made noisy batches, and (b) ``SmoothedClassifier.certify_batch``
+over the same total number of noisy samples (noise generation, packing and vote counting
+included), at the same batch size, threads and option. Prints samples/s of both and the ratio
+(b)/(a). The two are interleaved ``--repeats`` times and the medians are compared. Never asserts a
+time. Compilation (and the engine's padded partial-batch shapes) is warmed up before timing.
 
-    python bench/engine_throughput.py                     # fp32, default sizes
-    python bench/engine_throughput.py --precision bf16 --channels-last
+    python bench/engine_throughput.py                          # every option, 1 torch thread
+    python bench/engine_throughput.py --options fp32,bf16 --threads 2 --nets fmnist_cnn,mlp
+    python bench/engine_throughput.py --options fp32+compile --nets mlp --repeats 5
+
+Options: fp32, tf32, bf16, fp16 (autocast; bf16/fp16 on CPU where torch supports them), with
+``+cl`` (channels-last) and/or ``+compile`` (``torch.compile(dynamic=False)``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
 import torch
 
 from rsbench.archs import build_architecture
-from rsbench.sampling import precision_context
+from rsbench.sampling import compile_model, precision_context
 from rsbench.smoothing import SmoothedClassifier
 
+#: name -> (arch, input shape, images, n0, n, batch)
+NETS = {
+    "cifar_resnet20": ("cifar_resnet20", (3, 32, 32), 1, 100, 1000, 400),
+    "fmnist_cnn": ("fmnist_cnn", (1, 28, 28), 4, 100, 5000, 1000),
+    "mlp": ("mlp", (1, 28, 28), 4, 100, 5000, 1000),
+}
+DEFAULT_OPTIONS = "fp32,bf16,fp32+cl,fp32+compile"
 
-def bare_loop(
-    model, batches: list[torch.Tensor], total: int, precision: str, channels_last: bool
-) -> float:
+
+def parse_option(text: str) -> tuple[str, bool, bool]:
+    """``'bf16+cl+compile'`` -> ``('bf16', True, True)``."""
+    parts = text.split("+")
+    unknown = set(parts[1:]) - {"cl", "compile"}
+    if parts[0] not in ("fp32", "tf32", "bf16", "fp16") or unknown:
+        raise SystemExit(f"unknown option {text!r}; e.g. fp32, bf16+cl, fp32+compile")
+    return parts[0], "cl" in parts[1:], "compile" in parts[1:]
+
+
+def bare_loop(model, batches: list[torch.Tensor], total: int, precision: str) -> float:
     """Seconds for ``total`` samples of plain forward + argmax over pre-made noisy batches."""
     done, start = 0, time.perf_counter()
     with torch.inference_mode(), precision_context(precision, torch.device("cpu")):
         while done < total:
             batch = batches[(done // batches[0].shape[0]) % len(batches)]
-            if channels_last:
-                batch = batch.contiguous(memory_format=torch.channels_last)
             model(batch).argmax(dim=1)
             done += batch.shape[0]
     return time.perf_counter() - start
 
 
-def engine(
-    model, images, n0: int, n: int, batch: int, precision: str, channels_last: bool
-) -> float:
-    smoothed = SmoothedClassifier(
-        model, 10, sigma=0.25, batch_size=batch, precision=precision, channels_last=channels_last
-    )
+def engine(smoothed: SmoothedClassifier, images, n0: int, n: int) -> float:
+    """Seconds for CERTIFY of ``images`` (n0 + n noisy samples each) through the engine."""
     start = time.perf_counter()
     smoothed.certify_batch(images, n0=n0, n=n, alpha=0.001, seed=0)
     return time.perf_counter() - start
 
 
-def measure(name: str, arch: str, shape, images: int, n0: int, n: int, batch: int, args) -> float:
+def measure(name: str, option: str, repeats: int, overlap: bool = True) -> float:
+    """Print one line for ``name`` under ``option``; return the engine/bare ratio."""
+    arch, shape, images, n0, n, batch = NETS[name]
+    precision, channels_last, compiled = parse_option(option)
     torch.manual_seed(0)
     model = build_architecture(arch, 10, shape).eval()
-    if args.channels_last:
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if compiled:
+        model = compile_model(model)
     data = torch.rand(images, *shape)
     total = images * (n0 + n)
     batches = [(data[i % images] + 0.25 * torch.randn(batch, *shape)) for i in range(4)]
-    bare_loop(model, batches, batch * 2, args.precision, args.channels_last)  # warm-up
+    if channels_last:
+        batches = [b.contiguous(memory_format=torch.channels_last) for b in batches]
+    smoothed = SmoothedClassifier(
+        model, 10, 0.25, batch_size=batch, precision=precision, channels_last=channels_last
+    )
+    smoothed.counter.overlap = overlap
+    bare_loop(model, batches, batch * 2, precision)  # warm-up (and compilation)
+    engine(smoothed, data, n0, n)  # warm-up (and the padded shapes' compilation)
     bare_times, engine_times = [], []
-    for _ in range(args.repeats):
-        bare_times.append(bare_loop(model, batches, total, args.precision, args.channels_last))
-        engine_times.append(engine(model, data, n0, n, batch, args.precision, args.channels_last))
+    for _ in range(repeats):
+        bare_times.append(bare_loop(model, batches, total, precision))
+        engine_times.append(engine(smoothed, data, n0, n))
     bare, eng = statistics.median(bare_times), statistics.median(engine_times)
     ratio = bare / eng
     print(
-        f"{name:<14} {args.precision:<5} cl={int(args.channels_last)} batch={batch:<5} samples={total:<7} "
-        f"bare {total / bare:10.0f}/s  engine {total / eng:10.0f}/s  ratio {ratio:.3f}"
+        f"{name:<15}{option:<16}{batch:>6}{total:>8}{total / bare:>11.0f}{total / eng:>11.0f}"
+        f"{ratio:>8.3f}   [{min(bare_times) / min(engine_times):.3f}]",
+        flush=True,
     )
     return ratio
 
@@ -74,19 +103,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "tf32"])
-    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--options", default=DEFAULT_OPTIONS, help="comma-separated options")
+    parser.add_argument("--nets", default=",".join(NETS), help="comma-separated networks")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+        "--no-overlap",
+        action="store_true",
+        help="draw noise in the forward thread (to see what the background thread gains)",
     )
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
-    measure("cifar_resnet20", "cifar_resnet20", (3, 32, 32), 2, 100, 2000, 400, args)
-    measure("mlp", "mlp", (1, 28, 28), 4, 100, 10_000, 1000, args)
-    measure("fmnist_cnn", "fmnist_cnn", (1, 28, 28), 4, 100, 10_000, 1000, args)
+    torch.set_num_threads(args.threads)
+    options = [o.strip() for o in args.options.split(",") if o.strip()]
+    for option in options:
+        parse_option(option)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, load {load:.2f}; "
+        f"median of {args.repeats} interleaved runs [ratio of the best runs]"
+        + ("; noise drawn in the forward thread" if args.no_overlap else "")
+    )
+    print(
+        f"{'net':<15}{'option':<16}{'batch':>6}{'samples':>8}{'bare/s':>11}{'engine/s':>11}"
+        f"{'ratio':>8}"
+    )
+    for name in args.nets.split(","):
+        for option in options:
+            try:
+                measure(name.strip(), option, args.repeats, overlap=not args.no_overlap)
+            except Exception as exc:  # report and go on (e.g. an option torch lacks on this CPU)
+                first = (str(exc).strip().splitlines() or [""])[0][:100]
+                print(f"{name:<15}{option:<16} failed: {type(exc).__name__}: {first}")
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ Guarantees
 ----------
 * **Identity.** A run directory is named after a hash of everything that changes the numbers
   (:meth:`RunConfig.identity`): model and zoo entry digest(s), dataset, split, subset, n0, n, alpha,
-  sigma(s), alpha split, seed, precision, device type, protocol. The same configuration resumes
-  the same directory; a changed one starts a new directory. Batch size and chunk size do not change
-  any result (per-sample seeding, :mod:`rsbench.sampling`) and are not part of the identity.
+  sigma(s), alpha split, seed, precision, device type, protocol, and channels-last / compile when
+  they are on. The same configuration resumes the same directory; a changed one starts a new
+  directory. Batch size, chunk size and CPU threads do not change any result (per-sample seeding,
+  :mod:`rsbench.sampling`) and are not part of the identity.
 * **Resume.** Completed samples are read from the valid part files; a part that fails to read is
   deleted (with a warning) and its samples certified again; a chunk in flight when a process dies
   leaves only a ``.tmp`` file that is removed. Every sample's votes depend only on (model, image,
@@ -49,9 +50,16 @@ EMBEDDED_DEFAULT_IDS: tuple[str, ...] = (
 )
 #: Protocol of the embedded default run.
 EMBEDDED_DEFAULT_PROTOCOL = "cpu"
-#: torch CPU threads of the embedded default run: its small networks gain little from intra-op
-#: threads, and on a busy 2-core machine two spinning threads cost up to 6x the CPU time of one.
+#: torch CPU threads of the embedded default run (results/perf.md): its small networks gain little
+#: from a second intra-op thread, and the engine's noise thread uses the second core instead.
 EMBEDDED_DEFAULT_THREADS = 1
+#: Noisy samples per forward pass of the embedded default run (results/perf.md).
+EMBEDDED_DEFAULT_BATCH = 1000
+#: Default noisy samples per forward pass (``--batch``).
+DEFAULT_BATCH = 1000
+#: The runner hands each CERTIFY call enough images for about this many forward batches of the
+#: estimation stage, so that noise drawing overlaps the forward passes (results/perf.md).
+PIPELINE_BATCHES = 8
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
@@ -143,7 +151,15 @@ class RunConfig:
     """Everything one run needs. Build it with :func:`resolve_config`.
 
     ``identity()`` hashes the fields that change results; ``batch_size``, ``chunk_size``,
-    ``device`` (only its type counts) and ``data_root`` do not.
+    ``threads``, ``device`` (only its type counts) and ``data_root`` do not.
+
+    ``precision`` changes votes (bf16/fp16 logits round differently), so it is part of the identity.
+    ``channels_last`` and ``compile`` compute the same function in exact arithmetic, but they change
+    the kernels and therefore the float rounding of the logits, and a vote on a near-tie can flip;
+    a run directory must hold rows of one computation only (a resumed run equals an uninterrupted
+    one row for row), so they are part of the identity too, but only when on: a run with both off
+    keeps the identity it had before these options existed. The batch size is not: packing and
+    noise do not depend on it (:mod:`rsbench.sampling`), and the tests check the votes are equal.
     """
 
     model_id: str
@@ -160,10 +176,13 @@ class RunConfig:
     limit: int | None = None
     indices: tuple[int, ...] | None = None
     precision: str = "fp32"
-    batch_size: int = 1000
+    batch_size: int = DEFAULT_BATCH
     device: str = "cpu"
     chunk_size: int = 64
     entry_digest: str = ""
+    channels_last: bool = False
+    compile: bool = False
+    threads: int | None = None  # torch CPU threads (None: torch's default)
     # dual only
     router_id: str | None = None
     expert_ids: tuple[str, ...] = ()
@@ -175,8 +194,11 @@ class RunConfig:
     def identity_fields(self) -> dict[str, Any]:
         """The configuration that determines every result value."""
         data = asdict(self)
-        for key in ("batch_size", "chunk_size", "device", "data_root"):
+        for key in ("batch_size", "chunk_size", "device", "data_root", "threads"):
             data.pop(key)
+        for key in ("channels_last", "compile"):  # only when on: older identities stay valid
+            if not data[key]:
+                data.pop(key)
         data["device_type"] = device_type(self.device)
         data["format_version"] = R.RESULTS_FORMAT_VERSION
         return data
@@ -222,7 +244,7 @@ def resolve_config(
     stride: int | None = None,
     limit: int | None = None,
     indices: Sequence[int] | None = None,
-    batch_size: int = 1000,
+    batch_size: int = DEFAULT_BATCH,
     seed: int = 0,
     precision: str = "fp32",
     device: str | None = "cpu",
@@ -230,6 +252,9 @@ def resolve_config(
     data_root: str | os.PathLike | None = None,
     alpha_router_fraction: float | None = None,
     sigma_router: float | None = None,
+    channels_last: bool = False,
+    compile: bool = False,
+    threads: int | None = None,
 ) -> RunConfig:
     """A :class:`RunConfig` for zoo ``entry`` under ``protocol`` with the given overrides.
 
@@ -283,6 +308,9 @@ def resolve_config(
         limit=limit_v,
         indices=indices_t,
         precision=precision,
+        channels_last=bool(channels_last),
+        compile=bool(compile),
+        threads=check_count(threads, "threads") if threads is not None else None,
         batch_size=check_count(batch_size, "batch"),
         device=resolve_device(device),
         chunk_size=check_count(chunk_size, "chunk_size"),
@@ -580,7 +608,7 @@ def execute(
         done, certified = skipped, prior_correct
         report(done, len(mine), certified)
         written = 0
-        group = max(1, config.batch_size // max(1, config.n0 + config.n))
+        group = images_per_call(config)
         pending: list[dict[str, Any]] = []
         for start in range(0, len(todo), config.chunk_size):
             chunk = todo[start : start + config.chunk_size]
@@ -633,6 +661,16 @@ def execute(
     return RunResult(
         run_dir, run_id, written, skipped, len(mine), complete, time.perf_counter() - started
     )
+
+
+def images_per_call(config: RunConfig) -> int:
+    """Images per CERTIFY call: enough for about :data:`PIPELINE_BATCHES` estimation batches.
+
+    Several batches per call let the engine draw the next batch's noise while the current one runs
+    (:mod:`rsbench.sampling`); results do not depend on it (per-image seeding). At most one chunk.
+    """
+    per_image = max(1, config.n0 + config.n)
+    return max(1, min(config.chunk_size, -(-PIPELINE_BATCHES * config.batch_size // per_image)))
 
 
 def _count_correct(run_dir: Path, parts: _PartIndex, indices: set[int]) -> int:
@@ -853,7 +891,12 @@ def build_certifier(
 
     config, entry, zoo = prepared.config, prepared.entry, prepared.zoo
     shape = _input_shape(entry, zoo)
-    kwargs = dict(batch_size=config.batch_size, precision=config.precision, input_shape=shape)
+    kwargs = dict(
+        batch_size=config.batch_size,
+        precision=config.precision,
+        input_shape=shape,
+        channels_last=config.channels_last,
+    )
 
     def load(e):
         model = load_model(
@@ -875,13 +918,13 @@ def build_certifier(
 
     def checked(e, model):
         probe(model, probe_image, e.num_classes, what=e.id, device=device)
-        return model
+        return for_speed(model, config)
 
     if config.kind == "expert":
         from rsbench.smoothing import SmoothedClassifier
 
         model, info = load(entry)
-        checked(entry, model)
+        model = checked(entry, model)
         certifier = SmoothedClassifier(model, _num_classes(entry, zoo), config.sigma, **kwargs)
         return certifier, {
             "zoo_entry": info["entry"],
@@ -891,12 +934,12 @@ def build_certifier(
     from rsbench.dual import DualSmoothed
 
     router, router_info = load(zoo.get(config.router_id))
-    checked(zoo.get(config.router_id), router)
+    router = checked(zoo.get(config.router_id), router)
     loaded: dict[str, tuple[Any, dict[str, Any]]] = {}
     for expert_id in config.expert_ids:
         if expert_id not in loaded:
-            loaded[expert_id] = load(zoo.get(expert_id))
-            checked(zoo.get(expert_id), loaded[expert_id][0])
+            model, info = load(zoo.get(expert_id))
+            loaded[expert_id] = (checked(zoo.get(expert_id), model), info)
     import warnings
 
     with warnings.catch_warnings():
@@ -916,6 +959,23 @@ def build_certifier(
         "zoo_entry_digest": entry_digest(entry),
         "models": models,
     }
+
+
+def for_speed(model: Any, config: RunConfig) -> Any:
+    """``model`` in channels-last memory format and/or compiled, as ``config`` asks.
+
+    The engine compiles with ``dynamic=False`` and pads partial batches to a few fixed sizes
+    (:func:`rsbench.sampling.compile_model`), so a run compiles each network a handful of times.
+    """
+    import torch
+
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if config.compile:
+        from rsbench.sampling import compile_model
+
+        model = compile_model(model)
+    return model
 
 
 def probe(
@@ -973,6 +1033,8 @@ def run_certification(
     import torch
 
     prepared = prepared or prepare(config, zoo, out_dir)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     with distributed(config.device) as info:
         device = rank_device(config.device, info)
         if device_type(device) == "cuda":
@@ -990,6 +1052,9 @@ def run_certification(
             "device": device,
             "device_name": _device_name(device),
             "precision": config.precision,
+            "channels_last": config.channels_last,
+            "compile": config.compile,
+            "torch_threads": torch.get_num_threads(),
             "protocol": config.protocol,
             "environment": R.environment_info(),
         }

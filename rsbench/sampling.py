@@ -9,6 +9,21 @@ samples. An image's votes therefore depend only on (model, image, sigma, num, it
 and precision): not on the batch size, not on which other images share its forward batches, not on
 the shard or on where a run was resumed. Noisy copies of several images are packed into one forward
 batch when one image's samples do not fill it.
+
+How the work is arranged (none of it changes a vote):
+
+* Noise is drawn straight into reusable batch buffers (``normal_`` on a contiguous slice draws
+  exactly the numbers ``torch.randn`` of that shape would); a block that straddles two forward
+  batches is drawn whole and copied. The noise stream is the one of rsbench's first release.
+* On CPU the raw draws for the next forward batch are made in a background thread while the current
+  batch runs through the model (``torch`` releases the GIL in both), so a small model does not wait
+  for its noise. The background thread runs only serial kernels (``normal_`` with a generator), so
+  it never starts a second OpenMP thread team; scaling, adding the image and the forward pass run
+  in the calling thread. On CUDA everything is queued on the current stream in order.
+* A model compiled with :func:`compile_model` (``torch.compile(dynamic=False)``) sees only a few
+  batch shapes: a partial batch is padded with zeros to the next of ``forward_batch / 2**k``
+  (k = 0..4) and the padding rows' predictions are dropped, so the last batch of every call does not
+  trigger a recompilation.
 """
 
 from __future__ import annotations
@@ -16,7 +31,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Iterator, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -30,6 +48,9 @@ PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
 #: Named random streams: each stage of a certificate draws fresh, independent noise.
 STREAMS = ("select", "estimate", "predict", "router-select", "router-estimate", "router-predict")
+
+#: A compiled model sees partial batches padded to ``forward_batch / 2**k`` for k < this number.
+PAD_LEVELS = 5
 
 
 def derive_seed(seed: int, index: int, stream: str) -> int:
@@ -74,17 +95,152 @@ def precision_context(precision: str, device: torch.device) -> Iterator[None]:
         yield
 
 
+def compile_model(model: nn.Module, backend: str | Callable = "inductor") -> nn.Module:
+    """``torch.compile(model, dynamic=False)``: static shapes, which :class:`VoteCounter` keeps few.
+
+    In exact arithmetic the compiled model computes the same logits; in floating point fused kernels
+    may round differently, so a vote on a near-tie can differ from eager execution (rare; the runner
+    records ``compile`` in the run identity for that reason).
+    """
+    return torch.compile(model, dynamic=False, backend=backend)
+
+
+def is_compiled(model: nn.Module) -> bool:
+    """Whether ``model`` is a ``torch.compile`` wrapper (an ``OptimizedModule``)."""
+    try:
+        from torch._dynamo.eval_frame import OptimizedModule
+    except ImportError:  # pragma: no cover - torch without dynamo
+        return False
+    return isinstance(model, OptimizedModule)
+
+
+def pad_size(rows: int, forward_batch: int) -> int:
+    """Rows a compiled model is given for a batch of ``rows <= forward_batch`` noisy samples.
+
+    The smallest of ``ceil(forward_batch / 2**k)``, ``k = 0 .. PAD_LEVELS - 1``, that is at least
+    ``rows``: at most :data:`PAD_LEVELS` shapes per forward batch size, and a partial batch costs
+    at most twice its rows (or ``forward_batch / 2**(PAD_LEVELS - 1)`` rows).
+    """
+    best = forward_batch
+    for level in range(1, PAD_LEVELS):
+        size = -(-forward_batch // (1 << level))
+        if size < rows:
+            break
+        best = size
+    return max(best, rows)
+
+
 def _is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError)
+
+
+@dataclass
+class _Batch:
+    """Rows ``[0, rows)`` of ``buffer``: raw N(0, 1) draws of the ``pieces`` (start, rows, image)."""
+
+    buffer: torch.Tensor
+    rows: int = 0
+    pieces: list[tuple[int, int, int]] = field(default_factory=list)
+    copies: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (start, draws) to copy
+
+
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_END = object()
+
+
+class _Stopped(Exception):
+    """Raised in the producer thread when the consumer has gone away."""
+
+
+def _in_background(
+    make: Callable[[], Iterator[_Batch]], stop: threading.Event, depth: int = 1
+) -> Iterator[_Batch]:
+    """Run the iterator ``make()`` in a daemon thread, ``depth`` items ahead of the consumer.
+
+    Exceptions of the producer are re-raised in the consumer; when the consumer stops early (or
+    fails), ``stop`` is set (every blocking wait of the producer polls it) and the thread is joined.
+    """
+    items: queue.Queue = queue.Queue(maxsize=depth)
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            with torch.inference_mode():
+                for item in make():
+                    if not put(item):
+                        return
+            put(_END)
+        except _Stopped:
+            return
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            put(_Failure(exc))
+
+    thread = threading.Thread(target=work, name="rsbench-noise", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _BufferPool:
+    """Reusable ``[capacity, *shape]`` noise buffers; ``get`` waits while all are in use.
+
+    A waiting ``get`` gives up with :class:`_Stopped` once ``stop`` is set (the consumer failed).
+    """
+
+    def __init__(
+        self, count: int, capacity: int, shape, dtype, device, stop: threading.Event
+    ) -> None:
+        self.stop = stop
+        self.free: queue.Queue = queue.Queue()
+        for _ in range(count):
+            self.free.put(torch.empty((capacity, *shape), dtype=dtype, device=device))
+
+    def get(self) -> torch.Tensor:
+        while True:
+            try:
+                return self.free.get(timeout=0.05)
+            except queue.Empty:
+                if self.stop.is_set():
+                    raise _Stopped from None
+
+    def put(self, buffer: torch.Tensor) -> None:
+        self.free.put(buffer)
 
 
 class VoteCounter:
     """Counts a base classifier's votes on noisy copies of images.
 
     ``batch_size`` is the number of noisy samples per forward pass. After a CUDA out-of-memory error
-    the forward pass is split in halves (repeatedly, down to one sample) and the smaller size is kept;
-    the noise itself is unchanged, so the votes are the same as without the error. Any other error
-    (an illegal memory access included) propagates.
+    (``torch.OutOfMemoryError``) the forward pass is split in halves (repeatedly, down to one sample)
+    and the smaller size is kept; the noise itself is unchanged, so the votes are the same as without
+    the error. Any other error (an illegal memory access included) propagates.
+
+    ``channels_last`` hands 4-D batches to the model in channels-last memory format (the noise is
+    drawn in the default layout, so the samples are the same). ``compile`` (True, or a
+    ``torch.compile`` backend: a name or a callable) compiles the model with :func:`compile_model`; a model that is
+    already compiled is recognised and gets the same padded batch shapes. ``overlap`` (default: on
+    CPU) draws the next batch's noise in a background thread during the current forward pass.
     """
 
     def __init__(
@@ -94,20 +250,41 @@ class VoteCounter:
         batch_size: int = 1000,
         precision: str = "fp32",
         channels_last: bool = False,
+        compile: bool | str | Callable = False,
+        overlap: bool | None = None,
     ) -> None:
+        if precision not in PRECISIONS:
+            from rsbench.errors import ConfigError
+
+            raise ConfigError(
+                f"precision={precision!r} is not allowed; use one of {', '.join(PRECISIONS)}"
+            )
+        self.device = model_device(model)
+        if compile and not is_compiled(model):
+            model = compile_model(model, "inductor" if compile is True else compile)
         self.model = model
+        self.compiled = is_compiled(model)
         self.num_classes = int(num_classes)
         self.batch_size = int(batch_size)
         self.forward_batch = int(batch_size)
         self.precision = precision
         self.channels_last = channels_last
-        self.device = model_device(model)
+        self.overlap = self.device.type == "cpu" if overlap is None else bool(overlap)
+
+    # ------------------------------------------------------------------ forward
 
     def _predict(self, batch: torch.Tensor) -> torch.Tensor:
+        rows = batch.shape[0]
+        if self.compiled:
+            padded = pad_size(rows, self.forward_batch)
+            if padded != rows:
+                full = batch.new_zeros((padded, *batch.shape[1:]))
+                full[:rows] = batch
+                batch = full
         if self.channels_last and batch.dim() == 4:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with precision_context(self.precision, self.device):
-            return self.model(batch).argmax(dim=1)
+            return self.model(batch).argmax(dim=1)[:rows]
 
     def _predict_splitting(self, batch: torch.Tensor) -> torch.Tensor:
         if batch.shape[0] <= self.forward_batch:
@@ -128,6 +305,74 @@ class VoteCounter:
             [self._predict_splitting(part) for part in batch.split(self.forward_batch)]
         )
 
+    # ------------------------------------------------------------------ noise
+
+    def _noise_batches(
+        self, num: int, seeds: Sequence[int], pool: _BufferPool, capacity: int, shape, dtype
+    ) -> Iterator[_Batch]:
+        """Raw N(0, 1) draws, image by image and block by block, packed into forward batches.
+
+        Runs only serial kernels (``normal_`` with a generator) so that it may run in a thread.
+        """
+        batch = _Batch(pool.get())
+        for position, seed in enumerate(seeds):
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(int(seed))
+            left = num
+            while left > 0:
+                block = min(left, NOISE_BLOCK)
+                left -= block
+                if block <= capacity - batch.rows:  # the whole block fits: draw it in place
+                    batch.buffer[batch.rows : batch.rows + block].normal_(generator=generator)
+                    batch.pieces.append((batch.rows, block, position))
+                    batch.rows += block
+                    if batch.rows == capacity:
+                        yield batch
+                        batch = _Batch(pool.get())
+                    continue
+                draws = torch.empty((block, *shape), dtype=dtype, device=self.device)
+                draws.normal_(generator=generator)
+                start = 0
+                while start < block:
+                    take = min(block - start, capacity - batch.rows)
+                    batch.copies.append((batch.rows, draws[start : start + take]))
+                    batch.pieces.append((batch.rows, take, position))
+                    batch.rows += take
+                    start += take
+                    if batch.rows == capacity:
+                        yield batch
+                        batch = _Batch(pool.get())
+        if batch.rows:
+            yield batch
+        else:
+            pool.put(batch.buffer)
+
+    def _vote(
+        self,
+        batch: _Batch,
+        images: torch.Tensor,
+        sigma: float,
+        votes: torch.Tensor,
+        flat: torch.Tensor,
+    ) -> None:
+        """Finish one batch's noisy samples, run the model and add their votes."""
+        noisy = batch.buffer[: batch.rows]
+        for start, draws in batch.copies:
+            noisy[start : start + draws.shape[0]].copy_(draws)
+        noisy.mul_(sigma)
+        for start, rows, position in batch.pieces:
+            noisy[start : start + rows].add_(images[position])
+        predictions = self._predict_splitting(noisy)
+        owners = {position for _, _, position in batch.pieces}
+        if len(owners) == 1:
+            votes[owners.pop()].add_(torch.bincount(predictions, minlength=self.num_classes))
+            return
+        owner_ids = torch.repeat_interleave(
+            torch.tensor([p * self.num_classes for _, _, p in batch.pieces]),
+            torch.tensor([rows for _, rows, _ in batch.pieces]),
+        ).to(self.device, non_blocking=True)
+        flat.add_(torch.bincount(owner_ids + predictions, minlength=flat.numel()))
+
     @torch.inference_mode()
     def count(
         self, images: torch.Tensor, sigma: float, num: int, seeds: Sequence[int]
@@ -136,59 +381,34 @@ class VoteCounter:
         count_images = images.shape[0]
         if len(seeds) != count_images:
             raise ValueError(f"got {len(seeds)} seeds for {count_images} images")
-        votes = torch.zeros(count_images * self.num_classes, dtype=torch.int64, device=self.device)
+        votes = torch.zeros((count_images, self.num_classes), dtype=torch.int64, device=self.device)
         if count_images == 0 or num == 0:
-            return votes.view(count_images, self.num_classes).cpu()
+            return votes.cpu()
         if self.device.type == "cuda" and images.device.type == "cpu":
             images = images.pin_memory().to(self.device, non_blocking=True)
         else:
             images = images.to(self.device)
-        shape = tuple(images.shape[1:])
-        pieces: list[torch.Tensor] = []
-        owners: list[tuple[int, int]] = []  # (image position, rows) per piece
-        filled = 0
-
-        def flush() -> None:
-            nonlocal filled
-            batch = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
-            predictions = self._predict_splitting(batch)
-            if len(owners) == 1:
-                owner_ids = predictions.new_full(predictions.shape, owners[0][0])
-            else:
-                owner_ids = torch.repeat_interleave(
-                    torch.tensor([o for o, _ in owners], device=self.device),
-                    torch.tensor([r for _, r in owners], device=self.device),
-                )
-            flat = owner_ids * self.num_classes + predictions
-            votes.add_(torch.bincount(flat, minlength=votes.numel()))
-            pieces.clear()
-            owners.clear()
-            filled = 0
-
-        for position in range(count_images):
-            generator = torch.Generator(device=self.device)
-            generator.manual_seed(int(seeds[position]))
-            image = images[position]
-            left = num
-            while left > 0:
-                block = min(left, NOISE_BLOCK)
-                left -= block
-                noisy = torch.randn(
-                    (block, *shape), generator=generator, device=self.device, dtype=images.dtype
-                )
-                noisy.mul_(sigma).add_(image)
-                start = 0
-                while start < block:
-                    take = min(block - start, self.batch_size - filled)
-                    pieces.append(noisy[start : start + take])
-                    owners.append((position, take))
-                    filled += take
-                    start += take
-                    if filled == self.batch_size:
-                        flush()
-        if filled:
-            flush()
-        return votes.view(count_images, self.num_classes).cpu()
+        shape, dtype = tuple(images.shape[1:]), images.dtype
+        capacity = min(self.batch_size, count_images * num)
+        overlap = self.overlap and count_images * num > self.batch_size
+        stop = threading.Event()
+        pool = _BufferPool(3 if overlap else 1, capacity, shape, dtype, self.device, stop)
+        if overlap:
+            batches = _in_background(
+                lambda: self._noise_batches(num, seeds, pool, capacity, shape, dtype), stop
+            )
+        else:
+            batches = self._noise_batches(num, seeds, pool, capacity, shape, dtype)
+        flat = votes.view(-1)
+        try:
+            for batch in batches:
+                self._vote(batch, images, sigma, votes, flat)
+                pool.put(batch.buffer)
+        finally:
+            stop.set()
+            if overlap:
+                batches.close()  # joins the producer thread
+        return votes.cpu()
 
 
 def count_votes(

@@ -25,6 +25,7 @@ Examples:
   torchrun --nproc-per-node 4 -m rsbench certify cohen-imagenet-resnet50-s0.50 --protocol cohen
   python -m torch.distributed.run --nproc-per-node 2 -m rsbench certify embedded-fmnist-s0.50 --num-samples 500
   rsbench certify embedded-fmnist-dual --dry-run    # plan and cost estimate, certifies nothing
+  rsbench certify cohen-cifar10-resnet110-s0.25 --device cuda --precision bf16 --channels-last --compile
 
 Running the same command again resumes the run where it stopped; a changed configuration starts a
 new run directory under --out.
@@ -65,9 +66,9 @@ def _common_options(func):
             "--batch",
             "batch_size",
             type=int,
-            default=1000,
-            show_default=True,
-            help="Noisy samples per forward pass (does not change results).",
+            default=None,
+            help="Noisy samples per forward pass; halved automatically after a CUDA out-of-memory "
+            "error (does not change results) [default: 1000].",
         ),
         click.option("--seed", type=int, default=0, show_default=True, help="Run seed."),
         click.option(
@@ -78,7 +79,21 @@ def _common_options(func):
             type=click.Choice(["fp32", "tf32", "bf16", "fp16"]),
             default="fp32",
             show_default=True,
-            help="Forward precision.",
+            help="Forward precision: fp32 (exact), tf32 (TF32 matmuls on CUDA), bf16/fp16 "
+            "(autocast). Lower precision can change votes; it is part of the run identity.",
+        ),
+        click.option(
+            "--channels-last",
+            is_flag=True,
+            help="Run the networks in channels-last memory format (faster convolutions on GPUs "
+            "with bf16/fp16; part of the run identity, as float rounding can differ).",
+        ),
+        click.option(
+            "--compile",
+            "compile_models",
+            is_flag=True,
+            help="torch.compile the networks (static shapes; partial batches are padded, so a run "
+            "compiles each network a few times; part of the run identity).",
         ),
         click.option(
             "--out",
@@ -133,8 +148,8 @@ def _common_options(func):
             "--threads",
             type=int,
             default=None,
-            help="CPU threads for torch (default: torch's; the embedded default run uses 1, which "
-            "is faster for its small networks on a busy machine).",
+            help="CPU threads for torch (default: torch's; the embedded default run uses 1: its "
+            "small networks gain little from a second thread, which the noise thread uses).",
         ),
         click.option(
             "--dry-run", is_flag=True, help="Print the plan and a cost estimate; certify nothing."
@@ -169,6 +184,8 @@ def certify(ids: tuple[str, ...], sigma: float | None, **options: Any) -> None:
         options["protocol"] = runner.EMBEDDED_DEFAULT_PROTOCOL
     if embedded and options["threads"] is None:
         options["threads"] = runner.EMBEDDED_DEFAULT_THREADS
+    if options["batch_size"] is None:
+        options["batch_size"] = runner.EMBEDDED_DEFAULT_BATCH if embedded else runner.DEFAULT_BATCH
     jobs = [(model_id, sigma, options["protocol"] or "cpu") for model_id in ids]
     run_jobs(jobs, options, leaderboard=not options["no_leaderboard"])
 
@@ -219,6 +236,9 @@ def run_jobs(
             data_root=options["data_root"],
             alpha_router_fraction=options["alpha_router_fraction"],
             sigma_router=options["sigma_router"],
+            channels_last=bool(options.get("channels_last", False)),
+            compile=bool(options.get("compile_models", False)),
+            threads=options.get("threads"),
         )
         prepared_runs.append(
             runner.prepare(config, zoo, options["out_dir"], download=options.get("download", False))
@@ -425,6 +445,8 @@ _SWEEP_OPTIONS = {
     "seed",
     "device",
     "precision",
+    "channels_last",
+    "compile",
     "out",
     "shard",
     "zoo",
@@ -492,7 +514,8 @@ A sweep file:
   ids: [cohen-cifar10-resnet110-s0.25, cohen-cifar10-resnet110-s0.50]
   sigmas: [0.25, 0.5]      # optional; default: each expert's train_sigma (dual ids: the entry's)
   protocols: [cohen]       # optional; default: cpu
-  options: {batch: 1000, out: results, seed: 0}   # any certify option, spelled with _
+  options: {batch: 1000, out: results, seed: 0, precision: bf16, channels_last: true}
+                           # any certify option, spelled with _
 Every id x sigma x protocol is one run; finished runs are skipped.
 """
 
@@ -528,6 +551,8 @@ def sweep(
     no_leaderboard: bool,
 ) -> None:
     """Run a grid of certifications (ids x sigmas x protocols) from a sweep YAML file."""
+    from rsbench.runner import DEFAULT_BATCH
+
     spec = load_sweep(sweep_file)
     opts = dict(spec["options"])
     options: dict[str, Any] = {
@@ -539,10 +564,12 @@ def sweep(
         "stride": opts.get("stride"),
         "limit": opts.get("limit"),
         "indices": _indices_text(opts.get("indices")),
-        "batch_size": opts.get("batch", 1000),
+        "batch_size": opts.get("batch", DEFAULT_BATCH),
         "seed": opts.get("seed", 0),
         "device": device or opts.get("device", "auto"),
         "precision": opts.get("precision", "fp32"),
+        "channels_last": bool(opts.get("channels_last", False)),
+        "compile_models": bool(opts.get("compile", False)),
         "out_dir": out_dir or opts.get("out", "results"),
         "shard": shard or opts.get("shard", "0/1"),
         "zoo_paths": tuple(_as_list(opts.get("zoo"))) + tuple(zoo_paths),
