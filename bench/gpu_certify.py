@@ -7,9 +7,12 @@ loop, the speed-up over fp32, and peak GPU memory. Needs only this repository an
 torch, numpy and scipy (no install, no network):
 
     PYTHONPATH=. python3 bench/gpu_certify.py                 # or: bash bench/gpu.sh
-    PYTHONPATH=. python3 bench/gpu_certify.py --images 2 --n 2000 --device cpu   # smoke test
+    PYTHONPATH=. python3 bench/gpu_certify.py --device cpu --arch fmnist_cnn --images 2 --n 200 \
+        --batch 100 --options fp32,bf16+cl                      # smoke test on a CPU
 
-Stops starting new options once ``--budget`` seconds have passed. Never asserts a time.
+``--compile`` options use :func:`rsbench.sampling.compile_model` (static shapes) and warm up on the
+batch shapes of the timed run, so no compilation is timed. Stops starting new options once
+``--budget`` seconds have passed. Never asserts a time.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 
 from rsbench.archs import build_architecture
 from rsbench.models import InputLayer
-from rsbench.sampling import precision_context
+from rsbench.sampling import compile_model, precision_context
 from rsbench.smoothing import SmoothedClassifier
 
 CIFAR_MEAN, CIFAR_STD = [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]
@@ -44,16 +47,17 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def make_model(device: torch.device, channels_last: bool, compile_model: bool):
+def make_model(device: torch.device, arch: str, channels_last: bool, compiled: bool):
+    """The normalised network on ``device``, channels-last and/or compiled as asked."""
     torch.manual_seed(0)
-    net = build_architecture("cifar_resnet110", 10, (3, 32, 32))
+    net = build_architecture(arch, 10, (3, 32, 32))
     model = (
         torch.nn.Sequential(InputLayer("normalize", CIFAR_MEAN, CIFAR_STD), net).eval().to(device)
     )
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if compile_model:
-        model = torch.compile(model)
+    if compiled:
+        model = compile_model(model)
     return model
 
 
@@ -88,6 +92,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--arch", default="cifar_resnet110", help="network (default ResNet-110)")
+    parser.add_argument(
+        "--options",
+        default=",".join(o[0] for o in OPTIONS),
+        help="comma-separated subset of: " + ", ".join(o[0] for o in OPTIONS),
+    )
     parser.add_argument(
         "--budget", type=float, default=420.0, help="seconds after which no new option starts"
     )
@@ -96,19 +106,26 @@ def main() -> None:
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(
-        f"device: {name}; torch {torch.__version__}; {args.images} images, n0=100, n={args.n}, batch {args.batch}"
+        f"device: {name}; torch {torch.__version__}; {args.arch}; {args.images} images, n0=100, "
+        f"n={args.n}, batch {args.batch}"
     )
+    wanted = [o.strip() for o in args.options.split(",") if o.strip()]
+    unknown = set(wanted) - {o[0] for o in OPTIONS}
+    if unknown:
+        raise SystemExit(f"unknown option(s) {sorted(unknown)}; known: {[o[0] for o in OPTIONS]}")
     images = torch.rand(args.images, 3, 32, 32)
     total = args.images * (100 + args.n)
     rows, started = [], time.perf_counter()
     header = f"{'option':<17}{'img/s':>9}{'s/img':>9}{'samples/s':>12}{'bare/s':>12}{'vs bare':>9}{'vs fp32':>9}{'peak GiB':>10}"
     print(header)
-    for label, precision, channels_last, compile_model in OPTIONS:
+    for label, precision, channels_last, compiled in OPTIONS:
+        if label not in wanted:
+            continue
         if time.perf_counter() - started > args.budget:
             print(f"{label:<17} skipped (time budget of {args.budget:.0f} s spent)")
             continue
         try:
-            model = make_model(device, channels_last, compile_model)
+            model = make_model(device, args.arch, channels_last, compiled)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             bare = bare_rate(
@@ -127,15 +144,23 @@ def main() -> None:
                 precision=precision,
                 channels_last=channels_last,
             )
-            smoothed.certify_batch(images[:1], n0=100, n=args.batch, alpha=0.001, seed=1)  # warm-up
+            # warm-up on the timed run's shapes: its selection batch, then full estimation batches
+            warm_n = -(-args.batch // args.images)
+            smoothed.certify_batch(images, n0=100, n=warm_n, alpha=0.001, seed=1)
             synchronize(device)
             start = time.perf_counter()
             smoothed.certify_batch(images, n0=100, n=args.n, alpha=0.001, seed=0)
             synchronize(device)
             seconds = time.perf_counter() - start
+            smoothed_batch = smoothed.counter.forward_batch  # smaller after an out-of-memory
         except Exception as exc:  # report and go on with the next option
-            print(f"{label:<17} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+            first = (str(exc).strip().splitlines() or [""])[0][:120]
+            print(f"{label:<17} failed: {type(exc).__name__}: {first}")
             continue
+        finally:
+            model = smoothed = None
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
         peak = (
             torch.cuda.max_memory_allocated(device) / 2**30
             if device.type == "cuda"
@@ -144,7 +169,8 @@ def main() -> None:
         row = {
             "option": label, "images_per_s": args.images / seconds, "s_per_image": seconds / args.images,
             "samples_per_s": total / seconds, "bare_samples_per_s": bare, "ratio_vs_bare": total / seconds / bare,
-            "peak_gib": peak, "device": name, "n": args.n, "batch": args.batch,
+            "peak_gib": peak, "device": name, "n": args.n, "batch": args.batch, "arch": args.arch,
+            "torch": torch.__version__, "forward_batch": smoothed_batch,
         }  # fmt: skip
         fp32 = next((r for r in rows if r["option"] == "fp32"), None)
         row["speedup_vs_fp32"] = row["samples_per_s"] / fp32["samples_per_s"] if fp32 else 1.0

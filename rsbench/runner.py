@@ -53,6 +53,10 @@ EMBEDDED_DEFAULT_PROTOCOL = "cpu"
 #: torch CPU threads of the embedded default run (results/perf.md): its small networks gain little
 #: from a second intra-op thread, and the engine's noise thread uses the second core instead.
 EMBEDDED_DEFAULT_THREADS = 1
+#: Architectures for which CPU runs default to :data:`EMBEDDED_DEFAULT_THREADS` torch threads: the
+#: small networks measured in results/perf.md (a second intra-op thread gains little when the
+#: machine is idle and costs 5-20x when another process holds a core).
+SMALL_CPU_ARCHS = ("fmnist_cnn", "mlp")
 #: Noisy samples per forward pass of the embedded default run (results/perf.md).
 EMBEDDED_DEFAULT_BATCH = 1000
 #: Default noisy samples per forward pass (``--batch``).
@@ -310,7 +314,11 @@ def resolve_config(
         precision=precision,
         channels_last=bool(channels_last),
         compile=bool(compile),
-        threads=check_count(threads, "threads") if threads is not None else None,
+        threads=(
+            check_count(threads, "threads")
+            if threads is not None
+            else default_threads(entry, zoo, resolve_device(device))
+        ),
         batch_size=check_count(batch_size, "batch"),
         device=resolve_device(device),
         chunk_size=check_count(chunk_size, "chunk_size"),
@@ -358,6 +366,38 @@ def resolve_config(
         alpha_router_fraction=fraction,
         **common,
     )
+
+
+def default_threads(entry, zoo, device: str) -> int | None:
+    """Torch CPU threads for a run that does not set them: 1 on CPU when every network of the run
+    is one of :data:`SMALL_CPU_ARCHS`, else None (torch's default)."""
+    if device_type(device) != "cpu":
+        return None
+    if entry.kind == "dual":
+        if zoo is None:
+            return None
+        networks = [zoo.get(entry.router)] + [zoo.get(e) for e in entry.experts]
+    else:
+        networks = [entry]
+    if all(getattr(e, "arch", None) in SMALL_CPU_ARCHS for e in networks):
+        return EMBEDDED_DEFAULT_THREADS
+    return None
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the body with ``threads`` torch CPU threads (None: unchanged), then restore the count."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------------ progress
@@ -1033,9 +1073,7 @@ def run_certification(
     import torch
 
     prepared = prepared or prepare(config, zoo, out_dir)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    with distributed(config.device) as info:
+    with torch_threads(config.threads), distributed(config.device) as info:
         device = rank_device(config.device, info)
         if device_type(device) == "cuda":
             torch.cuda.set_device(torch.device(device))

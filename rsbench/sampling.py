@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import logging
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -106,12 +107,14 @@ def compile_model(model: nn.Module, backend: str | Callable = "inductor") -> nn.
 
 
 def is_compiled(model: nn.Module) -> bool:
-    """Whether ``model`` is a ``torch.compile`` wrapper (an ``OptimizedModule``)."""
-    try:
-        from torch._dynamo.eval_frame import OptimizedModule
-    except ImportError:  # pragma: no cover - torch without dynamo
-        return False
-    return isinstance(model, OptimizedModule)
+    """Whether ``model`` is a ``torch.compile`` wrapper (an ``OptimizedModule``).
+
+    Does not import ``torch._dynamo`` (over a second and 150 MB): a model can only be compiled
+    when it has been imported already.
+    """
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    wrapper = getattr(eval_frame, "OptimizedModule", None)
+    return wrapper is not None and isinstance(model, wrapper)
 
 
 def pad_size(rows: int, forward_batch: int) -> int:
@@ -353,9 +356,9 @@ class VoteCounter:
         images: torch.Tensor,
         sigma: float,
         votes: torch.Tensor,
-        flat: torch.Tensor,
+        ones: torch.Tensor,
     ) -> None:
-        """Finish one batch's noisy samples, run the model and add their votes."""
+        """Finish one batch's noisy samples, run the model and add their votes to ``votes``."""
         noisy = batch.buffer[: batch.rows]
         for start, draws in batch.copies:
             noisy[start : start + draws.shape[0]].copy_(draws)
@@ -363,15 +366,17 @@ class VoteCounter:
         for start, rows, position in batch.pieces:
             noisy[start : start + rows].add_(images[position])
         predictions = self._predict_splitting(noisy)
+        # index_add_ of ones: exact for integers, and (unlike bincount) no device sync on CUDA
+        ones = ones[: batch.rows]
         owners = {position for _, _, position in batch.pieces}
         if len(owners) == 1:
-            votes[owners.pop()].add_(torch.bincount(predictions, minlength=self.num_classes))
+            votes[owners.pop()].index_add_(0, predictions, ones)
             return
-        owner_ids = torch.repeat_interleave(
+        offsets = torch.repeat_interleave(
             torch.tensor([p * self.num_classes for _, _, p in batch.pieces]),
             torch.tensor([rows for _, rows, _ in batch.pieces]),
         ).to(self.device, non_blocking=True)
-        flat.add_(torch.bincount(owner_ids + predictions, minlength=flat.numel()))
+        votes.view(-1).index_add_(0, offsets + predictions, ones)
 
     @torch.inference_mode()
     def count(
@@ -399,10 +404,10 @@ class VoteCounter:
             )
         else:
             batches = self._noise_batches(num, seeds, pool, capacity, shape, dtype)
-        flat = votes.view(-1)
+        ones = torch.ones(capacity, dtype=torch.int64, device=self.device)
         try:
             for batch in batches:
-                self._vote(batch, images, sigma, votes, flat)
+                self._vote(batch, images, sigma, votes, ones)
                 pool.put(batch.buffer)
         finally:
             stop.set()

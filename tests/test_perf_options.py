@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -246,3 +247,37 @@ def test_cli_records_precision_and_channels_last(zoo_file, tmp_path) -> None:
     help_text = CliRunner().invoke(certify, ["--help"]).output
     for option in ("--precision", "--channels-last", "--compile", "--batch", "--threads"):
         assert option in help_text
+
+
+def test_gpu_benchmark_script_runs_on_cpu(tmp_path) -> None:
+    """bench/gpu_certify.py (what bench/gpu.sh runs on a GPU) works end to end, here on a CPU."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "gpu.json"
+    cmd = [sys.executable, str(root / "bench" / "gpu_certify.py"), "--device", "cpu"]
+    cmd += ["--arch", "fmnist_cnn", "--images", "2", "--n", "200", "--batch", "100"]
+    cmd += ["--options", "fp32,bf16+cl", "--json", str(out)]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)}
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert [r["option"] for r in rows] == ["fp32", "bf16+cl"]
+    assert all(r["samples_per_s"] > 0 and r["ratio_vs_bare"] > 0 for r in rows)
+
+
+def test_small_networks_default_to_one_thread_on_cpu(zoo) -> None:
+    root = Path(__file__).resolve().parents[1]
+    embedded = load_zoo([root / "rsbench" / "embedded" / "zoo-entries.yaml"])
+    expert = embedded.get("embedded-fmnist-s0.50")  # fmnist_cnn
+    assert runner.default_threads(expert, embedded, "cpu") == runner.EMBEDDED_DEFAULT_THREADS == 1
+    assert runner.default_threads(expert, embedded, "cuda:0") is None
+    assert runner.default_threads(zoo.get("tiny-dual"), zoo, "cpu") is None  # a user arch
+    config = runner.resolve_config(expert, zoo=embedded, protocol="cpu", device="cpu")
+    assert config.threads == 1 and "threads" not in config.identity_fields()
+    before = torch.get_num_threads()
+    with runner.torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

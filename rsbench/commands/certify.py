@@ -148,8 +148,9 @@ def _common_options(func):
             "--threads",
             type=int,
             default=None,
-            help="CPU threads for torch (default: torch's; the embedded default run uses 1: its "
-            "small networks gain little from a second thread, which the noise thread uses).",
+            help="CPU threads for torch (default: 1 on CPU for the small fmnist_cnn/mlp networks, "
+            "e.g. the embedded default run, whose noise thread uses a second core; torch's "
+            "default otherwise). See results/perf.md.",
         ),
         click.option(
             "--dry-run", is_flag=True, help="Print the plan and a cost estimate; certify nothing."
@@ -399,9 +400,10 @@ def _throughput(prepared) -> tuple[float | None, str]:
         and not weights.is_cached(first)
     ):
         return None, "weights not cached"
-    certifier, _ = runner.build_certifier(prepared, prepared.config.device)
-    image = prepared.dataset.images([prepared.positions[0]])[0]
-    return runner.measure_throughput(certifier, image, seconds=0.5), ""
+    with runner.torch_threads(prepared.config.threads):
+        certifier, _ = runner.build_certifier(prepared, prepared.config.device)
+        image = prepared.dataset.images([prepared.positions[0]])[0]
+        return runner.measure_throughput(certifier, image, seconds=0.5), ""
 
 
 def _duration(seconds: float) -> str:
