@@ -429,3 +429,14 @@ def test_cli_router_then_finetune_writes_new_entries_only(tmp_path, tiny_experts
     assert len(certs) == 2
     with pytest.raises(ZooError, match="already exists"):
         finetune_dual(config, tmp_path / "ct", zoo_file, zoo_paths=[tiny_experts])
+
+
+def test_pooled_mlp_router_is_small_and_loads_by_name() -> None:
+    from rsbench.archs import build_architecture
+
+    net = build_architecture("rsbench.train.router:pooled_mlp", 3, (1, 28, 28))
+    assert sum(p.numel() for p in net.parameters()) == 49 * 128 + 128 + 128 * 3 + 3
+    x = torch.rand(5, 1, 28, 28)
+    assert net(x).shape == (5, 3)
+    # the pooling averages 4x4 blocks: a constant image gives the same features as its 7x7 version
+    assert torch.allclose(net[:2](torch.full((1, 1, 28, 28), 0.3)), torch.full((1, 49), 0.3))
