@@ -198,7 +198,7 @@ NOTES = """
 - Router network: `mlp` (784-256-128-3) costs about half of an expert's `fmnist_cnn` forward
   (CPU per 1,000 samples, one thread: noise 3.2 ms, fmnist_cnn 10.7 ms, mlp 5.7 ms), so its dual
   took 1.51x (CPU 1.54x) the time of one expert. The shipped router,
-  `rsbench.train.router:pooled_mlp` (4x4 average pooling, 49-128-3, 6,787 parameters, 27 KB),
+  `pooled_mlp` (4x4 average pooling, 49-128-3, 6,787 parameters, 27 KB),
   is nearly free: predicted 1 + 3.2 / (3.2 + 10.7) = 1.23x, measured above; its choices are as
   good (largest shortfall 7.0 pts vs 7.4). What remains of the ratio is the router's own noise.
 - Co-training (one round, `rsbench train finetune`): the router assigned 0% / 26.8% / 73.2% of the
@@ -207,7 +207,7 @@ NOTES = """
   and router were redone. Its largest shortfall (6.8 pts) is within one image of the off-the-shelf
   dual's (7.0; one image is 0.2 pts) but it is lower at 6 of the 9 radii (e.g. 59.8% vs 63.2% at
   r = 0.75), so it is not shipped; its rows stay in results/embedded/ and `rsbench train finetune
-  embedded-fmnist-dual --arch rsbench.train.router:pooled_mlp --lr 0.003 --temperature 0.05` with
+  embedded-fmnist-dual --arch pooled_mlp --lr 0.003 --temperature 0.05` with
   `--zoo rsbench/embedded/zoo-entries.yaml --zoo rsbench/embedded/dual-entries.yaml --zoo-file
   runs/embedded-ct/ct-entries.yaml --out runs/embedded-ct` rebuilds it (deterministic).
 """

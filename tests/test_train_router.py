@@ -434,7 +434,7 @@ def test_cli_router_then_finetune_writes_new_entries_only(tmp_path, tiny_experts
 def test_pooled_mlp_router_is_small_and_loads_by_name() -> None:
     from rsbench.archs import build_architecture
 
-    net = build_architecture("rsbench.train.router:pooled_mlp", 3, (1, 28, 28))
+    net = build_architecture("pooled_mlp", 3, (1, 28, 28))
     assert sum(p.numel() for p in net.parameters()) == 49 * 128 + 128 + 128 * 3 + 3
     x = torch.rand(5, 1, 28, 28)
     assert net(x).shape == (5, 3)

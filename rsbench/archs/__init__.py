@@ -2,7 +2,7 @@
 
 A name is one of:
 
-* a registry name (``cifar_resnet20``, ``cifar_resnet110``, ``resnet50``, ``fmnist_cnn``, ``mlp``, ...);
+* a registry name (``cifar_resnet20``, ``cifar_resnet110``, ``resnet50``, ``fmnist_cnn``, ``mlp``, ``pooled_mlp``, ...);
 * ``timm:<model name>`` (``timm.create_model(name, num_classes=...)``);
 * ``torchvision:<model name>`` (``torchvision.models.get_model(name, num_classes=...)``);
 * a user's ``package.module:callable`` or ``path/to/file.py:callable``.
@@ -29,6 +29,7 @@ ARCHITECTURES: dict[str, str] = {
     "resnet50": "rsbench.archs.imagenet:resnet50",
     "fmnist_cnn": "rsbench.archs.small:fmnist_cnn",
     "mlp": "rsbench.archs.small:mlp",
+    "pooled_mlp": "rsbench.archs.small:pooled_mlp",
 }
 
 

@@ -345,7 +345,7 @@ def _report_router(result) -> None:
 Examples:
   # the embedded dual model's recipe over the three embedded Fashion-MNIST experts
   rsbench train router embedded-fmnist-s0.25 embedded-fmnist-s0.50 embedded-fmnist-s1.00 \\
-      --arch rsbench.train.router:pooled_mlp --lr 0.003 --temperature 0.05 \\
+      --arch pooled_mlp --lr 0.003 --temperature 0.05 \\
       --id my-fmnist-router --dual-id my-fmnist-dual --out runs/router --zoo-file my_zoo.yaml
   # then: rsbench certify my-fmnist-dual --zoo my_zoo.yaml
   # Cohen's CIFAR-10 experts, labels on 10,000 training images, on a GPU

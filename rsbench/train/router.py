@@ -388,34 +388,6 @@ def router_loss(
     return loss, parts
 
 
-def pooled_mlp(
-    num_classes: int,
-    input_shape: Sequence[int] | None = None,
-    pool: int = 4,
-    hidden: int = 128,
-) -> nn.Sequential:
-    """A router network that costs almost nothing next to an expert: average-pool, then a small MLP.
-
-    ``pool x pool`` average pooling (28x28 -> 7x7 for Fashion-MNIST) also averages the router's
-    Gaussian noise down by a factor ``pool`` per pooled pixel; then one hidden ReLU layer of
-    ``hidden`` units and ``num_classes`` (= number of experts) logits. For 1x28x28 inputs and 3
-    experts: 6,787 parameters and about 7,000 multiply-adds per sample (``fmnist_cnn``: ~250,000),
-    so the router stage of a dual certificate costs little more than its noise. Use it in a zoo
-    entry as ``arch: rsbench.train.router:pooled_mlp``.
-    """
-    channels, height, width = (int(s) for s in (input_shape or (1, 28, 28)))
-    if height < pool or width < pool:
-        raise ConfigError(f"input {height}x{width} is smaller than the pooling window {pool}")
-    features = channels * (height // pool) * (width // pool)
-    return nn.Sequential(
-        nn.AvgPool2d(pool),
-        nn.Flatten(),
-        nn.Linear(features, hidden),
-        nn.ReLU(),
-        nn.Linear(hidden, num_classes),
-    )
-
-
 # ------------------------------------------------------------------------------------------------
 # configuration
 
