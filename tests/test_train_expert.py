@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from rsbench.errors import ConfigError, WeightsError
-from rsbench.train.expert import ExpertTrainConfig, TrainEvent, paths_for, sha256_file, train_expert
+from rsbench.train.expert import ExpertTrainConfig, TrainEvent, paths_for, train_expert
+from rsbench.weights import sha256_file
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "rsbench" / "embedded"
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")

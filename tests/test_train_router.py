@@ -263,7 +263,7 @@ def _router_config(tmp_path: Path, **overrides) -> RouterTrainConfig:
 
 def test_router_trains_writes_entries_and_dual_certifies(tmp_path, tiny_experts) -> None:
     from rsbench.dual import DualSmoothed, load_dual
-    from rsbench.train.expert import sha256_file
+    from rsbench.weights import sha256_file
     from rsbench.zoo import load_zoo, read_zoo_file
 
     zoo_file = tmp_path / "routers.yaml"

@@ -31,7 +31,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +41,15 @@ import torch
 from torch import nn
 
 from rsbench.errors import ConfigError, check_count, check_sigma
+from rsbench.train.common import (
+    atomic_write,
+    epoch_seed,
+    make_optimizer,
+    make_scheduler,
+    package_relative,
+    zoo_dataset_name,
+)
+from rsbench.weights import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -135,35 +143,6 @@ class TrainResult:
 # helpers
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    digest = hashlib.blake2b(f"rsbench-train:{int(seed)}:{int(epoch)}".encode(), digest_size=8)
-    return int.from_bytes(digest.digest(), "little") >> 1
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _validate(config: ExpertTrainConfig) -> None:
     check_sigma(config.train_sigma, "train_sigma")
     check_count(config.epochs, "epochs")
@@ -191,21 +170,6 @@ def _default_input_layer(dataset: str) -> dict[str, Any]:
     return {"type": "normalize", "mean": list(info.mean), "std": list(info.std)}
 
 
-def _zoo_dataset(name: str) -> str:
-    return "fashion-mnist" if name == "fashion-mnist-embedded" else name
-
-
-def _package_relative(path: Path) -> str | None:
-    """``path`` relative to the installed rsbench package folder, or ``None`` if outside it."""
-    import rsbench
-
-    package = Path(rsbench.__file__).resolve().parent
-    try:
-        return path.resolve().relative_to(package).as_posix()
-    except ValueError:
-        return None
-
-
 def build_entry(
     config: ExpertTrainConfig,
     weights: Path,
@@ -218,7 +182,7 @@ def build_entry(
     from rsbench.zoo import parse_entry
 
     info = dataset_info(config.dataset)
-    package_path = _package_relative(weights)
+    package_path = package_relative(weights)
     if package_path is not None:
         source = {"type": "package", "path": package_path}
     elif zoo_file is not None:
@@ -250,7 +214,7 @@ def build_entry(
     raw = {
         "id": config.resolved_id(),
         "kind": "expert",
-        "dataset": _zoo_dataset(config.dataset),
+        "dataset": zoo_dataset_name(config.dataset),
         "description": (
             f"{config.arch} trained by rsbench with Gaussian noise augmentation at "
             f"train_sigma {config.train_sigma:g} on {config.dataset}/{config.split}"
@@ -314,28 +278,6 @@ def _augment(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> 
         crop = padded[i, :, dy : dy + height, dx : dx + width]
         out[i] = crop.flip(-1) if flips[i] else crop
     return out
-
-
-def _make_optimizer(config: ExpertTrainConfig, params) -> torch.optim.Optimizer:
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(
-        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-
-
-def _make_scheduler(config: ExpertTrainConfig, optimizer, steps_per_epoch: int):
-    total = config.epochs * steps_per_epoch
-    if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
-        )
-    if config.schedule == "step":
-        size = config.step_size * steps_per_epoch
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: config.gamma ** (step // size)
-        )
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
 def _batches(dataset, indices: torch.Tensor, batch_size: int, num_workers: int):
@@ -406,7 +348,7 @@ def save_weights(state_dict: dict[str, torch.Tensor], path: Path, config: Expert
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     info = {"id": config.resolved_id(), "seed": config.seed, "train_sigma": config.train_sigma}
     metadata = {"rsbench": json.dumps(info, sort_keys=True)}
-    _atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     return sha256_file(path)
 
 
@@ -464,9 +406,9 @@ def train_expert(
     entry = build_entry(config, paths["weights"], None, zoo_path)
     model = build_model(entry).to(device)
     net = model[1]
-    optimizer = _make_optimizer(config, model.parameters())
+    optimizer = make_optimizer(config, model.parameters())
     steps = math.ceil(size / config.batch_size)
-    scheduler = _make_scheduler(config, optimizer, steps)
+    scheduler = make_scheduler(config, optimizer, steps)
     history: list[dict[str, Any]] = []
     start_epoch = 0
     resumed_from = None
@@ -493,7 +435,7 @@ def train_expert(
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(start_epoch, config.epochs):
         model.train()
-        generator = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))
+        generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
         order = torch.randperm(size, generator=generator)
         total_loss, correct, seen = 0.0, 0, 0
         for step, (images, labels) in enumerate(
@@ -556,7 +498,7 @@ def train_expert(
             "torch_rng": torch.get_rng_state(),
             "history": json.dumps(history),
         }
-        _atomic_write(paths["checkpoint"], lambda tmp, state=state: torch.save(state, tmp))
+        atomic_write(paths["checkpoint"], lambda tmp, state=state: torch.save(state, tmp))
         emit(
             TrainEvent(
                 "epoch",
@@ -594,7 +536,7 @@ def train_expert(
         "torch": str(torch.__version__),
         "threads": torch.get_num_threads(),
     }
-    _atomic_write(
+    atomic_write(
         paths["record"], lambda tmp: tmp.write_text(json.dumps(run_record, indent=2) + "\n")
     )
     if zoo_path is not None:

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from rsbench.errors import ConfigError, ZooError, check_count
-from rsbench.train.expert import _atomic_write, sha256_file
+from rsbench.train.common import atomic_write
 from rsbench.train.router import (
     Progress,
     RouterEvent,
@@ -55,6 +55,7 @@ from rsbench.train.router import (
     train_router,
     training_data,
 )
+from rsbench.weights import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,7 @@ def finetune_expert(
     ``round(batch_size * (1 - replay))`` assigned images plus enough images drawn at random from
     ``others`` to fill ``batch_size``. Adam at ``lr``, constant. Returns per-epoch loss / accuracy.
     """
-    from rsbench.train.expert import _epoch_seed
+    from rsbench.train.common import epoch_seed
 
     emit = progress or (lambda event: None)
     assigned_t = torch.as_tensor(list(assigned), dtype=torch.long)
@@ -213,7 +214,7 @@ def finetune_expert(
     emit(RouterEvent("finetune-start", expert=name, epochs=epochs, steps=steps))
     for epoch in range(epochs):
         model.train()
-        generator = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
+        generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
         order = assigned_t[torch.randperm(len(assigned_t), generator=generator)]
         total, correct, seen = 0.0, 0, 0
         for step, start in enumerate(range(0, len(order), own), start=1):
@@ -369,7 +370,7 @@ def finetune_dual(
         weights = out / f"{new_id}.safetensors"
         tensors = {n: v.detach().cpu().contiguous() for n, v in model[1].state_dict().items()}
         meta = {"rsbench": json.dumps({"id": new_id, "finetuned_from": entry.id}, sort_keys=True)}
-        _atomic_write(weights, lambda tmp, t=tensors, m=meta: save_file(t, str(tmp), metadata=m))
+        atomic_write(weights, lambda tmp, t=tensors, m=meta: save_file(t, str(tmp), metadata=m))
         raw = entry.to_yaml_dict()
         raw.pop("reported", None)
         raw.update(

@@ -67,19 +67,16 @@ import torch
 from torch import nn
 
 from rsbench.errors import ConfigError, check_alpha, check_count, check_sigma
-
-# Shared helpers of the expert trainer (some are private there; reused, not copied).
-from rsbench.train.expert import (
-    OPTIMIZERS,
-    SCHEDULES,
-    _atomic_write,
-    _epoch_seed,
-    _make_optimizer,
-    _make_scheduler,
-    _package_relative,
-    _zoo_dataset,
-    sha256_file,
+from rsbench.train.common import (
+    atomic_write,
+    epoch_seed,
+    make_optimizer,
+    make_scheduler,
+    package_relative,
+    zoo_dataset_name,
 )
+from rsbench.train.expert import OPTIMIZERS, SCHEDULES
+from rsbench.weights import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +244,7 @@ def label_radii(
     folder.mkdir(parents=True, exist_ok=True)
     key_file = folder / "key.json"
     if not key_file.is_file():
-        _atomic_write(key_file, lambda tmp: tmp.write_text(json.dumps(key, indent=2) + "\n"))
+        atomic_write(key_file, lambda tmp: tmp.write_text(json.dumps(key, indent=2) + "\n"))
     wanted = [int(i) for i in indices]
     cached = read_label_cache(folder)
     have = set(cached.index.tolist())
@@ -286,7 +283,7 @@ def label_radii(
             }
         )
         path = folder / f"idx-{group[0]:09d}-{group[-1]:09d}.parquet"
-        _atomic_write(path, lambda tmp, frame=frame: frame.to_parquet(tmp, index=False))
+        atomic_write(path, lambda tmp, frame=frame: frame.to_parquet(tmp, index=False))
         new_frames.append(frame.set_index("index"))
         computed += len(group)
         done += len(group)
@@ -621,7 +618,7 @@ def training_data(config: RouterTrainConfig, zoo_dataset: str):
     from rsbench.data import load_dataset
 
     name = config.dataset or zoo_dataset
-    if _zoo_dataset(name) != zoo_dataset:
+    if zoo_dataset_name(name) != zoo_dataset:
         raise ConfigError(
             f"dataset {name!r} does not match the experts' dataset {zoo_dataset!r}; "
             "label and train on the experts' own data"
@@ -691,7 +688,7 @@ def label_summary(radii: np.ndarray, experts: Sequence[str]) -> dict[str, Any]:
 
 
 def _source(weights: Path, zoo_file: Path | None) -> dict[str, str]:
-    package_path = _package_relative(weights)
+    package_path = package_relative(weights)
     if package_path is not None:
         return {"type": "package", "path": package_path}
     if zoo_file is not None:
@@ -844,9 +841,9 @@ def fit_router(
     best = torch.as_tensor(best_expert(radii))
     size = images.shape[0]
     net = model[1]
-    optimizer = _make_optimizer(config, model.parameters())  # type: ignore[arg-type]
+    optimizer = make_optimizer(config, model.parameters())  # type: ignore[arg-type]
     steps = math.ceil(size / config.batch_size)
-    scheduler = _make_scheduler(config, optimizer, steps)  # type: ignore[arg-type]
+    scheduler = make_scheduler(config, optimizer, steps)  # type: ignore[arg-type]
     history: list[dict[str, Any]] = []
     start_epoch = 0
     resumed_from = None
@@ -877,7 +874,7 @@ def fit_router(
     m = int(config.copies)
     for epoch in range(start_epoch, config.epochs):
         model.train()
-        generator = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))
+        generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
         order = torch.randperm(size, generator=generator)
         sums = {"loss": 0.0, "ce": 0.0, "kl": 0.0, "entropy": 0.0}
         agree, seen = 0, 0
@@ -933,7 +930,7 @@ def fit_router(
                 "torch_rng": torch.get_rng_state(),
                 "history": json.dumps(history),
             }
-            _atomic_write(checkpoint, lambda tmp, state=state: torch.save(state, tmp))
+            atomic_write(checkpoint, lambda tmp, state=state: torch.save(state, tmp))
         emit(
             RouterEvent(
                 "epoch",
@@ -1021,7 +1018,7 @@ def train_router(
             sort_keys=True,
         )
     }
-    _atomic_write(paths["weights"], lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    atomic_write(paths["weights"], lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     digest = sha256_file(paths["weights"])
     recipe = _recipe(config, experts, stats)
     if history:
@@ -1043,7 +1040,7 @@ def train_router(
         "torch": str(torch.__version__),
         "threads": torch.get_num_threads(),
     }
-    _atomic_write(
+    atomic_write(
         paths["record"], lambda tmp: tmp.write_text(json.dumps(run_record, indent=2) + "\n")
     )
     if zoo_path is not None:
