@@ -3,9 +3,12 @@
 For each network and each option (precision / memory layout / torch.compile), (a) a bare loop of
 forward passes (argmax) over pre-made noisy batches, and (b) ``SmoothedClassifier.certify_batch``
 over the same total number of noisy samples (noise generation, packing and vote counting
-included), at the same batch size, threads and option. Prints samples/s of both and the ratio
-(b)/(a). The two are interleaved ``--repeats`` times and the medians are compared. Never asserts a
-time. Compilation (and the engine's padded partial-batch shapes) is warmed up before timing.
+included), at the same batch size, threads and option, and (c) the same with the noise drawn in
+the forward thread instead of the engine's background thread (``inline``). Prints samples/s of (a)
+and (b) and the ratios (b)/(a) and (c)/(a). The three are interleaved ``--repeats`` times (the
+order rotating each round); a ratio is the median over rounds of the ratio within a round, which
+cancels most of the drift of a shared machine's speed. Never asserts a time. Compilation (and the engine's padded partial-batch
+shapes) is warmed up before timing.
 
     python bench/engine_throughput.py                          # every option, 1 torch thread
     python bench/engine_throughput.py --options fp32,bf16 --threads 2 --nets fmnist_cnn,mlp
@@ -64,7 +67,7 @@ def engine(smoothed: SmoothedClassifier, images, n0: int, n: int) -> float:
     return time.perf_counter() - start
 
 
-def measure(name: str, option: str, repeats: int, overlap: bool = True) -> float:
+def measure(name: str, option: str, repeats: int) -> float:
     """Print one line for ``name`` under ``option``; return the engine/bare ratio."""
     arch, shape, images, n0, n, batch = NETS[name]
     precision, channels_last, compiled = parse_option(option)
@@ -79,21 +82,30 @@ def measure(name: str, option: str, repeats: int, overlap: bool = True) -> float
     batches = [(data[i % images] + 0.25 * torch.randn(batch, *shape)) for i in range(4)]
     if channels_last:
         batches = [b.contiguous(memory_format=torch.channels_last) for b in batches]
-    smoothed = SmoothedClassifier(
-        model, 10, 0.25, batch_size=batch, precision=precision, channels_last=channels_last
-    )
-    smoothed.counter.overlap = overlap
+    kwargs = dict(batch_size=batch, precision=precision, channels_last=channels_last)
+    smoothed = SmoothedClassifier(model, 10, 0.25, **kwargs)
+    inline = SmoothedClassifier(model, 10, 0.25, **kwargs)
+    inline.counter.overlap = False
     bare_loop(model, batches, batch * 2, precision)  # warm-up (and compilation)
     engine(smoothed, data, n0, n)  # warm-up (and the padded shapes' compilation)
-    bare_times, engine_times = [], []
-    for _ in range(repeats):
-        bare_times.append(bare_loop(model, batches, total, precision))
-        engine_times.append(engine(smoothed, data, n0, n))
-    bare, eng = statistics.median(bare_times), statistics.median(engine_times)
-    ratio = bare / eng
+    engine(inline, data, n0, n)
+    runs = {
+        "bare": lambda: bare_loop(model, batches, total, precision),
+        "engine": lambda: engine(smoothed, data, n0, n),
+        "inline": lambda: engine(inline, data, n0, n),
+    }
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    order = list(runs)
+    for round_ in range(repeats):
+        for key in order[round_ % 3 :] + order[: round_ % 3]:
+            times[key].append(runs[key]())
+    ratios = [b / e for b, e in zip(times["bare"], times["engine"])]
+    inline_ratio = statistics.median(b / i for b, i in zip(times["bare"], times["inline"]))
+    bare, eng = statistics.median(times["bare"]), statistics.median(times["engine"])
+    ratio = statistics.median(ratios)
     print(
         f"{name:<15}{option:<16}{batch:>6}{total:>8}{total / bare:>11.0f}{total / eng:>11.0f}"
-        f"{ratio:>8.3f}   [{min(bare_times) / min(engine_times):.3f}]",
+        f"{ratio:>8.3f} [{min(ratios):.2f}-{max(ratios):.2f}]{inline_ratio:>8.3f}",
         flush=True,
     )
     return ratio
@@ -107,11 +119,6 @@ def main() -> None:
     parser.add_argument("--nets", default=",".join(NETS), help="comma-separated networks")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument(
-        "--no-overlap",
-        action="store_true",
-        help="draw noise in the forward thread (to see what the background thread gains)",
-    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     options = [o.strip() for o in args.options.split(",") if o.strip()]
@@ -120,17 +127,17 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, load {load:.2f}; "
-        f"median of {args.repeats} interleaved runs [ratio of the best runs]"
-        + ("; noise drawn in the forward thread" if args.no_overlap else "")
+        f"{args.repeats} interleaved rounds; ratio: median of the per-round ratios [their range]; "
+        "inline: noise drawn in the forward thread"
     )
     print(
         f"{'net':<15}{'option':<16}{'batch':>6}{'samples':>8}{'bare/s':>11}{'engine/s':>11}"
-        f"{'ratio':>8}"
+        f"{'ratio':>8}{'':>12}{'inline':>8}"
     )
     for name in args.nets.split(","):
         for option in options:
             try:
-                measure(name.strip(), option, args.repeats, overlap=not args.no_overlap)
+                measure(name.strip(), option, args.repeats)
             except Exception as exc:  # report and go on (e.g. an option torch lacks on this CPU)
                 first = (str(exc).strip().splitlines() or [""])[0][:100]
                 print(f"{name:<15}{option:<16} failed: {type(exc).__name__}: {first}")

@@ -15,11 +15,13 @@ How the work is arranged (none of it changes a vote):
 * Noise is drawn straight into reusable batch buffers (``normal_`` on a contiguous slice draws
   exactly the numbers ``torch.randn`` of that shape would); a block that straddles two forward
   batches is drawn whole and copied. The noise stream is the one of rsbench's first release.
-* On CPU the raw draws for the next forward batch are made in a background thread while the current
+* On CPU the next forward batch's noisy samples are made in a background thread while the current
   batch runs through the model (``torch`` releases the GIL in both), so a small model does not wait
-  for its noise. The background thread runs only serial kernels (``normal_`` with a generator), so
-  it never starts a second OpenMP thread team; scaling, adding the image and the forward pass run
-  in the calling thread. On CUDA everything is queued on the current stream in order.
+  for its noise. The background thread runs only serial kernels: ``normal_`` with a generator, and
+  the scaling and the image added in slices of fewer than :data:`SERIAL_ELEMENTS` elements (the
+  same elementwise operations in the same order, so the same values), so it never starts a second
+  OpenMP thread team; the forward pass and the vote count run in the calling thread. On CUDA
+  everything is queued on the current stream in order.
 * A model compiled with :func:`compile_model` (``torch.compile(dynamic=False)``) sees only a few
   batch shapes: a partial batch is padded with zeros to the next of ``forward_batch / 2**k``
   (k = 0..4) and the padding rows' predictions are dropped, so the last batch of every call does not
@@ -52,6 +54,10 @@ STREAMS = ("select", "estimate", "predict", "router-select", "router-estimate", 
 
 #: A compiled model sees partial batches padded to ``forward_batch / 2**k`` for k < this number.
 PAD_LEVELS = 5
+
+#: torch runs an elementwise CPU op on fewer elements than this in the calling thread alone
+#: (``at::internal::GRAIN_SIZE``); the noise thread keeps its ops below it.
+SERIAL_ELEMENTS = 32768
 
 
 def derive_seed(seed: int, index: int, stream: str) -> int:
@@ -139,12 +145,17 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 @dataclass
 class _Batch:
-    """Rows ``[0, rows)`` of ``buffer``: raw N(0, 1) draws of the ``pieces`` (start, rows, image)."""
+    """Rows ``[0, rows)`` of ``buffer``: the noise of the ``pieces`` (start, rows, image position).
+
+    ``copies`` are (start, rows) of blocks drawn outside the buffer, still to be copied in. With
+    ``finished`` the rows (and copies) already hold ``sigma * noise + image``; otherwise raw draws.
+    """
 
     buffer: torch.Tensor
+    finished: bool = False
     rows: int = 0
     pieces: list[tuple[int, int, int]] = field(default_factory=list)
-    copies: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (start, draws) to copy
+    copies: list[tuple[int, torch.Tensor]] = field(default_factory=list)
 
 
 class _Failure:
@@ -311,13 +322,30 @@ class VoteCounter:
     # ------------------------------------------------------------------ noise
 
     def _noise_batches(
-        self, num: int, seeds: Sequence[int], pool: _BufferPool, capacity: int, shape, dtype
+        self,
+        num: int,
+        seeds: Sequence[int],
+        pool: _BufferPool,
+        capacity: int,
+        images: torch.Tensor,
+        sigma: float,
+        finish: bool,
     ) -> Iterator[_Batch]:
-        """Raw N(0, 1) draws, image by image and block by block, packed into forward batches.
+        """The noise, image by image and block by block, packed into forward batches.
 
-        Runs only serial kernels (``normal_`` with a generator) so that it may run in a thread.
+        With ``finish``, each block is turned into ``sigma * noise + image`` here, in slices of
+        fewer than :data:`SERIAL_ELEMENTS` elements; otherwise the batches hold raw draws. Runs
+        only serial kernels either way, so that it may run in a thread.
         """
-        batch = _Batch(pool.get())
+        shape, dtype = tuple(images.shape[1:]), images.dtype
+        rows_per_slice = max(1, (SERIAL_ELEMENTS - 1) // max(1, images[0].numel()))
+
+        def finished(block: torch.Tensor, image: torch.Tensor) -> None:
+            if finish:
+                for part in block.split(rows_per_slice):
+                    part.mul_(sigma).add_(image)
+
+        batch = _Batch(pool.get(), finish)
         for position, seed in enumerate(seeds):
             generator = torch.Generator(device=self.device)
             generator.manual_seed(int(seed))
@@ -326,15 +354,19 @@ class VoteCounter:
                 block = min(left, NOISE_BLOCK)
                 left -= block
                 if block <= capacity - batch.rows:  # the whole block fits: draw it in place
-                    batch.buffer[batch.rows : batch.rows + block].normal_(generator=generator)
+                    draws = batch.buffer[batch.rows : batch.rows + block].normal_(
+                        generator=generator
+                    )
+                    finished(draws, images[position])
                     batch.pieces.append((batch.rows, block, position))
                     batch.rows += block
                     if batch.rows == capacity:
                         yield batch
-                        batch = _Batch(pool.get())
+                        batch = _Batch(pool.get(), finish)
                     continue
                 draws = torch.empty((block, *shape), dtype=dtype, device=self.device)
                 draws.normal_(generator=generator)
+                finished(draws, images[position])
                 start = 0
                 while start < block:
                     take = min(block - start, capacity - batch.rows)
@@ -344,7 +376,7 @@ class VoteCounter:
                     start += take
                     if batch.rows == capacity:
                         yield batch
-                        batch = _Batch(pool.get())
+                        batch = _Batch(pool.get(), finish)
         if batch.rows:
             yield batch
         else:
@@ -362,9 +394,10 @@ class VoteCounter:
         noisy = batch.buffer[: batch.rows]
         for start, draws in batch.copies:
             noisy[start : start + draws.shape[0]].copy_(draws)
-        noisy.mul_(sigma)
-        for start, rows, position in batch.pieces:
-            noisy[start : start + rows].add_(images[position])
+        if not batch.finished:
+            noisy.mul_(sigma)
+            for start, rows, position in batch.pieces:
+                noisy[start : start + rows].add_(images[position])
         predictions = self._predict_splitting(noisy)
         # index_add_ of ones: exact for integers, and (unlike bincount) no device sync on CUDA
         ones = ones[: batch.rows]
@@ -396,14 +429,15 @@ class VoteCounter:
         shape, dtype = tuple(images.shape[1:]), images.dtype
         capacity = min(self.batch_size, count_images * num)
         overlap = self.overlap and count_images * num > self.batch_size
+        # the noise thread finishes the samples itself when a one-row slice stays serial
+        finish = overlap and images[0].numel() < SERIAL_ELEMENTS
         stop = threading.Event()
         pool = _BufferPool(3 if overlap else 1, capacity, shape, dtype, self.device, stop)
-        if overlap:
-            batches = _in_background(
-                lambda: self._noise_batches(num, seeds, pool, capacity, shape, dtype), stop
-            )
-        else:
-            batches = self._noise_batches(num, seeds, pool, capacity, shape, dtype)
+
+        def make() -> Iterator[_Batch]:
+            return self._noise_batches(num, seeds, pool, capacity, images, sigma, finish)
+
+        batches = _in_background(make, stop) if overlap else make()
         ones = torch.ones(capacity, dtype=torch.int64, device=self.device)
         try:
             for batch in batches:
