@@ -31,10 +31,6 @@ import torch
 from rsbench import runner
 
 ROOT = Path(__file__).resolve().parents[1]
-EXTRA_ZOOS = [
-    ROOT / "rsbench/embedded/zoo-entries.yaml",
-    ROOT / "rsbench/embedded/dual-entries.yaml",
-]
 DUAL, EXPERT = "embedded-fmnist-dual", "embedded-fmnist-s0.50"
 
 
@@ -43,11 +39,7 @@ def load(batch: int):
     from rsbench.dual import load_dual
     from rsbench.zoo import load_zoo
 
-    try:
-        zoo = load_zoo([])
-        zoo.get(DUAL)
-    except Exception:
-        zoo = load_zoo([p for p in EXTRA_ZOOS if p.is_file()])
+    zoo = load_zoo()
     dual = load_dual(zoo, DUAL, batch_size=batch)
     position = list(zoo.get(DUAL).experts).index(EXPERT)
     return zoo, dual, dual.experts[position]

@@ -1,7 +1,6 @@
 """Accuracy and certification speed of the embedded Fashion-MNIST experts.
 
-For each expert in ``rsbench/embedded/zoo-entries.yaml`` (or the ids given with ``--id`` from the
-full zoo), on the FULL Fashion-MNIST test set (10,000 images, from Debian's dataset-fashion-mnist,
+For each embedded Fashion-MNIST expert of the packaged zoo (or the ids given with ``--id``), on the FULL Fashion-MNIST test set (10,000 images, from Debian's dataset-fashion-mnist,
 ``--data-root`` or ``$RSBENCH_DATA``):
 
 * clean accuracy;
@@ -31,12 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _entries(ids: list[str]):
-    from rsbench.zoo import load_zoo, read_zoo_file
+    from rsbench.zoo import load_zoo
 
-    if ids:
-        zoo = load_zoo([ROOT / "rsbench" / "embedded" / "zoo-entries.yaml"], include_packaged=False)
-        return [zoo.get(i) for i in ids]
-    return read_zoo_file(ROOT / "rsbench" / "embedded" / "zoo-entries.yaml")
+    zoo = load_zoo()
+    ids = ids or [e.id for e in zoo if e.id.startswith("embedded-fmnist-") and e.kind == "expert"]
+    return [zoo.get(i) for i in ids]
 
 
 def _certify_seconds(

@@ -7,9 +7,6 @@ its children). With ``--threads`` / ``--batch`` lists, every combination is meas
 
     python bench/embedded_default.py                            # the defaults, once
     python bench/embedded_default.py --threads 1,2 --batch 500,1000 --repeats 2
-
-Until the embedded entries are in the packaged model_zoo.yaml, the script adds
-``--zoo rsbench/embedded/zoo-entries.yaml --zoo rsbench/embedded/dual-entries.yaml``.
 """
 
 from __future__ import annotations
@@ -25,7 +22,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-EXTRA_ZOOS = ("rsbench/embedded/zoo-entries.yaml", "rsbench/embedded/dual-entries.yaml")
 
 # Runs the command given as arguments; prints {"rc", "seconds", "maxrss_kib"} as the last line.
 WRAPPER = """
@@ -40,22 +36,10 @@ print(json.dumps({"rc": rc.returncode, "seconds": seconds, "maxrss_kib": peak}))
 """
 
 
-def zoo_args() -> list[str]:
-    """``--zoo`` options for the embedded entries when the packaged zoo does not have them yet."""
-    from rsbench.zoo import load_zoo
-
-    try:
-        load_zoo([]).get("embedded-fmnist-dual")
-        return []
-    except Exception:
-        return [a for path in EXTRA_ZOOS for a in ("--zoo", str(ROOT / path))]
-
-
 def measure(threads: int | None, batch: int | None) -> dict:
     """One embedded default run in a fresh process and output folder."""
     with tempfile.TemporaryDirectory(prefix="rsbench-embedded-") as out:
         cmd = [sys.executable, "-m", "rsbench", "certify", "--out", out, "--no-leaderboard"]
-        cmd += zoo_args()
         if threads is not None:
             cmd += ["--threads", str(threads)]
         if batch is not None:
@@ -86,7 +70,7 @@ def main() -> None:
     combos = [(t, b) for t in threads for b in batches]
     print(
         f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; "
-        f"command: rsbench certify --out <fresh dir> {' '.join(zoo_args()) and '--zoo ...'}"
+        "command: rsbench certify --out <fresh dir>"
     )
     results: dict[tuple, list[dict]] = {c: [] for c in combos}
     for repeat in range(args.repeats):

@@ -269,8 +269,7 @@ def test_gpu_benchmark_script_runs_on_cpu(tmp_path) -> None:
 
 
 def test_small_networks_default_to_one_thread_on_cpu(zoo) -> None:
-    root = Path(__file__).resolve().parents[1]
-    embedded = load_zoo([root / "rsbench" / "embedded" / "zoo-entries.yaml"])
+    embedded = load_zoo()
     expert = embedded.get("embedded-fmnist-s0.50")  # fmnist_cnn
     assert runner.default_threads(expert, embedded, "cpu") == runner.EMBEDDED_DEFAULT_THREADS == 1
     assert runner.default_threads(expert, embedded, "cuda:0") is None

@@ -216,12 +216,13 @@ def test_augment_is_seeded_and_keeps_shapes():
 
 
 def _embedded_entries():
-    from rsbench.zoo import read_zoo_file
+    from rsbench.zoo import load_zoo
 
-    path = EMBEDDED / "zoo-entries.yaml"
-    if not path.is_file():
-        pytest.skip("rsbench/embedded/zoo-entries.yaml not built yet")
-    return read_zoo_file(path)
+    zoo = load_zoo()
+    return [
+        zoo.get(i)
+        for i in ("embedded-fmnist-s0.25", "embedded-fmnist-s0.50", "embedded-fmnist-s1.00")
+    ]
 
 
 def test_embedded_experts_match_their_entries():

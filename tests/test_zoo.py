@@ -402,7 +402,7 @@ def test_write_entries_new_file_and_packaged_layout(tmp_path):
     copy = tmp_path / "model_zoo.yaml"
     copy.write_text((REPO / "model_zoo.yaml").read_text())
     before = len(read_zoo_file(copy))
-    write_entries(copy, [parse_entry(expert(id="embedded-fmnist-s0.25"))])
+    write_entries(copy, [parse_entry(expert(id="my-appended-fmnist-s0.25"))])
     assert len(read_zoo_file(copy)) == before + 1
     assert copy.read_text().startswith((REPO / "model_zoo.yaml").read_text())
 
