@@ -39,7 +39,7 @@ EMBEDDED = ROOT / "rsbench" / "embedded"
 #: the co-trained variant is not shipped (not better, see the report); a local rerun of
 #: `rsbench train finetune` keeps it in runs/embedded-ct/ (gitignored)
 CT_ZOO = ROOT / "runs" / "embedded-ct" / "ct-entries.yaml"
-CANDIDATE_ZOOS = [EMBEDDED / "zoo-entries.yaml", EMBEDDED / "dual-entries.yaml", CT_ZOO]
+CANDIDATE_ZOOS = [CT_ZOO]
 RADII = np.round(np.arange(0.0, 2.0001, 0.25), 2)
 DUAL = "embedded-fmnist-dual"
 #: the protocol of this evidence: the cpu protocol's data, with n = 2,000 on 500 images
@@ -207,8 +207,7 @@ NOTES = """
   and router were redone. Its largest shortfall (6.8 pts) is within one image of the off-the-shelf
   dual's (7.0; one image is 0.2 pts) but it is lower at 6 of the 9 radii (e.g. 59.8% vs 63.2% at
   r = 0.75), so it is not shipped; its rows stay in results/embedded/ and `rsbench train finetune
-  embedded-fmnist-dual --arch pooled_mlp --lr 0.003 --temperature 0.05` with
-  `--zoo rsbench/embedded/zoo-entries.yaml --zoo rsbench/embedded/dual-entries.yaml --zoo-file
+  embedded-fmnist-dual --arch pooled_mlp --lr 0.003 --temperature 0.05 --zoo-file
   runs/embedded-ct/ct-entries.yaml --out runs/embedded-ct` rebuilds it (deterministic).
 """
 

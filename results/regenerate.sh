@@ -3,6 +3,7 @@
 #
 #   results/regenerate.sh              # every part
 #   results/regenerate.sh reference    # only results/reference (imported published logs)
+#   results/regenerate.sh embedded     # only results/embedded (the embedded Fashion-MNIST benchmark)
 #
 # Run from anywhere; paths are relative to the repository root. Uses .venv/bin/rsbench when it
 # exists, else `rsbench` on PATH (override with RSBENCH=...). Needs no network and no GPU.
@@ -53,11 +54,29 @@ reference() {
   "$RSBENCH" plot "$out/runs" --dataset imagenet -o "$out/imagenet.png"
 }
 
+# embedded: the shipped Fashion-MNIST experts (sigma 0.25/0.50/1.00) and dual model certified on
+#   every 4th image of the embedded test subset (500 images; n0 = 100, n = 2,000 per stage,
+#   alpha = 0.001) by bench/dual_embedded.py, which resumes finished runs and writes
+#   results/dual-embedded.md (curves, envelope, oracle, the two dual targets, the time ratio);
+#   then the leaderboard (markdown, HTML, CSV) and the curves of those runs.
+embedded() {
+  local out="results/embedded"
+  local python="${PYTHON:-$ROOT/.venv/bin/python}"
+  [[ -x "$python" ]] || python=python3
+  "$python" bench/dual_embedded.py
+  local title="rsbench embedded benchmark: Fashion-MNIST experts and dual RS"
+  "$RSBENCH" leaderboard "$out" --format markdown -o results/embedded-leaderboard.md
+  "$RSBENCH" leaderboard "$out" --format html --title "$title" -o results/embedded-leaderboard.html
+  "$RSBENCH" leaderboard "$out" --format csv -o results/embedded-leaderboard.csv
+  "$RSBENCH" plot "$out" -o results/embedded.png
+}
+
 parts=("$@")
-if [[ ${#parts[@]} -eq 0 ]]; then parts=(reference); fi
+if [[ ${#parts[@]} -eq 0 ]]; then parts=(reference embedded); fi
 for part in "${parts[@]}"; do
   case "$part" in
     reference) reference ;;
-    *) echo "error: unknown part '$part'; choose from: reference" >&2; exit 2 ;;
+    embedded) embedded ;;
+    *) echo "error: unknown part '$part'; choose from: reference, embedded" >&2; exit 2 ;;
   esac
 done
