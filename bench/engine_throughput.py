@@ -33,7 +33,7 @@ from rsbench.smoothing import SmoothedClassifier
 
 #: name -> (arch, input shape, images, n0, n, batch)
 NETS = {
-    "cifar_resnet20": ("cifar_resnet20", (3, 32, 32), 1, 100, 1000, 400),
+    "cifar_resnet20": ("cifar_resnet20", (3, 32, 32), 1, 100, 1000, 100),
     "fmnist_cnn": ("fmnist_cnn", (1, 28, 28), 4, 100, 5000, 1000),
     "mlp": ("mlp", (1, 28, 28), 4, 100, 5000, 1000),
 }
