@@ -1,7 +1,7 @@
 """Dual vs single-expert certification time at the same n, and where the difference goes.
 
-On the embedded Fashion-MNIST images, with the embedded dual model (an ``mlp`` router over three
-``fmnist_cnn`` experts) and its sigma = 0.50 expert alone, certifies the same images at the same
+On the embedded Fashion-MNIST images, with the embedded dual model (its router, ``pooled_mlp``
+in the packaged zoo, over three ``fmnist_cnn`` experts) and its sigma = 0.50 expert alone, certifies the same images at the same
 n0 / n (dual: per stage) the way the runner does (``runner.images_per_call`` images per call):
 
 * ``single``: CERTIFY with the expert;
@@ -108,6 +108,7 @@ def main() -> None:
     rate_router = forward_rate(dual.router.base, args.batch, shape)
     rate_expert = forward_rate(expert.base, args.batch, shape)
     ran = (args.images - abstained) / args.images
+    router_arch = zoo.get(zoo.get(DUAL).router).arch
     print(f"single expert ({EXPERT}): {single:7.2f} s  ({args.images / single:6.1f} images/s)")
     print(f"dual ({DUAL}):    {both:7.2f} s  ({args.images / both:6.1f} images/s)")
     print(f"router stage alone:               {router:7.2f} s")
@@ -118,7 +119,8 @@ def main() -> None:
         f"on {abstained})"
     )
     print(
-        f"bare forward, samples/s:          router {rate_router:,.0f}, expert {rate_expert:,.0f}: "
+        f"bare forward, samples/s:          router ({router_arch}) {rate_router:,.0f}, expert "
+        f"{rate_expert:,.0f}: "
         f"router cost / expert cost = {rate_expert / rate_router:.3f}"
     )
 

@@ -273,6 +273,8 @@ def test_small_networks_default_to_one_thread_on_cpu(zoo) -> None:
     expert = embedded.get("embedded-fmnist-s0.50")  # fmnist_cnn
     assert runner.default_threads(expert, embedded, "cpu") == runner.EMBEDDED_DEFAULT_THREADS == 1
     assert runner.default_threads(expert, embedded, "cuda:0") is None
+    dual = embedded.get("embedded-fmnist-dual")  # pooled_mlp router, fmnist_cnn experts
+    assert runner.default_threads(dual, embedded, "cpu") == 1
     assert runner.default_threads(zoo.get("tiny-dual"), zoo, "cpu") is None  # a user arch
     config = runner.resolve_config(expert, zoo=embedded, protocol="cpu", device="cpu")
     assert config.threads == 1 and "threads" not in config.identity_fields()
