@@ -344,7 +344,10 @@ def write_run(directory: Path, df: pd.DataFrame) -> Path:
     pq.write_table(
         pa.Table.from_arrays(arrays, schema=results.SCHEMA), directory / "part-0-000000.parquet"
     )
-    (directory / "run.json").write_text(json.dumps({"run_id": directory.name}), encoding="utf-8")
+    (directory / "run.json").write_text(
+        json.dumps({"run_id": directory.name, "format_version": results.RESULTS_FORMAT_VERSION}),
+        encoding="utf-8",
+    )
     return directory
 
 
