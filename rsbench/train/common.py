@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from rsbench.errors import WeightsError
+
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """Seed of epoch ``epoch``'s data order, noise and augmentation: a function of (seed, epoch) alone."""
@@ -77,3 +79,27 @@ def make_scheduler(config: Any, optimizer, steps_per_epoch: int):
             optimizer, lambda step: config.gamma ** (step // size)
         )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def restore_training_state(
+    checkpoint: Path, key: str, net: torch.nn.Module, optimizer, scheduler
+) -> tuple[int, list[dict[str, Any]]]:
+    """Load a per-epoch training checkpoint into ``net``/``optimizer``/``scheduler`` and torch's RNG.
+
+    Returns ``(epochs done, history)``. The checkpoint is read with ``weights_only=True``; one made
+    with another configuration (``config_key`` differs from ``key``) is refused with a
+    :class:`WeightsError`, so a resumed run always equals an uninterrupted one.
+    """
+    import json
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if state.get("config_key") != key:
+        raise WeightsError(
+            f"checkpoint {str(checkpoint)!r} was made with another configuration; "
+            "use --no-resume to start over or another --out / --id"
+        )
+    net.load_state_dict(state["net"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["epoch"]), json.loads(state["history"])

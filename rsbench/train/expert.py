@@ -47,6 +47,7 @@ from rsbench.train.common import (
     make_optimizer,
     make_scheduler,
     package_relative,
+    restore_training_state,
     zoo_dataset_name,
 )
 from rsbench.weights import sha256_file
@@ -374,7 +375,6 @@ def train_expert(
     checkpoint in ``out_dir`` that belongs to another configuration.
     """
     from rsbench.data import load_dataset
-    from rsbench.errors import WeightsError
     from rsbench.models import build_model
 
     _validate(config)
@@ -415,18 +415,10 @@ def train_expert(
     key = _config_key(config)
 
     if resume and paths["checkpoint"].is_file():
-        state = torch.load(paths["checkpoint"], map_location="cpu", weights_only=True)
-        if state.get("config_key") != key:
-            raise WeightsError(
-                f"checkpoint {str(paths['checkpoint'])!r} was made with another configuration; "
-                "use --no-resume to start over or another --out / --id"
-            )
-        net.load_state_dict(state["net"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        history = json.loads(state["history"])
-        start_epoch = resumed_from = int(state["epoch"])
+        start_epoch, history = restore_training_state(
+            paths["checkpoint"], key, net, optimizer, scheduler
+        )
+        resumed_from = start_epoch
         log.info("resuming %s from epoch %d", model_id, start_epoch)
 
     began = time.perf_counter()

@@ -73,6 +73,7 @@ from rsbench.train.common import (
     make_optimizer,
     make_scheduler,
     package_relative,
+    restore_training_state,
     zoo_dataset_name,
 )
 from rsbench.train.expert import OPTIMIZERS, SCHEDULES
@@ -831,7 +832,6 @@ def fit_router(
     every epoch and, with ``resume``, restored (a checkpoint with another ``key`` is refused).
     Returns the per-epoch history.
     """
-    from rsbench.errors import WeightsError
 
     emit = progress or (lambda event: None)
     device = torch.device(config.device)
@@ -848,18 +848,8 @@ def fit_router(
     start_epoch = 0
     resumed_from = None
     if checkpoint is not None and resume and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if state.get("config_key") != key:
-            raise WeightsError(
-                f"checkpoint {str(checkpoint)!r} was made with another configuration; "
-                "use --no-resume to start over or another --out / --id"
-            )
-        net.load_state_dict(state["net"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        history = json.loads(state["history"])
-        start_epoch = resumed_from = int(state["epoch"])
+        start_epoch, history = restore_training_state(checkpoint, key, net, optimizer, scheduler)
+        resumed_from = start_epoch
     began = time.perf_counter()
     emit(
         RouterEvent(
