@@ -22,6 +22,9 @@ How the work is arranged (none of it changes a vote):
   same elementwise operations in the same order, so the same values), so it never starts a second
   OpenMP thread team; the forward pass and the vote count run in the calling thread. On CUDA
   everything is queued on the current stream in order.
+* Inputs of :data:`WIDE_NOISE_MIN_DIM` values or more on CPU draw their noise in float64 (then
+  cast), so that the noise is the Gaussian that the certificate assumes to within 1e-11 in total
+  variation; smaller inputs and CUDA draw float32 (see the constant's comment for the gap).
 * A model compiled with :func:`compile_model` (``torch.compile(dynamic=False)``) sees only a few
   batch shapes: a partial batch is padded with zeros to the next of ``forward_batch / 2**k``
   (k = 0..4) and the padding rows' predictions are dropped, so the last batch of every call does not
@@ -54,6 +57,13 @@ STREAMS = ("select", "estimate", "predict", "router-select", "router-estimate", 
 
 #: A compiled model sees partial batches padded to ``forward_batch / 2**k`` for k < this number.
 PAD_LEVELS = 5
+
+#: On CPU, images with at least this many values per sample get float64 noise cast to float32.
+#: float32 ``torch.randn`` on CPU never exceeds |z| = 5.77 (Box-Muller on 24-bit uniforms), so its
+#: distribution is d * 6e-8 away (total variation) from the exact Gaussian: 4.7e-5 at d = 784,
+#: 1.8e-4 at d = 3,072, 8.9e-3 at d = 150,528 (docs/reliability.md). float64 draws (|z| up to 8.57)
+#: shrink that to below 1e-11; inputs smaller than this keep float32 draws (and their stream).
+WIDE_NOISE_MIN_DIM = 2048
 
 #: torch runs an elementwise CPU op on fewer elements than this in the calling thread alone
 #: (``at::internal::GRAIN_SIZE``); the noise thread keeps its ops below it.
@@ -285,6 +295,10 @@ class VoteCounter:
         self.channels_last = channels_last
         self.overlap = self.device.type == "cpu" if overlap is None else bool(overlap)
 
+    def wide_noise(self, values_per_sample: int) -> bool:
+        """True when this counter draws float64 noise for samples of that size (CPU, large inputs)."""
+        return self.device.type == "cpu" and values_per_sample >= WIDE_NOISE_MIN_DIM
+
     # ------------------------------------------------------------------ forward
 
     def _predict(self, batch: torch.Tensor) -> torch.Tensor:
@@ -339,6 +353,16 @@ class VoteCounter:
         """
         shape, dtype = tuple(images.shape[1:]), images.dtype
         rows_per_slice = max(1, (SERIAL_ELEMENTS - 1) // max(1, images[0].numel()))
+        wide = self.wide_noise(images[0].numel())
+
+        def draw(target: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            if not wide:
+                return target.normal_(generator=generator)
+            for part in target.split(rows_per_slice):  # float64 draws, cast slice by slice
+                part.copy_(
+                    torch.empty(part.shape, dtype=torch.float64).normal_(generator=generator)
+                )
+            return target
 
         def finished(block: torch.Tensor, image: torch.Tensor) -> None:
             if finish:
@@ -354,9 +378,7 @@ class VoteCounter:
                 block = min(left, NOISE_BLOCK)
                 left -= block
                 if block <= capacity - batch.rows:  # the whole block fits: draw it in place
-                    draws = batch.buffer[batch.rows : batch.rows + block].normal_(
-                        generator=generator
-                    )
+                    draws = draw(batch.buffer[batch.rows : batch.rows + block], generator)
                     finished(draws, images[position])
                     batch.pieces.append((batch.rows, block, position))
                     batch.rows += block
@@ -364,8 +386,9 @@ class VoteCounter:
                         yield batch
                         batch = _Batch(pool.get(), finish)
                     continue
-                draws = torch.empty((block, *shape), dtype=dtype, device=self.device)
-                draws.normal_(generator=generator)
+                draws = draw(
+                    torch.empty((block, *shape), dtype=dtype, device=self.device), generator
+                )
                 finished(draws, images[position])
                 start = 0
                 while start < block:

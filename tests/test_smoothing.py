@@ -142,3 +142,42 @@ def test_bad_input_is_one_clear_line(kwargs: dict, call: dict | None, needle: st
         SmoothedClassifier(**args).certify(**certify_args)
     message = str(info.value)
     assert needle in message and "\n" not in message
+
+
+class FirstCoordinates(nn.Module):
+    """Logits = the first ``k`` input values: the vote is the argmax of those noisy pixels."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, : self.k]
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_noise_stream_is_float32_randn_below_and_cast_float64_above_the_wide_threshold(
+    shape,
+) -> None:
+    from rsbench.sampling import NOISE_BLOCK, SERIAL_ELEMENTS, WIDE_NOISE_MIN_DIM, derive_seed
+
+    d, k, num, seed, index = int(np.prod(shape)), 7, 2500, 4, 11
+    assert 784 < WIDE_NOISE_MIN_DIM <= 3072  # Fashion-MNIST keeps float32 draws; CIFAR-10 is wide
+    images = torch.zeros(1, *shape)
+    votes = SmoothedClassifier(FirstCoordinates(k), k, sigma=0.5, batch_size=600).votes(
+        images, num, seed, [index], "estimate"
+    )
+    generator = torch.Generator().manual_seed(derive_seed(seed, index, "estimate"))
+    blocks = []
+    for start in range(0, num, NOISE_BLOCK):
+        block = torch.empty((min(NOISE_BLOCK, num - start), *shape))
+        if d >= WIDE_NOISE_MIN_DIM:  # float64 draws, cast in slices of < SERIAL_ELEMENTS values
+            for part in block.split(max(1, (SERIAL_ELEMENTS - 1) // d)):
+                part.copy_(
+                    torch.empty(part.shape, dtype=torch.float64).normal_(generator=generator)
+                )
+        else:
+            block.normal_(generator=generator)
+        blocks.append(block)
+    expected = torch.bincount(torch.cat(blocks).flatten(1)[:, :k].argmax(1), minlength=k)
+    assert votes[0].tolist() == expected.tolist()
