@@ -21,7 +21,6 @@ Guarantees:
 from __future__ import annotations
 
 import hashlib
-import http.client
 import logging
 import os
 import pickle
@@ -291,7 +290,7 @@ def _check_archive(path: Path, what: str) -> None:
     if _looks_like_html(head):
         raise WeightsError(
             f"{what}: got an HTML page, not an archive (a login, quota or confirmation page?); "
-            "download it in a browser and put it in the cache (see `rsbench zoo show`)"
+            "download it in a browser and run `rsbench zoo import-archive FILE`"
         )
     try:
         if _is_zip(path):
@@ -321,79 +320,52 @@ def _download(
     expected_sha256: str | None,
     progress: ProgressCallback | None,
     what: str,
+    manual: str,
 ) -> str:
-    """Download ``url`` to ``dest`` via a temporary file; return the sha256. Cleans up on failure."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(dest)
-    from rsbench import __version__
+    """Download ``url`` to ``dest`` (see :func:`rsbench.download.download`); record its sha256."""
+    from rsbench.download import download
 
-    request = urllib.request.Request(url, headers={"User-Agent": f"rsbench/{__version__}"})
-    digest = hashlib.sha256()
-    done = 0
+    seen = download(
+        url,
+        dest,
+        what=what,
+        check=check,
+        expected_sha256=expected_sha256,
+        progress=progress,
+        manual=manual,
+    )
+    write_first_seen(dest, seen)
+    return seen
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def first_seen(path: Path) -> str | None:
+    """The sha256 recorded when ``path`` entered the cache (``None`` when none was recorded)."""
     try:
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response, open(tmp, "wb") as out:
-                length = response.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-                content_type = response.headers.get("Content-Type", "") or ""
-                while chunk := response.read(CHUNK):
-                    if done == 0 and (
-                        content_type.startswith("text/html") or _looks_like_html(chunk[:1024])
-                    ):
-                        raise WeightsError(
-                            f"{what}: {url} returned an HTML page, not a file (a login, quota or "
-                            "confirmation page?); download it in a browser and use a `file` source"
-                        )
-                    out.write(chunk)
-                    digest.update(chunk)
-                    done += len(chunk)
-                    if progress is not None:
-                        progress(what, done, total)
-        except urllib.error.HTTPError as exc:
-            raise WeightsError(
-                f"{what}: download of {url} failed: HTTP {exc.code} {exc.reason}"
-            ) from None
-        except http.client.IncompleteRead as exc:
-            raise WeightsError(
-                f"{what}: download of {url} was truncated ({len(exc.partial)} more bytes then the "
-                "connection closed); try again"
-            ) from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise WeightsError(f"{what}: download of {url} failed ({reason})") from None
-        if total is not None and done != total:
-            raise WeightsError(
-                f"{what}: download of {url} was truncated ({done} of {total} bytes); try again"
-            )
-        check(tmp)
-        seen = digest.hexdigest()
-        if expected_sha256 is not None and seen != expected_sha256:
-            raise WeightsError(
-                f"{what}: sha256 mismatch for {url}: expected {expected_sha256}, got {seen}; the file "
-                "was not kept (if the upstream file changed on purpose, update the entry's sha256)"
-            )
-        os.replace(tmp, dest)
-        return seen
-    finally:
-        tmp.unlink(missing_ok=True)
+        words = _sidecar(path).read_text(encoding="utf-8").split()
+    except OSError:
+        return None
+    return words[0] if words and re.fullmatch(r"[0-9a-f]{64}", words[0]) else None
 
 
-def _record_unpinned(entry: ZooEntry, path: Path, seen: str, in_cache: bool) -> None:
-    sidecar = path.with_name(path.name + ".sha256")
-    previous = None
-    if in_cache and sidecar.is_file():
-        previous = (sidecar.read_text().split() or [None])[0]
-    if previous and previous != seen:
-        logger.warning(
-            "%s: the unpinned file %s changed since it was first seen (sha256 %s, now %s)",
-            entry.id,
-            path,
-            previous,
-            seen,
-        )
-    if in_cache and previous != seen:
-        with suppress(OSError):
-            sidecar.write_text(f"{seen}  {path.name}\n")
+def write_first_seen(path: Path, digest: str) -> None:
+    """Record ``digest`` as the sha256 that ``path`` had when it entered the cache."""
+    with suppress(OSError):
+        _sidecar(path).write_text(f"{digest}  {path.name}\n", encoding="utf-8")
+
+
+def _changed(what: str, path: Path, first: str, seen: str, entry_id: str) -> WeightsError:
+    return WeightsError(
+        f"{what}: the cached file {path} changed since it was downloaded (sha256 first seen "
+        f"{first}, now {seen}): it is corrupted or was replaced; fetch it again with "
+        f"`rsbench zoo check {entry_id} --download --refetch`"
+    )
+
+
+def _record_unpinned(entry: ZooEntry, seen: str) -> None:
     logger.warning(
         "%s is unpinned (no sha256 in its zoo entry); loaded bytes with sha256 %s - pin it with "
         "`sha256: %s` after checking the file",
@@ -449,7 +421,7 @@ def fetch(
     finally:
         close()
     if entry.sha256 is None:
-        _record_unpinned(entry, path, seen, in_cache=entry.source.type in ("url", "archive_url"))
+        _record_unpinned(entry, seen)
     return FetchedWeights(path=path, sha256=seen, pinned=entry.sha256 is not None)
 
 
@@ -482,8 +454,15 @@ def _fetch_path(
     with _lock(dest):
         if dest.is_file():
             seen = sha256_file(dest)
-            if entry.sha256 is None or seen == entry.sha256:
+            if entry.sha256 is not None and seen == entry.sha256:
                 return dest, seen
+            first = first_seen(dest)
+            if entry.sha256 is None and first in (None, seen):
+                if first is None:  # cached before digests were recorded: this is the first sight
+                    write_first_seen(dest, seen)
+                return dest, seen
+            if entry.sha256 is None and source.type == "url":
+                raise _changed(what, dest, first or "", seen, entry.id)
             logger.warning("%s: cached %s fails its sha256; fetching it again", what, dest)
             dest.unlink()
         if source.type == "url":
@@ -494,19 +473,10 @@ def _fetch_path(
                 entry.sha256,
                 progress,
                 what,
+                "add it with `rsbench zoo add --checkpoint FILE ...`",
             )
             return dest, seen
-        archive = archive_cache_path(source.url or "", cache_dir)
-        with _lock(archive):
-            if not archive.is_file():
-                _download(
-                    source.url or "",
-                    archive,
-                    lambda p: _check_archive(p, what),
-                    None,
-                    progress,
-                    f"{what} (archive)",
-                )
+        archive = fetch_archive(source.url or "", cache_dir, progress, what)
         seen = extract_member(archive, source.member or "", dest, what)
         try:
             _check_checkpoint(dest, what)
@@ -518,7 +488,41 @@ def _fetch_path(
         except WeightsError:
             dest.unlink(missing_ok=True)
             raise
+        write_first_seen(dest, seen)
         return dest, seen
+
+
+def fetch_archive(
+    url: str,
+    cache_dir: str | os.PathLike | None = None,
+    progress: ProgressCallback | None = None,
+    what: str = "archive",
+) -> Path:
+    """The archive at ``url`` in the cache: downloaded once, kept, shared by every entry naming it.
+
+    A cached archive is checked against the sha256 recorded at its download before members are
+    extracted from it; a changed archive raises :class:`WeightsError` saying how to fetch it again.
+    """
+    archive = archive_cache_path(url, cache_dir)
+    with _lock(archive):
+        if archive.is_file():
+            first = first_seen(archive)
+            seen = sha256_file(archive)
+            if first is None:
+                write_first_seen(archive, seen)
+            elif first != seen:
+                raise _changed(f"{what} (archive)", archive, first, seen, what)
+            return archive
+        _download(
+            url,
+            archive,
+            lambda p: _check_archive(p, what),
+            None,
+            progress,
+            f"{what} (archive)",
+            "run `rsbench zoo import-archive FILE`",
+        )
+    return archive
 
 
 def _fetch_hf(entry: ZooEntry, cache_dir: str | os.PathLike | None) -> tuple[Path, str]:
@@ -753,15 +757,27 @@ def load_state_dict(path: str | os.PathLike, entry: ZooEntry) -> dict[str, Any]:
     return out
 
 
-def remove_cached(entry: ZooEntry, cache_dir: str | os.PathLike | None = None) -> bool:
-    """Delete the entry's cached file (url / archive member); True when something was removed."""
+def remove_cached(entry: ZooEntry, cache_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Forget the entry's cached bytes so that the next fetch gets them again; return what went.
+
+    Removes the entry's file (url / archive member), its recorded digest and any partial download;
+    for an archive member also the shared archive, but only when the archive no longer has the
+    sha256 recorded at its download (an intact archive stays: the member is extracted again).
+    """
+    from rsbench.download import partial_meta_path, partial_path
+
     path = cache_path(entry, cache_dir)
-    if path is None or not path.exists():
-        return False
-    path.unlink()
-    sidecar = path.with_name(path.name + ".sha256")
-    sidecar.unlink(missing_ok=True)
-    return True
+    if path is None:
+        return []
+    targets = [path, _sidecar(path), partial_path(path), partial_meta_path(path)]
+    if entry.source is not None and entry.source.type == "archive_url":
+        archive = archive_cache_path(entry.source.url or "", cache_dir)
+        if archive.is_file() and first_seen(archive) != sha256_file(archive):
+            targets += [archive, _sidecar(archive)]
+    removed = [p for p in targets if p.is_file()]
+    for target in removed:
+        target.unlink()
+    return removed
 
 
 __all__ = [
@@ -771,6 +787,8 @@ __all__ = [
     "cache_root",
     "extract_member",
     "fetch",
+    "fetch_archive",
+    "first_seen",
     "fetch_weights",
     "is_cached",
     "load_checkpoint",
@@ -779,4 +797,5 @@ __all__ = [
     "rich_progress",
     "sha256_file",
     "sniff_format",
+    "write_first_seen",
 ]

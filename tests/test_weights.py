@@ -145,7 +145,9 @@ def test_url_good_file_is_cached_verified_and_loads(server, tmp_path, checkpoint
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), reference(x))
-    assert cache_files(tmp_path) == [fetched.path]
+    sidecar = fetched.path.with_name(fetched.path.name + ".sha256")
+    assert cache_files(tmp_path) == [fetched.path, sidecar]
+    assert sidecar.read_text().split()[0] == sha(data)
 
 
 def test_url_wrong_digest_keeps_nothing(server, tmp_path, checkpoint_bytes):
@@ -178,7 +180,9 @@ def test_url_truncated_download(server, tmp_path, checkpoint_bytes):
     entry = entry_for({"type": "url", "url": server.url("/cut.pth")}, sha(data))
     with pytest.raises(WeightsError, match=rf"truncated \({len(data) // 2} of {len(data)} bytes\)"):
         fetch(entry)
-    assert cache_files(tmp_path) == []
+    partial = [p for p in cache_files(tmp_path) if p.name.endswith(".partial")]
+    assert [p.stat().st_size for p in partial] == [len(data) // 2]  # kept for a resume
+    assert not cache_path(entry).exists()  # (test_download.py resumes it)
 
 
 def test_url_truncated_without_content_length(server, tmp_path, checkpoint_bytes):

@@ -206,7 +206,10 @@ def show(
         click.echo(f"# cache path:   {path}")
     if entry.source is not None and entry.source.type == "archive_url":
         archive = weights.archive_cache_path(entry.source.url or "", cache_dir)
-        click.echo(f"# archive:      {archive}  (put a manually downloaded archive here)")
+        click.echo(f"# archive:      {archive}")
+        click.echo(
+            "# offline:      download the archive in a browser, then `rsbench zoo import-archive FILE`"
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -214,7 +217,7 @@ def show(
 
 
 def _check_one(
-    entry, zoo, download: bool, require_pinned: bool, cache_dir, device
+    entry, zoo, download: bool, require_pinned: bool, cache_dir, device, refetch: bool = False
 ) -> tuple[str, str]:
     import torch
 
@@ -228,6 +231,8 @@ def _check_one(
         return "ok", f"router {entry.router} + {len(entry.experts)} experts resolve"
     if require_pinned and not entry.pinned:
         return "FAIL", "unpinned (no sha256) and --require-pinned is set"
+    if refetch:
+        weights.remove_cached(entry, cache_dir)
     if not download and not weights.is_cached(entry, cache_dir):
         return "skip", "schema ok; weights not available locally (add --download to fetch them)"
     try:
@@ -274,6 +279,11 @@ Examples:
 @click.argument("model_ids", nargs=-1)
 @click.option("--download", is_flag=True, help="Fetch weights that are not available locally.")
 @click.option("--require-pinned", is_flag=True, help="Fail entries without a sha256.")
+@click.option(
+    "--refetch",
+    is_flag=True,
+    help="Forget the cached file (and a changed archive) first; with --download, fetch it again.",
+)
 @click.option("--device", default="cpu", show_default=True, help="Device for the forward pass.")
 @zoo_option
 @cache_option
@@ -283,6 +293,7 @@ def check(
     model_ids: tuple[str, ...],
     download: bool,
     require_pinned: bool,
+    refetch: bool,
     device: str,
     zoo_files: tuple[str, ...],
     cache_dir: str | None,
@@ -297,7 +308,9 @@ def check(
     console = _console()
     failed = 0
     for entry in entries:
-        status, message = _check_one(entry, zoo_, download, require_pinned, cache_dir, device)
+        status, message = _check_one(
+            entry, zoo_, download, require_pinned, cache_dir, device, refetch
+        )
         color = {"ok": "green", "skip": "yellow", "FAIL": "red"}[status]
         console.print(
             f"[{color}]{status:>4}[/] {entry.id}: {message}", highlight=False, soft_wrap=True
