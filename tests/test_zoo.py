@@ -131,7 +131,7 @@ def test_smoothadv_entries():
     zoo = load_zoo()
     cifar = zoo.select("smoothadv-cifar10")
     imagenet = zoo.select("smoothadv-imagenet")
-    assert len(cifar) == 10 and len(imagenet) == 7
+    assert len(cifar) == 10 and len(imagenet) == 8
     for entry in cifar:
         assert entry.input_layer.type == "center" and entry.input_layer.std is None
         assert entry.arch == "cifar_resnet110"
@@ -282,7 +282,7 @@ def test_get_answers_did_you_mean():
         "cohen-cifar10-resnet110-s0.25",
         "cohen-imagenet-resnet50-s0.25",
     ]
-    assert len(zoo.select(dataset="imagenet", kind="expert")) == 10
+    assert len(zoo.select(dataset="imagenet", kind="expert")) == 11
 
 
 def _ensemble(tmp_path: Path, dual: dict | None = None, router: dict | None = None) -> Path:
