@@ -4,6 +4,12 @@ Sub-commands live in :mod:`rsbench.commands` and are imported only when invoked,
 ``rsbench --help`` and ``rsbench --version`` never import torch. Every user mistake raised as
 :class:`rsbench.errors.RSBenchError` is printed as one ``error: ...`` line (no traceback) with a
 non-zero exit status.
+
+Exit status: 0 on success; 1 when a command ran but found failures (:class:`CheckFailed`, or a
+command's own ``ctx.exit(N)``); 2 for a user mistake or usage error; 130 after Ctrl-C, which prints
+that the results written so far are kept and that rerunning resumes. Click runs with
+``standalone_mode=False`` (so that errors are printed here, as one line), which returns a command's
+exit code instead of exiting: :func:`main` exits with it.
 """
 
 from __future__ import annotations
@@ -119,11 +125,14 @@ def main(argv: list[str] | None = None) -> None:
     from rsbench.errors import RSBenchError
 
     try:
-        main_group.main(args=argv, prog_name="rsbench", standalone_mode=False)
+        status = main_group.main(args=argv, prog_name="rsbench", standalone_mode=False)
     except RSBenchError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        # Click turns Ctrl-C (KeyboardInterrupt) into Abort, chained from it
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            _interrupted()
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.UsageError as exc:
@@ -137,8 +146,16 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo(
-            "interrupted; results written so far are kept and the run resumes where it stopped",
-            err=True,
-        )
-        sys.exit(130)
+        _interrupted()
+    # without standalone mode, Click returns the code of ctx.exit(N) instead of exiting
+    if isinstance(status, int) and not isinstance(status, bool) and status != 0:
+        sys.exit(status)
+
+
+def _interrupted() -> None:
+    click.echo(
+        "interrupted; results written so far are kept and rerunning the command resumes where it "
+        "stopped",
+        err=True,
+    )
+    sys.exit(130)

@@ -179,6 +179,7 @@ class DualSmoothed:
         precision: str = "fp32",
         input_shape: Sequence[int] | None = None,
         channels_last: bool = False,
+        device: torch.device | str | None = None,
     ) -> None:
         if len(experts) == 0 or len(experts) != len(sigmas):
             raise ConfigError(
@@ -200,6 +201,7 @@ class DualSmoothed:
             "precision": precision,
             "input_shape": input_shape,
             "channels_last": channels_last,
+            "device": device,
         }
         self.router = SmoothedClassifier(router, len(experts), self.sigma_router, **kwargs)
         self.experts = [

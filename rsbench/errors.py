@@ -34,6 +34,13 @@ class ResultsError(RSBenchError):
     """A results directory that cannot be read, resumed or written."""
 
 
+class CheckFailed(RSBenchError):
+    """A command ran to the end and found failures (e.g. ``zoo check`` on a broken entry);
+    the details were printed before this one-line summary. Exit status 1."""
+
+    exit_code = 1
+
+
 def check_sigma(sigma: float, name: str = "sigma") -> float:
     """Return ``sigma`` as float if it is a finite number > 0, else raise :class:`ConfigError`."""
     try:

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from rsbench import device as D
 from rsbench import results as R
 from rsbench.errors import ConfigError, ResultsError, check_alpha, check_count, check_sigma
 
@@ -221,17 +222,14 @@ class RunConfig:
 
 
 def device_type(device: str) -> str:
-    """``cpu``, ``cuda``, ``mps``... from a device string like ``cuda:1``."""
-    return str(device).split(":", 1)[0]
+    """``cpu`` or ``cuda`` from a device string like ``cuda:1`` (:func:`rsbench.device.device_type`)."""
+    return D.device_type(device)
 
 
 def resolve_device(device: str | None) -> str:
-    """``auto``/None -> ``cuda`` when available else ``cpu``; otherwise the given device."""
-    if device in (None, "", "auto"):
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
+    """``--device`` resolved by :func:`rsbench.device.resolve`: ``cpu`` or an indexed ``cuda:N``
+    (``cuda:LOCAL_RANK`` under torchrun); :class:`ConfigError` for an unsupported device."""
+    return str(D.resolve(device))
 
 
 def resolve_config(
@@ -298,6 +296,7 @@ def resolve_config(
         raise ConfigError(
             f"precision={precision!r} is not allowed; use one of {', '.join(PRECISIONS)}"
         )
+    resolved_device = resolve_device(device)
     common = dict(
         model_id=entry.id,
         kind=entry.kind,
@@ -317,10 +316,10 @@ def resolve_config(
         threads=(
             check_count(threads, "threads")
             if threads is not None
-            else default_threads(entry, zoo, resolve_device(device))
+            else default_threads(entry, zoo, resolved_device)
         ),
         batch_size=check_count(batch_size, "batch"),
-        device=resolve_device(device),
+        device=resolved_device,
         chunk_size=check_count(chunk_size, "chunk_size"),
         data_root=os.fspath(data_root) if data_root is not None else None,
     )
@@ -535,6 +534,23 @@ def _remove_stale_tmp(run_dir: Path, shard: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def _interrupt_marker(run_dir: Path, run_lock: Any) -> Iterator[None]:
+    """On Ctrl-C (KeyboardInterrupt) in the body, record ``status: interrupted`` in run.json unless
+    the run is complete, then re-raise. The rows written so far stay; running the same command
+    again resumes, and :func:`_prepare_run_dir` sets ``running`` again."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        with run_lock, contextlib.suppress(ResultsError):
+            info = R.read_run_json(run_dir)
+            if info.get("status") != "complete":
+                info["status"] = "interrupted"
+                info["interrupted"] = R.utc_now()
+                R.write_json_atomic(run_dir / R.RUN_JSON, info)
+        raise
+
+
 def _prepare_run_dir(
     run_dir: Path, config: RunConfig, run_info: Mapping[str, Any], num_indices: int
 ) -> None:
@@ -562,6 +578,9 @@ def _prepare_run_dir(
                 f"{run_dir} has results format {info.get('format_version')}; this rsbench writes "
                 f"{R.RESULTS_FORMAT_VERSION}"
             )
+        if info.get("status") == "interrupted":  # resumed: running again
+            info["status"] = "running"
+            R.write_json_atomic(path, info)
         return
     info = {
         "format_version": R.RESULTS_FORMAT_VERSION,
@@ -636,7 +655,10 @@ def execute(
     run_lock = _run_lock(run_dir)
     with run_lock:
         _prepare_run_dir(run_dir, config, run_info or {}, len(positions))
-    with _shard_lock(run_dir, name, lambda msg: report(0, len(mine), 0, msg)):
+    with (
+        _interrupt_marker(run_dir, run_lock),
+        _shard_lock(run_dir, name, lambda msg: report(0, len(mine), 0, msg)),
+    ):
         parts = _PartIndex(run_dir)
         with run_lock:
             _remove_stale_tmp(run_dir, name)
@@ -838,8 +860,7 @@ def distributed(device: str) -> Iterator[DistInfo]:
 
     created = False
     if not dist.is_initialized():
-        backend = "nccl" if device_type(device) == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=D.backend(device))
         created = True
     try:
         yield info
@@ -849,7 +870,8 @@ def distributed(device: str) -> Iterator[DistInfo]:
 
 
 def rank_device(device: str, info: DistInfo) -> str:
-    """The device of this rank: ``cuda:LOCAL_RANK`` for a bare ``cuda`` under torchrun."""
+    """The device of this rank: ``cuda:LOCAL_RANK`` for a bare ``cuda`` under torchrun (a device
+    resolved by :func:`rsbench.device.resolve` is already indexed and is returned as it is)."""
     if info.active and device == "cuda":
         return f"cuda:{info.local_rank}"
     return device
@@ -936,6 +958,7 @@ def build_certifier(
         precision=config.precision,
         input_shape=shape,
         channels_last=config.channels_last,
+        device=D.as_torch(device),
     )
 
     def load(e):
@@ -1005,16 +1028,14 @@ def for_speed(model: Any, config: RunConfig) -> Any:
     """``model`` in channels-last memory format and/or compiled, as ``config`` asks.
 
     The engine compiles with ``dynamic=False`` and pads partial batches to a few fixed sizes
-    (:func:`rsbench.sampling.compile_model`), so a run compiles each network a handful of times.
+    (:func:`rsbench.device.compile_model`), so a run compiles each network a handful of times.
     """
     import torch
 
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if config.compile:
-        from rsbench.sampling import compile_model
-
-        model = compile_model(model)
+        model = D.compile_model(model)
     return model
 
 
@@ -1030,7 +1051,7 @@ def probe(
     shape = list(images.shape[1:])
     try:
         with torch.no_grad():
-            logits = model(images.to(device))
+            logits = model(D.to_device(images, device))
     except (RuntimeError, ValueError, TypeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ConfigError(
@@ -1075,8 +1096,7 @@ def run_certification(
     prepared = prepared or prepare(config, zoo, out_dir)
     with torch_threads(config.threads), distributed(config.device) as info:
         device = rank_device(config.device, info)
-        if device_type(device) == "cuda":
-            torch.cuda.set_device(torch.device(device))
+        D.activate(device)
         my_shard = combine_shards(shard, info)
         certifier, provenance = build_certifier(
             prepared,
@@ -1088,7 +1108,7 @@ def run_certification(
         run_info = {
             **provenance,
             "device": device,
-            "device_name": _device_name(device),
+            "device_name": D.name(device),
             "precision": config.precision,
             "channels_last": config.channels_last,
             "compile": config.compile,
@@ -1126,16 +1146,6 @@ def run_certification(
             if info.rank != 0:
                 result = replace(result, complete=run_status(prepared.run_dir) == "complete")
     return result
-
-
-def _device_name(device: str) -> str:
-    import platform
-
-    if device_type(device) == "cuda":
-        import torch
-
-        return torch.cuda.get_device_name(torch.device(device))
-    return platform.processor() or platform.machine()
 
 
 # ------------------------------------------------------------------------------------ cost

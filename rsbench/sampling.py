@@ -33,7 +33,6 @@ How the work is arranged (none of it changes a vote):
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import queue
@@ -45,12 +44,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from rsbench import device as D
+from rsbench.device import PRECISIONS as PRECISIONS  # re-exported
+from rsbench.device import compile_model, precision_context
+
 logger = logging.getLogger(__name__)
 
 #: Noise is drawn per image in blocks of this many samples (the last block of an image is shorter).
 NOISE_BLOCK = 1000
-
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
 #: Named random streams: each stage of a certificate draws fresh, independent noise.
 STREAMS = ("select", "estimate", "predict", "router-select", "router-estimate", "router-predict")
@@ -78,48 +79,7 @@ def derive_seed(seed: int, index: int, stream: str) -> int:
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (CPU for a model with neither)."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
-@contextlib.contextmanager
-def precision_context(precision: str, device: torch.device) -> Iterator[None]:
-    """Run forward passes in ``precision``: fp32 (exact), tf32 (TF32 matmuls on CUDA), bf16/fp16 (autocast)."""
-    if precision not in PRECISIONS:
-        from rsbench.errors import ConfigError
-
-        raise ConfigError(
-            f"precision={precision!r} is not allowed; use one of {', '.join(PRECISIONS)}"
-        )
-    if precision in ("fp32", "tf32"):
-        if device.type != "cuda":
-            yield
-            return
-        old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-        allow = precision == "tf32"
-        torch.backends.cuda.matmul.allow_tf32 = allow
-        torch.backends.cudnn.allow_tf32 = allow
-        try:
-            yield
-        finally:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
-        return
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    with torch.autocast(device_type=device.type, dtype=dtype):
-        yield
-
-
-def compile_model(model: nn.Module, backend: str | Callable = "inductor") -> nn.Module:
-    """``torch.compile(model, dynamic=False)``: static shapes, which :class:`VoteCounter` keeps few.
-
-    In exact arithmetic the compiled model computes the same logits; in floating point fused kernels
-    may round differently, so a vote on a near-tie can differ from eager execution (rare; the runner
-    records ``compile`` in the run identity for that reason).
-    """
-    return torch.compile(model, dynamic=False, backend=backend)
+    return D.of_model(model)
 
 
 def is_compiled(model: nn.Module) -> bool:
@@ -147,10 +107,6 @@ def pad_size(rows: int, forward_batch: int) -> int:
             break
         best = size
     return max(best, rows)
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError)
 
 
 @dataclass
@@ -265,6 +221,9 @@ class VoteCounter:
     ``torch.compile`` backend: a name or a callable) compiles the model with :func:`compile_model`; a model that is
     already compiled is recognised and gets the same padded batch shapes. ``overlap`` (default: on
     CPU) draws the next batch's noise in a background thread during the current forward pass.
+    ``device`` (default: the device of the model's parameters) is where the noise is drawn and the
+    votes are counted; the model must already be there. Every device-dependent step (pinned copies,
+    generators, autocast, the out-of-memory back-off) goes through :mod:`rsbench.device`.
     """
 
     def __init__(
@@ -276,14 +235,10 @@ class VoteCounter:
         channels_last: bool = False,
         compile: bool | str | Callable = False,
         overlap: bool | None = None,
+        device: torch.device | str | None = None,
     ) -> None:
-        if precision not in PRECISIONS:
-            from rsbench.errors import ConfigError
-
-            raise ConfigError(
-                f"precision={precision!r} is not allowed; use one of {', '.join(PRECISIONS)}"
-            )
-        self.device = model_device(model)
+        D.check_precision(precision)
+        self.device = model_device(model) if device is None else D.as_torch(device)
         if compile and not is_compiled(model):
             model = compile_model(model, "inductor" if compile is True else compile)
         self.model = model
@@ -319,7 +274,7 @@ class VoteCounter:
             try:
                 return self._predict(batch)
             except Exception as exc:  # only out-of-memory is retried
-                if not _is_out_of_memory(exc) or batch.shape[0] == 1:
+                if not D.is_out_of_memory(exc) or batch.shape[0] == 1:
                     raise
                 self.forward_batch = max(1, batch.shape[0] // 2)
                 logger.warning(
@@ -327,8 +282,7 @@ class VoteCounter:
                     batch.shape[0],
                     self.forward_batch,
                 )
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+                D.release_memory(self.device)
         return torch.cat(
             [self._predict_splitting(part) for part in batch.split(self.forward_batch)]
         )
@@ -371,8 +325,7 @@ class VoteCounter:
 
         batch = _Batch(pool.get(), finish)
         for position, seed in enumerate(seeds):
-            generator = torch.Generator(device=self.device)
-            generator.manual_seed(int(seed))
+            generator = D.generator(self.device, seed)
             left = num
             while left > 0:
                 block = min(left, NOISE_BLOCK)
@@ -431,7 +384,8 @@ class VoteCounter:
         offsets = torch.repeat_interleave(
             torch.tensor([p * self.num_classes for _, _, p in batch.pieces]),
             torch.tensor([rows for _, rows, _ in batch.pieces]),
-        ).to(self.device, non_blocking=True)
+        )
+        offsets = D.to_device(offsets, self.device)
         votes.view(-1).index_add_(0, offsets + predictions, ones)
 
     @torch.inference_mode()
@@ -445,10 +399,7 @@ class VoteCounter:
         votes = torch.zeros((count_images, self.num_classes), dtype=torch.int64, device=self.device)
         if count_images == 0 or num == 0:
             return votes.cpu()
-        if self.device.type == "cuda" and images.device.type == "cpu":
-            images = images.pin_memory().to(self.device, non_blocking=True)
-        else:
-            images = images.to(self.device)
+        images = D.to_device(images, self.device)
         shape, dtype = tuple(images.shape[1:]), images.dtype
         capacity = min(self.batch_size, count_images * num)
         overlap = self.overlap and count_images * num > self.batch_size

@@ -154,7 +154,8 @@ class SmoothedClassifier:
     ``base`` maps a batch of [0, 1] images to ``num_classes`` logits (normalisation inside it).
     ``input_shape`` ``(C, H, W)``, when given, is checked on every call. ``batch_size`` is the
     number of noisy samples per forward pass; it does not change any result (see
-    :mod:`rsbench.sampling`).
+    :mod:`rsbench.sampling`). ``device`` (default: where ``base``'s parameters are) is where the
+    noise is drawn and the votes counted; ``base`` must already be there (see :mod:`rsbench.device`).
     """
 
     def __init__(
@@ -166,6 +167,7 @@ class SmoothedClassifier:
         precision: str = "fp32",
         input_shape: Sequence[int] | None = None,
         channels_last: bool = False,
+        device: torch.device | str | None = None,
     ) -> None:
         self.sigma = check_sigma(sigma)
         self.num_classes = check_count(num_classes, "num_classes")
@@ -176,7 +178,9 @@ class SmoothedClassifier:
             )
         self.base = base
         self.input_shape = tuple(input_shape) if input_shape is not None else None
-        self.counter = VoteCounter(base, self.num_classes, batch_size, precision, channels_last)
+        self.counter = VoteCounter(
+            base, self.num_classes, batch_size, precision, channels_last, device=device
+        )
 
     @property
     def batch_size(self) -> int:

@@ -108,7 +108,7 @@ The zoo entry (recipe with this command, seed, epochs, data; sha256) goes into -
 @click.option(
     "--download", is_flag=True, help="Let torchvision download the dataset if it is missing."
 )
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps ...")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option(
     "--threads", default=None, type=int, help="CPU threads for torch (default: torch's choice)."
 )
@@ -140,6 +140,7 @@ def expert(**options) -> None:
         TimeRemainingColumn,
     )
 
+    from rsbench.device import resolve as resolve_device
     from rsbench.train.expert import ExpertTrainConfig, command_line, train_expert
 
     if options["threads"]:
@@ -167,7 +168,7 @@ def expert(**options) -> None:
         model_id=options["model_id"],
         data_root=options["data_root"],
         download=options["download"],
-        device=options["device"],
+        device=str(resolve_device(options["device"])),
         num_workers=options["workers"],
     )
     command = command_line(config)

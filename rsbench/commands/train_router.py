@@ -169,7 +169,9 @@ def _common_options(func):
             type=click.Path(file_okay=False),
             help="Weights cache (default $RSBENCH_CACHE or the user cache).",
         ),
-        click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ..."),
+        click.option(
+            "--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto."
+        ),
         click.option(
             "--data-root",
             default=None,
@@ -193,6 +195,7 @@ def _common_options(func):
 
 
 def _config(experts: tuple[str, ...], options: dict[str, Any], **extra):
+    from rsbench.device import resolve as resolve_device
     from rsbench.train.router import RouterTrainConfig
 
     return RouterTrainConfig(
@@ -220,7 +223,7 @@ def _config(experts: tuple[str, ...], options: dict[str, Any], **extra):
         split=options["split"],
         alpha_router_fraction=options["alpha_router_fraction"],
         data_root=options["data_root"],
-        device=options["device"],
+        device=str(resolve_device(options["device"])),
         label_cache=options["label_cache"],
         **extra,
     )

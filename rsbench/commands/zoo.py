@@ -284,7 +284,12 @@ Examples:
     is_flag=True,
     help="Forget the cached file (and a changed archive) first; with --download, fetch it again.",
 )
-@click.option("--device", default="cpu", show_default=True, help="Device for the forward pass.")
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="Device for the forward pass: cpu, cuda, cuda:N or auto.",
+)
 @zoo_option
 @cache_option
 @click.pass_context
@@ -303,6 +308,9 @@ def check(
     Without IDs every entry is checked; weights that are not local are skipped unless --download.
     Exits with status 1 when any entry fails.
     """
+    from rsbench.device import resolve
+
+    device = str(resolve(device))
     zoo_ = _load(ctx, zoo_files)
     entries = [zoo_.get(i) for i in model_ids] if model_ids else list(zoo_)
     console = _console()
@@ -316,9 +324,13 @@ def check(
             f"[{color}]{status:>4}[/] {entry.id}: {message}", highlight=False, soft_wrap=True
         )
         failed += status == "FAIL"
-    console.print(f"{len(entries)} checked, {failed} failed", highlight=False)
     if failed:
-        ctx.exit(1)
+        from rsbench.errors import CheckFailed
+
+        raise CheckFailed(
+            f"{failed} of {len(entries)} checked entries failed (the FAIL lines above say why)"
+        )
+    console.print(f"{len(entries)} checked, 0 failed", highlight=False)
 
 
 # --------------------------------------------------------------------------------------------------

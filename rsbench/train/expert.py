@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rsbench import device as D
 from rsbench.errors import ConfigError, check_count, check_sigma
 from rsbench.train.common import (
     atomic_write,
@@ -382,7 +383,9 @@ def train_expert(
     model_id = config.resolved_id()
     paths = paths_for(out_dir, model_id)
     zoo_path = Path(zoo_file).expanduser() if zoo_file is not None else None
-    device = torch.device(config.device)
+    device = D.resolve(config.device)
+    D.activate(device)
+    device = device.torch
 
     train_set = load_dataset(
         config.dataset, config.split, root=config.data_root, download=config.download

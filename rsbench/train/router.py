@@ -66,6 +66,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rsbench import device as D
 from rsbench.errors import ConfigError, check_alpha, check_count, check_sigma
 from rsbench.train.common import (
     atomic_write,
@@ -834,7 +835,9 @@ def fit_router(
     """
 
     emit = progress or (lambda event: None)
-    device = torch.device(config.device)
+    device = D.resolve(config.device)
+    D.activate(device)
+    device = device.torch
     targets = torch.as_tensor(soft_targets(radii, config.temperature), dtype=torch.float32)
     weights_np, _ = class_weights(radii)
     weights = torch.as_tensor(weights_np, dtype=torch.float32)
