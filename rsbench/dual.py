@@ -18,8 +18,11 @@ constant on the L2 ball of the returned radius: the smoothed router's choice, he
 constant on the ball of radius ``R_r``, and the chosen expert's smoothed prediction at that fixed
 sigma is constant on the ball of radius ``R_e``.
 
-The expert stage draws from the same random streams as single-expert certification, so a router
-that always picks expert ``k`` reproduces expert ``k``'s certificate at ``alpha_expert`` exactly.
+Noise: the router stage draws from the ``router-select``/``router-estimate`` (``router-predict``)
+streams of each sample's :class:`rsbench.noise.NoiseKey`, the expert stage from the same
+``select``/``estimate`` (``predict``) streams as single-expert certification, so a router that always
+picks expert ``k`` reproduces expert ``k``'s certificate at ``alpha_expert`` exactly. None of these
+streams is used to label or train a router (:mod:`rsbench.noise`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import torch
 from torch import nn
 
 from rsbench.errors import ConfigError, check_alpha, check_count, check_sigma
+from rsbench.noise import UNNAMED_DATASET, noise_keys
 from rsbench.smoothing import (
     SmoothedClassifier,
     certify_from_counts,
@@ -220,8 +224,12 @@ class DualSmoothed:
         indices: Sequence[int] | None = None,
         router_n0: int | None = None,
         router_n: int | None = None,
+        *,
+        dataset: str = UNNAMED_DATASET,
+        split: str = "test",
+        stage: int = 0,
     ) -> list[DualCertificate]:
-        """DUAL CERTIFY each image (see the module docstring for the guarantee)."""
+        """DUAL CERTIFY each image, the sample ``(dataset, split, indices[b])`` (see the module docstring)."""
         n0, n = check_count(n0, "n0"), check_count(n, "n")
         router_n0 = check_count(router_n0 if router_n0 is not None else n0, "router_n0")
         router_n = check_count(router_n if router_n is not None else n, "router_n")
@@ -229,8 +237,11 @@ class DualSmoothed:
         alpha_router, alpha_expert = split_alpha(alpha, self.alpha_router_fraction)
         images, indices = self.router._prepare(images, indices)
 
-        router_counts0 = self.router.votes(images, router_n0, seed, indices, "router-select")
-        router_counts = self.router.votes(images, router_n, seed, indices, "router-estimate")
+        def keys(chosen: Sequence[int], purpose):
+            return noise_keys(dataset, split, chosen, purpose, seed, stage)
+
+        router_counts0 = self.router.votes(images, router_n0, keys(indices, "router-select"))
+        router_counts = self.router.votes(images, router_n, keys(indices, "router-estimate"))
         router = certify_from_counts(router_counts0, router_counts, alpha_router, self.sigma_router)
 
         expert_rows: dict[int, tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, int]] = {}
@@ -239,8 +250,8 @@ class DualSmoothed:
             if chosen.size == 0:
                 continue
             chosen_indices = [indices[i] for i in chosen]
-            counts0 = expert.votes(images[chosen], n0, seed, chosen_indices, "select")
-            counts = expert.votes(images[chosen], n, seed, chosen_indices, "estimate")
+            counts0 = expert.votes(images[chosen], n0, keys(chosen_indices, "select"))
+            counts = expert.votes(images[chosen], n, keys(chosen_indices, "estimate"))
             decision = certify_from_counts(counts0, counts, alpha_expert, expert.sigma)
             for row, i in enumerate(chosen):
                 expert_rows[int(i)] = (decision, counts0[row], counts[row], row)
@@ -312,10 +323,30 @@ class DualSmoothed:
         return results
 
     def certify(
-        self, image: torch.Tensor, n0: int, n: int, alpha: float, seed: int = 0, index: int = 0
+        self,
+        image: torch.Tensor,
+        n0: int,
+        n: int,
+        alpha: float,
+        seed: int = 0,
+        index: int = 0,
+        *,
+        dataset: str = UNNAMED_DATASET,
+        split: str = "test",
+        stage: int = 0,
     ) -> DualCertificate:
-        """DUAL CERTIFY one ``[C, H, W]`` image."""
-        return self.certify_batch(image.unsqueeze(0), n0, n, alpha, seed, [index])[0]
+        """DUAL CERTIFY one ``[C, H, W]`` image, the sample ``(dataset, split, index)``."""
+        return self.certify_batch(
+            image.unsqueeze(0),
+            n0,
+            n,
+            alpha,
+            seed,
+            [index],
+            dataset=dataset,
+            split=split,
+            stage=stage,
+        )[0]
 
     def predict_batch(
         self,
@@ -324,6 +355,10 @@ class DualSmoothed:
         alpha: float,
         seed: int = 0,
         indices: Sequence[int] | None = None,
+        *,
+        dataset: str = UNNAMED_DATASET,
+        split: str = "test",
+        stage: int = 0,
     ) -> list[DualPrediction]:
         """DUAL PREDICT: PREDICT on the router at alpha_router, then on the chosen expert at alpha_expert.
 
@@ -334,7 +369,10 @@ class DualSmoothed:
         alpha_router, alpha_expert = split_alpha(alpha, self.alpha_router_fraction)
         images, indices = self.router._prepare(images, indices)
         router = predict_from_counts(
-            self.router.votes(images, n, seed, indices, "router-predict"), alpha_router
+            self.router.votes(
+                images, n, noise_keys(dataset, split, indices, "router-predict", seed, stage)
+            ),
+            alpha_router,
         )
         results: list[DualPrediction | None] = [None] * len(indices)
         for i in np.nonzero(router["abstained"])[0]:
@@ -345,7 +383,10 @@ class DualSmoothed:
             chosen = np.nonzero(~router["abstained"] & (router["prediction"] == k))[0]
             if chosen.size == 0:
                 continue
-            votes = expert.votes(images[chosen], n, seed, [indices[i] for i in chosen], "predict")
+            chosen_keys = noise_keys(
+                dataset, split, [indices[i] for i in chosen], "predict", seed, stage
+            )
+            votes = expert.votes(images[chosen], n, chosen_keys)
             decision = predict_from_counts(votes, alpha_expert)
             for row, i in enumerate(chosen):
                 results[i] = DualPrediction(
@@ -360,10 +401,21 @@ class DualSmoothed:
         return [r for r in results if r is not None]
 
     def predict(
-        self, image: torch.Tensor, n: int, alpha: float, seed: int = 0, index: int = 0
+        self,
+        image: torch.Tensor,
+        n: int,
+        alpha: float,
+        seed: int = 0,
+        index: int = 0,
+        *,
+        dataset: str = UNNAMED_DATASET,
+        split: str = "test",
+        stage: int = 0,
     ) -> DualPrediction:
-        """DUAL PREDICT one ``[C, H, W]`` image."""
-        return self.predict_batch(image.unsqueeze(0), n, alpha, seed, [index])[0]
+        """DUAL PREDICT one ``[C, H, W]`` image, the sample ``(dataset, split, index)``."""
+        return self.predict_batch(
+            image.unsqueeze(0), n, alpha, seed, [index], dataset=dataset, split=split, stage=stage
+        )[0]
 
 
 def load_dual(

@@ -14,7 +14,8 @@ Guarantees
 * **Resume.** Completed samples are read from the valid part files; a part that fails to read is
   deleted (with a warning) and its samples certified again; a chunk in flight when a process dies
   leaves only a ``.tmp`` file that is removed. Every sample's votes depend only on (model, image,
-  seed, index), so a resumed run equals an uninterrupted one row for row (``seconds`` aside).
+  and its noise keys: dataset, split, index, seed; :mod:`rsbench.noise`), so a resumed run equals
+  an uninterrupted one row for row (``seconds`` aside).
 * **Concurrency.** Each shard holds a lock for its whole run (a second process on the same shard
   waits for it), and every chunk is written under a run-wide lock after dropping samples another
   process has already written: no sample is ever written twice.
@@ -685,6 +686,8 @@ def execute(
                     config.alpha,
                     seed=config.seed,
                     indices=[sources[k] for k in ks],
+                    dataset=data_name,
+                    split=data_split,
                 )
                 seconds = (time.perf_counter() - t0) / len(ks)
                 for k, cert in zip(ks, certs):
@@ -1161,10 +1164,13 @@ def measure_throughput(certifier: Any, image, seconds: float = 1.0) -> float:
     """Noisy samples per second of ``certifier`` on one ``image`` (a short warm-up, then timed)."""
     expert = certifier.experts[0] if hasattr(certifier, "experts") else certifier
     num = max(1, min(expert.batch_size, 2000))
-    expert.votes(image.unsqueeze(0), num, 0, [0], "select")  # warm-up
+    from rsbench.noise import NoiseKey
+
+    keys = [NoiseKey("throughput", "probe", 0, "select", 0)]  # timing only: no result uses it
+    expert.votes(image.unsqueeze(0), num, keys)  # warm-up
     total, t0 = 0, time.perf_counter()
     while True:
-        expert.votes(image.unsqueeze(0), num, 0, [0], "select")
+        expert.votes(image.unsqueeze(0), num, keys)
         total += num
         elapsed = time.perf_counter() - t0
         if elapsed >= seconds or total >= 50 * num:

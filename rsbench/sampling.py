@@ -3,18 +3,18 @@
 The noise is ``N(0, sigma^2 I)`` in [0, 1] pixel space, generated on the model's device; votes
 (argmax of the logits) are counted on the device.
 
-Reproducibility guarantee: every image draws its noise from its own ``torch.Generator`` seeded by
-:func:`derive_seed` from ``(run seed, dataset index, stream)``, in blocks of :data:`NOISE_BLOCK`
-samples. An image's votes therefore depend only on (model, image, sigma, num, its seed, device type
-and precision): not on the batch size, not on which other images share its forward batches, not on
-the shard or on where a run was resumed. Noisy copies of several images are packed into one forward
+Reproducibility guarantee: every image draws its noise from the stream of its own
+:class:`rsbench.noise.NoiseKey` (dataset, split, index, purpose, seed, stage), in blocks of
+:data:`NOISE_BLOCK` samples. An image's votes therefore depend only on (model, image, sigma, num, its
+key, :data:`rsbench.noise.NOISE_SCHEME`, device type and precision): not on the batch size, not on
+which other images share its forward batches, not on the shard or on where a run was resumed. Noisy copies of several images are packed into one forward
 batch when one image's samples do not fill it.
 
 How the work is arranged (none of it changes a vote):
 
 * Noise is drawn straight into reusable batch buffers (``normal_`` on a contiguous slice draws
   exactly the numbers ``torch.randn`` of that shape would); a block that straddles two forward
-  batches is drawn whole and copied. The noise stream is the one of rsbench's first release.
+  batches is drawn whole and copied.
 * On CPU the next forward batch's noisy samples are made in a background thread while the current
   batch runs through the model (``torch`` releases the GIL in both), so a small model does not wait
   for its noise. The background thread runs only serial kernels: ``normal_`` with a generator, and
@@ -33,7 +33,6 @@ How the work is arranged (none of it changes a vote):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import sys
@@ -47,14 +46,13 @@ from torch import nn
 from rsbench import device as D
 from rsbench.device import PRECISIONS as PRECISIONS  # re-exported
 from rsbench.device import compile_model, precision_context
+from rsbench.noise import NoiseKey
 
 logger = logging.getLogger(__name__)
 
 #: Noise is drawn per image in blocks of this many samples (the last block of an image is shorter).
 NOISE_BLOCK = 1000
 
-#: Named random streams: each stage of a certificate draws fresh, independent noise.
-STREAMS = ("select", "estimate", "predict", "router-select", "router-estimate", "router-predict")
 
 #: A compiled model sees partial batches padded to ``forward_batch / 2**k`` for k < this number.
 PAD_LEVELS = 5
@@ -69,12 +67,6 @@ WIDE_NOISE_MIN_DIM = 2048
 #: torch runs an elementwise CPU op on fewer elements than this in the calling thread alone
 #: (``at::internal::GRAIN_SIZE``); the noise thread keeps its ops below it.
 SERIAL_ELEMENTS = 32768
-
-
-def derive_seed(seed: int, index: int, stream: str) -> int:
-    """A 63-bit seed for one (run seed, dataset index, stream), stable across platforms and runs."""
-    digest = hashlib.blake2b(f"rsbench:{int(seed)}:{int(index)}:{stream}".encode(), digest_size=8)
-    return int.from_bytes(digest.digest(), "little") >> 1
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -292,7 +284,7 @@ class VoteCounter:
     def _noise_batches(
         self,
         num: int,
-        seeds: Sequence[int],
+        keys: Sequence[NoiseKey],
         pool: _BufferPool,
         capacity: int,
         images: torch.Tensor,
@@ -324,8 +316,8 @@ class VoteCounter:
                     part.mul_(sigma).add_(image)
 
         batch = _Batch(pool.get(), finish)
-        for position, seed in enumerate(seeds):
-            generator = D.generator(self.device, seed)
+        for position, key in enumerate(keys):
+            generator = key.generator(self.device)
             left = num
             while left > 0:
                 block = min(left, NOISE_BLOCK)
@@ -390,12 +382,19 @@ class VoteCounter:
 
     @torch.inference_mode()
     def count(
-        self, images: torch.Tensor, sigma: float, num: int, seeds: Sequence[int]
+        self, images: torch.Tensor, sigma: float, num: int, keys: Sequence[NoiseKey]
     ) -> torch.Tensor:
-        """Votes ``[B, num_classes]`` (int64, on CPU) of ``num`` noisy copies of each of ``B`` images."""
+        """Votes ``[B, num_classes]`` (int64, on CPU) of ``num`` noisy copies of each of ``B`` images.
+
+        Image ``b`` draws its noise from the stream of ``keys[b]`` (:class:`rsbench.noise.NoiseKey`).
+        """
         count_images = images.shape[0]
-        if len(seeds) != count_images:
-            raise ValueError(f"got {len(seeds)} seeds for {count_images} images")
+        if len(keys) != count_images:
+            raise ValueError(f"got {len(keys)} noise keys for {count_images} images")
+        if not all(isinstance(key, NoiseKey) for key in keys):
+            raise TypeError(
+                "keys must be rsbench.noise.NoiseKey values (see rsbench.noise.noise_keys)"
+            )
         votes = torch.zeros((count_images, self.num_classes), dtype=torch.int64, device=self.device)
         if count_images == 0 or num == 0:
             return votes.cpu()
@@ -409,7 +408,7 @@ class VoteCounter:
         pool = _BufferPool(3 if overlap else 1, capacity, shape, dtype, self.device, stop)
 
         def make() -> Iterator[_Batch]:
-            return self._noise_batches(num, seeds, pool, capacity, images, sigma, finish)
+            return self._noise_batches(num, keys, pool, capacity, images, sigma, finish)
 
         batches = _in_background(make, stop) if overlap else make()
         ones = torch.ones(capacity, dtype=torch.int64, device=self.device)
@@ -429,10 +428,10 @@ def count_votes(
     images: torch.Tensor,
     sigma: float,
     num: int,
-    seeds: Sequence[int],
+    keys: Sequence[NoiseKey],
     num_classes: int,
     batch_size: int = 1000,
     precision: str = "fp32",
 ) -> torch.Tensor:
     """Votes ``[B, num_classes]`` of ``num`` noisy copies of each image (see :class:`VoteCounter`)."""
-    return VoteCounter(model, num_classes, batch_size, precision).count(images, sigma, num, seeds)
+    return VoteCounter(model, num_classes, batch_size, precision).count(images, sigma, num, keys)

@@ -10,6 +10,11 @@ Guarantees
 * :meth:`SmoothedClassifier.predict`: with probability >= 1 - alpha it abstains or returns ``g(x)``
   (two-sided binomial test of the top count against the runner-up at p = 1/2).
 
+Noise: the selection, estimation and prediction samples of the sample ``(dataset, split, index)``
+come from the streams of :class:`rsbench.noise.NoiseKey` with purposes ``select``, ``estimate`` and
+``predict`` (and the run's ``seed``, ``stage``): fresh and independent of each other and of every
+draw made for training or router labels (:mod:`rsbench.noise`).
+
 Both are pure functions of the vote counts (:func:`certify_from_counts`,
 :func:`predict_from_counts`), so stored counts can be re-scored under another alpha offline.
 """
@@ -25,7 +30,8 @@ from torch import nn
 
 from rsbench import stats
 from rsbench.errors import ConfigError, check_alpha, check_count, check_sigma
-from rsbench.sampling import PRECISIONS, VoteCounter, derive_seed
+from rsbench.noise import UNNAMED_DATASET, NoiseKey, noise_keys
+from rsbench.sampling import PRECISIONS, VoteCounter
 
 
 @dataclass(frozen=True)
@@ -205,12 +211,9 @@ class SmoothedClassifier:
             )
         return images, indices
 
-    def votes(
-        self, images: torch.Tensor, num: int, seed: int, indices: Sequence[int], stream: str
-    ) -> np.ndarray:
-        """Raw votes ``[B, C]`` of ``num`` noisy samples per image from the named random stream."""
-        seeds = [derive_seed(seed, index, stream) for index in indices]
-        return self.counter.count(images, self.sigma, num, seeds).numpy()
+    def votes(self, images: torch.Tensor, num: int, keys: Sequence[NoiseKey]) -> np.ndarray:
+        """Raw votes ``[B, C]`` of ``num`` noisy samples per image, image ``b`` from ``keys[b]``'s stream."""
+        return self.counter.count(images, self.sigma, num, keys).numpy()
 
     def certify_batch(
         self,
@@ -220,13 +223,21 @@ class SmoothedClassifier:
         alpha: float,
         seed: int = 0,
         indices: Sequence[int] | None = None,
+        *,
+        dataset: str = UNNAMED_DATASET,
+        split: str = "test",
+        stage: int = 0,
     ) -> list[Certificate]:
-        """CERTIFY each image of a batch; ``indices`` (dataset indices) seed each image's noise."""
+        """CERTIFY each image of a batch.
+
+        Image ``b`` is the sample ``(dataset, split, indices[b])`` (indices default to 0..B-1); its
+        noise comes from the keys of that sample with purposes ``select`` and ``estimate``.
+        """
         n0, n = check_count(n0, "n0"), check_count(n, "n")
         alpha = check_alpha(alpha)
         images, indices = self._prepare(images, indices)
-        counts0 = self.votes(images, n0, seed, indices, "select")
-        counts = self.votes(images, n, seed, indices, "estimate")
+        counts0 = self.votes(images, n0, noise_keys(dataset, split, indices, "select", seed, stage))
+        counts = self.votes(images, n, noise_keys(dataset, split, indices, "estimate", seed, stage))
         decision = certify_from_counts(counts0, counts, alpha, self.sigma)
         return [
             Certificate(
@@ -248,10 +259,30 @@ class SmoothedClassifier:
         ]
 
     def certify(
-        self, image: torch.Tensor, n0: int, n: int, alpha: float, seed: int = 0, index: int = 0
+        self,
+        image: torch.Tensor,
+        n0: int,
+        n: int,
+        alpha: float,
+        seed: int = 0,
+        index: int = 0,
+        *,
+        dataset: str = UNNAMED_DATASET,
+        split: str = "test",
+        stage: int = 0,
     ) -> Certificate:
-        """CERTIFY one ``[C, H, W]`` image (see the module docstring for the guarantee)."""
-        return self.certify_batch(image.unsqueeze(0), n0, n, alpha, seed, [index])[0]
+        """CERTIFY one ``[C, H, W]`` image, the sample ``(dataset, split, index)`` (see the module docstring)."""
+        return self.certify_batch(
+            image.unsqueeze(0),
+            n0,
+            n,
+            alpha,
+            seed,
+            [index],
+            dataset=dataset,
+            split=split,
+            stage=stage,
+        )[0]
 
     def predict_batch(
         self,
@@ -260,12 +291,16 @@ class SmoothedClassifier:
         alpha: float,
         seed: int = 0,
         indices: Sequence[int] | None = None,
+        *,
+        dataset: str = UNNAMED_DATASET,
+        split: str = "test",
+        stage: int = 0,
     ) -> list[Prediction]:
-        """PREDICT each image of a batch."""
+        """PREDICT each image of a batch (noise: the ``predict`` keys of each sample)."""
         n = check_count(n, "n")
         alpha = check_alpha(alpha)
         images, indices = self._prepare(images, indices)
-        counts = self.votes(images, n, seed, indices, "predict")
+        counts = self.votes(images, n, noise_keys(dataset, split, indices, "predict", seed, stage))
         decision = predict_from_counts(counts, alpha)
         return [
             Prediction(
@@ -283,7 +318,18 @@ class SmoothedClassifier:
         ]
 
     def predict(
-        self, image: torch.Tensor, n: int, alpha: float, seed: int = 0, index: int = 0
+        self,
+        image: torch.Tensor,
+        n: int,
+        alpha: float,
+        seed: int = 0,
+        index: int = 0,
+        *,
+        dataset: str = UNNAMED_DATASET,
+        split: str = "test",
+        stage: int = 0,
     ) -> Prediction:
-        """PREDICT one ``[C, H, W]`` image."""
-        return self.predict_batch(image.unsqueeze(0), n, alpha, seed, [index])[0]
+        """PREDICT one ``[C, H, W]`` image, the sample ``(dataset, split, index)``."""
+        return self.predict_batch(
+            image.unsqueeze(0), n, alpha, seed, [index], dataset=dataset, split=split, stage=stage
+        )[0]

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from rsbench import runner
+from rsbench.noise import NoiseKey, noise_keys
 from rsbench.results import read_results, read_run_json
 from rsbench.sampling import NOISE_BLOCK, PAD_LEVELS, VoteCounter, pad_size
 from rsbench.zoo import load_zoo
@@ -32,12 +33,16 @@ def _images(count: int = 3) -> torch.Tensor:
     return torch.rand(count, 3, 4, 4, generator=torch.Generator().manual_seed(1))
 
 
-def reference_votes(model, images, sigma: float, num: int, seeds) -> torch.Tensor:
+def _keys(*indices: int) -> list[NoiseKey]:
+    return noise_keys("perf", "test", indices, "estimate", 0)
+
+
+def reference_votes(model, images, sigma: float, num: int, keys) -> torch.Tensor:
     """rsbench's noise stream written plainly: per image, torch.randn blocks of NOISE_BLOCK."""
-    votes = torch.zeros(len(seeds), 5, dtype=torch.int64)
+    votes = torch.zeros(len(keys), 5, dtype=torch.int64)
     with torch.inference_mode():
-        for i, seed in enumerate(seeds):
-            generator = torch.Generator().manual_seed(int(seed))
+        for i, key in enumerate(keys):
+            generator = key.generator()
             left = num
             while left > 0:
                 block = min(left, NOISE_BLOCK)
@@ -55,7 +60,7 @@ def _noise_threads() -> list[threading.Thread]:
 @pytest.mark.parametrize("overlap", [True, False])
 @pytest.mark.parametrize("batch", [1000, 333, 64, 2500])
 def test_votes_equal_the_plain_noise_stream(batch: int, overlap: bool) -> None:
-    net, images, seeds = _net(), _images(), [11, 5, 2**62]
+    net, images, seeds = _net(), _images(), _keys(11, 5, 12)
     expected = reference_votes(net, images, 0.5, 2300, seeds)
     counter = VoteCounter(net, 5, batch_size=batch, overlap=overlap)
     assert torch.equal(counter.count(images, 0.5, 2300, seeds), expected)
@@ -81,7 +86,7 @@ class FailsAbove(nn.Module):
 
 
 def test_out_of_memory_halves_the_batch_and_keeps_the_votes(caplog) -> None:
-    net, images, seeds = _net(), _images(), [3, 4, 5]
+    net, images, seeds = _net(), _images(), _keys(3, 4, 5)
     expected = VoteCounter(net, 5, batch_size=400).count(images, 0.25, 1500, seeds)
     oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
     flaky = FailsAbove(net, 96, oom)
@@ -100,15 +105,23 @@ def test_other_errors_propagate_without_halving(overlap: bool) -> None:
     error = RuntimeError("CUDA error: an illegal memory access was encountered")
     counter = VoteCounter(FailsAbove(_net(), 96, error), 5, batch_size=400, overlap=overlap)
     with pytest.raises(RuntimeError, match="illegal memory access"):
-        counter.count(_images(), 0.25, 1500, [3, 4, 5])
+        counter.count(_images(), 0.25, 1500, _keys(3, 4, 5))
     assert counter.forward_batch == 400
     assert not _noise_threads()
 
 
+class _BrokenKey(NoiseKey):
+    """A key whose generator fails (in the noise thread, where generators are made)."""
+
+    def generator(self, device="cpu") -> torch.Generator:
+        raise ValueError("Overflow: no generator for this key")
+
+
 def test_an_error_in_the_noise_thread_reaches_the_caller() -> None:
     counter = VoteCounter(_net(), 5, batch_size=500, overlap=True)
+    keys = [_keys(1)[0], _BrokenKey("perf", "test", 2, "estimate", 0)]
     with pytest.raises(ValueError, match="Overflow"):
-        counter.count(_images(2), 0.25, 2000, [1, 2**70])  # the second seed does not fit a long
+        counter.count(_images(2), 0.25, 2000, keys)
     assert not _noise_threads()
 
 
@@ -126,7 +139,7 @@ def test_compiled_model_sees_few_shapes_and_gives_the_eager_votes() -> None:
         shapes.append(tuple(example_inputs[0].shape))
         return graph_module.forward
 
-    net, images, seeds = _net(), _images(), [7, 8, 9]
+    net, images, seeds = _net(), _images(), _keys(7, 8, 9)
     compiled = VoteCounter(net, 5, batch_size=100, compile=backend)
     eager = VoteCounter(net, 5, batch_size=100)
     assert compiled.compiled and not eager.compiled
@@ -138,7 +151,7 @@ def test_compiled_model_sees_few_shapes_and_gives_the_eager_votes() -> None:
 
 
 def test_inductor_compile_gives_the_eager_votes_in_fp32() -> None:
-    net, images, seeds = _net(), _images(), [7, 8, 9]
+    net, images, seeds = _net(), _images(), _keys(7, 8, 9)
     compiled = VoteCounter(net, 5, batch_size=200, compile=True)
     eager = VoteCounter(net, 5, batch_size=200)
     for num in (450, 30):
@@ -153,7 +166,7 @@ def test_precisions_and_channels_last_run(precision: str) -> None:
     conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(16, 5)).eval()
     conv = conv.to(memory_format=torch.channels_last)
     counter = VoteCounter(conv, 5, batch_size=64, precision=precision, channels_last=True)
-    votes = counter.count(_images(), 0.5, 150, [1, 2, 3])
+    votes = counter.count(_images(), 0.5, 150, _keys(1, 2, 3))
     assert votes.shape == (3, 5) and votes.sum(1).tolist() == [150, 150, 150]
 
 

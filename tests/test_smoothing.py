@@ -159,15 +159,17 @@ class FirstCoordinates(nn.Module):
 def test_noise_stream_is_float32_randn_below_and_cast_float64_above_the_wide_threshold(
     shape,
 ) -> None:
-    from rsbench.sampling import NOISE_BLOCK, SERIAL_ELEMENTS, WIDE_NOISE_MIN_DIM, derive_seed
+    from rsbench.noise import NoiseKey
+    from rsbench.sampling import NOISE_BLOCK, SERIAL_ELEMENTS, WIDE_NOISE_MIN_DIM
 
     d, k, num, seed, index = int(np.prod(shape)), 7, 2500, 4, 11
     assert 784 < WIDE_NOISE_MIN_DIM <= 3072  # Fashion-MNIST keeps float32 draws; CIFAR-10 is wide
     images = torch.zeros(1, *shape)
+    key = NoiseKey("cifar10", "test", index, "estimate", seed)
     votes = SmoothedClassifier(FirstCoordinates(k), k, sigma=0.5, batch_size=600).votes(
-        images, num, seed, [index], "estimate"
+        images, num, [key]
     )
-    generator = torch.Generator().manual_seed(derive_seed(seed, index, "estimate"))
+    generator = key.generator()
     blocks = []
     for start in range(0, num, NOISE_BLOCK):
         block = torch.empty((min(NOISE_BLOCK, num - start), *shape))

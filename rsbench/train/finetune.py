@@ -149,13 +149,17 @@ def assign_images(
     seed: int,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
+    dataset: str = "unnamed",
+    split: str = "train",
 ) -> np.ndarray:
     """Expert index per image: argmax of the router's softmax averaged over ``copies`` noisy copies.
 
     ``images_of(list_of_indices)`` returns ``[B, C, H, W]`` images in [0, 1]. Image ``i``'s noise
-    comes from a generator seeded by ``(seed, i)`` alone, so the answer does not depend on batching.
+    comes from the ``router-assign`` stream of the sample ``(dataset, split, i)`` and ``seed``
+    (:class:`rsbench.noise.NoiseKey`), so the answer does not depend on batching, and no
+    certificate draws from that stream.
     """
-    from rsbench.sampling import derive_seed
+    from rsbench.noise import NoiseKey
 
     router.eval()
     out = np.empty(len(indices), dtype=np.int64)
@@ -166,7 +170,7 @@ def assign_images(
             [
                 torch.randn(
                     (copies, *images.shape[1:]),
-                    generator=torch.Generator().manual_seed(derive_seed(seed, i, "router-assign")),
+                    generator=NoiseKey(dataset, split, i, "router-assign", seed).generator(),
                 )
                 for i in chunk
             ],
@@ -322,6 +326,8 @@ def finetune_dual(
         config.assign_copies,
         template.seed,
         device=template.device,
+        dataset=str(getattr(data, "source_name", None) or data.name),
+        split=data.split,
     )
     share = {
         e.id: round(float((choice == k).mean()), 4) if len(choice) else 0.0

@@ -14,8 +14,10 @@ noise ``sigma_router``, which expert certifies each image best.
    cached in Parquet, one file per expert per chunk of images, written atomically, under a folder
    keyed by (expert id, weights sha256, sigma, n0, n, alpha, seed, dataset, split); a rerun or another
    router sharing an expert computes only the images not yet cached (so an interrupted label stage
-   resumes, and gives exactly what an uninterrupted one gives: each image's noise is seeded by its
-   dataset index alone, see :mod:`rsbench.sampling`).
+   resumes, and gives exactly what an uninterrupted one gives: each image's noise comes from its own
+   :class:`rsbench.noise.NoiseKey` with the label stage's purposes ``label-select`` and
+   ``label-estimate``, which no certificate ever draws from, so the router's weights are independent
+   of the noise that later certifies any test image).
 2. **Targets** (:func:`soft_targets`, :func:`keep_mask`, :func:`class_weights`): ``y =
    softmax_k(R_k(x) / T)`` (``T = 1``); images whose radius is 0 for every expert are dropped; each
    kept image is weighted by ``1 / q_k`` where ``q_k`` is the share of kept images whose best expert
@@ -70,7 +72,6 @@ from rsbench import device as D
 from rsbench.errors import ConfigError, check_alpha, check_count, check_sigma
 from rsbench.train.common import (
     atomic_write,
-    epoch_seed,
     make_optimizer,
     make_scheduler,
     package_relative,
@@ -237,7 +238,8 @@ def label_radii(
     """
     import pandas as pd
 
-    from rsbench.smoothing import SmoothedClassifier
+    from rsbench.noise import noise_keys
+    from rsbench.smoothing import SmoothedClassifier, certify_from_counts
 
     budget = budget.check()
     chunk_size = check_count(chunk_size, "label chunk size")
@@ -266,11 +268,19 @@ def label_radii(
     for group in groups.values():
         images = dataset.images(group)
         labels = dataset.labels[torch.as_tensor(group)].numpy()
-        certs = smoothed.certify_batch(
-            images, budget.n0, budget.n, budget.alpha, seed=budget.seed, indices=group
-        )
-        prediction = np.array([c.prediction for c in certs], dtype=np.int64)
-        radius = np.array([c.radius for c in certs], dtype=np.float64)
+        # the label stage's own streams (purposes label-select/label-estimate of the training
+        # samples): never the noise that certifies any test image (rsbench.noise)
+        sources = [int(dataset.source_indices[i]) for i in group]
+        source_name = str(getattr(dataset, "source_name", None) or dataset.name)
+
+        def keys(purpose, sources=sources, source_name=source_name):
+            return noise_keys(source_name, dataset.split, sources, purpose, budget.seed)
+
+        counts0 = smoothed.votes(images, budget.n0, keys("label-select"))
+        counts = smoothed.votes(images, budget.n, keys("label-estimate"))
+        certs = certify_from_counts(counts0, counts, budget.alpha, sigma)
+        prediction = certs["prediction"].astype(np.int64)
+        radius = certs["radius"].astype(np.float64)
         frame = pd.DataFrame(
             {
                 "index": np.asarray(group, dtype=np.int64),
@@ -278,10 +288,10 @@ def label_radii(
                 "prediction": prediction,
                 "radius": radius,
                 "label_radius": np.where(prediction == labels, radius, 0.0),
-                "cA": np.array([c.cA for c in certs], dtype=np.int64),
-                "count0": np.array([c.count0 for c in certs], dtype=np.int64),
-                "nA": np.array([c.nA for c in certs], dtype=np.int64),
-                "pA_lower": np.array([c.pA_lower for c in certs], dtype=np.float64),
+                "cA": certs["cA"].astype(np.int64),
+                "count0": certs["count0"].astype(np.int64),
+                "nA": certs["nA"].astype(np.int64),
+                "pA_lower": certs["pA_lower"].astype(np.float64),
             }
         )
         path = folder / f"idx-{group[0]:09d}-{group[-1]:09d}.parquet"
@@ -825,19 +835,25 @@ def fit_router(
     key: str = "",
     resume: bool = True,
     progress: Progress | None = None,
+    dataset: str | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` (InputLayer + net with K outputs) on kept ``images`` and their label ``radii``.
 
-    ``images`` ``[N, C, H, W]`` in [0, 1] and ``radii`` ``[N, K]`` are the kept rows. Epoch ``e``
-    draws its order and noise from ``(config.seed, e)``; with ``checkpoint`` the state is saved after
+    ``images`` ``[N, C, H, W]`` in [0, 1] and ``radii`` ``[N, K]`` are the kept rows of ``dataset``
+    (default ``config.dataset``) / ``config.split``. Epoch ``e`` draws its order and noise from the
+    ``training`` stream of :class:`rsbench.noise.NoiseKey` ``(dataset, split, e, seed)``, which no
+    certificate draws from; with ``checkpoint`` the state is saved after
     every epoch and, with ``resume``, restored (a checkpoint with another ``key`` is refused).
     Returns the per-epoch history.
     """
+
+    from rsbench.noise import UNNAMED_DATASET, NoiseKey
 
     emit = progress or (lambda event: None)
     device = D.resolve(config.device)
     D.activate(device)
     device = device.torch
+    data_name, data_split = dataset or config.dataset or UNNAMED_DATASET, config.split
     targets = torch.as_tensor(soft_targets(radii, config.temperature), dtype=torch.float32)
     weights_np, _ = class_weights(radii)
     weights = torch.as_tensor(weights_np, dtype=torch.float32)
@@ -867,7 +883,8 @@ def fit_router(
     m = int(config.copies)
     for epoch in range(start_epoch, config.epochs):
         model.train()
-        generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
+        # epoch e's order and noise: the training stream of (dataset, split, epoch, seed)
+        generator = NoiseKey(data_name, data_split, epoch, "training", config.seed).generator()
         order = torch.randperm(size, generator=generator)
         sums = {"loss": 0.0, "ce": 0.0, "kl": 0.0, "entropy": 0.0}
         agree, seen = 0, 0
@@ -997,7 +1014,15 @@ def train_router(
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()
     train_began = time.perf_counter()
     history = fit_router(
-        config, model, images, radii[keep], paths["checkpoint"], key, resume, progress
+        config,
+        model,
+        images,
+        radii[keep],
+        paths["checkpoint"],
+        key,
+        resume,
+        progress,
+        dataset=str(getattr(data, "source_name", None) or data.name),
     )
     train_seconds = time.perf_counter() - train_began
 
