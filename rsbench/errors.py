@@ -41,8 +41,17 @@ class CheckFailed(RSBenchError):
     exit_code = 1
 
 
+#: Largest noise level accepted. Pixels lie in [0, 1], so noise of standard deviation 100 already
+#: drowns every image; far larger values overflow float32 noise to inf.
+MAX_SIGMA = 100.0
+
+#: Seeds are stored in int64 Parquet columns and hashed as signed 64-bit values: 0 <= seed < 2**63.
+MAX_SEED = 2**63 - 1
+
+
 def check_sigma(sigma: float, name: str = "sigma") -> float:
-    """Return ``sigma`` as float if it is a finite number > 0, else raise :class:`ConfigError`."""
+    """Return ``sigma`` as float if it is a finite number in (0, :data:`MAX_SIGMA`], else raise
+    :class:`ConfigError`."""
     try:
         value = float(sigma)
     except (TypeError, ValueError):
@@ -51,7 +60,29 @@ def check_sigma(sigma: float, name: str = "sigma") -> float:
         ) from None
     if not value > 0 or value == float("inf"):
         raise ConfigError(f"{name}={sigma!r} is not allowed; {name} must be a finite number > 0")
+    if value > MAX_SIGMA:
+        raise ConfigError(
+            f"{name}={sigma!r} is too large; {name} must lie in (0, {MAX_SIGMA:g}] (pixels lie in "
+            "[0, 1]; typical noise levels are 0.12 to 1)"
+        )
     return value
+
+
+def check_seed(seed: int, name: str = "seed") -> int:
+    """Return ``seed`` if it is an integer with ``0 <= seed < 2**63``, else raise :class:`ConfigError`."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        try:
+            as_int = int(seed)
+        except (TypeError, ValueError):
+            as_int = None
+        if as_int is None or as_int != seed:
+            raise ConfigError(
+                f"{name}={seed!r} is not an integer; use an integer 0 <= {name} < 2**63"
+            )
+        seed = as_int
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{name}={seed} is out of range; use an integer 0 <= {name} < 2**63")
+    return seed
 
 
 def check_alpha(alpha: float, name: str = "alpha") -> float:

@@ -55,6 +55,9 @@ DEFAULT_RADIUS_GRIDS: dict[str, tuple[float, float, float]] = {
     "mnist": (0.0, 2.0, 0.25),
 }
 
+#: Most radii a grid may hold (a table column or plot point each).
+MAX_RADII = 1000
+
 #: Grid used for a dataset without its own default.
 FALLBACK_RADIUS_GRID: tuple[float, float, float] = (0.0, 2.0, 0.25)
 
@@ -64,9 +67,21 @@ FALLBACK_RADIUS_GRID: tuple[float, float, float] = (0.0, 2.0, 0.25)
 
 def radius_grid(start: float, stop: float, step: float) -> np.ndarray:
     """Return ``start, start + step, ..., stop`` (stop included when it lies on the grid), rounded to 1e-9."""
+    for name, value in (("start", start), ("stop", stop), ("step", step)):
+        if not math.isfinite(value):
+            raise ResultsError(f"radius {name} {value:g} is not allowed; use finite numbers")
     if not step > 0:
-        raise ResultsError(f"radius step={step!r} is not allowed; use a step > 0, e.g. 0.25")
+        raise ResultsError(f"radius step {step:g} is not allowed; use a step > 0, e.g. 0.25")
+    if start < 0:
+        raise ResultsError(f"radius start {start:g} is not allowed; radii must be >= 0")
+    if stop < start:
+        raise ResultsError(f"radius stop {stop:g} lies below start {start:g}; use start <= stop")
     count = int(math.floor((stop - start) / step + 1e-9)) + 1
+    if count > MAX_RADII:
+        raise ResultsError(
+            f"the radius grid {start:g}:{stop:g}:{step:g} has {count:,} radii; at most {MAX_RADII} "
+            "are allowed: use a larger step"
+        )
     return np.round(start + step * np.arange(count), 9)
 
 
@@ -78,15 +93,22 @@ def default_radii(dataset: str | None) -> np.ndarray:
 
 def check_radii(radii: Iterable[float]) -> np.ndarray:
     """Return ``radii`` as a sorted, de-duplicated float array; raise ResultsError unless all are finite and >= 0."""
+    items = list(radii)
     try:
-        values = np.asarray([float(r) for r in radii], dtype=np.float64)
+        values = np.asarray([float(r) for r in items], dtype=np.float64)
     except (TypeError, ValueError):
-        raise ResultsError(f"radii={radii!r} are not numbers; use e.g. 0,0.25,0.5") from None
+        raise ResultsError(
+            f"radii {', '.join(map(str, items))} are not all numbers; use e.g. 0,0.25,0.5"
+        ) from None
     if values.size == 0:
         raise ResultsError("the radius grid is empty; give at least one radius, e.g. 0,0.25,0.5")
+    if values.size > MAX_RADII:
+        raise ResultsError(f"{values.size:,} radii given; at most {MAX_RADII} are allowed")
     bad = values[~np.isfinite(values) | (values < 0)]
     if bad.size:
-        raise ResultsError(f"radius {bad[0]!r} is not allowed; radii must be finite numbers >= 0")
+        raise ResultsError(
+            f"radius {float(bad[0]):g} is not allowed; radii must be finite numbers >= 0"
+        )
     return np.unique(np.round(values, 9))
 
 
@@ -96,21 +118,23 @@ def parse_radii(text: str) -> np.ndarray:
     if ":" in text:
         parts = text.split(":")
         if len(parts) != 3:
-            raise ResultsError(f"radii={text!r} is not start:stop:step; use e.g. 0:2:0.25")
+            raise ResultsError(f"radii {text!r} is not start:stop:step; use e.g. 0:2:0.25")
         try:
             start, stop, step = (float(p) for p in parts)
         except ValueError:
             raise ResultsError(
-                f"radii={text!r} is not start:stop:step; use e.g. 0:2:0.25"
+                f"radii {text!r} is not start:stop:step with numbers; use e.g. 0:2:0.25"
             ) from None
         return check_radii(radius_grid(start, stop, step))
     items = [p for p in text.replace(" ", "").split(",") if p]
     try:
-        return check_radii(float(p) for p in items)
+        values = [float(p) for p in items]
     except ValueError:
         raise ResultsError(
-            f"radii={text!r} is not a comma-separated list; use e.g. 0,0.25,0.5"
+            f"radii {text!r} is not a comma-separated list of numbers; use e.g. 0,0.25,0.5 or "
+            "0:2:0.25"
         ) from None
+    return check_radii(values)
 
 
 # --------------------------------------------------------------------------- validation and groups

@@ -788,14 +788,15 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
             f"cannot write a plot to {str(path)!r}: the extension must be one of "
             f"{', '.join('.' + f for f in FIGURE_FORMATS)}"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
+    from rsbench.output import atomic_output
+
     metadata: dict[str, Any] = {
         "png": {"Software": None},
         "svg": {"Date": None},
         "pdf": {"CreationDate": None},
     }[suffix]
-    with matplotlib.rc_context({"svg.hashsalt": "rsbench"}):
-        fig.savefig(target, format=suffix, dpi=150, metadata=metadata, bbox_inches="tight")
+    with matplotlib.rc_context({"svg.hashsalt": "rsbench"}), atomic_output(target) as tmp:
+        fig.savefig(tmp, format=suffix, dpi=150, metadata=metadata, bbox_inches="tight")
     return target
 
 

@@ -21,6 +21,7 @@ import logging
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -491,7 +492,15 @@ def import_cohen_log(
     path = Path(path)
     if not path.is_file():
         raise ResultsError(f"log file {path} does not exist")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ResultsError(
+            f"log file {path} is not a text log (byte {exc.start} is not UTF-8); pass the "
+            "tab-separated log that Cohen et al.'s certify.py writes"
+        ) from None
+    except OSError as exc:
+        raise ResultsError(f"log file {path} cannot be read ({exc.strerror})") from None
     if not lines:
         raise ResultsError(
             f"log file {path} is empty; expected a header 'idx label predict radius correct time'"
@@ -539,6 +548,10 @@ def import_cohen_log(
         raise ResultsError(f"{path}: a radius is negative, or an abstained row has a radius > 0")
     if len(np.unique(idx_a)) != len(idx_a):
         raise ResultsError(f"{path}: duplicate idx values")
+    if len(idx_a) == 0:
+        raise ResultsError(
+            f"log file {path} has a header but no rows; import it once certify.py has written rows"
+        )
 
     nA = np.full(len(idx_a), -1, dtype=np.int64)
     answered = ~abstained
@@ -653,22 +666,45 @@ def write_run(
     """Write a complete run (imported or rescored rows plus ``run.json``) into a new directory.
 
     ``rows`` is a DataFrame of :data:`SCHEMA` columns or an Arrow table. Refuses a non-empty
-    existing directory unless ``overwrite`` (then its parts and run.json are replaced).
+    existing directory unless ``overwrite`` (then the directory is replaced as a whole). All or
+    nothing: the run is written into a hidden sibling directory and renamed into place, so a
+    failure (read-only or full disk, bad rows) leaves no directory behind and an overwritten run
+    intact.
     """
     run_dir = Path(run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise ResultsError(
-                f"{run_dir} already holds results; choose another --out or pass --overwrite"
-            )
-        for part in list_parts(run_dir):
-            part.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
+        raise ResultsError(
+            f"{run_dir} already holds results; choose another --out or pass --overwrite"
+        )
     table = rows if isinstance(rows, pa.Table) else frame_to_table(rows)
-    write_chunk(run_dir, table, shard, 0)
-    info = {"format_version": RESULTS_FORMAT_VERSION, "run_id": run_dir.name, **dict(run_info)}
-    info.setdefault("num_rows", table.num_rows)
-    write_json_atomic(run_dir / RUN_JSON, info)
+    tmp = run_dir.with_name(f".{run_dir.name}.{os.getpid()}.tmp")
+    old = run_dir.with_name(f".{run_dir.name}.{os.getpid()}.old")
+    try:
+        try:
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            write_chunk(tmp, table, shard, 0)
+            info = {
+                "format_version": RESULTS_FORMAT_VERSION,
+                "run_id": run_dir.name,
+                **dict(run_info),
+            }
+            info.setdefault("num_rows", table.num_rows)
+            write_json_atomic(tmp / RUN_JSON, info)
+            if run_dir.exists() and any(run_dir.iterdir()):
+                os.replace(run_dir, old)
+            os.replace(tmp, run_dir)
+        except OSError as exc:
+            if old.exists() and not run_dir.exists():
+                os.replace(old, run_dir)  # put the overwritten run back
+            raise ResultsError(
+                f"cannot write the run {run_dir} ({exc.strerror or type(exc).__name__}); choose a "
+                "writable --out (nothing was written)"
+            ) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
     return run_dir
 
 

@@ -39,7 +39,14 @@ from typing import Any
 
 from rsbench import device as D
 from rsbench import results as R
-from rsbench.errors import ConfigError, ResultsError, check_alpha, check_count, check_sigma
+from rsbench.errors import (
+    ConfigError,
+    ResultsError,
+    check_alpha,
+    check_count,
+    check_seed,
+    check_sigma,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -307,7 +314,7 @@ def resolve_config(
         n0=n0_v,
         n=n_v,
         alpha=alpha_v,
-        seed=int(seed),
+        seed=check_seed(seed),
         stride=stride_v,
         limit=limit_v,
         indices=indices_t,
@@ -464,6 +471,53 @@ def _shard_lock(run_dir: Path, shard: str, notify: Callable[[str], None]) -> Ite
         yield
     finally:
         lock.release()
+
+
+def _open_run_dir(run_dir: Path) -> bool:
+    """Create ``run_dir`` and check that its lock can be taken; True when this call created it.
+
+    Any OS refusal (read-only or missing parent, a file in the way) is one :class:`ResultsError`.
+    """
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with _run_lock(run_dir):
+            pass
+    except OSError as exc:
+        raise ResultsError(
+            f"cannot write in the run directory {run_dir} ({exc.strerror or type(exc).__name__}); "
+            "a run needs a writable directory even to resume a complete run (it takes a lock "
+            "file there): choose a writable --out or fix the permissions"
+        ) from None
+    return created
+
+
+def _discard_empty_run(run_dir: Path) -> None:
+    """Remove a run directory that holds no results part and that no other process is using.
+
+    Called when a run that created ``run_dir`` fails before writing a row, so that the directory
+    does not block or confuse a retry. Leaves the directory alone when anything else is in it.
+    """
+    from filelock import Timeout
+
+    if not run_dir.is_dir() or R.list_parts(run_dir):
+        return
+    locks = [_lock(p, timeout=0) for p in sorted(run_dir.glob(".shard-*.lock"))]
+    held = []
+    try:
+        for lock in locks:
+            lock.acquire()
+            held.append(lock)
+    except (Timeout, OSError):
+        return  # another process is certifying into it
+    finally:
+        for lock in held:
+            lock.release()
+    for path in run_dir.iterdir():
+        if path.name == R.RUN_JSON or path.name.endswith((".lock", ".tmp")):
+            path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()
 
 
 # ------------------------------------------------------------------------------------ the run
@@ -652,7 +706,7 @@ def execute(
         if progress is not None:
             progress(ProgressEvent(run_id, done, total, certified, message))
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _open_run_dir(run_dir)
     run_lock = _run_lock(run_dir)
     with run_lock:
         _prepare_run_dir(run_dir, config, run_info or {}, len(positions))
@@ -1119,18 +1173,24 @@ def run_certification(
             "protocol": config.protocol,
             "environment": R.environment_info(),
         }
-        result = execute(
-            config,
-            certifier,
-            prepared.dataset,
-            prepared.run_dir,
-            positions=prepared.positions,
-            shard=my_shard,
-            run_info=run_info,
-            progress=progress,
-            expert_ids=config.expert_ids,
-            finalize=not info.active,
-        )
+        fresh = not prepared.run_dir.exists()
+        try:
+            result = execute(
+                config,
+                certifier,
+                prepared.dataset,
+                prepared.run_dir,
+                positions=prepared.positions,
+                shard=my_shard,
+                run_info=run_info,
+                progress=progress,
+                expert_ids=config.expert_ids,
+                finalize=not info.active,
+            )
+        except Exception:
+            if fresh and not info.active:
+                _discard_empty_run(prepared.run_dir)  # a failed first chunk leaves nothing behind
+            raise
         if info.active:
             import torch.distributed as dist
 

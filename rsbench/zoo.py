@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from rsbench import safeyaml
 from rsbench.errors import ZooError
 
 KINDS = ("expert", "router", "dual")
@@ -591,17 +592,14 @@ _StrictLoader.add_constructor(
 
 def _read_raw(path: Path, text: str | None = None) -> list:
     if text is None:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ZooError(
-                f"zoo file {str(path)!r} does not exist; check --zoo / {ENV_ZOO}"
-            ) from None
-        except OSError as exc:
-            raise ZooError(f"zoo file {str(path)!r} cannot be read ({exc.strerror})") from None
+        if not path.exists() and not path.is_symlink():
+            raise ZooError(f"zoo file {str(path)!r} does not exist; check --zoo / {ENV_ZOO}")
+        text = safeyaml.read_text(path, "zoo file", ZooError)
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        data = safeyaml.load(text, _StrictLoader, str(path), ZooError)
     except ZooError as exc:
+        if str(exc).startswith(f"{path}: "):
+            raise
         raise ZooError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -647,8 +645,11 @@ def zoo_paths(extra_paths: Iterable[str | os.PathLike] = ()) -> list[Path]:
     paths += [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
     paths += [Path(p).expanduser() for p in extra_paths]
     unique: list[Path] = []
+    seen: set[str] = set()
     for path in paths:
-        if path.resolve() not in {p.resolve() for p in unique}:
+        real = os.path.realpath(path)  # never raises, even on a symlink loop (read_zoo_file does)
+        if real not in seen:
+            seen.add(real)
             unique.append(path)
     return unique
 

@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -284,12 +285,13 @@ json.dump(codes, sys.stdout)
 
 
 def run_many(
-    jobs: dict[str, list[str]], cwd: Path, prelude: str = ""
+    jobs: dict[str, list[str]], cwd: Path, prelude: str = "", prefix: Sequence[str] = ()
 ) -> dict[str, subprocess.CompletedProcess]:
     """Run each named argument list as ``rsbench ARGS`` in ``cwd`` (see :data:`DRIVER`).
 
     ``prelude``, when given, is Python code each child runs just before the command (fault
-    injection, e.g. a write that fails with ENOSPC).
+    injection, e.g. a write that fails with ENOSPC). ``prefix`` runs the driver under a wrapper
+    command (e.g. ``setpriv`` dropping root's permission override).
     """
     logs = cwd / ".logs"
     logs.mkdir(exist_ok=True)
@@ -305,7 +307,7 @@ def run_many(
         for name, args in jobs.items()
     ]
     driver = subprocess.run(
-        [sys.executable, "-c", DRIVER],
+        [*prefix, sys.executable, "-c", DRIVER],
         input=json.dumps(spec),
         env=_env(cwd),
         capture_output=True,

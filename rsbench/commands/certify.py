@@ -70,7 +70,13 @@ def _common_options(func):
             help="Noisy samples per forward pass; halved automatically after a CUDA out-of-memory "
             "error (does not change results) [default: 1000].",
         ),
-        click.option("--seed", type=int, default=0, show_default=True, help="Run seed."),
+        click.option(
+            "--seed",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Run seed, an integer 0 <= SEED < 2**63 (part of the run identity).",
+        ),
         click.option(
             "--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, auto."
         ),
@@ -168,7 +174,7 @@ def _common_options(func):
     "--sigma",
     type=float,
     default=None,
-    help="Expert ids: certification sigma (default: train_sigma).",
+    help="Expert ids: certification sigma, 0 < SIGMA <= 100 (default: train_sigma).",
 )
 @_common_options
 def certify(ids: tuple[str, ...], sigma: float | None, **options: Any) -> None:
@@ -469,11 +475,14 @@ def load_sweep(path: str | os.PathLike) -> dict[str, Any]:
     """
     import yaml
 
+    from rsbench import safeyaml
+
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"sweep file {path} cannot be read ({exc.strerror})") from None
+        text = safeyaml.read_text(path, "sweep file", ConfigError)
+        data = safeyaml.load(
+            text, getattr(yaml, "CSafeLoader", yaml.SafeLoader), str(path), ConfigError
+        )
     except yaml.YAMLError as exc:
         raise ConfigError(f"sweep file {path} is not valid YAML ({exc})") from None
     if not isinstance(data, dict):

@@ -184,8 +184,9 @@ def leaderboard(
 
 
 def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    from rsbench.output import write_text
+
+    write_text(path, text)
     click.echo(f"wrote {path}", err=True)
 
 
@@ -199,9 +200,10 @@ def _print_rich(boards: Sequence[Any], output: str | None) -> None:
         for board in boards:
             console.print(report.to_rich(board))
         return
+    from rsbench.output import atomic_output
+
     path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
+    with atomic_output(path) as tmp, tmp.open("w", encoding="utf-8") as handle:
         console = Console(file=handle, width=240, no_color=True, force_terminal=False)
         for board in boards:
             console.print(report.to_rich(board))

@@ -147,9 +147,19 @@ def rescore(results_path, alpha, alpha_router_fraction, out_dir, overwrite) -> N
     if not run_dirs:
         raise ResultsError(f"no run directories under {results_path}")
     out = Path(out_dir).resolve()
-    for run_dir in run_dirs:
-        if out in run_dir.resolve().parents:
-            continue  # never rescore our own output
+    source = Path(results_path).resolve()
+    if out == source or any(out == d.resolve() or d.resolve() in out.parents for d in run_dirs):
+        raise ResultsError(
+            f"--out {out_dir} is {results_path} itself or lies inside one of its runs; rescored "
+            f"runs go next to the originals, never into them: use e.g. --out {source.name}-rescored"
+        )
+    todo = [d for d in run_dirs if out not in d.resolve().parents]  # never rescore our own output
+    if not todo:
+        raise ResultsError(
+            f"every run under {results_path} lies inside --out {out_dir}; nothing to rescore: "
+            "choose an --out outside it"
+        )
+    for run_dir in todo:
         new_dir = rescore_run(run_dir, out_dir, alpha, alpha_router_fraction, overwrite=overwrite)
         before, after = read_results(run_dir), read_results(new_dir)
         console.print(
