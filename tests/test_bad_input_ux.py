@@ -255,3 +255,21 @@ def test_read_only_places_get_no_new_files(read_only, good_run) -> None:
     expected = {"board.md", "cwd", "empty", "runs"}
     expected |= {str(Path("runs") / p.relative_to(good_run)) for p in good_run.rglob("*")}
     assert set(extra) == expected
+
+
+FIRST_CHUNK_FAILS = """
+import errno, pyarrow.parquet as pq
+def _write_table(table, where, *args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+pq.write_table = _write_table
+"""
+
+
+def test_a_run_that_never_wrote_a_row_leaves_no_directory(workdir) -> None:  # noqa: F811
+    out = workdir / "ux-first-chunk"
+    args = [a.replace("{out}", str(out)) for a in _certify()]
+    failed = run_many({"full": args}, workdir, prelude=FIRST_CHUNK_FAILS)["full"]
+    assert_one_clear_error(failed, ("No space left",))
+    assert out.is_dir() and not list(out.iterdir()), sorted(p.name for p in out.rglob("*"))
+    retry = run_many({"retry": args}, workdir)["retry"]
+    assert retry.returncode == 0, retry.stderr
