@@ -130,9 +130,10 @@ class NoiseKey:
         """A fresh ``torch.Generator`` on ``device`` positioned at the start of this key's stream."""
         from rsbench import device as D
 
-        if D.device_type(device) == "cpu":
-            return _mt_generator(self.digest(4 * _MT_WORDS), self.seed64() >> 1)
-        return D.generator(device, self.seed64())
+        generator = D.generator(device, self.seed64())
+        if generator.device.type == "cpu":  # mt19937: the seed set only 32 bits; set all 19,968
+            _set_mt_state(generator, self.digest(4 * _MT_WORDS), self.seed64() >> 1)
+        return generator
 
 
 def noise_keys(
@@ -165,6 +166,13 @@ def _template() -> bytes:
 
 def _mt_generator(material: bytes, initial_seed: int) -> torch.Generator:
     """A CPU generator whose mt19937 state is the 624 little-endian words of ``material``."""
+    return _set_mt_state(torch.Generator(), material, initial_seed)
+
+
+def _set_mt_state(
+    generator: torch.Generator, material: bytes, initial_seed: int
+) -> torch.Generator:
+    """Set CPU ``generator``'s mt19937 state to the 624 little-endian words of ``material``."""
     state = bytearray(_template())
     words = np.frombuffer(material, "<u4", _MT_WORDS).astype("<u8")
     if not words.any():  # the all-zero state is the one mt19937 cannot leave (never from SHAKE)
@@ -174,6 +182,5 @@ def _mt_generator(material: bytes, initial_seed: int) -> torch.Generator:
     state[16:24] = bytes(8)  # next = 0
     state[_MT_STATE_OFFSET : _MT_STATE_OFFSET + 8 * _MT_WORDS] = words.tobytes()
     state[_MT_STATE_OFFSET + 8 * _MT_WORDS :] = bytes(len(state) - _MT_STATE_OFFSET - 8 * _MT_WORDS)
-    generator = torch.Generator()
     generator.set_state(torch.frombuffer(state, dtype=torch.uint8))
     return generator
