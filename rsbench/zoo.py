@@ -9,6 +9,8 @@ Guarantees:
   the id, and dangling router / expert references raise :class:`~rsbench.errors.ZooError` whose
   one-line message names the file, the entry and the field.
 * :meth:`Zoo.get` answers an unknown id with the closest known ids ("did you mean ...").
+* A later file may repeat an unpinned entry with only its ``sha256`` added: that pins it
+  (:func:`is_pin_of`); any other repeated id is an error.
 * :func:`entry_digest` is the sha256 of the entry's canonical JSON (:meth:`ZooEntry.to_yaml_dict`,
   keys sorted): independent of YAML formatting, field order and the file the entry came from.
 * :func:`write_entries` adds validated entries to a user zoo file (appending text, so comments stay),
@@ -17,6 +19,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import json
@@ -743,10 +746,19 @@ def _expect_kind(zoo: Zoo, where: _Where, name: str, ref: str, kind: str, datase
         raise where.error(name, f"{ref!r} is for {target.dataset}, not {dataset}")
 
 
+def is_pin_of(earlier: ZooEntry, later: ZooEntry) -> bool:
+    """True when ``later`` is ``earlier`` with a sha256 added (``earlier`` unpinned), nothing else."""
+    if earlier.sha256 is not None or later.sha256 is None:
+        return False
+    return dataclasses.replace(later, sha256=None).to_yaml_dict() == earlier.to_yaml_dict()
+
+
 def load_zoo(extra_paths: Iterable[str | os.PathLike] = (), include_packaged: bool = True) -> Zoo:
     """Read the packaged zoo, ``RSBENCH_ZOO`` files, then ``extra_paths``; validate everything.
 
-    Ids must be unique across all files; router/dual references must resolve to entries of the right
+    Ids must be unique across all files, except that a later file may repeat an unpinned entry with
+    only its ``sha256`` added (``rsbench zoo import-archive`` writes such pins); the pinned entry
+    replaces the unpinned one in place. Router/dual references must resolve to entries of the right
     kind and dataset. Raises :class:`ZooError` naming file, entry and field.
     """
     paths = zoo_paths(extra_paths)
@@ -757,9 +769,15 @@ def load_zoo(extra_paths: Iterable[str | os.PathLike] = (), include_packaged: bo
     for path in paths:
         for entry in read_zoo_file(path):
             if entry.id in origin:
+                index = next(i for i, e in enumerate(entries) if e.id == entry.id)
+                if is_pin_of(entries[index], entry):
+                    entries[index] = entry  # a later file pins an unpinned entry
+                    origin[entry.id] = path
+                    continue
                 raise _Where(path, entry.id).error(
                     "id",
-                    f"is already defined in {origin[entry.id]}; ids must be unique across zoos",
+                    f"is already defined in {origin[entry.id]}; ids must be unique across zoos "
+                    "(a later file may only repeat an unpinned entry to add its sha256)",
                 )
             origin[entry.id] = path
             entries.append(entry)

@@ -1,4 +1,4 @@
-"""``rsbench zoo``: list, inspect, check, hash and add zoo models."""
+"""``rsbench zoo``: list, inspect, check, hash, import (archives) and add zoo models."""
 
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ Examples:
   rsbench zoo show cohen-cifar10-resnet110-s0.25
   rsbench zoo check my-expert --zoo my_zoo.yaml
   rsbench zoo hash checkpoint.pth.tar
+  rsbench zoo import-archive ~/Downloads/models.tar.gz --zoo-file my_zoo.yaml
   rsbench zoo add --id my-cifar-s0.25 --checkpoint ck.pth --arch cifar_resnet110 \\
       --dataset cifar10 --train-sigma 0.25 --input-layer normalize --zoo-file my_zoo.yaml
 """,
@@ -66,7 +67,7 @@ Examples:
 @zoo_option
 @click.pass_context
 def zoo(ctx: click.Context, zoo_files: tuple[str, ...]) -> None:
-    """List, inspect, check, hash and add zoo models (packaged zoo + --zoo / $RSBENCH_ZOO files)."""
+    """List, inspect, check, hash, import and add zoo models (packaged zoo + --zoo / $RSBENCH_ZOO)."""
     ctx.ensure_object(dict)
     ctx.obj["zoo_files"] = zoo_files
 
@@ -524,3 +525,84 @@ def add(ctx: click.Context, **options: Any) -> None:
     pin = f"sha256 {entry.sha256}" if entry.sha256 else "UNPINNED"
     click.echo(f"wrote {entry.id} ({pin}) to {zoo_file}")
     click.echo(f"check it with: rsbench zoo check {entry.id} --zoo {zoo_file}")
+
+
+# --------------------------------------------------------------------------------------------------
+# import-archive
+
+
+@zoo.command(
+    "import-archive",
+    context_settings=_CONTEXT,
+    epilog="""\b
+Examples:
+  rsbench zoo import-archive ~/Downloads/models.tar.gz --zoo-file my_zoo.yaml
+  rsbench zoo import-archive ~/smoothing/models --zoo-file my_zoo.yaml    # an extracted folder
+  rsbench certify cohen-cifar10-resnet110-s0.25 --zoo my_zoo.yaml
+""",
+)
+@click.argument("path", type=click.Path(exists=True))
+@click.option(
+    "--zoo-file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="User zoo file that records the sha256 of each imported entry (created if missing).",
+)
+@click.option("--device", default="cpu", show_default=True, help="Device for the forward pass.")
+@zoo_option
+@cache_option
+@click.pass_context
+def import_archive_cmd(
+    ctx: click.Context,
+    path: str,
+    zoo_file: str,
+    device: str,
+    zoo_files: tuple[str, ...],
+    cache_dir: str | None,
+) -> None:
+    """Make zoo entries available from an archive or folder you downloaded yourself.
+
+    PATH is the authors' models.tar.gz (or .tar / .zip) or the folder it extracts to. Every member
+    that a zoo entry names (by its path, with or without the top folder) is copied into the cache,
+    loaded strictly and run forward once; the sha256 of each is written to --zoo-file, which pins
+    those entries for you (use it with --zoo FILE or $RSBENCH_ZOO). Exits with status 1 when an
+    entry failed or nothing matched.
+    """
+    from rsbench.zoo import write_entries
+    from rsbench.zoo_import import import_archive
+
+    zoo_ = _load(ctx, zoo_files + (zoo_file,) if Path(zoo_file).exists() else zoo_files)
+    console = _console()
+
+    def report(entry_id: str, status: str, detail: str) -> None:
+        color = "green" if status == "ok" else "red"
+        console.print(
+            f"[{color}]{status:>4}[/] {entry_id}: {detail}", highlight=False, soft_wrap=True
+        )
+
+    result = import_archive(path, zoo_, cache_dir=cache_dir, device=device, on_entry=report)
+    if result.imported:
+        write_entries(zoo_file, result.imported, overwrite=True)
+    for name in result.unmatched:
+        console.print(f"  no entry: {name}", highlight=False, soft_wrap=True)
+    summary = (
+        f"{len(result.imported)} entries available, {len(result.failed)} failed; "
+        f"{len(result.unmatched)} checkpoint files matched no entry"
+    )
+    if result.other_files:
+        summary += f" ({result.other_files} other files ignored)"
+    console.print(summary, highlight=False, soft_wrap=True)
+    if result.imported:
+        console.print(
+            f"pinned in {zoo_file}; use them with --zoo {zoo_file} (or RSBENCH_ZOO={zoo_file}), "
+            f"e.g. rsbench certify {result.imported[0].id} --zoo {zoo_file}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if result.failed or not result.imported:
+        if not result.imported and not result.failed:
+            console.print(
+                "no member of this archive is named by a zoo entry (see `rsbench zoo list`)",
+                highlight=False,
+            )
+        ctx.exit(1)
