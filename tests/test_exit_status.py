@@ -92,6 +92,7 @@ def failing_cases(zoo: Path, tmp: Path) -> dict[str, tuple[str, list]]:
         "zoo show": ("unknown model id", ["zoo", "show", "no-such-model", "--zoo", zoo]),
         # a check that finds a broken entry
         "zoo check": ("1 of 2 checked entries failed", ["zoo", "check", "tiny-s0.25", "tiny-s0.50", "--zoo", zoo]),
+        "zoo import-archive": ("no member of", ["zoo", "import-archive", empty, "--zoo-file", tmp / "z.yaml"]),
         "zoo hash": ("does not exist", ["zoo", "hash", tmp / "missing.pth"]),
         "zoo add": ("does not exist", ["zoo", "add", "--id", "m-s0.25", "--checkpoint", tmp / "missing.pth",
                     "--arch", "mlp", "--dataset", "fashion-mnist", "--train-sigma", "0.25",

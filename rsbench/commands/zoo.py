@@ -565,9 +565,10 @@ def import_archive_cmd(
     PATH is the authors' models.tar.gz (or .tar / .zip) or the folder it extracts to. Every member
     that a zoo entry names (by its path, with or without the top folder) is copied into the cache,
     loaded strictly and run forward once; the sha256 of each is written to --zoo-file, which pins
-    those entries for you (use it with --zoo FILE or $RSBENCH_ZOO). Exits with status 1 when an
-    entry failed or nothing matched.
+    those entries for you (use it with --zoo FILE or $RSBENCH_ZOO). Exits with a non-zero status
+    when an entry failed or nothing matched.
     """
+    from rsbench.errors import CheckFailed
     from rsbench.zoo import write_entries
     from rsbench.zoo_import import import_archive
 
@@ -599,10 +600,13 @@ def import_archive_cmd(
             highlight=False,
             soft_wrap=True,
         )
-    if result.failed or not result.imported:
-        if not result.imported and not result.failed:
-            console.print(
-                "no member of this archive is named by a zoo entry (see `rsbench zoo list`)",
-                highlight=False,
-            )
-        ctx.exit(1)
+    if not result.imported and not result.failed:
+        raise CheckFailed(
+            f"no member of {path} is named by a zoo entry (see `rsbench zoo list`; entries name "
+            "members like models/cifar10/resnet110/noise_0.25/checkpoint.pth.tar)"
+        )
+    if result.failed:
+        raise CheckFailed(
+            f"{len(result.failed)} of {len(result.failed) + len(result.imported)} matched entries "
+            "failed (the FAIL lines above say why)"
+        )
