@@ -43,3 +43,20 @@ class Threshold(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         is_one = (x.flatten(1)[:, 0] > self.cut).float()
         return torch.stack([1 - is_one, is_one], dim=1)
+
+
+class Bins(nn.Module):
+    """1-D classifier whose classes have probabilities exactly ``probs`` under N(0.5, sigma^2) inputs.
+
+    Class ``i`` is predicted where the input's first value falls in the ``i``-th quantile bin.
+    """
+
+    def __init__(self, probs: list[float], sigma: float) -> None:
+        super().__init__()
+        edges = torch.tensor([float(norm.ppf(q)) for q in torch.tensor(probs).cumsum(0)[:-1]])
+        self.register_buffer("cuts", 0.5 + sigma * edges)
+        self.classes = len(probs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        label = torch.bucketize(x.flatten(1)[:, 0].contiguous(), self.cuts)
+        return torch.nn.functional.one_hot(label, self.classes).float()

@@ -1,0 +1,196 @@
+"""Soundness tests with known answers for cascaded (multiscale) smoothing (rsbench.cascade)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+from torch import nn
+from toy_models import Bins, Constant, Linear, Threshold
+
+from rsbench import stats
+from rsbench.cascade import CascadeSmoothed, combine_cascade, stream_names
+from rsbench.errors import ConfigError
+from rsbench.smoothing import certify_from_counts
+
+
+class Exploding(nn.Module):
+    """A stage that must never run."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("a later stage ran although an earlier one decided")
+
+
+class Split3(nn.Module):
+    """Three classes: 1 beyond a linear boundary at distance ``d`` along ``w``; else 0 or 2 by the
+    side of a second boundary through ``x`` along ``v`` (orthogonal to ``w``)."""
+
+    def __init__(self, w: torch.Tensor, v: torch.Tensor, x: torch.Tensor, d: float) -> None:
+        super().__init__()
+        self.register_buffer("w", w.flatten() / w.norm())
+        self.register_buffer("v", v.flatten() / v.norm())
+        self.b = -float(self.w @ x.flatten()) - d
+        self.c = -float(self.v @ x.flatten())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        one = (flat @ self.w + self.b > 0).long()
+        side = torch.where(flat @ self.v + self.c > 0, 2, 0)
+        label = torch.where(one == 1, 1, side)
+        return torch.nn.functional.one_hot(label, 3).float()
+
+
+@pytest.mark.parametrize("p0", [0.5, 0.7])
+def test_constant_experts_give_the_closed_form_radius(p0: float) -> None:
+    sigmas, alpha, n = [0.25, 1.0, 0.5], 0.003, 2000
+    cascade = CascadeSmoothed(
+        [Constant(1, 4), Constant(1, 4), Constant(1, 4)], sigmas, num_classes=4, p0=p0
+    )
+    assert cascade.sigmas == (1.0, 0.5, 0.25)  # largest first
+    results = cascade.certify_batch(torch.rand(5, 3), n0=10, n=n, alpha=alpha, seed=0)
+    share = alpha / 5  # 2K - 1 bounds may be used
+    expected = 1.0 * (norm.ppf(share ** (1 / n)) - norm.ppf(p0))
+    for r in results:
+        assert r.prediction == 1 and r.stage == 0 and r.stages_run == 1 and r.samples == n + 10
+        assert r.radius == pytest.approx(expected, rel=1e-12)
+        assert r.stage_alpha == (pytest.approx(share),)
+
+
+def test_first_stage_always_confident_equals_that_expert_at_its_alpha_share() -> None:
+    torch.manual_seed(0)
+    w = torch.randn(1, 2, 2)
+    # every image sits at distance >= 1 from the boundary: the sigma = 0.5 stage is always confident
+    x = torch.full((8, 1, 2, 2), 0.5) + 0.5 * (w / w.norm()) * torch.linspace(0.0, 1.0, 8).view(
+        -1, 1, 1, 1
+    )
+    b = -float((w * 0.5).sum()) + 1.0 * float(w.norm())
+    first = Linear(w, b)
+    cascade = CascadeSmoothed([Exploding(), first, Exploding()], [0.25, 0.5, 0.12], 2)
+    alpha, n0, n, indices = 0.002, 50, 3000, [3, 1, 4, 1_5, 9, 2, 6, 5]
+    results = cascade.certify_batch(x, n0, n, alpha, seed=7, indices=indices)
+    stage = cascade.stages[0]
+    select, estimate = stream_names(0)
+    counts0 = stage.votes(x, n0, 7, indices, select)
+    counts = stage.votes(x, n, 7, indices, estimate)
+    single = certify_from_counts(counts0, counts, alpha / 5, 0.5)  # Cohen's CERTIFY at the share
+    for i, r in enumerate(results):
+        assert r.stage == 0 and r.stages_run == 1 and not r.abstained
+        assert r.prediction == single["prediction"][i] == 1
+        assert r.stage_counts[0] == tuple(int(c) for c in counts[i])
+        assert r.radius == pytest.approx(float(single["radius"][i]), rel=1e-12)
+
+
+@pytest.mark.parametrize("distance", [0.1, 0.25, 0.5])
+def test_earlier_stage_boundary_at_distance_d_bounds_every_radius(distance: float) -> None:
+    # Stage 0 (sigma 0.5) is unsure at x (no class above 1/2) and moves on, but becomes confident in
+    # class 1 once x moves d along w; stage 1 always says class 0. The cascade's answer really
+    # changes within distance d, so no certificate may exceed d, however confident stage 1 is.
+    w, v = torch.zeros(1, 4, 4), torch.zeros(1, 4, 4)
+    w[0, 1, 2], w[0, 3, 0] = 0.6, 0.8
+    v[0, 0, 0] = 1.0
+    x = torch.full((1, 4, 4), 0.5)
+    cascade = CascadeSmoothed(
+        [Split3(w, v, x, distance), Constant(0, 3)], [0.5, 0.45], num_classes=3
+    )
+    results = cascade.certify_batch(x.expand(30, -1, -1, -1), n0=100, n=20_000, alpha=0.01, seed=4)
+    assert all(r.stages_run == 2 for r in results)  # stage 0 always moved on
+    answered = [r for r in results if not r.abstained]
+    assert all(r.prediction == 0 and r.stage == 1 for r in answered)
+    assert max(r.radius for r in results) <= distance
+    # not vacuous: close to the exact cap from stage 0's other classes (class 1: Phi(-d / sigma),
+    # class 2: Phi(d / sigma) / 2), which is at most d
+    exact_cap = -0.5 * norm.ppf(max(norm.cdf(-distance / 0.5), norm.cdf(distance / 0.5) / 2))
+    assert exact_cap <= distance + 1e-12
+    assert len(answered) == len(results)
+    assert min(r.radius for r in results) > 0.7 * exact_cap
+    # without the cap stage 1 alone would certify far beyond d
+    assert all(r.stage_radius[1] > 2 * distance for r in answered)
+
+
+def test_seeded_coverage_of_every_bound_that_may_be_used() -> None:
+    # Stage 0 (sigma 1.0): classes (0.3, 0.3, 0.4) -> moves on; stage 1 (sigma 0.5): class 0 with
+    # p = 0.8. A certificate fails when the answer bound exceeds 0.8 or stage 0's bound on the
+    # largest other class (0.4, class 2) falls below it. The union bound promises <= alpha.
+    alpha, trials = 0.15, 3000
+    cascade = CascadeSmoothed(
+        [Bins([0.3, 0.3, 0.4], 1.0), _Pad(Threshold(0.8, 0.5), 3)], [1.0, 0.5], num_classes=3
+    )
+    results = cascade.certify_batch(torch.full((trials, 1), 0.5), n0=10, n=400, alpha=alpha, seed=3)
+    answered = [r for r in results if r.stage == 1 and r.prediction == 0]
+    assert len(answered) > 0.8 * trials
+    failures = np.mean([r.stage_pA_lower[1] > 0.8 or r.stage_pB_upper[0] < 0.4 for r in answered])
+    assert failures <= alpha + 4 * np.sqrt(alpha * (1 - alpha) / len(answered))
+    # each bound alone runs at its share (alpha / 3) and is close to it, not to alpha
+    answer_failures = np.mean([r.stage_pA_lower[1] > 0.8 for r in answered])
+    assert answer_failures <= alpha / 3 + 4 * np.sqrt(alpha / 3 / len(answered))
+
+
+class _Pad(nn.Module):
+    def __init__(self, model: nn.Module, classes: int) -> None:
+        super().__init__()
+        self.model, self.classes = model, classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        return torch.nn.functional.pad(out, (0, self.classes - out.shape[1]), value=-1e9)
+
+
+def _net(seed: int, classes: int = 4) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, classes))
+
+
+def _stage_arrays(results, stages: int, classes: int):
+    rows = len(results)
+    cA = np.zeros((rows, stages), dtype=np.int64)
+    nA = np.zeros((rows, stages), dtype=np.int64)
+    counts = np.zeros((rows, stages, classes), dtype=np.int64)
+    ran = np.zeros((rows, stages), dtype=bool)
+    for i, r in enumerate(results):
+        for k in range(r.stages_run):
+            cA[i, k], nA[i, k], counts[i, k], ran[i, k] = (
+                r.stage_cA[k],
+                r.stage_nA[k],
+                r.stage_counts[k],
+                True,
+            )
+    return cA, nA, counts, ran
+
+
+def test_stored_stage_counts_rescore_to_the_same_certificates() -> None:
+    # stage 0 (sigma 0.5) is unsure on part of the images (its class depends on the first pixel)
+    first = Bins([0.35, 0.3, 0.2, 0.15], 0.05)
+    cascade = CascadeSmoothed([_net(1), _net(2), first], [0.12, 0.25, 0.5], num_classes=4)
+    results = cascade.certify_batch(torch.rand(40, 2, 2, 2), n0=20, n=300, alpha=0.01, seed=5)
+    assert {r.stages_run for r in results} >= {1, 2}  # some images moved on
+    arrays = _stage_arrays(results, 3, 4)
+    again = combine_cascade(*arrays, 300, cascade.sigmas, 0.01)
+    np.testing.assert_array_equal(again["prediction"], [r.prediction for r in results])
+    np.testing.assert_array_equal(again["radius"], [r.radius for r in results])
+    # a smaller alpha never certifies more; stages that did not run make a row abstain
+    smaller = combine_cascade(*arrays, 300, cascade.sigmas, 0.0001)
+    assert np.all(smaller["radius"] <= again["radius"] + 1e-12)
+    reference = combine_cascade(*arrays, 300, cascade.sigmas, 0.01, alpha_split="reference")
+    first = np.array([r.stage == 0 for r in results])
+    # stage 0 answers at alpha under the reference split, at alpha / 5 under the union split
+    assert np.all(reference["radius"][first] >= again["radius"][first])
+
+
+def test_bad_parameters_are_refused() -> None:
+    with pytest.raises(ConfigError, match="p0=0.4"):
+        CascadeSmoothed([_net(1)], [0.5], 4, p0=0.4)
+    with pytest.raises(ConfigError, match="alpha split 'half'"):
+        CascadeSmoothed([_net(1)], [0.5], 4, alpha_split="half")
+    with pytest.raises(ConfigError, match="repeat"):
+        CascadeSmoothed([_net(1), _net(2)], [0.5, 0.5], 4)
+
+
+def test_one_stage_cascade_is_cohen_certify() -> None:
+    cascade = CascadeSmoothed([_net(4)], [0.5], num_classes=4)
+    results = cascade.certify_batch(torch.rand(10, 2, 2, 2), n0=20, n=500, alpha=0.001, seed=2)
+    for r in results:
+        expected = (
+            0.0 if r.abstained else float(stats.certified_radius(r.stage_nA[0], 500, 0.001, 0.5))
+        )
+        assert r.radius == pytest.approx(expected, rel=1e-12)
