@@ -121,8 +121,9 @@ class CascadeCertificate:
     """Result of CASCADE CERTIFY for one image, every stage that ran recorded for re-scoring.
 
     ``prediction == -1`` means abstain (radius 0). ``stage`` is the stage that answered (-1 when
-    none did). Per-stage tuples have one value per stage that ran (``stages_run`` of them), in
-    cascade order (largest sigma first). ``stage_radius`` holds the answering stage's own radius
+    none did). ``stage_sigmas`` lists every stage's sigma (all ``K``, largest first: the union
+    split depends on ``K``); the other per-stage tuples have one value per stage that ran
+    (``stages_run`` of them), in cascade order. ``stage_radius`` holds the answering stage's own radius
     and each earlier stage's cap (NaN where not applicable); ``stage_pB_upper`` each earlier
     stage's upper bound on the largest other-class probability (NaN elsewhere).
     """
@@ -366,7 +367,7 @@ class CascadeSmoothed:
                     stages_run=run,
                     samples=run * (n0 + n),
                     sigma=self.sigmas[answered] if answered >= 0 else None,
-                    stage_sigmas=self.sigmas[:run],
+                    stage_sigmas=self.sigmas,
                     stage_cA=tuple(int(v) for v in cA[i, :run]),
                     stage_count0=tuple(int(v) for v in count0[i, :run]),
                     stage_nA=tuple(int(v) for v in nA[i, :run]),
@@ -387,6 +388,67 @@ class CascadeSmoothed:
     ) -> CascadeCertificate:
         """CASCADE CERTIFY one ``[C, H, W]`` image."""
         return self.certify_batch(image.unsqueeze(0), n0, n, alpha, seed, [index])[0]
+
+
+def rescore_rows(
+    stage_sigmas: Sequence[Sequence[float]],
+    stage_cA: Sequence[Sequence[int]],
+    stage_nA: Sequence[Sequence[int]],
+    stage_counts: Sequence[Sequence[Sequence[int]]],
+    n: Sequence[int],
+    alpha: float,
+    p0: Sequence[float],
+    alpha_split: Sequence[str],
+) -> list[dict[str, object]]:
+    """:func:`combine_cascade` over stored result rows (ragged per-stage lists), one dict per row.
+
+    Rows are grouped by (sigmas, n, p0, split, classes) and combined vectorised; each dict holds the
+    row's ``prediction``, ``abstained``, ``radius``, ``stage`` and per-stage lists (``stage_alpha``,
+    ``pA_lower``, ``pA_upper``, ``pB_upper``, ``stage_radius``) for the stages that ran.
+    """
+    out: list[dict[str, object]] = [{} for _ in stage_cA]
+    groups: dict[tuple, list[int]] = {}
+    for i, counts in enumerate(stage_counts):
+        key = (
+            tuple(float(s) for s in stage_sigmas[i]),
+            int(n[i]),
+            float(p0[i]),
+            str(alpha_split[i]),
+            len(counts[0]),
+        )
+        groups.setdefault(key, []).append(i)
+    for (sigmas, n_value, p0_value, split, classes), members in groups.items():
+        stages = len(sigmas)
+        cA = np.zeros((len(members), stages), dtype=np.int64)
+        nA = np.zeros((len(members), stages), dtype=np.int64)
+        counts = np.zeros((len(members), stages, classes), dtype=np.int64)
+        ran = np.zeros((len(members), stages), dtype=bool)
+        for row, i in enumerate(members):
+            run = len(stage_cA[i])
+            cA[row, :run] = stage_cA[i]
+            nA[row, :run] = stage_nA[i]
+            counts[row, :run] = np.asarray([list(c) for c in stage_counts[i]], dtype=np.int64)
+            ran[row, :run] = True
+        d = combine_cascade(cA, nA, counts, ran, n_value, sigmas, alpha, p0_value, split)
+        for row, i in enumerate(members):
+            run = len(stage_cA[i])
+            answered = int(d["stage"][row])
+            radii = np.full(run, np.nan)
+            if answered >= 0:
+                radii[:answered] = d["cap"][row, :answered]
+                radii[answered] = d["own_radius"][row]
+            out[i] = {
+                "prediction": int(d["prediction"][row]),
+                "abstained": bool(d["abstained"][row]),
+                "radius": float(d["radius"][row]),
+                "stage": answered,
+                "stage_alpha": [float(v) for v in d["stage_alpha"][row, :run]],
+                "pA_lower": [float(v) for v in d["pA_lower"][row, :run]],
+                "pA_upper": [float(v) for v in d["pA_upper"][row, :run]],
+                "pB_upper": [float(v) for v in d["pB_upper"][row, :run]],
+                "stage_radius": [float(v) for v in radii],
+            }
+    return out
 
 
 def _stage_moves_on(

@@ -44,6 +44,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
         "rsbench.commands.results:rescore",
         "Recompute certificates from stored counts (new alpha).",
     ),
+    "compare": (
+        "rsbench.commands.compare:compare",
+        "Head to head: experts, envelope, oracle, dual, cascade on common images.",
+    ),
     "zoo": ("rsbench.commands.zoo:zoo", "List, inspect, check, hash and add zoo models."),
     "train": ("rsbench.cli:train", "Train experts, routers, and co-train (fine-tune) experts."),
 }

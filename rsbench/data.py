@@ -634,14 +634,37 @@ def select_indices(
 
 
 def parse_indices(text: str) -> list[int]:
-    """Parse ``"0,5,10-12"`` (comma list with inclusive ranges) into ``[0, 5, 10, 11, 12]``."""
+    """Parse an index list: ``"0,5,10-12"`` (inclusive ranges) and ``"start:stop:step"`` slices.
+
+    ``"0,5,10-12"`` -> ``[0, 5, 10, 11, 12]``; ``"100:200:10"`` -> ``[100, 110, ..., 190]`` (Python's
+    ``range(start, stop, step)``; ``start`` defaults to 0 and ``step`` to 1, ``stop`` is required).
+    Parts combine: ``"0-4,100:200:50"``. An empty or blank text is a :class:`DataError`.
+    """
     out: list[int] = []
+    example = "write e.g. 0,5,10-12 or 0:2000:8 (start:stop:step)"
+    if not str(text).strip():
+        raise DataError(f"--indices is empty; {example}")
     for part in str(text).split(","):
         part = part.strip()
         if not part:
             continue
         try:
-            if "-" in part[1:]:
+            if ":" in part:
+                fields = part.split(":")
+                if len(fields) > 3 or not fields[1].strip():
+                    raise DataError(
+                        f"index slice {part!r} needs start:stop[:step] with a stop; {example}"
+                    )
+                start = int(fields[0]) if fields[0].strip() else 0
+                stop = int(fields[1])
+                step = int(fields[2]) if len(fields) == 3 and fields[2].strip() else 1
+                if step < 1 or start < 0 or stop <= start:
+                    raise DataError(
+                        f"index slice {part!r} selects nothing or runs backwards; use 0 <= start < "
+                        "stop and step >= 1"
+                    )
+                out.extend(range(start, stop, step))
+            elif "-" in part[1:]:
                 lo, hi = part.split("-", 1)
                 a, b = int(lo), int(hi)
                 if b < a:
@@ -650,9 +673,9 @@ def parse_indices(text: str) -> list[int]:
             else:
                 out.append(int(part))
         except ValueError:
-            raise DataError(f"cannot read index {part!r}; write e.g. 0,5,10-12") from None
+            raise DataError(f"cannot read index {part!r}; {example}") from None
     if not out:
-        raise DataError(f"no indices in {text!r}; write e.g. 0,5,10-12")
+        raise DataError(f"no indices in {text!r}; {example}")
     return out
 
 

@@ -18,7 +18,7 @@ Semantics (DESIGN.md §2):
 
 Rows are grouped by :data:`GROUP_COLUMNS`: ``(protocol, dataset, model_id, sigma_key, n, alpha)``.
 Expert rows have one ``sigma`` per group; dual rows carry the chosen expert's sigma per row, so all
-rows of a dual model share the sigma key ``"dual"``. ``n`` and ``alpha`` are part of the key so that
+rows of a dual model share the sigma key ``"dual"`` (a cascade's: ``"cascade"``). ``n`` and ``alpha`` are part of the key so that
 rows certified with different budgets are never averaged together (a protocol normally fixes both).
 """
 
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: The sigma key shared by every row of a dual model (dual rows have a per-row sigma).
 DUAL_SIGMA_KEY = "dual"
+#: The sigma key shared by every row of a cascade (its rows carry the answering stage's sigma).
+CASCADE_SIGMA_KEY = "cascade"
 
 #: Columns that identify one leaderboard row (``sigma_key`` is derived, see :func:`add_sigma_key`).
 GROUP_COLUMNS: tuple[str, ...] = ("protocol", "dataset", "model_id", "sigma_key", "n", "alpha")
@@ -160,14 +162,34 @@ def add_sigma_key(df: pd.DataFrame) -> pd.DataFrame:
     require_columns(df, ("sigma",))
     out = df.copy()
     kind = out["kind"] if "kind" in out.columns else pd.Series("expert", index=out.index)
-    is_dual = kind.astype("string").fillna("expert").eq("dual").to_numpy()
+    kinds = kind.astype("string").fillna("expert").to_numpy()
     sigma = pd.to_numeric(out["sigma"], errors="coerce").to_numpy(dtype=np.float64)
     keys = [
-        DUAL_SIGMA_KEY if d else ("?" if np.isnan(s) else format_sigma(s))
-        for d, s in zip(is_dual, sigma)
+        DUAL_SIGMA_KEY
+        if k == "dual"
+        else cascade_sigma_key(out, i)
+        if k == "cascade"
+        else ("?" if np.isnan(s) else format_sigma(s))
+        for i, (k, s) in enumerate(zip(kinds, sigma))
     ]
     out["sigma_key"] = keys
     return out
+
+
+def cascade_sigma_key(df: pd.DataFrame, position: int) -> str:
+    """Sigma key of the cascade row at ``position``: "cascade", plus its p0 when not 0.5 and its
+    alpha split when not the default union split (so runs of one cascade id under other settings
+    are never averaged together)."""
+    key = CASCADE_SIGMA_KEY
+    if "cascade_p0" in df.columns:
+        p0 = df["cascade_p0"].iloc[position]
+        if p0 is not None and p0 is not pd.NA and not pd.isna(p0) and float(p0) != 0.5:
+            key += f" p0={float(p0):g}"
+    if "alpha_split" in df.columns:
+        split = df["alpha_split"].iloc[position]
+        if isinstance(split, str) and split != "union":
+            key += f" {split}-split"
+    return key
 
 
 def _with_defaults(df: pd.DataFrame) -> pd.DataFrame:

@@ -81,9 +81,10 @@ def build_model(entry: ZooEntry, base_dir: str | os.PathLike | None = None) -> n
     ``base_dir`` resolves a relative ``path/file.py:callable`` architecture (default: the folder of the
     entry's zoo file).
     """
-    if entry.kind == "dual":
+    if entry.kind in ("dual", "cascade"):
         raise ZooError(
-            f"{entry.id} is a dual entry; load it with rsbench.dual (router + experts), not build_model"
+            f"{entry.id} is a {entry.kind} entry; load it with rsbench.{entry.kind} (it composes other "
+            "entries), not build_model"
         )
     if entry.arch is None or entry.num_classes is None:
         raise ZooError(f"{entry.id}: entry has no arch / num_classes")
@@ -140,8 +141,10 @@ def load_model(
     """
     from rsbench import weights
 
-    if entry.kind == "dual":
-        raise ZooError(f"{entry.id} is a dual entry; load it with rsbench.dual, not load_model")
+    if entry.kind in ("dual", "cascade"):
+        raise ZooError(
+            f"{entry.id} is a {entry.kind} entry; load it with rsbench.{entry.kind}, not load_model"
+        )
     model = build_model(entry)
     fetched = weights.fetch(
         entry, cache_dir=cache_dir, require_pinned=require_pinned, progress=progress

@@ -614,7 +614,7 @@ def _section_rows(df: pd.DataFrame, protocol: str, dataset: str) -> pd.DataFrame
 def _model_label(model_id: str, sigma: str) -> str:
     return (
         f"{model_id} (σ={sigma})"
-        if not sigma.startswith(metrics.DUAL_SIGMA_KEY)
+        if not sigma.startswith((metrics.DUAL_SIGMA_KEY, metrics.CASCADE_SIGMA_KEY))
         else f"{model_id} ({sigma})"
     )
 

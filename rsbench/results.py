@@ -99,8 +99,34 @@ DUAL_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("expert_radius", _F64),
 )
 
+_F64_LIST = pa.list_(pa.float64())
+
+#: Columns added after format 1 was first written: every row's sample cost, and the cascade's
+#: per-stage record (null for other kinds). Parts written before them read these as null.
+CASCADE_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("samples", _I64),
+    ("cascade_p0", _F64),
+    ("alpha_split", _STR),
+    ("cascade_stage", _I64),
+    ("stages_run", _I64),
+    ("stage_sigmas", _F64_LIST),
+    ("stage_cA", _LIST),
+    ("stage_count0", _LIST),
+    ("stage_nA", _LIST),
+    ("stage_counts", pa.list_(_LIST)),
+    ("stage_alpha", _F64_LIST),
+    ("stage_pA_lower", _F64_LIST),
+    ("stage_pA_upper", _F64_LIST),
+    ("stage_pB_upper", _F64_LIST),
+    ("stage_radius", _F64_LIST),
+)
+#: Columns a part may lack (read as null): those added to format 1 after it was first written.
+OPTIONAL_COLUMNS: frozenset[str] = frozenset(name for name, _ in CASCADE_COLUMNS)
+
 #: The Arrow schema of every part file (docs/results-schema.md).
-SCHEMA = pa.schema([pa.field(name, kind) for name, kind in BASE_COLUMNS + DUAL_COLUMNS])
+SCHEMA = pa.schema(
+    [pa.field(name, kind) for name, kind in BASE_COLUMNS + DUAL_COLUMNS + CASCADE_COLUMNS]
+)
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
 
 _PART_RE = re.compile(r"^part-(?P<shard>[A-Za-z0-9]+)-(?P<seq>\d+)\.parquet$")
@@ -220,11 +246,18 @@ def read_part(path: str | os.PathLike) -> pa.Table:
             f"results part {path} is truncated or corrupted ({type(exc).__name__}); delete it and "
             "rerun the same command to redo its samples"
         ) from None
-    missing = [name for name in COLUMNS if name not in table.schema.names]
+    missing = [
+        name for name in COLUMNS if name not in table.schema.names and name not in OPTIONAL_COLUMNS
+    ]
     if missing:
         raise ResultsError(
             f"results part {path} lacks column(s) {missing}; it is not an rsbench results file"
         )
+    for name in OPTIONAL_COLUMNS:
+        if name not in table.schema.names:
+            table = table.append_column(
+                SCHEMA.field(name), pa.nulls(table.num_rows, SCHEMA.field(name).type)
+            )
     table = table.select(list(COLUMNS))
     if not table.schema.equals(SCHEMA):
         try:
@@ -748,9 +781,12 @@ def rescore_frame(frame, alpha: float, alpha_router_fraction: float | None = Non
     changed = (old_alpha != alpha) | (alpha_router_fraction is not None)
     label = _num(out, "label", -2).astype(np.int64)
     dual = (out["kind"] == "dual").to_numpy(dtype=bool, na_value=False)
+    cascade = (out["kind"] == "cascade").to_numpy(dtype=bool, na_value=False)
+    if cascade.any():
+        _rescore_cascade(out, np.flatnonzero(cascade), alpha, label)
 
     # expert rows
-    expert = ~dual
+    expert = ~dual & ~cascade
     if expert.any():
         nA = _num(out, "nA")
         has = expert & ~np.isnan(nA)
@@ -821,6 +857,72 @@ def rescore_frame(frame, alpha: float, alpha_router_fraction: float | None = Non
     out["alpha"] = alpha
     out.loc[changed, "protocol"] = "custom"
     return out
+
+
+def _rescore_cascade(out, rows: np.ndarray, alpha: float, label: np.ndarray) -> None:
+    """Recompute cascade rows at ``alpha`` from their stored stage counts (their own p0 and split).
+
+    A stage that did not run in the live certificate but would be needed now makes the row abstain.
+    """
+    from rsbench.cascade import rescore_rows
+
+    def cells(column: str) -> list:
+        return [out[column].iloc[r] for r in rows]
+
+    decided = rescore_rows(
+        cells("stage_sigmas"),
+        cells("stage_cA"),
+        cells("stage_nA"),
+        cells("stage_counts"),
+        [int(v) for v in cells("n")],
+        alpha,
+        [float(v) for v in cells("cascade_p0")],
+        [str(v) for v in cells("alpha_split")],
+    )
+    prediction = np.array([d["prediction"] for d in decided], dtype=np.int64)
+    abstained = np.array([d["abstained"] for d in decided], dtype=bool)
+    _assign(out, rows, "prediction", prediction)
+    _assign(out, rows, "abstained", abstained)
+    _assign(out, rows, "radius", np.array([d["radius"] for d in decided], dtype=np.float64))
+    _assign(out, rows, "correct", ~abstained & (prediction == label[rows]))
+    _assign(out, rows, "cascade_stage", np.array([d["stage"] for d in decided], dtype=np.int64))
+    answering = [d["stage"] if d["stage"] >= 0 else len(d["pA_lower"]) - 1 for d in decided]
+    _assign(out, rows, "pA_lower", np.array([d["pA_lower"][k] for d, k in zip(decided, answering)]))
+    # the base columns name the answering stage (the last stage run when the cascade abstains)
+    for column, stage_column in (
+        ("cA", "stage_cA"),
+        ("count0", "stage_count0"),
+        ("nA", "stage_nA"),
+    ):
+        values = [int(v[k]) for v, k in zip(cells(stage_column), answering)]
+        _assign(out, rows, column, np.array(values, dtype=np.int64))
+    sigmas = [float(v[k]) for v, k in zip(cells("stage_sigmas"), answering)]
+    _assign(out, rows, "sigma", np.array(sigmas, dtype=np.float64))
+    counts = out["counts"].tolist()
+    for r, v, k in zip(rows, cells("stage_counts"), answering):
+        counts[r] = np.asarray(v[k], dtype=np.int64)
+    out["counts"] = _object_series(counts, out.index)
+    for column, key in (
+        ("stage_alpha", "stage_alpha"),
+        ("stage_pA_lower", "pA_lower"),
+        ("stage_pA_upper", "pA_upper"),
+        ("stage_pB_upper", "pB_upper"),
+        ("stage_radius", "stage_radius"),
+    ):
+        values = out[column].tolist()
+        for r, d in zip(rows, decided):
+            values[r] = np.asarray(d[key], dtype=np.float64)
+        out[column] = _object_series(values, out.index)
+
+
+def _object_series(values: list, index):
+    """A pandas object Series holding ``values`` as they are (arrays stay arrays, even of length 1)."""
+    import pandas as pd
+
+    cells = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        cells[i] = value
+    return pd.Series(cells, index=index, dtype=object)
 
 
 def _assign(frame, rows: np.ndarray, column: str, values: np.ndarray) -> None:

@@ -1,6 +1,6 @@
 """Certification runs: protocols, subsets, resumable chunked runs, shards and torchrun.
 
-A run certifies one zoo model (expert or dual) on a subset of one dataset split under one set of
+A run certifies one zoo model (expert, dual or cascade) on a subset of one dataset split under one set of
 parameters and writes one Parquet row per sample into ``<out>/<run_name>/`` (:mod:`rsbench.results`).
 
 Guarantees
@@ -176,7 +176,7 @@ class RunConfig:
     """
 
     model_id: str
-    kind: str  # expert | dual
+    kind: str  # expert | dual | cascade
     dataset: str
     split: str
     protocol: str
@@ -202,6 +202,9 @@ class RunConfig:
     sigmas: tuple[float, ...] = ()
     sigma_router: float | None = None
     alpha_router_fraction: float | None = None
+    # cascade only (expert_ids/sigmas above hold its stages, largest sigma first)
+    p0: float | None = None
+    alpha_split: str | None = None
     data_root: str | None = None
 
     def identity_fields(self) -> dict[str, Any]:
@@ -211,6 +214,9 @@ class RunConfig:
             data.pop(key)
         for key in ("channels_last", "compile"):  # only when on: older identities stay valid
             if not data[key]:
+                data.pop(key)
+        for key in ("p0", "alpha_split"):  # cascade runs only: other identities stay valid
+            if data[key] is None:
                 data.pop(key)
         data["device_type"] = device_type(self.device)
         data["format_version"] = R.RESULTS_FORMAT_VERSION
@@ -265,6 +271,8 @@ def resolve_config(
     channels_last: bool = False,
     compile: bool = False,
     threads: int | None = None,
+    p0: float | None = None,
+    alpha_split: str | None = None,
 ) -> RunConfig:
     """A :class:`RunConfig` for zoo ``entry`` under ``protocol`` with the given overrides.
 
@@ -275,11 +283,13 @@ def resolve_config(
     from rsbench.zoo import entry_digest
 
     proto = get_protocol(protocol)
-    if entry.kind not in ("expert", "dual"):
+    if entry.kind not in ("expert", "dual", "cascade"):
         raise ConfigError(
-            f"{entry.id} is a {entry.kind}; certify an expert or a dual entry (a router is certified "
-            "as part of its dual entry)"
+            f"{entry.id} is a {entry.kind}; certify an expert, dual or cascade entry (a router is "
+            "certified as part of its dual entry)"
         )
+    if entry.kind != "cascade" and (p0 is not None or alpha_split is not None):
+        raise ConfigError(f"{entry.id} is a {entry.kind}; --p0/--alpha-split apply to cascade ids")
     dataset = dataset or entry.dataset
     subset = proto.subset_for(dataset)
     default_split = subset.split or ("val" if dataset == "imagenet" else "test")
@@ -341,7 +351,11 @@ def resolve_config(
             raise ConfigError(f"{entry.id} has no train_sigma; pass --sigma")
         return RunConfig(sigma=check_sigma(value), entry_digest=entry_digest(entry), **common)
     if zoo is None:
-        raise ConfigError(f"{entry.id} is a dual entry; resolving it needs the zoo")
+        raise ConfigError(f"{entry.id} is a {entry.kind} entry; resolving it needs the zoo")
+    if entry.kind == "cascade":
+        return _cascade_config(
+            entry, zoo, common, sigma, alpha_router_fraction, sigma_router, p0, alpha_split
+        )
     if sigma is not None:
         raise ConfigError(
             f"{entry.id} is a dual entry: its experts' sigmas come from the entry, drop --sigma"
@@ -375,15 +389,47 @@ def resolve_config(
     )
 
 
+def _cascade_config(
+    entry, zoo, common: dict[str, Any], sigma, alpha_router_fraction, sigma_router, p0, alpha_split
+) -> RunConfig:
+    """The :class:`RunConfig` of a cascade entry: stages ordered by sigma, largest first."""
+    from rsbench.cascade import DEFAULT_ALPHA_SPLIT, DEFAULT_P0, check_alpha_split, check_p0
+    from rsbench.zoo import entry_digest
+
+    if sigma is not None or alpha_router_fraction is not None or sigma_router is not None:
+        raise ConfigError(
+            f"{entry.id} is a cascade entry: its sigmas come from the entry and it has no router; "
+            "drop --sigma/--sigma-router/--alpha-router-fraction"
+        )
+    experts = [zoo.get(e) for e in entry.experts]
+    sigmas = tuple(entry.sigmas) if entry.sigmas else tuple(e.train_sigma for e in experts)
+    order = sorted(range(len(experts)), key=lambda i: -float(sigmas[i]))
+    digest = R.digest(
+        {"cascade": entry_digest(entry), "experts": [entry_digest(e) for e in experts]}
+    )
+    p0_value = p0 if p0 is not None else entry.p0
+    split = alpha_split if alpha_split is not None else entry.alpha_split
+    return RunConfig(
+        entry_digest=digest,
+        expert_ids=tuple(experts[i].id for i in order),
+        sigmas=tuple(check_sigma(sigmas[i]) for i in order),
+        p0=check_p0(DEFAULT_P0 if p0_value is None else p0_value),
+        alpha_split=check_alpha_split(DEFAULT_ALPHA_SPLIT if split is None else split),
+        **common,
+    )
+
+
 def default_threads(entry, zoo, device: str) -> int | None:
     """Torch CPU threads for a run that does not set them: 1 on CPU when every network of the run
     is one of :data:`SMALL_CPU_ARCHS`, else None (torch's default)."""
     if device_type(device) != "cpu":
         return None
-    if entry.kind == "dual":
+    if entry.kind in ("dual", "cascade"):
         if zoo is None:
             return None
-        networks = [zoo.get(entry.router)] + [zoo.get(e) for e in entry.experts]
+        networks = [zoo.get(e) for e in entry.experts]
+        if entry.kind == "dual":
+            networks.append(zoo.get(entry.router))
     else:
         networks = [entry]
     if all(getattr(e, "arch", None) in SMALL_CPU_ARCHS for e in networks):
@@ -841,8 +887,11 @@ def certificate_row(
             nA=int(cert.nA),
             counts=list(cert.counts),
             pA_lower=float(cert.pA_lower),
+            samples=int(cert.n0 + cert.n),
         )
         return row
+    if config.kind == "cascade":
+        return _cascade_row(row, cert, expert_ids)
     choice = int(cert.router_choice)
     ran = cert.expert_nA is not None
     row.update(
@@ -872,6 +921,38 @@ def certificate_row(
         expert_counts=list(cert.expert_counts) if ran else None,
         expert_pA_lower=cert.expert_pA_lower,
         expert_radius=cert.expert_radius,
+        samples=int(cert.router_n0 + cert.router_n) + (int(cert.n0 + cert.n) if ran else 0),
+    )
+    return row
+
+
+def _cascade_row(row: dict[str, Any], cert: Any, expert_ids: Sequence[str]) -> dict[str, Any]:
+    """Fill a results row from a :class:`rsbench.cascade.CascadeCertificate` (base columns hold the
+    answering stage, or the last stage run when the cascade abstained)."""
+    last = cert.stage if cert.stage >= 0 else cert.stages_run - 1
+    row.update(
+        sigma=float(cert.stage_sigmas[last]),
+        cA=int(cert.stage_cA[last]),
+        count0=int(cert.stage_count0[last]),
+        nA=int(cert.stage_nA[last]),
+        counts=list(cert.stage_counts[last]),
+        pA_lower=float(cert.stage_pA_lower[last]),
+        expert_id=expert_ids[last] if expert_ids else None,
+        samples=int(cert.samples),
+        cascade_p0=float(cert.p0),
+        alpha_split=str(cert.alpha_split),
+        cascade_stage=int(cert.stage),
+        stages_run=int(cert.stages_run),
+        stage_sigmas=list(cert.stage_sigmas),
+        stage_cA=list(cert.stage_cA),
+        stage_count0=list(cert.stage_count0),
+        stage_nA=list(cert.stage_nA),
+        stage_counts=[list(c) for c in cert.stage_counts],
+        stage_alpha=list(cert.stage_alpha),
+        stage_pA_lower=list(cert.stage_pA_lower),
+        stage_pA_upper=list(cert.stage_pA_upper),
+        stage_pB_upper=list(cert.stage_pB_upper),
+        stage_radius=list(cert.stage_radius),
     )
     return row
 
@@ -985,14 +1066,14 @@ def prepare(config: RunConfig, zoo, out_dir: str | os.PathLike, download: bool =
 
 
 def _input_shape(entry, zoo) -> tuple[int, ...] | None:
-    if entry.kind == "dual":
+    if entry.kind in ("dual", "cascade"):
         return tuple(zoo.get(entry.experts[0]).input_shape or ()) or None
     return tuple(entry.input_shape) if entry.input_shape else None
 
 
 def _num_classes(entry, zoo) -> int:
-    if entry.kind == "dual":
-        return int(zoo.get(entry.experts[0]).num_classes)
+    if entry.kind in ("dual", "cascade"):
+        return int(entry.num_classes or zoo.get(entry.experts[0]).num_classes)
     return int(entry.num_classes)
 
 
@@ -1050,6 +1131,28 @@ def build_certifier(
             "zoo_entry": info["entry"],
             "zoo_entry_digest": info["entry_digest"],
             "models": [info],
+        }
+    if config.kind == "cascade":
+        from rsbench.cascade import CascadeSmoothed
+
+        stages = []
+        infos = []
+        for expert_id in config.expert_ids:
+            model, info = load(zoo.get(expert_id))
+            stages.append(checked(zoo.get(expert_id), model))
+            infos.append(info)
+        certifier = CascadeSmoothed(
+            stages,
+            config.sigmas,
+            _num_classes(entry, zoo),
+            p0=config.p0,
+            alpha_split=config.alpha_split,
+            **kwargs,
+        )
+        return certifier, {
+            "zoo_entry": entry.to_yaml_dict(),
+            "zoo_entry_digest": entry_digest(entry),
+            "models": infos,
         }
     from rsbench.dual import DualSmoothed
 
@@ -1215,14 +1318,22 @@ def run_certification(
 
 
 def samples_per_image(config: RunConfig) -> int:
-    """Forward samples one certificate costs (dual: router plus one expert, upper bound)."""
+    """Forward samples one certificate costs at most (dual: router plus one expert; cascade: every
+    stage)."""
     per_stage = config.n0 + config.n
+    if config.kind == "cascade":
+        return per_stage * max(1, len(config.sigmas))
     return per_stage * (2 if config.kind == "dual" else 1)
 
 
 def measure_throughput(certifier: Any, image, seconds: float = 1.0) -> float:
     """Noisy samples per second of ``certifier`` on one ``image`` (a short warm-up, then timed)."""
-    expert = certifier.experts[0] if hasattr(certifier, "experts") else certifier
+    if hasattr(certifier, "experts"):
+        expert = certifier.experts[0]
+    elif hasattr(certifier, "stages"):
+        expert = certifier.stages[0]
+    else:
+        expert = certifier
     num = max(1, min(expert.batch_size, 2000))
     from rsbench.noise import NoiseKey
 

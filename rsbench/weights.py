@@ -408,7 +408,7 @@ def fetch(
     progress: bool | ProgressCallback | None = False,
 ) -> FetchedWeights:
     """Make ``entry``'s checkpoint available locally, verified; see the module docstring."""
-    if entry.kind == "dual" or entry.source is None:
+    if entry.kind in ("dual", "cascade") or entry.source is None:
         raise WeightsError(f"{entry.id}: a {entry.kind} entry has no weights of its own")
     if require_pinned and entry.sha256 is None:
         raise WeightsError(

@@ -1,4 +1,4 @@
-"""The model zoo: a strict YAML registry of experts, routers and dual ensembles.
+"""The model zoo: a strict YAML registry of experts, routers, dual ensembles and cascades.
 
 Guarantees:
 
@@ -38,7 +38,9 @@ import yaml
 from rsbench import safeyaml
 from rsbench.errors import ZooError
 
-KINDS = ("expert", "router", "dual")
+KINDS = ("expert", "router", "dual", "cascade")
+#: Kinds that compose other entries and hold no weights of their own.
+COMPOSITE_KINDS = ("dual", "cascade")
 DATASETS = ("cifar10", "imagenet", "mnist", "fashion-mnist")
 INPUT_LAYER_TYPES = ("normalize", "center", "none")
 SOURCE_TYPES = ("hf", "url", "archive_url", "package", "file")
@@ -64,6 +66,7 @@ _FIELDS = {
     "router": _COMMON_FIELDS + _NET_FIELDS + ("experts",),
     "dual": _COMMON_FIELDS
     + ("router", "experts", "sigmas", "sigma_router", "alpha_router_fraction", "num_classes"),
+    "cascade": _COMMON_FIELDS + ("experts", "sigmas", "p0", "alpha_split", "num_classes"),
 }
 _REQUIRED = {
     "expert": (
@@ -90,6 +93,7 @@ _REQUIRED = {
         "experts",
     ),
     "dual": ("id", "kind", "dataset", "router", "experts"),
+    "cascade": ("id", "kind", "dataset", "experts"),
 }
 _SOURCE_FIELDS = {
     "hf": (("repo_id", "filename", "revision"), ()),
@@ -224,12 +228,14 @@ class ZooEntry:
     sigmas: tuple[float, ...] | None = None
     sigma_router: float | None = None
     alpha_router_fraction: float | None = None
+    p0: float | None = None
+    alpha_split: str | None = None
     zoo_file: Path | None = field(default=None, compare=False, hash=False)
 
     @property
     def pinned(self) -> bool:
-        """True when the entry's bytes are pinned by a sha256 (dual entries count as pinned)."""
-        return self.kind == "dual" or self.sha256 is not None
+        """True when the entry's bytes are pinned by a sha256 (dual and cascade entries count as pinned)."""
+        return self.kind in COMPOSITE_KINDS or self.sha256 is not None
 
     @property
     def base_dir(self) -> Path | None:
@@ -252,6 +258,12 @@ class ZooEntry:
                 out["alpha_router_fraction"] = self.alpha_router_fraction
             if self.num_classes is not None:
                 out["num_classes"] = self.num_classes
+        elif self.kind == "cascade":
+            out["experts"] = list(self.experts)
+            for name in ("sigmas", "p0", "alpha_split", "num_classes"):
+                value = getattr(self, name)
+                if value is not None:
+                    out[name] = list(value) if isinstance(value, tuple) else value
         else:
             out["num_classes"] = self.num_classes
             out["input_shape"] = list(self.input_shape or ())
@@ -500,6 +512,8 @@ def parse_entry(data: Any, file: Path | str | None = None, index: int | None = N
         values["num_classes"] = num_classes
     if kind == "dual":
         values.update(_parse_dual(where, data))
+    elif kind == "cascade":
+        values.update(_parse_cascade(where, data))
     else:
         values.update(_parse_network(where, data, kind))
     return ZooEntry(**values, zoo_file=Path(file) if file is not None else None)
@@ -563,6 +577,32 @@ def _parse_dual(where: _Where, data: Mapping) -> dict[str, Any]:
         if not _is_number(fraction) or not 0 < fraction < 1:
             raise where.error("alpha_router_fraction", f"{fraction!r} is not strictly in (0, 1)")
         values["alpha_router_fraction"] = float(fraction)
+    return values
+
+
+def _parse_cascade(where: _Where, data: Mapping) -> dict[str, Any]:
+    from rsbench.cascade import ALPHA_SPLITS
+
+    values: dict[str, Any] = {"experts": _id_list(where, "experts", data["experts"])}
+    if data.get("sigmas") is not None:
+        sigmas = data["sigmas"]
+        if not isinstance(sigmas, list):
+            raise where.error("sigmas", f"{sigmas!r} is not a list of numbers > 0")
+        values["sigmas"] = tuple(_positive_float(where, "sigmas", s) for s in sigmas)
+        if len(sigmas) != len(values["experts"]):
+            raise where.error(
+                "sigmas", f"has {len(sigmas)} values for {len(values['experts'])} experts"
+            )
+    if data.get("p0") is not None:
+        p0 = data["p0"]
+        if not _is_number(p0) or not 0.5 <= p0 < 1:
+            raise where.error("p0", f"{p0!r} is not a threshold in [0.5, 1)")
+        values["p0"] = float(p0)
+    if data.get("alpha_split") is not None:
+        split = data["alpha_split"]
+        if split not in ALPHA_SPLITS:
+            raise where.error("alpha_split", f"{split!r} is not one of {', '.join(ALPHA_SPLITS)}")
+        values["alpha_split"] = split
     return values
 
 
@@ -732,6 +772,15 @@ def _check_references(zoo: Zoo) -> None:
                 )
             for expert_id in entry.experts:
                 _expect_kind(zoo, where, "experts", expert_id, "expert", entry.dataset)
+        if entry.kind == "cascade":
+            for expert_id in entry.experts:
+                _expect_kind(zoo, where, "experts", expert_id, "expert", entry.dataset)
+            sigmas = entry.sigmas or tuple(zoo.get(e).train_sigma for e in entry.experts)
+            if len(set(sigmas)) != len(sigmas):
+                raise where.error(
+                    "sigmas",
+                    f"{list(sigmas)} repeat a value; each cascade stage needs its own sigma",
+                )
 
 
 def _expect_kind(zoo: Zoo, where: _Where, name: str, ref: str, kind: str, dataset: str) -> None:

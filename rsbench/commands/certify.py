@@ -61,7 +61,12 @@ def _common_options(func):
         click.option(
             "--limit", type=int, default=None, help="First LIMIT images of the selection."
         ),
-        click.option("--indices", default=None, help="Explicit indices, e.g. 0,5,10-12."),
+        click.option(
+            "--indices",
+            default=None,
+            help="Explicit dataset indices instead of the protocol's subset: 0,5,10-12 or "
+            "start:stop:step (e.g. 0:2000:8); parts combine with commas.",
+        ),
         click.option(
             "--batch",
             "batch_size",
@@ -151,6 +156,20 @@ def _common_options(func):
             "--sigma-router", type=float, default=None, help="Dual ids: router noise level."
         ),
         click.option(
+            "--p0",
+            type=float,
+            default=None,
+            help="Cascade ids: confidence threshold in [0.5, 1) (default: the entry's, else 0.5).",
+        ),
+        click.option(
+            "--alpha-split",
+            type=click.Choice(["union", "reference"]),
+            default=None,
+            help="Cascade ids: union (alpha / (2K - 1) per bound, sound for every input; default) or "
+            "reference (the authors' alpha / (k + 1), not covered by a union bound; labelled in the "
+            "results).",
+        ),
+        click.option(
             "--threads",
             type=int,
             default=None,
@@ -178,7 +197,7 @@ def _common_options(func):
 )
 @_common_options
 def certify(ids: tuple[str, ...], sigma: float | None, **options: Any) -> None:
-    """Certify zoo models (experts or dual ensembles) and store per-sample certificates.
+    """Certify zoo models (experts, dual ensembles or cascades) and store per-sample certificates.
 
     With no ID, runs the embedded default: the embedded Fashion-MNIST dual model and its three
     experts on the embedded test subset under the cpu protocol, then prints the leaderboard.
@@ -218,7 +237,7 @@ def run_jobs(
         torch.set_num_threads(check_count(options["threads"], "threads"))
     zoo = load_zoo(options["zoo_paths"])
     shard = runner.parse_shard(options["shard"])
-    indices = parse_indices(options["indices"]) if options["indices"] else None
+    indices = parse_indices(options["indices"]) if options["indices"] is not None else None
     prepared_runs = []
     for model_id, sigma, protocol in jobs:
         entry = zoo.get(model_id)
@@ -243,6 +262,8 @@ def run_jobs(
             data_root=options["data_root"],
             alpha_router_fraction=options["alpha_router_fraction"],
             sigma_router=options["sigma_router"],
+            p0=options.get("p0"),
+            alpha_split=options.get("alpha_split"),
             channels_last=bool(options.get("channels_last", False)),
             compile=bool(options.get("compile_models", False)),
             threads=options.get("threads"),
@@ -301,6 +322,8 @@ def _run_one(prepared, zoo, shard, options, console, quiet: bool):
     label = prepared.config.model_id
     if prepared.config.kind == "expert":
         label += f" σ={prepared.config.sigma:g}"
+    elif prepared.config.kind == "cascade":
+        label += f" p0={prepared.config.p0:g}"
     with Progress(*columns, console=console, disable=quiet, transient=False) as bar:
         task = bar.add_task(label, total=None, acc="-")
         state = {"started": False}
@@ -390,7 +413,8 @@ def _print_plan(prepared_runs, shard, zoo, console) -> None:
         console.print(f"  {prepared.config.model_id} -> {prepared.run_dir}")
     console.print(
         f"estimated total: {_duration(total)} on {prepared_runs[0].config.device if prepared_runs else '-'} "
-        "(forward samples per image x images / measured samples per second; dual counts router + expert)"
+        "(forward samples per image x images / measured samples per second; dual counts router + "
+        "expert, cascade every stage: an upper bound, as a cascade often stops early)"
     )
 
 
@@ -399,7 +423,7 @@ def _throughput(prepared) -> tuple[float | None, str]:
     from rsbench import runner, weights
 
     entry = prepared.entry
-    first = prepared.zoo.get(entry.experts[0]) if entry.kind == "dual" else entry
+    first = prepared.zoo.get(entry.experts[0]) if entry.kind in ("dual", "cascade") else entry
     if (
         first.source is not None
         and first.source.type not in ("file", "package")
@@ -465,6 +489,8 @@ _SWEEP_OPTIONS = {
     "threads",
     "alpha_router_fraction",
     "sigma_router",
+    "p0",
+    "alpha_split",
 }
 
 
@@ -591,6 +617,8 @@ def sweep(
         "chunk_size": opts.get("chunk_size", 64),
         "alpha_router_fraction": opts.get("alpha_router_fraction"),
         "sigma_router": opts.get("sigma_router"),
+        "p0": opts.get("p0"),
+        "alpha_split": opts.get("alpha_split"),
         "dry_run": dry_run,
     }
     from rsbench.zoo import load_zoo

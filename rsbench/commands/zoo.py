@@ -81,7 +81,7 @@ def _row(entry, cache_dir: str | None) -> dict[str, Any]:
     from rsbench.zoo import entry_digest
 
     cached: bool | None = None
-    if entry.kind != "dual":
+    if entry.kind not in ("dual", "cascade"):
         cached = weights.is_cached(entry, cache_dir)
     return {
         "id": entry.id,
@@ -89,7 +89,7 @@ def _row(entry, cache_dir: str | None) -> dict[str, Any]:
         "dataset": entry.dataset,
         "train_sigma": entry.train_sigma,
         "arch": entry.arch,
-        "pinned": entry.pinned if entry.kind != "dual" else None,
+        "pinned": entry.pinned if entry.kind not in ("dual", "cascade") else None,
         "sha256": entry.sha256,
         "cached": cached,
         "source": entry.source.describe() if entry.source else None,
@@ -115,7 +115,7 @@ Examples:
 @click.option(
     "--dataset", default=None, help="Only entries for this dataset (cifar10, imagenet, ...)."
 )
-@click.option("--kind", default=None, type=click.Choice(["expert", "router", "dual"]))
+@click.option("--kind", default=None, type=click.Choice(["expert", "router", "dual", "cascade"]))
 @click.option(
     "--format", "fmt", default="rich", show_default=True, type=click.Choice(["rich", "json"])
 )
@@ -198,7 +198,7 @@ def show(
     click.echo(dump_entries([entry], indent=0).rstrip())
     click.echo(f"# zoo file:     {entry.zoo_file}")
     click.echo(f"# entry digest: {entry_digest(entry)}")
-    if entry.kind == "dual":
+    if entry.kind in ("dual", "cascade"):
         return
     click.echo(f"# weights:      {'pinned' if entry.pinned else 'UNPINNED (no sha256)'}")
     click.echo(f"# cached:       {'yes' if weights.is_cached(entry, cache_dir) else 'no'}")
@@ -230,6 +230,10 @@ def _check_one(
         for ref in (entry.router, *entry.experts):
             zoo.get(ref)
         return "ok", f"router {entry.router} + {len(entry.experts)} experts resolve"
+    if entry.kind == "cascade":
+        for ref in entry.experts:
+            zoo.get(ref)
+        return "ok", f"{len(entry.experts)} cascade experts resolve"
     if require_pinned and not entry.pinned:
         return "FAIL", "unpinned (no sha256) and --require-pinned is set"
     if refetch:
