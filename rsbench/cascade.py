@@ -280,6 +280,7 @@ class CascadeSmoothed:
         precision: str = "fp32",
         input_shape: Sequence[int] | None = None,
         channels_last: bool = False,
+        device: torch.device | str | None = None,
     ) -> None:
         if len(experts) == 0 or len(experts) != len(sigmas):
             raise ConfigError(
@@ -304,6 +305,7 @@ class CascadeSmoothed:
                 precision=precision,
                 input_shape=input_shape,
                 channels_last=channels_last,
+                device=device,
             )
             for i in self.order
         ]
@@ -498,4 +500,5 @@ def load_cascade(
         precision=precision,
         input_shape=expert_entries[0].input_shape,
         channels_last=channels_last,
+        device=device,
     )
