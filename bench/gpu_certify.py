@@ -10,7 +10,7 @@ torch, numpy and scipy (no install, no network):
     PYTHONPATH=. python3 bench/gpu_certify.py --device cpu --arch fmnist_cnn --images 2 --n 200 \
         --batch 100 --options fp32,bf16+cl                      # smoke test on a CPU
 
-``--compile`` options use :func:`rsbench.sampling.compile_model` (static shapes) and warm up on the
+``--compile`` options use :func:`rsbench.device.compile_model` (static shapes) and warm up on the
 batch shapes of the timed run, so no compilation is timed. Stops starting new options once
 ``--budget`` seconds have passed. Never asserts a time.
 """
@@ -23,9 +23,10 @@ import time
 
 import torch
 
+from rsbench import device as D
 from rsbench.archs import build_architecture
+from rsbench.device import compile_model, precision_context
 from rsbench.models import InputLayer
-from rsbench.sampling import compile_model, precision_context
 from rsbench.smoothing import SmoothedClassifier
 
 CIFAR_MEAN, CIFAR_STD = [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]
@@ -40,11 +41,6 @@ OPTIONS = [
     ("fp16+cl", "fp16", True, False),
     ("bf16+cl+compile", "bf16", True, True),
 ]
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def make_model(device: torch.device, arch: str, channels_last: bool, compiled: bool):
@@ -75,12 +71,12 @@ def bare_rate(
     with torch.inference_mode(), precision_context(precision, device):
         for b in batches:  # warm-up (and compilation)
             model(b).argmax(dim=1)
-        synchronize(device)
+        D.synchronize(device)
         start, done = time.perf_counter(), 0
         while done < samples:
             model(batches[(done // batch) % 2]).argmax(dim=1)
             done += batch
-        synchronize(device)
+        D.synchronize(device)
     return done / (time.perf_counter() - start)
 
 
@@ -103,8 +99,8 @@ def main() -> None:
     )
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args()
-    device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    device = D.resolve(args.device).torch
+    name = D.name(device)
     print(
         f"device: {name}; torch {torch.__version__}; {args.arch}; {args.images} images, n0=100, "
         f"n={args.n}, batch {args.batch}"
@@ -126,8 +122,7 @@ def main() -> None:
             continue
         try:
             model = make_model(device, args.arch, channels_last, compiled)
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
+            D.reset_peak_memory(device)
             bare = bare_rate(
                 model,
                 device,
@@ -147,10 +142,10 @@ def main() -> None:
             # warm-up on the timed run's shapes: its selection batch, then full estimation batches
             warm_n = -(-args.batch // args.images)
             smoothed.certify_batch(images, n0=100, n=warm_n, alpha=0.001, seed=1)
-            synchronize(device)
+            D.synchronize(device)
             start = time.perf_counter()
             smoothed.certify_batch(images, n0=100, n=args.n, alpha=0.001, seed=0)
-            synchronize(device)
+            D.synchronize(device)
             seconds = time.perf_counter() - start
             smoothed_batch = smoothed.counter.forward_batch  # smaller after an out-of-memory
         except Exception as exc:  # report and go on with the next option
@@ -159,13 +154,9 @@ def main() -> None:
             continue
         finally:
             model = smoothed = None
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-        peak = (
-            torch.cuda.max_memory_allocated(device) / 2**30
-            if device.type == "cuda"
-            else float("nan")
-        )
+            D.release_memory(device)
+        peak_bytes = D.peak_memory(device)
+        peak = peak_bytes / 2**30 if peak_bytes is not None else float("nan")
         row = {
             "option": label, "images_per_s": args.images / seconds, "s_per_image": seconds / args.images,
             "samples_per_s": total / seconds, "bare_samples_per_s": bare, "ratio_vs_bare": total / seconds / bare,

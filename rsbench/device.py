@@ -15,7 +15,7 @@ Guarantees:
   (TF32 switches, autocast), :func:`to_device` (pinned memory + non-blocking copy to CUDA),
   :func:`generator` (the noise generator's device), :func:`is_out_of_memory` /
   :func:`release_memory` (the OOM back-off), :func:`compile_model` (``torch.compile``),
-  :func:`name` and :func:`peak_memory` (run.json). Tests fake CUDA at the torch boundary and check
+  :func:`name` (run.json), and for benchmarks :func:`synchronize` and :func:`peak_memory`. Tests fake CUDA at the torch boundary and check
   the arguments these functions pass to torch.
 * Importing this module does not import torch (``rsbench --help`` stays fast).
 """
@@ -262,6 +262,14 @@ def name(device: Any) -> str:
     import platform
 
     return platform.processor() or platform.machine()
+
+
+def synchronize(device: Any) -> None:
+    """Wait for the work queued on ``device`` (for timings; nothing on CPU)."""
+    if device_type(device) == "cuda":
+        import torch
+
+        torch.cuda.synchronize(as_torch(device))
 
 
 def reset_peak_memory(device: Any) -> None:
