@@ -85,6 +85,7 @@ def failing_cases(zoo: Path, tmp: Path) -> dict[str, tuple[str, list]]:
         "sweep": ("not a readable checkpoint", ["sweep", sweep, "--no-leaderboard"]),
         "leaderboard": ("no result rows", ["leaderboard", empty]),
         "plot": ("no result rows", ["plot", empty, "-o", tmp / "p.png"]),
+        "compare": ("no result rows", ["compare", empty]),
         "import-logs": ("malformed field", ["import-logs", log, "--dataset", "fashion-mnist", "--split", "test",
                         "--model-id", "x", "--sigma", "0.25", "--out", tmp / "imp"]),
         "rescore": ("no run directories", ["rescore", empty, "--alpha", "0.01", "--out", tmp / "rs"]),
