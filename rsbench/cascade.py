@@ -47,8 +47,10 @@ every decision from them (another alpha, p0 or split), so cascades re-score offl
 was not run during the live certificate makes a re-scored row abstain (always sound). The samples
 an image used vary per input: ``stages_run * (n0 + n)``.
 
-Noise: stage k draws from the streams ``cascade{k}-select`` / ``cascade{k}-estimate`` (per-image
-seeds, :func:`rsbench.sampling.derive_seed`), fresh for each stage.
+Noise: stage k draws its selection and estimation samples from the ``select`` / ``estimate``
+streams of each sample's :class:`rsbench.noise.NoiseKey` with ``stage = k`` (fresh for each stage;
+stage 0's streams are those of a single-expert certificate of the same sample, so the first stage
+reproduces that expert's counts exactly).
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ from torch import nn
 
 from rsbench import stats
 from rsbench.errors import ConfigError, check_alpha, check_count, check_sigma
+from rsbench.noise import UNNAMED_DATASET, noise_keys
 from rsbench.smoothing import SmoothedClassifier
 
 logger = logging.getLogger(__name__)
@@ -72,11 +75,6 @@ logger = logging.getLogger(__name__)
 ALPHA_SPLITS = ("union", "reference")
 DEFAULT_P0 = 0.5
 DEFAULT_ALPHA_SPLIT = "union"
-
-
-def stream_names(stage: int) -> tuple[str, str]:
-    """Selection and estimation noise streams of cascade stage ``stage`` (0 = largest sigma)."""
-    return f"cascade{stage}-select", f"cascade{stage}-estimate"
 
 
 def check_p0(p0: float) -> float:
@@ -318,8 +316,16 @@ class CascadeSmoothed:
         alpha: float,
         seed: int = 0,
         indices: Sequence[int] | None = None,
+        *,
+        dataset: str = UNNAMED_DATASET,
+        split: str = "test",
+        stage: int = 0,
     ) -> list[CascadeCertificate]:
-        """CASCADE CERTIFY each image; stage k runs only on the images that moved on to it."""
+        """CASCADE CERTIFY each image; stage k runs only on the images that moved on to it.
+
+        Image ``b`` is the sample ``(dataset, split, indices[b])``; cascade stage k draws from its
+        noise keys with ``stage = stage + k`` (purposes ``select`` and ``estimate``).
+        """
         n0, n = check_count(n0, "n0"), check_count(n, "n")
         alpha = check_alpha(alpha)
         images, indices = self.stages[0]._prepare(images, indices)
@@ -330,13 +336,16 @@ class CascadeSmoothed:
         counts = np.zeros((rows, stages, classes), dtype=np.int64)
         ran = np.zeros((rows, stages), dtype=bool)
         pending = np.arange(rows)
-        for k, stage in enumerate(self.stages):
+        for k, smoothed in enumerate(self.stages):
             if pending.size == 0:
                 break
             chosen = [indices[i] for i in pending]
-            select, estimate = stream_names(k)
-            votes0 = stage.votes(images[pending], n0, seed, chosen, select)
-            votes = stage.votes(images[pending], n, seed, chosen, estimate)
+            votes0 = smoothed.votes(
+                images[pending], n0, noise_keys(dataset, split, chosen, "select", seed, stage + k)
+            )
+            votes = smoothed.votes(
+                images[pending], n, noise_keys(dataset, split, chosen, "estimate", seed, stage + k)
+            )
             top = votes0.argmax(axis=1)
             cA[pending, k] = top
             count0[pending, k] = votes0[np.arange(len(pending)), top]
@@ -386,10 +395,30 @@ class CascadeSmoothed:
         return results
 
     def certify(
-        self, image: torch.Tensor, n0: int, n: int, alpha: float, seed: int = 0, index: int = 0
+        self,
+        image: torch.Tensor,
+        n0: int,
+        n: int,
+        alpha: float,
+        seed: int = 0,
+        index: int = 0,
+        *,
+        dataset: str = UNNAMED_DATASET,
+        split: str = "test",
+        stage: int = 0,
     ) -> CascadeCertificate:
         """CASCADE CERTIFY one ``[C, H, W]`` image."""
-        return self.certify_batch(image.unsqueeze(0), n0, n, alpha, seed, [index])[0]
+        return self.certify_batch(
+            image.unsqueeze(0),
+            n0,
+            n,
+            alpha,
+            seed,
+            [index],
+            dataset=dataset,
+            split=split,
+            stage=stage,
+        )[0]
 
 
 def rescore_rows(

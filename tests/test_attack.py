@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from rsbench.archs.small import mlp
+from rsbench.cascade import CascadeSmoothed
 from rsbench.data import load_dataset
 from rsbench.dual import DualSmoothed
 from rsbench.noise import UNNAMED_DATASET, NoiseKey
@@ -249,6 +250,62 @@ def _dual_campaign(experts, fmnist, count: int) -> Tally:
     return tally
 
 
+def _cascade_campaign(experts, fmnist, count: int) -> Tally:
+    """Attack cascade certificates (sigma 0.5 first, then 0.25).
+
+    Per certified point: one attack on the answering stage (push its smoothed probability of the
+    certified class down) and, when an earlier stage moved on, one on that stage (push its largest
+    other class up, to make it confident in another class inside the ball). The attacked point is
+    re-certified by the cascade with fresh seeds (abstain or the certified class is fine). Teeth:
+    the sum of both losses at 3x the radius must make the cascade certify another class somewhere.
+    """
+    images, labels = fmnist
+    sigmas = (0.25, 0.5)
+    cascade = CascadeSmoothed(list(experts), sigmas, 10, batch_size=2000, input_shape=SHAPE)
+    stage_models = [experts[i] for i in cascade.order]  # largest sigma first
+    positions = list(range(TRAIN, TRAIN + count))
+    certificates = cascade.certify_batch(
+        images[positions], N0, N, ALPHA, seed=CERT_SEED, indices=positions
+    )
+    tally = Tally(images=count)
+    for index, cert in zip(positions, certificates, strict=True):
+        if cert.abstained:
+            continue
+        tally.certified += 1
+        x, c, k = images[index], cert.prediction, cert.stage
+
+        def answer_loss(point, generator, c=c, k=k):
+            q = soft_smoothed(stage_models[k], point, cascade.sigmas[k], generator)
+            return -torch.log(q[c] + 1e-12)
+
+        def earlier_loss(point, generator, c=c, k=k):
+            total = 0.0
+            for j in range(k):
+                q = soft_smoothed(stage_models[j], point, cascade.sigmas[j], generator)
+                others = torch.cat([q[:c], q[c + 1 :]])
+                total = total + torch.log(others.max() + 1e-12)
+            return total
+
+        def both(point, generator, k=k):
+            return answer_loss(point, generator) + (earlier_loss(point, generator) if k else 0.0)
+
+        losses = [answer_loss] + ([earlier_loss] if k > 0 else [])
+        for attack_seed, loss in enumerate(losses, start=index):
+            attacked = pgd_l2(loss, x, SHRINK * cert.radius, seed=attack_seed)
+            tally.attacks += 1
+            again = cascade.certify(attacked, N0, N, ALPHA, seed=CHECK_SEED, index=index)
+            if not again.abstained and again.prediction != c:
+                tally.violations.append(
+                    f"image {index} ({labels[index]}): cascade certified {c} (stage {k}) at radius "
+                    f"{cert.radius:.4f}, CERTIFY at the attacked point says {again.prediction}"
+                )
+        wrong = pgd_l2(both, x, SHRINK * INFLATE * cert.radius, seed=index + 2)
+        tally.inflated_attacks += 1
+        flipped = cascade.certify(wrong, N0, N, ALPHA, seed=CHECK_SEED, index=index)
+        tally.broken_inflated += int(not flipped.abstained and flipped.prediction != c)
+    return tally
+
+
 def _check(tally: Tally, name: str, min_certified: int) -> None:
     print(tally.summary(name))
     assert tally.certified >= min_certified, tally.summary(name)
@@ -269,12 +326,18 @@ def test_pgd_never_breaks_a_dual_certificate(experts, fmnist) -> None:
     _check(tally, "dual", min_certified=6)
 
 
+def test_pgd_never_breaks_a_cascade_certificate(experts, fmnist) -> None:
+    tally = _cascade_campaign(experts, fmnist, count=10)
+    _check(tally, "cascade", min_certified=6)
+
+
 @pytest.mark.slow
 def test_pgd_never_breaks_certificates_many_points(experts, fmnist) -> None:
     for sigma_index, sigma in enumerate((0.25, 0.5)):
         tally = _single_campaign(experts[sigma_index], sigma, fmnist, count=100)
         _check(tally, f"expert sigma={sigma}", min_certified=50)
     _check(_dual_campaign(experts, fmnist, count=100), "dual", min_certified=50)
+    _check(_cascade_campaign(experts, fmnist, count=100), "cascade", min_certified=50)
 
 
 @pytest.mark.slow

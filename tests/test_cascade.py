@@ -10,9 +10,9 @@ from torch import nn
 from toy_models import Bins, Constant, Linear, Threshold
 
 from rsbench import stats
-from rsbench.cascade import CascadeSmoothed, combine_cascade, stream_names
+from rsbench.cascade import CascadeSmoothed, combine_cascade
 from rsbench.errors import ConfigError
-from rsbench.smoothing import certify_from_counts
+from rsbench.smoothing import SmoothedClassifier
 
 
 class Exploding(nn.Module):
@@ -69,16 +69,13 @@ def test_first_stage_always_confident_equals_that_expert_at_its_alpha_share() ->
     cascade = CascadeSmoothed([Exploding(), first, Exploding()], [0.25, 0.5, 0.12], 2)
     alpha, n0, n, indices = 0.002, 50, 3000, [3, 1, 4, 1_5, 9, 2, 6, 5]
     results = cascade.certify_batch(x, n0, n, alpha, seed=7, indices=indices)
-    stage = cascade.stages[0]
-    select, estimate = stream_names(0)
-    counts0 = stage.votes(x, n0, 7, indices, select)
-    counts = stage.votes(x, n, 7, indices, estimate)
-    single = certify_from_counts(counts0, counts, alpha / 5, 0.5)  # Cohen's CERTIFY at the share
-    for i, r in enumerate(results):
+    # Cohen's CERTIFY of that expert alone at the stage's alpha share, on the same noise streams
+    single = SmoothedClassifier(first, 2, 0.5).certify_batch(x, n0, n, alpha / 5, 7, indices)
+    for r, cert in zip(results, single, strict=True):
         assert r.stage == 0 and r.stages_run == 1 and not r.abstained
-        assert r.prediction == single["prediction"][i] == 1
-        assert r.stage_counts[0] == tuple(int(c) for c in counts[i])
-        assert r.radius == pytest.approx(float(single["radius"][i]), rel=1e-12)
+        assert r.prediction == cert.prediction == 1
+        assert r.stage_counts[0] == cert.counts
+        assert r.radius == pytest.approx(cert.radius, rel=1e-12)
 
 
 @pytest.mark.parametrize("distance", [0.1, 0.25, 0.5])
