@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
-import numpy as np
-import torch
+if TYPE_CHECKING:
+    import torch
 
 #: Version of the noise scheme (key encoding, generator seeding, and the float64 draw rule of
 #: :mod:`rsbench.sampling`). Raise it whenever any of them changes what a key's samples are.
@@ -98,9 +99,9 @@ class NoiseKey:
             )
         for name in ("index", "seed", "stage"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            if isinstance(value, bool) or not hasattr(value, "__index__"):
                 raise ValueError(f"NoiseKey.{name} must be an integer, got {value!r}")
-            object.__setattr__(self, name, int(value))
+            object.__setattr__(self, name, operator.index(value))
         if self.index < 0 or self.stage < 0:
             raise ValueError(f"NoiseKey index and stage must be >= 0, got {self}")
 
@@ -150,6 +151,9 @@ def noise_keys(
 
 def _template() -> bytes:
     """A valid serialized CPU generator state; checks the layout this module writes into."""
+    import numpy as np
+    import torch
+
     global _cpu_template
     if _cpu_template is None:
         state = torch.Generator().manual_seed(5489).get_state().numpy().tobytes()
@@ -166,6 +170,8 @@ def _template() -> bytes:
 
 def _mt_generator(material: bytes, initial_seed: int) -> torch.Generator:
     """A CPU generator whose mt19937 state is the 624 little-endian words of ``material``."""
+    import torch
+
     return _set_mt_state(torch.Generator(), material, initial_seed)
 
 
@@ -173,6 +179,9 @@ def _set_mt_state(
     generator: torch.Generator, material: bytes, initial_seed: int
 ) -> torch.Generator:
     """Set CPU ``generator``'s mt19937 state to the 624 little-endian words of ``material``."""
+    import numpy as np
+    import torch
+
     state = bytearray(_template())
     words = np.frombuffer(material, "<u4", _MT_WORDS).astype("<u8")
     if not words.any():  # the all-zero state is the one mt19937 cannot leave (never from SHAKE)

@@ -7,8 +7,10 @@ Guarantees
 ----------
 * **Identity.** A run directory is named after a hash of everything that changes the numbers
   (:meth:`RunConfig.identity`): model and zoo entry digest(s), dataset, split, subset, n0, n, alpha,
-  sigma(s), alpha split, seed, precision, device type, protocol, and channels-last / compile when
-  they are on. The same configuration resumes the same directory; a changed one starts a new
+  sigma(s), alpha split, seed, precision, device type (CPU and CUDA draw different streams), the
+  noise scheme (:data:`rsbench.noise.NOISE_SCHEME`), protocol, and channels-last / compile when
+  they are on. A run directory made under another noise scheme (or before the scheme was recorded)
+  is refused, never resumed. The same configuration resumes the same directory; a changed one starts a new
   directory. Batch size, chunk size and CPU threads do not change any result (per-sample seeding,
   :mod:`rsbench.sampling`) and are not part of the identity.
 * **Resume.** Completed samples are read from the valid part files; a part that fails to read is
@@ -47,6 +49,7 @@ from rsbench.errors import (
     check_seed,
     check_sigma,
 )
+from rsbench.noise import NOISE_SCHEME
 
 logger = logging.getLogger(__name__)
 
@@ -218,8 +221,9 @@ class RunConfig:
         for key in ("p0", "alpha_split"):  # cascade runs only: other identities stay valid
             if data[key] is None:
                 data.pop(key)
-        data["device_type"] = device_type(self.device)
+        data["device_type"] = device_type(self.device)  # CPU and CUDA draw different streams
         data["format_version"] = R.RESULTS_FORMAT_VERSION
+        data["noise_scheme"] = NOISE_SCHEME
         return data
 
     def identity(self) -> str:
@@ -652,6 +656,22 @@ def _interrupt_marker(run_dir: Path, run_lock: Any) -> Iterator[None]:
         raise
 
 
+def check_noise_scheme(run_dir: Path, info: Mapping[str, Any]) -> None:
+    """Refuse to add rows to a run made under another noise scheme (or before schemes were recorded).
+
+    Its samples were drawn from other streams (:mod:`rsbench.noise`), so resuming it would mix two
+    computations in one run.
+    """
+    fields = info.get("identity_fields")
+    scheme = fields.get("noise_scheme") if isinstance(fields, Mapping) else None
+    if scheme != NOISE_SCHEME:
+        made = f"noise scheme {scheme}" if scheme is not None else "an older noise scheme"
+        raise ResultsError(
+            f"{run_dir} was made under {made} and this rsbench draws noise scheme {NOISE_SCHEME}; "
+            "start afresh with another --out, or delete that directory"
+        )
+
+
 def _prepare_run_dir(
     run_dir: Path, config: RunConfig, run_info: Mapping[str, Any], num_indices: int
 ) -> None:
@@ -660,6 +680,7 @@ def _prepare_run_dir(
     identity = config.identity()
     if path.exists():
         info = R.read_run_json(run_dir)
+        check_noise_scheme(run_dir, info)
         if info.get("identity") != identity:
             raise ResultsError(
                 f"{run_dir} holds a run with another configuration (identity {info.get('identity')!r}); "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -138,22 +139,25 @@ def test_router_label_noise_is_not_the_noise_that_certifies_the_test_image() -> 
     assert not torch.isclose(label, test).any()
 
 
+class TrainData:
+    """Six 1x4x4 'training images' of fashion-mnist/train."""
+
+    name = source_name = "fashion-mnist"
+    split = "train"
+    source_indices = torch.arange(6)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+
+    def images(self, indices):
+        g = torch.Generator().manual_seed(0)
+        return torch.rand(6, 1, 4, 4, generator=g)[list(indices)]
+
+
 def test_the_label_stage_draws_from_label_keys_on_the_training_split(tmp_path) -> None:
     """label_radii's counts equal votes from the label-select/label-estimate keys of train images."""
     from rsbench.smoothing import SmoothedClassifier, certify_from_counts
     from rsbench.train.router import LabelBudget, label_radii
 
-    class Data:
-        name = source_name = "fashion-mnist"
-        split = "train"
-        source_indices = torch.arange(6)
-        labels = torch.tensor([0, 1, 2, 0, 1, 2])
-
-        def images(self, indices):
-            g = torch.Generator().manual_seed(0)
-            return torch.rand(6, 1, 4, 4, generator=g)[list(indices)]
-
-    data = Data()
+    data = TrainData()
     budget = LabelBudget(n0=10, n=50, alpha=0.01, seed=0)
     radii = label_radii(Identity(), "id", "sha", 0.5, 3, data, range(6), budget, tmp_path)
     smoothed = SmoothedClassifier(Identity(), 3, 0.5)
@@ -197,3 +201,27 @@ def test_test_time_streams_are_none_of_the_training_streams() -> None:
         for i in range(20):
             row = first_rows(NoiseKey("fashion-mnist", "test", i, p, 0), rows=1).flatten()[:8]
             assert row.numpy().tobytes() not in train
+
+
+@pytest.mark.parametrize("old", [None, 1])
+def test_a_label_cache_of_another_noise_scheme_is_refused(tmp_path, old) -> None:
+    from rsbench.errors import ConfigError
+    from rsbench.train.router import LabelBudget, label_dir, label_key, label_radii
+
+    budget = LabelBudget(n0=10, n=50, alpha=0.01, seed=0)
+    key = label_key("id", "sha", 0.5, budget, "fashion-mnist", "train", "cpu")
+    assert key["noise_scheme"] == NOISE_SCHEME and key["device_type"] == "cpu"
+    assert label_dir(tmp_path, key) != label_dir(tmp_path, {**key, "device_type": "cuda"})
+    args = (Identity(), "id", "sha", 0.5, 3, TrainData(), range(6), budget, tmp_path)
+    first = label_radii(*args)
+    key_file = label_dir(tmp_path, key) / "key.json"
+    assert json.loads(key_file.read_text()) == key
+    assert np.array_equal(label_radii(*args), first)  # same scheme: read back from the cache
+    stale = dict(key)
+    if old is None:
+        del stale["noise_scheme"]
+    else:
+        stale["noise_scheme"] = old
+    key_file.write_text(json.dumps(stale))
+    with pytest.raises(ConfigError, match="noise scheme.*delete that folder or pass another"):
+        label_radii(*args)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -294,3 +296,28 @@ def test_a_network_that_cannot_take_the_images_is_one_clear_error(tmp_path):
     ):
         runner.run_certification(_config(zoo, "wide-s0.25"), zoo, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_identity_records_the_noise_scheme_and_the_device_type(zoo):
+    from rsbench.noise import NOISE_SCHEME
+
+    fields = _config(zoo).identity_fields()
+    assert fields["noise_scheme"] == NOISE_SCHEME and fields["device_type"] == "cpu"
+    on_cuda = dataclasses.replace(_config(zoo), device="cuda:0")
+    assert on_cuda.identity() != _config(zoo).identity()
+
+
+@pytest.mark.parametrize("old", [None, 1])
+def test_a_run_made_under_another_noise_scheme_is_refused(zoo, tmp_path, old):
+    config = _config(zoo, limit=4)
+    first = runner.run_certification(config, zoo, tmp_path)
+    info = read_run_json(first.run_dir)
+    if old is None:  # a run.json from before the scheme was recorded
+        del info["identity_fields"]["noise_scheme"]
+    else:
+        info["identity_fields"]["noise_scheme"] = old
+    (first.run_dir / "run.json").write_text(json.dumps(info))
+    made = "an older noise scheme" if old is None else f"noise scheme {old}"
+    with pytest.raises(ResultsError, match=f"made under {made}.*another --out, or delete") as err:
+        runner.run_certification(config, zoo, tmp_path)
+    assert "\n" not in str(err.value)

@@ -12,7 +12,8 @@ noise ``sigma_router``, which expert certifies each image best.
    cannot certify at ``alpha = 0.001``), and then 10 draws pick it with probability > 0.9 while costing
    only 10% on top of ``n``. With ``n = 100`` the largest label radius is ``1.50 sigma_k``. Labels are
    cached in Parquet, one file per expert per chunk of images, written atomically, under a folder
-   keyed by (expert id, weights sha256, sigma, n0, n, alpha, seed, dataset, split); a rerun or another
+   keyed by (expert id, weights sha256, sigma, n0, n, alpha, seed, dataset, split, noise scheme,
+   device type; a folder whose key.json names another noise scheme is refused); a rerun or another
    router sharing an expert computes only the images not yet cached (so an interrupted label stage
    resumes, and gives exactly what an uninterrupted one gives: each image's noise comes from its own
    :class:`rsbench.noise.NoiseKey` with the label stage's purposes ``label-select`` and
@@ -70,6 +71,7 @@ from torch import nn
 
 from rsbench import device as D
 from rsbench.errors import ConfigError, check_alpha, check_count, check_sigma
+from rsbench.noise import NOISE_SCHEME
 from rsbench.train.common import (
     atomic_write,
     make_optimizer,
@@ -153,10 +155,16 @@ def label_key(
     budget: LabelBudget,
     dataset: str,
     split: str,
+    device_type: str = "cpu",
 ) -> dict[str, Any]:
-    """Everything that determines an expert's label radii (the cache key, as a dict)."""
+    """Everything that determines an expert's label radii (the cache key, as a dict).
+
+    The noise scheme and the device type (CPU and CUDA draw different streams) are part of it.
+    """
     return {
         "format": LABEL_FORMAT,
+        "noise_scheme": NOISE_SCHEME,
+        "device_type": device_type,
         "expert": expert_id,
         "weights_sha256": weights_sha256,
         "sigma": float(sigma),
@@ -167,6 +175,28 @@ def label_key(
         "dataset": dataset,
         "split": split,
     }
+
+
+def check_label_key(folder: Path, key: dict[str, Any]) -> None:
+    """Refuse a label-cache folder whose ``key.json`` is not ``key`` (another noise scheme, say)."""
+    try:
+        stored = json.loads((folder / "key.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"label cache {folder} has an unreadable key.json ({exc}); delete that folder"
+        ) from None
+    if stored == key:
+        return
+    if not isinstance(stored, dict) or stored.get("noise_scheme") != key["noise_scheme"]:
+        made = (stored.get("noise_scheme") if isinstance(stored, dict) else None) or "an older"
+        raise ConfigError(
+            f"label cache {folder} was made under {made} noise scheme, this rsbench draws scheme "
+            f"{key['noise_scheme']}; delete that folder or pass another --label-cache to start afresh"
+        )
+    raise ConfigError(
+        f"label cache {folder} holds labels of another configuration; delete that folder or pass "
+        "another --label-cache to start afresh"
+    )
 
 
 def label_dir(cache_dir: str | os.PathLike, key: dict[str, Any]) -> Path:
@@ -239,15 +269,26 @@ def label_radii(
     import pandas as pd
 
     from rsbench.noise import noise_keys
+    from rsbench.sampling import model_device
     from rsbench.smoothing import SmoothedClassifier, certify_from_counts
 
     budget = budget.check()
     chunk_size = check_count(chunk_size, "label chunk size")
-    key = label_key(expert_id, weights_sha256, sigma, budget, dataset.name, dataset.split)
+    key = label_key(
+        expert_id,
+        weights_sha256,
+        sigma,
+        budget,
+        dataset.name,
+        dataset.split,
+        D.device_type(model_device(model)),
+    )
     folder = label_dir(cache_dir if cache_dir is not None else default_label_cache(), key)
     folder.mkdir(parents=True, exist_ok=True)
     key_file = folder / "key.json"
-    if not key_file.is_file():
+    if key_file.is_file():
+        check_label_key(folder, key)
+    else:
         atomic_write(key_file, lambda tmp: tmp.write_text(json.dumps(key, indent=2) + "\n"))
     wanted = [int(i) for i in indices]
     cached = read_label_cache(folder)
@@ -1010,7 +1051,12 @@ def train_router(
     entry, _ = build_router_entries(config, experts, paths["weights"], None, zoo_path)
     torch.manual_seed(config.seed)
     model = build_model(entry).to(config.device)
-    key_data = {**config.determining(), "expert_sha256": experts.sha256}
+    key_data = {
+        **config.determining(),
+        "expert_sha256": experts.sha256,
+        "noise_scheme": NOISE_SCHEME,
+        "device_type": D.device_type(config.device),
+    }
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()
     train_began = time.perf_counter()
     history = fit_router(
