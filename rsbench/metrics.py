@@ -389,13 +389,41 @@ def summarize(df: pd.DataFrame, radii: Iterable[float]) -> pd.DataFrame:
 # --------------------------------------------------------------------------- sets of models
 
 
+def _image_keys(rows: pd.DataFrame) -> pd.Series:
+    cols = [c for c in IMAGE_COLUMNS if c in rows.columns]
+    keys = rows[cols[0]].astype(str)
+    for col in cols[1:]:
+        keys = keys + "\x1f" + rows[col].astype(str)
+    return keys
+
+
+def common_images(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``df`` whose image (dataset, split, index) every group (model) evaluated.
+
+    Without an ``index`` column the frame is returned unchanged (images cannot be matched).
+    """
+    if "index" not in df.columns or len(df) == 0:
+        return df
+    df = df.reset_index(drop=True)
+    keys = _image_keys(df)
+    shared: set[str] | None = None
+    for _, rows in iter_groups(df):
+        mine = set(keys.loc[rows.index])
+        shared = mine if shared is None else shared & mine
+    return df[keys.isin(shared or set()).to_numpy()]
+
+
 def envelope(df: pd.DataFrame, radii: Iterable[float]) -> np.ndarray:
     """Per radius, the maximum certified accuracy over the groups (models) in ``df``.
 
-    Each model is scored on its own images; the envelope is what the best single model at each
-    radius reaches, so no one model need reach it everywhere. NaN for an empty frame.
+    Scored on the images every group evaluated (:func:`common_images`, as the :func:`oracle`), so
+    the envelope never exceeds the oracle; it is what the best single model at each radius reaches
+    there, so no one model need reach it everywhere. NaN when no image is common.
     """
     grid = np.asarray([float(r) for r in radii], dtype=np.float64)
+    df = common_images(df)
+    if len(df) == 0:
+        return np.full(grid.shape, np.nan)
     curves = [certified_accuracy(rows, grid) for _, rows in iter_groups(df)]
     if not curves:
         return np.full(grid.shape, np.nan)

@@ -127,13 +127,18 @@ def build_leaderboard(
     radii: Iterable[float] | None = None,
     reported: Mapping[str, Any] | None = None,
     bounds: bool = True,
+    states: Mapping[str, Any] | None = None,
+    include_incomplete: bool = False,
 ) -> Leaderboard:
     """Rank the rows of ``df``, which must hold exactly one section (protocol, dataset).
 
     ``radii`` defaults to the dataset's grid (:func:`rsbench.metrics.default_radii`). ``reported``
     maps model ids to the zoo's ``reported`` dicts (``{protocol, certified_accuracy: {r: fraction}}``);
-    entries without ``certified_accuracy`` are ignored. Raises ResultsError for an empty frame or
-    rows of several protocols or datasets.
+    entries without ``certified_accuracy`` are ignored. ``states`` maps run ids to
+    :class:`rsbench.results.RunState`: a row with a run that has not finished is marked
+    (``complete`` false, ``planned_images``) and, unless ``include_incomplete``, left unranked
+    below the ranked rows and out of the envelope and oracle. Raises ResultsError for an empty
+    frame or rows of several protocols or datasets.
     """
     if df is None or len(df) == 0:
         raise ResultsError(
@@ -152,10 +157,18 @@ def build_leaderboard(
         ascending=[False, False, True, True],
         kind="mergesort",
     ).reset_index(drop=True)
-    summary.insert(0, "rank", np.arange(1, len(summary) + 1, dtype=np.int64))
+    summary = _mark_incomplete(summary, states or {})
+    ranked = summary["complete"] | include_incomplete
+    summary = pd.concat([summary[ranked], summary[~ranked]], ignore_index=True)
+    rank = pd.array([pd.NA] * len(summary), dtype="Int64")
+    rank[: int(ranked.sum())] = np.arange(1, int(ranked.sum()) + 1)
+    summary.insert(0, "rank", rank)
 
     frame = summary
     experts = df[_kind_mask(df, "expert")]
+    if not include_incomplete and "run_id" in experts.columns:
+        unfinished = {r for r, st in (states or {}).items() if not st.complete}
+        experts = experts[~experts["run_id"].astype(str).isin(unfinished)]
     if bounds and metrics.add_sigma_key(experts).groupby(["model_id", "sigma_key"]).ngroups >= 2:
         frame = pd.concat(
             [summary, _bound_rows(experts, grid, protocol, dataset)], ignore_index=True
@@ -182,6 +195,21 @@ def build_leaderboard(
     )
 
 
+def _mark_incomplete(summary: pd.DataFrame, states: Mapping[str, Any]) -> pd.DataFrame:
+    """Add ``complete`` (every run of the row finished) and ``planned_images`` to ``summary``."""
+    complete, planned = [], []
+    for runs in summary["runs"]:
+        ids = [] if _missing(runs) else str(runs).split(",")
+        known = [states[i] for i in ids if i in states]
+        complete.append(all(st.complete for st in known))
+        counts = [st.planned for st in known]
+        planned.append(sum(counts) if known and None not in counts else np.nan)
+    out = summary.copy()
+    out["complete"] = complete
+    out["planned_images"] = planned
+    return out
+
+
 def _kind_mask(df: pd.DataFrame, kind: str) -> np.ndarray:
     if "kind" not in df.columns:
         return np.full(len(df), kind == "expert")
@@ -191,7 +219,9 @@ def _kind_mask(df: pd.DataFrame, kind: str) -> np.ndarray:
 def _bound_rows(
     experts: pd.DataFrame, grid: np.ndarray, protocol: str, dataset: str
 ) -> pd.DataFrame:
-    env = metrics.envelope(experts, grid)
+    # both bounds are scored on the images every expert evaluated, so oracle >= envelope
+    common = metrics.common_images(experts)
+    env = metrics.envelope(common, grid)
     rows = [
         {
             "rank": pd.NA,
@@ -200,10 +230,15 @@ def _bound_rows(
             "model_id": ENVELOPE_ID,
             "kind": BOUND_KIND,
             "sigma": "best per r",
-            "images": int(experts.groupby(["model_id", "sigma"]).size().max()),
+            "images": int(
+                metrics.add_sigma_key(common).groupby(["model_id", "sigma_key"]).size().max()
+            )
+            if len(common)
+            else 0,
+            "complete": True,
             "clean_accuracy": float(env[0])
             if grid[0] == 0
-            else float(metrics.envelope(experts, [0.0])[0]),
+            else float(metrics.envelope(common, [0.0])[0]),
             **{metrics.radius_column(r): float(v) for r, v in zip(grid, env)},
         }
     ]
@@ -218,6 +253,7 @@ def _bound_rows(
                 "kind": BOUND_KIND,
                 "sigma": "best per image",
                 "images": n_images,
+                "complete": True,
                 "clean_accuracy": float(orc[0]),
                 **{metrics.radius_column(r): float(v) for r, v in zip(grid, orc[1:])},
             }
@@ -249,13 +285,16 @@ def build_leaderboards(
     dataset: str | None = None,
     all_sections: bool = False,
     bounds: bool = True,
+    states: Mapping[str, Any] | None = None,
+    include_incomplete: bool = False,
 ) -> list[Leaderboard]:
     """One :class:`Leaderboard` per section of ``df`` after filtering by ``protocol`` / ``dataset``.
 
     Unless ``all_sections`` is true, the filtered rows must form exactly one section, else
     ResultsError (rows of different protocols are never ranked together). With ``all_sections``
-    every section gets its own, separately ranked table. Raises ResultsError when a filter matches
-    nothing, naming the values present.
+    every section gets its own, separately ranked table. ``states`` and ``include_incomplete``: see
+    :func:`build_leaderboard`. Raises ResultsError when a filter matches nothing, naming the values
+    present.
     """
     if df is None or len(df) == 0:
         raise ResultsError(
@@ -281,6 +320,7 @@ def build_leaderboards(
     found = metrics.sections(selected)
     if len(found) > 1 and not all_sections:
         raise ResultsError(_mixed_message(found))
+    extra = {"states": states, "include_incomplete": include_incomplete}
     boards = []
     section_dataset = selected["dataset"].astype(str) if "dataset" in selected.columns else None
     for prot, data in found:
@@ -288,7 +328,9 @@ def build_leaderboards(
         if section_dataset is not None:
             mask &= section_dataset == data
         boards.append(
-            build_leaderboard(selected[mask], radii=radii, reported=reported, bounds=bounds)
+            build_leaderboard(
+                selected[mask], radii=radii, reported=reported, bounds=bounds, **extra
+            )
         )
     return boards
 
@@ -346,10 +388,23 @@ def table_cells(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
             "" if is_bound else _num(row.get("seconds_per_image"), ".3g"),
             "" if is_bound else _count(row.get("n")),
             "" if is_bound else _num(row.get("alpha"), "g"),
-            _count(row.get("images")),
+            _images_cell(row),
         ]
         body.append(cells)
     return headers, body
+
+
+def _images_cell(row: Mapping[str, Any]) -> str:
+    """The images count; ``32/160 incomplete`` for a run that has not finished."""
+    images = _count(row.get("images"))
+    if _missing(row.get("complete")) or bool(row.get("complete")):
+        return images
+    planned = row.get("planned_images")
+    return (
+        f"{images}/{_count(planned)} incomplete"
+        if not _missing(planned)
+        else f"{images} incomplete"
+    )
 
 
 def _count(value: Any) -> str:
@@ -374,12 +429,25 @@ def notes(board: Leaderboard) -> list[str]:
             "Envelope: best expert at each radius. Oracle: best expert per image in hindsight, "
             "an upper bound, not a certificate."
         )
-        oracle_rows = board.frame[board.frame["model_id"] == ORACLE_ID]
+        bound_rows = board.frame[board.frame["kind"] == BOUND_KIND]
         models = board.frame[board.frame["kind"] != BOUND_KIND]
-        if len(oracle_rows) and int(oracle_rows["images"].iloc[0]) < int(models["images"].max()):
+        if int(bound_rows["images"].min()) < int(models["images"].max()):
             lines.append(
-                f"The oracle uses the {int(oracle_rows['images'].iloc[0])} images that every "
-                "expert evaluated."
+                f"Envelope and oracle use the {int(bound_rows['images'].min())} images that every "
+                "ranked expert evaluated."
+            )
+    unfinished = [
+        not _missing(c) and not bool(c) for c in board.frame.get("complete", pd.Series(dtype=bool))
+    ]
+    if any(unfinished):
+        if board.frame.loc[unfinished, "rank"].notna().any():
+            lines.append(
+                "Rows marked incomplete are ranked as they stand, over fewer images than planned."
+            )
+        else:
+            lines.append(
+                "Rows marked incomplete (images done/planned) are not ranked: rerun the same "
+                "command to finish them, or pass --include-incomplete to rank them as they stand."
             )
     if board.has_reported:
         protocols = sorted(

@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -308,7 +309,12 @@ def read_tables(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pa.Ta
     tables = []
     for run_dir in run_dirs:
         check_format(run_dir)
-        parts = [read_part(part) for part in list_parts(run_dir)]
+        owner = declared_run_id(run_dir)
+        parts = []
+        for part in list_parts(run_dir):
+            table = read_part(part)
+            owner = check_part_owner(table, part, owner)
+            parts.append(table)
         if parts:
             table = pa.concat_tables(parts)
             tables.append(table.take(pa.compute.sort_indices(table, [("index", "ascending")])))
@@ -385,6 +391,65 @@ def check_format(run_dir: str | os.PathLike) -> None:
             f"{run_dir} holds results format {version!r}; this rsbench reads format "
             f"{RESULTS_FORMAT_VERSION} (use the rsbench version that wrote it)"
         )
+
+
+def declared_run_id(run_dir: str | os.PathLike) -> str | None:
+    """The id that the rows of a run directory must carry: run.json's ``run_id`` (kept when the
+    directory is renamed); None without run.json or without that field."""
+    path = Path(run_dir) / RUN_JSON
+    if path.is_file():
+        run_id = read_run_json(run_dir).get("run_id")
+        if isinstance(run_id, str) and run_id:
+            return run_id
+    return None
+
+
+def check_part_owner(table: pa.Table, part: str | os.PathLike, run_id: str | None) -> str | None:
+    """Raise :class:`ResultsError` when rows of ``part`` belong to another run than ``run_id``
+    (a part copied or moved between run directories would mix two computations). With
+    ``run_id`` None the part's own id is returned, for the next parts to be checked against."""
+    found = pa.compute.unique(table.column("run_id")).to_pylist()
+    run_id = run_id if run_id is not None else (found[0] if found else None)
+    ids = [i for i in found if i != run_id]
+    if ids:
+        raise ResultsError(
+            f"results part {part} holds rows of run {ids[0]!r}, not of this run {run_id!r}; "
+            "move it back to its own run directory (or delete it) and rerun"
+        )
+    return run_id
+
+
+@dataclass(frozen=True)
+class RunState:
+    """Where a run stands according to its run.json: ``status`` (complete, running, interrupted;
+    None without run.json) and ``planned`` images (None when not recorded, e.g. imported runs)."""
+
+    run_id: str
+    status: str | None
+    planned: int | None
+
+    @property
+    def complete(self) -> bool:
+        """True unless run.json says the run has not finished (a run without run.json counts)."""
+        return self.status in (None, "complete")
+
+
+def run_states(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> dict[str, RunState]:
+    """``run_id -> RunState`` for every run directory under ``paths`` (as :func:`read_results`)."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    states: dict[str, RunState] = {}
+    for path in paths:
+        for run_dir in _run_dirs(Path(path)):
+            info = read_run_json(run_dir) if (run_dir / RUN_JSON).is_file() else {}
+            planned = info.get("num_indices")
+            run_id = declared_run_id(run_dir) or run_dir.name
+            states[run_id] = RunState(
+                run_id=run_id,
+                status=info.get("status") if info else None,
+                planned=int(planned) if isinstance(planned, int) else None,
+            )
+    return states
 
 
 def utc_now() -> str:

@@ -606,6 +606,7 @@ class _PartIndex:
 
     def refresh(self, repair: bool = False) -> None:
         """Read part files not read before; a corrupted part raises, or with ``repair`` is deleted."""
+        owner = R.declared_run_id(self.run_dir)
         for part in R.list_parts(self.run_dir):
             if part.name in self.seen:
                 continue
@@ -617,6 +618,7 @@ class _PartIndex:
                 logger.warning("%s; deleting it, its samples will be certified again", exc)
                 part.unlink(missing_ok=True)
                 continue
+            owner = R.check_part_owner(table, part, owner)  # a foreign part is refused, kept
             self.seen.add(part.name)
             idx = table.column("index").to_pylist()
             dupes = self.done.intersection(idx)

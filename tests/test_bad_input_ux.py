@@ -273,3 +273,19 @@ def test_a_run_that_never_wrote_a_row_leaves_no_directory(workdir) -> None:  # n
     assert out.is_dir() and not list(out.iterdir()), sorted(p.name for p in out.rglob("*"))
     retry = run_many({"retry": args}, workdir)["retry"]
     assert retry.returncode == 0, retry.stderr
+
+
+def test_a_part_of_another_run_is_refused_on_resume(workdir, good_run) -> None:  # noqa: F811
+    out = workdir / "ux-foreign"
+    args = [a.replace("{out}", str(out)) for a in _certify("--seed", "1")]
+    made = run_many({"make": args}, workdir)["make"]
+    assert made.returncode == 0, made.stderr
+    (run_dir,) = out.iterdir()
+    (theirs,) = next(good_run.iterdir()).glob("part-*.parquet")
+    shutil.copy(theirs, run_dir / "part-0of1-000001.parquet")
+    before = _snapshot(out)
+    resumed = run_many({"resume": args}, workdir)["resume"]
+    assert_one_clear_error(resumed, ("part-0of1-000001.parquet", "holds rows of run"))
+    assert _snapshot(out) == before  # refused, and the foreign part is kept, not deleted
+    board = run_many({"board": ["leaderboard", str(out)]}, workdir)["board"]
+    assert_one_clear_error(board, ("part-0of1-000001.parquet", "holds rows of run"))

@@ -328,11 +328,13 @@ def test_empty_results_are_refused():
 # --------------------------------------------------------------------------- CLI
 
 
-def write_run(directory: Path, df: pd.DataFrame) -> Path:
-    """Write ``df`` as one run directory: a part file with pyarrow per the results schema."""
+def write_run(directory: Path, df: pd.DataFrame, **info) -> Path:
+    """Write ``df`` as one run directory: a part file with pyarrow per the results schema, and a
+    run.json with ``info`` (e.g. status, num_indices) added."""
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
     results = pytest.importorskip("rsbench.results")
+    df = df.assign(run_id=directory.name)  # rows carry their run's id, as rsbench writes them
     arrays = []
     for field in results.SCHEMA:
         if field.name in df.columns:
@@ -345,7 +347,9 @@ def write_run(directory: Path, df: pd.DataFrame) -> Path:
         pa.Table.from_arrays(arrays, schema=results.SCHEMA), directory / "part-0-000000.parquet"
     )
     (directory / "run.json").write_text(
-        json.dumps({"run_id": directory.name, "format_version": results.RESULTS_FORMAT_VERSION}),
+        json.dumps(
+            {"run_id": directory.name, "format_version": results.RESULTS_FORMAT_VERSION, **info}
+        ),
         encoding="utf-8",
     )
     return directory

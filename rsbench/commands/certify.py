@@ -449,11 +449,13 @@ def _print_leaderboard(run_dirs: Sequence[Path], zoo) -> None:
     from rich.console import Console
 
     from rsbench import report
-    from rsbench.results import read_results
+    from rsbench.results import read_results, run_states
 
     df = read_results(list(run_dirs))
     reported = {e.id: dict(e.reported) for e in zoo if e.reported}
-    boards = report.build_leaderboards(df, reported=reported, all_sections=True)
+    boards = report.build_leaderboards(
+        df, reported=reported, all_sections=True, states=run_states(list(run_dirs))
+    )
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 200))

@@ -28,12 +28,16 @@ _SUFFIX_FORMATS = {
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+def _paths(results: Sequence[str]) -> list[Path]:
+    return [Path(p) for p in results] or [Path("results")]
+
+
 def _read(results: Sequence[str]) -> Any:
     """Rows of every run under ``results`` (default ``results/``) as one DataFrame."""
     from rsbench.errors import ResultsError
     from rsbench.results import read_results
 
-    paths = [Path(p) for p in results] or [Path("results")]
+    paths = _paths(results)
     for path in paths:
         if not path.exists():
             raise ResultsError(
@@ -100,7 +104,9 @@ wrong; r=0 is clean accuracy), abstain rate, ACR (secondary), seconds per image,
 number of images. Rows of different protocols (or datasets) are never ranked together: select
 one with --protocol / --dataset, or pass --protocol all for one separately ranked table per
 section. With two or more experts, an envelope row (best expert per radius) and an oracle row
-(best expert per image in hindsight; an upper bound, not a certificate) follow. Where the zoo
+(best expert per image in hindsight; an upper bound, not a certificate) follow, both over the
+images every ranked expert evaluated. A run that has not finished is marked (e.g. "32/160
+incomplete" under images) and not ranked unless --include-incomplete. Where the zoo
 records the paper's numbers (`reported:`), cells read "measured (reported)".
 Radius grid defaults: CIFAR-10 and Fashion-MNIST 0..2 by 0.25, ImageNet 0..3 by 0.5.
 """,
@@ -136,6 +142,11 @@ Radius grid defaults: CIFAR-10 and Fashion-MNIST 0..2 by 0.25, ImageNet 0..3 by 
     "--no-reported", is_flag=True, help="Do not read the zoo; show measured numbers only."
 )
 @click.option("--no-bounds", is_flag=True, help="Leave out the envelope and oracle rows.")
+@click.option(
+    "--include-incomplete",
+    is_flag=True,
+    help="Rank runs that have not finished as they stand (default: shown marked, unranked).",
+)
 @click.option("--title", default="rsbench leaderboard", show_default=True, help="HTML page title.")
 def leaderboard(
     results: tuple[str, ...],
@@ -147,6 +158,7 @@ def leaderboard(
     zoo_paths: tuple[str, ...],
     no_reported: bool,
     no_bounds: bool,
+    include_incomplete: bool,
     title: str,
 ) -> None:
     """Tabulate certified accuracy from RESULTS (run directories or their parents; default results/)."""
@@ -154,6 +166,8 @@ def leaderboard(
 
     if fmt is None:
         fmt = _SUFFIX_FORMATS.get(Path(output).suffix.lower(), "rich") if output else "rich"
+    from rsbench.results import run_states
+
     df = _read(results)
     reported = {} if no_reported else _reported(zoo_paths, df["model_id"].dropna().astype(str))
     every = protocol == "all"
@@ -165,6 +179,8 @@ def leaderboard(
         dataset=dataset,
         all_sections=every,
         bounds=not no_bounds,
+        states=run_states(_paths(results)),
+        include_incomplete=include_incomplete,
     )
     if fmt == "rich":
         _print_rich(boards, output)
