@@ -22,6 +22,7 @@ from rsbench.archs.cifar_resnet import cifar_resnet20
 from rsbench.errors import WeightsError, ZooError
 from rsbench.models import build_model, load_model
 from rsbench.weights import (
+    allowing_unpinned_revisions,
     cache_path,
     extract_member,
     fetch,
@@ -369,19 +370,18 @@ def build_hf_cache(root: Path, repo_id: str, filename: str, data: bytes, commit:
 
 
 @pytest.fixture()
-def offline_hub(monkeypatch):
-    import huggingface_hub.constants
-
+def offline_hub(monkeypatch, tmp_path):
+    """HF_HUB_OFFLINE and HF_HOME set in the environment only (rsbench reads them when fetching)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    return tmp_path / "hf-home" / "hub"
 
 
 def test_hub_download_offline_from_local_cache(tmp_path, checkpoint_bytes, offline_hub, caplog):
     data, state = checkpoint_bytes
     commit = "0123456789abcdef0123456789abcdef01234567"
-    blob = build_hf_cache(
-        tmp_path / "cache" / "hf", "rs-org/cifar-experts", "s0.25/ck.pth", data, commit
-    )
+    blob = build_hf_cache(offline_hub, "rs-org/cifar-experts", "s0.25/ck.pth", data, commit)
     source = {"type": "hf", "repo_id": "rs-org/cifar-experts", "filename": "s0.25/ck.pth"}
     pinned = entry_for({**source, "revision": commit}, sha(data))
     assert is_cached(pinned)
@@ -393,20 +393,28 @@ def test_hub_download_offline_from_local_cache(tmp_path, checkpoint_bytes, offli
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), reference(x))
-    with caplog.at_level(logging.WARNING, logger="rsbench.weights"):
-        assert fetch(entry_for({**source, "revision": "main"}, sha(data))).path.read_bytes() == data
+    on_main = entry_for({**source, "revision": "main"}, sha(data))
+    with pytest.raises(
+        WeightsError, match="'main' is a branch or tag, not a commit.*--allow-unpin"
+    ):
+        fetch(on_main)
+    with caplog.at_level(logging.WARNING, logger="rsbench.weights"), allowing_unpinned_revisions():
+        assert fetch(on_main).path.read_bytes() == data
     assert "not a commit hash" in caplog.text
     absent = entry_for({**source, "revision": commit, "filename": "s0.50/ck.pth"})
     with pytest.raises(WeightsError) as info:
         fetch(absent)
-    assert "cannot get 's0.50/ck.pth' from the Hub repo 'rs-org/cifar-experts'" in str(info.value)
+    assert "'s0.50/ck.pth' of the Hub repo 'rs-org/cifar-experts'" in str(info.value)
+    assert "not in the Hugging Face cache" in str(info.value) and "HF_HUB_OFFLINE" in str(
+        info.value
+    )
     assert "\n" not in str(info.value)
 
 
 def test_hub_file_with_wrong_digest_is_removed(tmp_path, checkpoint_bytes, offline_hub):
     data, _ = checkpoint_bytes
     commit = "89abcdef0123456789abcdef0123456789abcdef"
-    blob = build_hf_cache(tmp_path / "cache" / "hf", "org/x", "ck.pth", data, commit)
+    blob = build_hf_cache(offline_hub, "org/x", "ck.pth", data, commit)
     entry = entry_for(
         {"type": "hf", "repo_id": "org/x", "filename": "ck.pth", "revision": commit}, "e" * 64
     )

@@ -135,6 +135,11 @@ def _common_options(func):
         ),
         click.option("--require-pinned", is_flag=True, help="Refuse zoo entries without sha256."),
         click.option(
+            "--allow-unpinned",
+            is_flag=True,
+            help="Let Hugging Face sources name a branch or tag instead of a commit.",
+        ),
+        click.option(
             "--download",
             is_flag=True,
             help="Let torchvision download CIFAR-10/MNIST data if missing.",
@@ -223,6 +228,18 @@ def run_jobs(
     skip_complete: bool = False,
 ) -> list[Any]:
     """Resolve, plan (dry run) or run each (id, sigma, protocol) job; return the RunResults."""
+    from rsbench.weights import allowing_unpinned_revisions
+
+    with allowing_unpinned_revisions(bool(options.get("allow_unpinned", False))):
+        return _run_jobs(jobs, options, leaderboard, skip_complete)
+
+
+def _run_jobs(
+    jobs: Sequence[tuple[str, float | None, str]],
+    options: dict[str, Any],
+    leaderboard: bool,
+    skip_complete: bool,
+) -> list[Any]:
     from rich.console import Console
 
     from rsbench import runner
@@ -486,6 +503,7 @@ _SWEEP_OPTIONS = {
     "zoo",
     "data_root",
     "require_pinned",
+    "allow_unpinned",
     "chunk_size",
     "download",
     "threads",
@@ -614,6 +632,7 @@ def sweep(
         "zoo_paths": tuple(_as_list(opts.get("zoo"))) + tuple(zoo_paths),
         "data_root": data_root or opts.get("data_root"),
         "require_pinned": bool(opts.get("require_pinned", False)),
+        "allow_unpinned": bool(opts.get("allow_unpinned", False)),
         "download": bool(opts.get("download", False)),
         "threads": opts.get("threads"),
         "chunk_size": opts.get("chunk_size", 64),

@@ -94,6 +94,7 @@ def _row(entry, cache_dir: str | None) -> dict[str, Any]:
         "cached": cached,
         "source": entry.source.describe() if entry.source else None,
         "source_type": entry.source.type if entry.source else None,
+        "revision": entry.source.revision if entry.source else None,
         "experts": list(entry.experts) or None,
         "router": entry.router,
         "zoo_file": str(entry.zoo_file) if entry.zoo_file else None,
@@ -157,7 +158,10 @@ def list_cmd(
         sigma = f"{row['train_sigma']:.2f}" if row["train_sigma"] is not None else "-"
         arch = row["arch"] or f"router {row['router']}"
         cells = [row["id"], row["kind"], row["dataset"], sigma, arch, pinned, cached]
-        cells.append(row["source_type"] or "-")
+        source = row["source_type"] or "-"
+        if row["revision"]:
+            source += f"@{row['revision'][:12]}"
+        cells.append(source)
         if not wide:
             cells.pop(4)
         table.add_row(*cells)
@@ -285,6 +289,11 @@ Examples:
 @click.option("--download", is_flag=True, help="Fetch weights that are not available locally.")
 @click.option("--require-pinned", is_flag=True, help="Fail entries without a sha256.")
 @click.option(
+    "--allow-unpinned",
+    is_flag=True,
+    help="Let Hugging Face sources name a branch or tag instead of a commit.",
+)
+@click.option(
     "--refetch",
     is_flag=True,
     help="Forget the cached file (and a changed archive) first; with --download, fetch it again.",
@@ -303,6 +312,7 @@ def check(
     model_ids: tuple[str, ...],
     download: bool,
     require_pinned: bool,
+    allow_unpinned: bool,
     refetch: bool,
     device: str,
     zoo_files: tuple[str, ...],
@@ -316,14 +326,17 @@ def check(
     from rsbench.device import resolve
 
     device = str(resolve(device))
+    from rsbench import weights
+
     zoo_ = _load(ctx, zoo_files)
     entries = [zoo_.get(i) for i in model_ids] if model_ids else list(zoo_)
     console = _console()
     failed = 0
     for entry in entries:
-        status, message = _check_one(
-            entry, zoo_, download, require_pinned, cache_dir, device, refetch
-        )
+        with weights.allowing_unpinned_revisions(allow_unpinned):
+            status, message = _check_one(
+                entry, zoo_, download, require_pinned, cache_dir, device, refetch
+            )
         color = {"ok": "green", "skip": "yellow", "FAIL": "red"}[status]
         console.print(
             f"[{color}]{status:>4}[/] {entry.id}: {message}", highlight=False, soft_wrap=True
