@@ -507,6 +507,7 @@ def load_cascade(
     channels_last: bool = False,
 ) -> CascadeSmoothed:
     """Build the :class:`CascadeSmoothed` of a ``cascade`` zoo entry (an id or a ``ZooEntry``)."""
+    from rsbench.denoised import serve
     from rsbench.models import load_model
 
     if isinstance(entry, str):
@@ -514,11 +515,12 @@ def load_cascade(
     if entry.kind != "cascade":
         raise ConfigError(f"{entry.id} is a {entry.kind} entry, not a cascade one")
     expert_entries = [zoo.get(expert_id) for expert_id in entry.experts]
-    models = [
-        load_model(e, device, cache_dir=cache_dir, require_pinned=require_pinned)
-        for e in expert_entries
-    ]
+    loaded: dict[str, torch.nn.Module] = {}
+    for e in expert_entries:  # a denoised expert listed at several sigmas is loaded once
+        if e.id not in loaded:
+            loaded[e.id] = load_model(e, device, cache_dir=cache_dir, require_pinned=require_pinned)
     sigmas = entry.sigmas or tuple(e.train_sigma for e in expert_entries)
+    models = [serve(loaded[e.id], s) for e, s in zip(expert_entries, sigmas)]
     return CascadeSmoothed(
         models,
         sigmas,

@@ -49,13 +49,20 @@ _COMMANDS: dict[str, tuple[str, str]] = {
         "Head to head: experts, envelope, oracle, dual, cascade on common images.",
     ),
     "zoo": ("rsbench.commands.zoo:zoo", "List, inspect, check, hash and add zoo models."),
-    "train": ("rsbench.cli:train", "Train experts, routers, and co-train (fine-tune) experts."),
+    "train": (
+        "rsbench.cli:train",
+        "Train experts, denoisers, routers, and co-train (fine-tune) experts.",
+    ),
 }
 
 _TRAIN_COMMANDS: dict[str, tuple[str, str]] = {
     "expert": (
         "rsbench.commands.train_expert:expert",
         "Train an expert with Gaussian noise augmentation.",
+    ),
+    "denoiser": (
+        "rsbench.commands.train_denoiser:denoiser",
+        "Train a denoiser; with a classifier it forms a denoised expert.",
     ),
     "router": (
         "rsbench.commands.train_router:router",

@@ -433,10 +433,12 @@ def load_dual(
     """Build the :class:`DualSmoothed` of a ``dual`` zoo entry (an id or a ``ZooEntry``) from ``zoo``.
 
     The router and each expert are fetched, verified and loaded with :func:`rsbench.models.load_model`
-    (an expert listed twice is loaded once). Certify sigmas default to each expert's ``train_sigma``;
+    (an expert listed twice is loaded once; a denoised expert serves each of its listed sigmas with
+    shared networks). Certify sigmas default to each expert's ``train_sigma``;
     ``sigma_router`` and ``alpha_router_fraction`` default to the entry's values (router
     ``train_sigma`` and 0.5 when the entry has none).
     """
+    from rsbench.denoised import serve
     from rsbench.models import load_model
 
     if isinstance(entry, str):
@@ -456,7 +458,7 @@ def load_dual(
     num_classes = entry.num_classes or expert_entries[0].num_classes
     return DualSmoothed(
         model(router_entry),
-        [model(e) for e in expert_entries],
+        [serve(model(e), s) for e, s in zip(expert_entries, sigmas)],
         sigmas,
         sigma_router
         if sigma_router is not None

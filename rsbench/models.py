@@ -10,7 +10,9 @@ Guarantees:
 * :func:`load_model` fetches and verifies the weights (:mod:`rsbench.weights`), loads them strictly into
   the net (a mismatch names the first missing / unexpected / mis-shaped keys), and returns the model in
   eval mode on ``device``, with ``zoo_id``, ``weights_sha256`` and ``weights_pinned`` attributes.
-  Dual entries are composed by :mod:`rsbench.dual`, not loaded here.
+  Dual entries are composed by :mod:`rsbench.dual`, not loaded here. A ``denoised`` entry loads
+  through :mod:`rsbench.denoised`: ``load_model(entry, sigma=s)`` is its base model at ``s``
+  (denoiser then classifier), an ``nn.Module`` like any expert's.
 """
 
 from __future__ import annotations
@@ -81,10 +83,10 @@ def build_model(entry: ZooEntry, base_dir: str | os.PathLike | None = None) -> n
     ``base_dir`` resolves a relative ``path/file.py:callable`` architecture (default: the folder of the
     entry's zoo file).
     """
-    if entry.kind in ("dual", "cascade"):
+    if entry.kind in ("dual", "cascade", "denoised"):
         raise ZooError(
-            f"{entry.id} is a {entry.kind} entry; load it with rsbench.{entry.kind} (it composes other "
-            "entries), not build_model"
+            f"{entry.id} is a {entry.kind} entry; it composes other networks: load it with "
+            "load_model (denoised), rsbench.dual or rsbench.cascade, not build_model"
         )
     if entry.arch is None or entry.num_classes is None:
         raise ZooError(f"{entry.id}: entry has no arch / num_classes")
@@ -133,11 +135,14 @@ def load_model(
     cache_dir: str | os.PathLike | None = None,
     require_pinned: bool = False,
     progress: Any = False,
-) -> nn.Sequential:
+    sigma: float | None = None,
+) -> nn.Module:
     """Fetch, verify and strictly load ``entry``; return the model in eval mode on ``device``.
 
     ``progress`` is ``False``, ``True`` (a rich bar on stderr) or a callback (see
-    :data:`rsbench.weights.ProgressCallback`).
+    :data:`rsbench.weights.ProgressCallback`). ``sigma`` matters for ``denoised`` entries only: the
+    base model at that served sigma (``None``: the :class:`~rsbench.denoised.DenoisedExpert`, whose
+    ``at_sigma`` gives it); other entries are one network whatever the sigma.
     """
     from rsbench import weights
 
@@ -145,6 +150,15 @@ def load_model(
         raise ZooError(
             f"{entry.id} is a {entry.kind} entry; load it with rsbench.{entry.kind}, not load_model"
         )
+    if entry.kind == "denoised":
+        from rsbench.denoised import check_served, load_denoised
+
+        if sigma is not None:
+            check_served(entry.id, entry.sigmas or (), sigma)
+        expert = load_denoised(
+            entry, device, cache_dir=cache_dir, require_pinned=require_pinned, progress=progress
+        )
+        return expert.at_sigma(sigma) if sigma is not None else expert
     model = build_model(entry)
     fetched = weights.fetch(
         entry, cache_dir=cache_dir, require_pinned=require_pinned, progress=progress

@@ -68,7 +68,7 @@ EMBEDDED_DEFAULT_THREADS = 1
 #: Architectures for which CPU runs default to :data:`EMBEDDED_DEFAULT_THREADS` torch threads: the
 #: small networks measured in results/perf.md (a second intra-op thread gains little when the
 #: machine is idle and costs 5-20x when another process holds a core).
-SMALL_CPU_ARCHS = ("fmnist_cnn", "mlp", "pooled_mlp")
+SMALL_CPU_ARCHS = ("fmnist_cnn", "mlp", "pooled_mlp", "small_denoiser")
 #: Noisy samples per forward pass of the embedded default run (results/perf.md).
 EMBEDDED_DEFAULT_BATCH = 1000
 #: Default noisy samples per forward pass (``--batch``).
@@ -233,7 +233,7 @@ class RunConfig:
     def run_name(self) -> str:
         """Directory name: readable prefix plus the first 12 hex digits of the identity."""
         parts = [self.model_id, self.protocol, f"{self.dataset}-{self.split}"]
-        if self.kind == "expert" and self.sigma is not None:
+        if self.kind == "expert" and self.sigma is not None:  # denoised experts too
             parts.append(f"s{self.sigma:g}")
         name = "-".join(parts) + "-" + self.identity()[:12]
         return re.sub(r"[^A-Za-z0-9._+-]+", "_", name)
@@ -283,11 +283,13 @@ def resolve_config(
     Any override of n0, n, alpha, split, stride, limit or indices that differs from the protocol
     records the protocol as ``custom`` (leaderboards never mix it with the named protocol).
     ``zoo`` is needed for dual entries (to resolve the router's and experts' entries).
+    A ``denoised`` entry certifies as an expert (``kind`` ``expert``) at one of the sigmas it serves
+    (``sigma``; default: its only one); its digest covers the denoiser and the classifier.
     """
     from rsbench.zoo import entry_digest
 
     proto = get_protocol(protocol)
-    if entry.kind not in ("expert", "dual", "cascade"):
+    if entry.kind not in ("expert", "dual", "cascade", "denoised"):
         raise ConfigError(
             f"{entry.id} is a {entry.kind}; certify an expert, dual or cascade entry (a router is "
             "certified as part of its dual entry)"
@@ -321,7 +323,7 @@ def resolve_config(
     resolved_device = resolve_device(device)
     common = dict(
         model_id=entry.id,
-        kind=entry.kind,
+        kind="expert" if entry.kind == "denoised" else entry.kind,
         dataset=dataset,
         split=split,
         protocol=CUSTOM_PROTOCOL if deviates else proto.name,
@@ -345,14 +347,26 @@ def resolve_config(
         chunk_size=check_count(chunk_size, "chunk_size"),
         data_root=os.fspath(data_root) if data_root is not None else None,
     )
-    if entry.kind == "expert":
+    if entry.kind in ("expert", "denoised"):
         if alpha_router_fraction is not None or sigma_router is not None:
             raise ConfigError(
                 f"{entry.id} is an expert; --alpha-router-fraction/--sigma-router apply to dual ids"
             )
+        if entry.kind == "denoised":
+            from rsbench.denoised import check_served
+
+            served = ", ".join(f"{s:g}" for s in entry.sigmas)
+            if sigma is None and len(entry.sigmas) > 1:
+                raise ConfigError(
+                    f"{entry.id} is a denoised expert serving sigma {served}; pass --sigma (one of them)"
+                )
+            value = check_served(
+                entry.id, entry.sigmas, sigma if sigma is not None else entry.sigmas[0]
+            )
+            return RunConfig(sigma=value, entry_digest=entry_digest(entry), **common)
         value = sigma if sigma is not None else entry.train_sigma
-        if value is None:
-            raise ConfigError(f"{entry.id} has no train_sigma; pass --sigma")
+        if not value:
+            raise ConfigError(f"{entry.id} has no train_sigma (> 0); pass --sigma")
         return RunConfig(sigma=check_sigma(value), entry_digest=entry_digest(entry), **common)
     if zoo is None:
         raise ConfigError(f"{entry.id} is a {entry.kind} entry; resolving it needs the zoo")
@@ -436,7 +450,13 @@ def default_threads(entry, zoo, device: str) -> int | None:
             networks.append(zoo.get(entry.router))
     else:
         networks = [entry]
-    if all(getattr(e, "arch", None) in SMALL_CPU_ARCHS for e in networks):
+    archs = []
+    for e in networks:
+        if e.kind == "denoised":  # its two networks (a hub component has no rsbench arch)
+            archs += [(e.denoiser or {}).get("arch"), (e.classifier or {}).get("arch")]
+        else:
+            archs.append(getattr(e, "arch", None))
+    if all(arch in SMALL_CPU_ARCHS for arch in archs):
         return EMBEDDED_DEFAULT_THREADS
     return None
 
@@ -1122,13 +1142,14 @@ def build_certifier(
         device=D.as_torch(device),
     )
 
-    def load(e):
+    def load(e, sigma=None):
         model = load_model(
             e,
             device=device,
             cache_dir=cache_dir,
             require_pinned=require_pinned,
             progress=weights_progress,
+            sigma=sigma,
         )
         return model, {
             "id": e.id,
@@ -1147,7 +1168,7 @@ def build_certifier(
     if config.kind == "expert":
         from rsbench.smoothing import SmoothedClassifier
 
-        model, info = load(entry)
+        model, info = load(entry, config.sigma)
         model = checked(entry, model)
         certifier = SmoothedClassifier(model, _num_classes(entry, zoo), config.sigma, **kwargs)
         return certifier, {
@@ -1158,12 +1179,14 @@ def build_certifier(
     if config.kind == "cascade":
         from rsbench.cascade import CascadeSmoothed
 
+        from rsbench.denoised import serve
+
         stages = []
-        infos = []
-        for expert_id in config.expert_ids:
-            model, info = load(zoo.get(expert_id))
-            stages.append(checked(zoo.get(expert_id), model))
-            infos.append(info)
+        infos: dict[str, tuple[Any, dict[str, Any]]] = {}
+        for expert_id, sigma in zip(config.expert_ids, config.sigmas):
+            if expert_id not in infos:  # a denoised expert serves several stages
+                infos[expert_id] = load(zoo.get(expert_id))
+            stages.append(checked(zoo.get(expert_id), serve(infos[expert_id][0], sigma)))
         certifier = CascadeSmoothed(
             stages,
             config.sigmas,
@@ -1175,24 +1198,27 @@ def build_certifier(
         return certifier, {
             "zoo_entry": entry.to_yaml_dict(),
             "zoo_entry_digest": entry_digest(entry),
-            "models": infos,
+            "models": [info for _, info in infos.values()],
         }
     from rsbench.dual import DualSmoothed
 
     router, router_info = load(zoo.get(config.router_id))
     router = checked(zoo.get(config.router_id), router)
+    from rsbench.denoised import serve
+
     loaded: dict[str, tuple[Any, dict[str, Any]]] = {}
-    for expert_id in config.expert_ids:
+    served = []  # one base model per (expert, sigma); a denoised expert shares its networks
+    for expert_id, sigma in zip(config.expert_ids, config.sigmas):
         if expert_id not in loaded:
-            model, info = load(zoo.get(expert_id))
-            loaded[expert_id] = (checked(zoo.get(expert_id), model), info)
+            loaded[expert_id] = load(zoo.get(expert_id))
+        served.append(checked(zoo.get(expert_id), serve(loaded[expert_id][0], sigma)))
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         certifier = DualSmoothed(
             router,
-            [loaded[e][0] for e in config.expert_ids],
+            served,
             config.sigmas,
             config.sigma_router,
             _num_classes(entry, zoo),

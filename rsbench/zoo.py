@@ -38,9 +38,12 @@ import yaml
 from rsbench import safeyaml
 from rsbench.errors import ZooError
 
-KINDS = ("expert", "router", "dual", "cascade")
+KINDS = ("expert", "router", "dual", "cascade", "denoised")
 #: Kinds that compose other entries and hold no weights of their own.
 COMPOSITE_KINDS = ("dual", "cascade")
+#: kinds a router, dual or cascade entry may list as experts (a denoised entry at a served sigma)
+EXPERT_KINDS = ("expert", "denoised")
+HUB_LIBRARIES = {"denoiser": "diffusers", "classifier": "transformers"}
 DATASETS = ("cifar10", "imagenet", "mnist", "fashion-mnist")
 INPUT_LAYER_TYPES = ("normalize", "center", "none")
 SOURCE_TYPES = ("hf", "url", "archive_url", "package", "file")
@@ -49,6 +52,7 @@ ENV_ZOO = "RSBENCH_ZOO"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _SIGMA_IN_ID_RE = re.compile(r"(?:^|[-_])s(\d+(?:\.\d+)?)(?=$|[-_])")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_REVISION_RE = re.compile(r"^[0-9a-f]{40}$")
 
 _COMMON_FIELDS = ("id", "kind", "dataset", "description", "license", "paper", "reported", "recipe")
 _NET_FIELDS = (
@@ -67,6 +71,7 @@ _FIELDS = {
     "dual": _COMMON_FIELDS
     + ("router", "experts", "sigmas", "sigma_router", "alpha_router_fraction", "num_classes"),
     "cascade": _COMMON_FIELDS + ("experts", "sigmas", "p0", "alpha_split", "num_classes"),
+    "denoised": _COMMON_FIELDS + ("num_classes", "input_shape", "sigmas", "denoiser", "classifier"),
 }
 _REQUIRED = {
     "expert": (
@@ -94,7 +99,29 @@ _REQUIRED = {
     ),
     "dual": ("id", "kind", "dataset", "router", "experts"),
     "cascade": ("id", "kind", "dataset", "experts"),
+    "denoised": (
+        "id",
+        "kind",
+        "dataset",
+        "num_classes",
+        "input_shape",
+        "sigmas",
+        "denoiser",
+        "classifier",
+    ),
 }
+_NETWORK_COMPONENT_FIELDS = ("arch", "source", "sha256", "input_layer", "checkpoint", "note")
+_HUB_COMPONENT_FIELDS = (
+    "hub",
+    "repo_id",
+    "revision",
+    "path",
+    "subfolder",
+    "scheduler_subfolder",
+    "resize",
+    "input_layer",
+    "note",
+)
 _SOURCE_FIELDS = {
     "hf": (("repo_id", "filename", "revision"), ()),
     "url": (("url",), ()),
@@ -230,11 +257,19 @@ class ZooEntry:
     alpha_router_fraction: float | None = None
     p0: float | None = None
     alpha_split: str | None = None
+    denoiser: Mapping[str, Any] | None = field(default=None, hash=False)
+    classifier: Mapping[str, Any] | None = field(default=None, hash=False)
     zoo_file: Path | None = field(default=None, compare=False, hash=False)
 
     @property
     def pinned(self) -> bool:
-        """True when the entry's bytes are pinned by a sha256 (dual and cascade entries count as pinned)."""
+        """True when the entry's bytes are pinned: a sha256 (dual and cascade entries count as
+        pinned); for a denoised entry, both components (a sha256 or a hub commit revision)."""
+        if self.kind == "denoised":
+            return all(
+                (spec.get("revision") if spec.get("hub") else spec.get("sha256")) is not None
+                for spec in (self.denoiser or {}, self.classifier or {})
+            )
         return self.kind in COMPOSITE_KINDS or self.sha256 is not None
 
     @property
@@ -264,6 +299,12 @@ class ZooEntry:
                 value = getattr(self, name)
                 if value is not None:
                     out[name] = list(value) if isinstance(value, tuple) else value
+        elif self.kind == "denoised":
+            out["num_classes"] = self.num_classes
+            out["input_shape"] = list(self.input_shape or ())
+            out["sigmas"] = list(self.sigmas or ())
+            out["denoiser"] = _thaw(self.denoiser)
+            out["classifier"] = _thaw(self.classifier)
         else:
             out["num_classes"] = self.num_classes
             out["input_shape"] = list(self.input_shape or ())
@@ -348,11 +389,11 @@ def _string(where: _Where, name: str, value: Any, allow_empty: bool = False) -> 
     return value
 
 
-def _id_list(where: _Where, name: str, value: Any) -> tuple[str, ...]:
+def _id_list(where: _Where, name: str, value: Any, repeats: bool = False) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
         raise where.error(name, f"{value!r} is not a non-empty list of zoo ids")
     ids = tuple(_string(where, name, v) for v in value)
-    if len(set(ids)) != len(ids):
+    if not repeats and len(set(ids)) != len(ids):
         raise where.error(name, f"lists an id twice: {list(ids)}")
     return ids
 
@@ -514,6 +555,8 @@ def parse_entry(data: Any, file: Path | str | None = None, index: int | None = N
         values.update(_parse_dual(where, data))
     elif kind == "cascade":
         values.update(_parse_cascade(where, data))
+    elif kind == "denoised":
+        values.update(_parse_denoised(where, data, file))
     else:
         values.update(_parse_network(where, data, kind))
     return ZooEntry(**values, zoo_file=Path(file) if file is not None else None)
@@ -532,7 +575,10 @@ def _parse_network(where: _Where, data: Mapping, kind: str) -> dict[str, Any]:
         )
     values["input_shape"] = tuple(shape)
     values["arch"] = _string(where, "arch", data["arch"])
-    sigma = _positive_float(where, "train_sigma", data["train_sigma"])
+    sigma = data["train_sigma"]
+    if not _is_number(sigma) or sigma < 0:  # 0: trained without noise (a denoised classifier)
+        raise where.error("train_sigma", f"{sigma!r} is not a number >= 0")
+    sigma = float(sigma)
     named = sigma_in_id(where.entry_id or "")
     if named is not None and not math.isclose(named, sigma, rel_tol=0, abs_tol=1e-9):
         raise where.error(
@@ -548,7 +594,7 @@ def _parse_network(where: _Where, data: Mapping, kind: str) -> dict[str, Any]:
             raise where.error("sha256", f"{digest!r} is not 64 hex digits (or null for unpinned)")
         values["sha256"] = digest.lower()
     if kind == "router":
-        values["experts"] = _id_list(where, "experts", data["experts"])
+        values["experts"] = _id_list(where, "experts", data["experts"], repeats=True)
         if len(values["experts"]) != data["num_classes"]:
             raise where.error(
                 "num_classes",
@@ -560,7 +606,7 @@ def _parse_network(where: _Where, data: Mapping, kind: str) -> dict[str, Any]:
 
 def _parse_dual(where: _Where, data: Mapping) -> dict[str, Any]:
     values: dict[str, Any] = {"router": _string(where, "router", data["router"])}
-    values["experts"] = _id_list(where, "experts", data["experts"])
+    values["experts"] = _id_list(where, "experts", data["experts"], repeats=True)
     if data.get("sigmas") is not None:
         sigmas = data["sigmas"]
         if not isinstance(sigmas, list):
@@ -570,6 +616,13 @@ def _parse_dual(where: _Where, data: Mapping) -> dict[str, Any]:
             raise where.error(
                 "sigmas", f"has {len(sigmas)} values for {len(values['experts'])} experts"
             )
+    pairs = list(zip(values["experts"], values.get("sigmas") or [None] * len(values["experts"])))
+    if len(set(pairs)) != len(pairs):
+        raise where.error(
+            "experts",
+            f"lists an expert twice at the same sigma: {list(values['experts'])}; an expert may "
+            "repeat only at different sigmas (give 'sigmas')",
+        )
     if data.get("sigma_router") is not None:
         values["sigma_router"] = _positive_float(where, "sigma_router", data["sigma_router"])
     if data.get("alpha_router_fraction") is not None:
@@ -583,7 +636,7 @@ def _parse_dual(where: _Where, data: Mapping) -> dict[str, Any]:
 def _parse_cascade(where: _Where, data: Mapping) -> dict[str, Any]:
     from rsbench.cascade import ALPHA_SPLITS
 
-    values: dict[str, Any] = {"experts": _id_list(where, "experts", data["experts"])}
+    values: dict[str, Any] = {"experts": _id_list(where, "experts", data["experts"], True)}
     if data.get("sigmas") is not None:
         sigmas = data["sigmas"]
         if not isinstance(sigmas, list):
@@ -604,6 +657,112 @@ def _parse_cascade(where: _Where, data: Mapping) -> dict[str, Any]:
             raise where.error("alpha_split", f"{split!r} is not one of {', '.join(ALPHA_SPLITS)}")
         values["alpha_split"] = split
     return values
+
+
+def _parse_denoised(where: _Where, data: Mapping, file: Path | str | None) -> dict[str, Any]:
+    shape = data["input_shape"]
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 3
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)
+    ):
+        raise where.error(
+            "input_shape", f"{shape!r} is not [channels, height, width] of integers >= 1"
+        )
+    values: dict[str, Any] = {"input_shape": tuple(shape)}
+    sigmas = data["sigmas"]
+    if not isinstance(sigmas, list) or not sigmas:
+        raise where.error("sigmas", f"{sigmas!r} is not a non-empty list of the sigmas it serves")
+    values["sigmas"] = tuple(_positive_float(where, "sigmas", s) for s in sigmas)
+    if len(set(values["sigmas"])) != len(values["sigmas"]):
+        raise where.error("sigmas", f"lists a sigma twice: {sigmas}")
+    for role in ("denoiser", "classifier"):
+        values[role] = _parse_component(where, role, data[role], data, file)
+    return values
+
+
+def _parse_component(
+    where: _Where, role: str, value: Any, data: Mapping, file: Path | str | None
+) -> Mapping[str, Any]:
+    """A denoised entry's ``denoiser`` / ``classifier``: a network (``arch`` + ``source`` +
+    ``sha256``, like any entry) or a Hugging Face model (``hub``, ``repo_id`` + 40-hex ``revision``,
+    or a local ``path`` written by ``save_pretrained``)."""
+    if not isinstance(value, Mapping):
+        raise where.error(role, f"{value!r} is not a mapping (arch + source, or hub + repo_id)")
+    channels = data["input_shape"][0]
+    if value.get("hub") is None:
+        _check_keys(where, role, value, _NETWORK_COMPONENT_FIELDS)
+        out = dict(value)
+        out.setdefault("input_layer", {"type": "none"})
+        out.setdefault("sha256", None)
+        raw = _component_raw(where.entry_id or "", role, out, data)
+        parse_entry(raw, file=file)  # validates arch, source, sha256, input layer, checkpoint
+        if out["sha256"] is not None:
+            out["sha256"] = str(out["sha256"]).lower()
+        return _freeze(out)
+    _check_keys(where, role, value, _HUB_COMPONENT_FIELDS)
+    library = HUB_LIBRARIES[role]
+    if value["hub"] != library:
+        raise where.error(f"{role}.hub", f"{value['hub']!r} is not supported; use {library!r}")
+    if (value.get("repo_id") is None) == (value.get("path") is None):
+        raise where.error(role, "give either repo_id (with revision) or path, not both or neither")
+    out = {"hub": library}
+    for key in ("repo_id", "path", "subfolder", "scheduler_subfolder", "note"):
+        if value.get(key) is not None:
+            out[key] = _string(where, f"{role}.{key}", value[key])
+    revision = value.get("revision")
+    if revision is not None:
+        if not isinstance(revision, str) or not _REVISION_RE.match(revision):
+            raise where.error(
+                f"{role}.revision",
+                f"{revision!r} is not a 40-hex commit id (or null for unpinned); a branch or tag "
+                "can move",
+            )
+        out["revision"] = revision
+    elif value.get("repo_id") is not None:
+        out["revision"] = None
+    if value.get("resize") is not None:
+        size = value["resize"]
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise where.error(f"{role}.resize", f"{size!r} is not an integer >= 1")
+        out["resize"] = size
+    if value.get("input_layer") is not None:
+        out["input_layer"] = _parse_input_layer(where, value["input_layer"], channels).to_dict()
+    return _freeze(out)
+
+
+def _component_raw(entry_id: str, role: str, spec: Mapping, data: Mapping) -> dict[str, Any]:
+    channels = data["input_shape"][0]
+    raw = {
+        "id": f"{entry_id}.{role}",
+        "kind": "expert",
+        "dataset": data["dataset"],
+        "num_classes": channels if role == "denoiser" else data["num_classes"],
+        "input_shape": list(data["input_shape"]),
+        "arch": spec.get("arch"),
+        "train_sigma": 0.0,
+        "input_layer": _thaw(spec.get("input_layer")) or {"type": "none"},
+        "source": _thaw(spec.get("source")),
+        "sha256": spec.get("sha256"),
+    }
+    if spec.get("checkpoint") is not None:
+        raw["checkpoint"] = _thaw(spec["checkpoint"])
+    return raw
+
+
+def component_entry(entry: ZooEntry, role: str) -> ZooEntry:
+    """The network component ``role`` (``denoiser``/``classifier``) of a denoised entry as an entry
+    of its own (id ``<id>.<role>``), for :func:`rsbench.models.load_model`. For a denoiser,
+    ``num_classes`` is its channel count."""
+    spec = getattr(entry, role)
+    if entry.kind != "denoised" or spec is None or spec.get("hub"):
+        raise ZooError(f"{entry.id}: has no network {role} (kind {entry.kind})")
+    data = {
+        "dataset": entry.dataset,
+        "num_classes": entry.num_classes,
+        "input_shape": list(entry.input_shape or ()),
+    }
+    return parse_entry(_component_raw(entry.id, role, spec, data), file=entry.zoo_file)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -760,9 +919,9 @@ def _check_references(zoo: Zoo) -> None:
         where = _Where(entry.zoo_file, entry.id)
         if entry.kind == "router":
             for expert_id in entry.experts:
-                _expect_kind(zoo, where, "experts", expert_id, "expert", entry.dataset)
+                _expect_kind(zoo, where, "experts", expert_id, EXPERT_KINDS, entry.dataset)
         if entry.kind == "dual":
-            _expect_kind(zoo, where, "router", entry.router or "", "router", entry.dataset)
+            _expect_kind(zoo, where, "router", entry.router or "", ("router",), entry.dataset)
             router = zoo.get(entry.router or "")
             if tuple(router.experts) != tuple(entry.experts):
                 raise where.error(
@@ -770,11 +929,13 @@ def _check_references(zoo: Zoo) -> None:
                     f"{list(entry.experts)} differs from router {router.id!r}'s experts "
                     f"{list(router.experts)}; the router's output k selects expert k",
                 )
-            for expert_id in entry.experts:
-                _expect_kind(zoo, where, "experts", expert_id, "expert", entry.dataset)
+            for k, expert_id in enumerate(entry.experts):
+                _expect_kind(zoo, where, "experts", expert_id, EXPERT_KINDS, entry.dataset)
+                _check_served(zoo.get(expert_id), where, entry.sigmas[k] if entry.sigmas else None)
         if entry.kind == "cascade":
-            for expert_id in entry.experts:
-                _expect_kind(zoo, where, "experts", expert_id, "expert", entry.dataset)
+            for k, expert_id in enumerate(entry.experts):
+                _expect_kind(zoo, where, "experts", expert_id, EXPERT_KINDS, entry.dataset)
+                _check_served(zoo.get(expert_id), where, entry.sigmas[k] if entry.sigmas else None)
             sigmas = entry.sigmas or tuple(zoo.get(e).train_sigma for e in entry.experts)
             if len(set(sigmas)) != len(sigmas):
                 raise where.error(
@@ -783,14 +944,28 @@ def _check_references(zoo: Zoo) -> None:
                 )
 
 
-def _expect_kind(zoo: Zoo, where: _Where, name: str, ref: str, kind: str, dataset: str) -> None:
+def _check_served(expert: ZooEntry, where: _Where, sigma: float | None) -> None:
+    if expert.kind != "denoised":
+        return
+    if sigma is None:
+        raise where.error(
+            "sigmas", f"is required: {expert.id!r} is a denoised expert serving several sigmas"
+        )
+    if not any(math.isclose(sigma, s, rel_tol=0, abs_tol=1e-9) for s in expert.sigmas or ()):
+        served = ", ".join(f"{s:g}" for s in expert.sigmas or ())
+        raise where.error("sigmas", f"{sigma:g} is not served by {expert.id!r} (serves {served})")
+
+
+def _expect_kind(
+    zoo: Zoo, where: _Where, name: str, ref: str, kinds: Sequence[str], dataset: str
+) -> None:
     if ref not in zoo:
         close = difflib.get_close_matches(ref, zoo.ids(), n=2, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise where.error(name, f"refers to unknown id {ref!r}{hint}")
     target = zoo.get(ref)
-    if target.kind != kind:
-        raise where.error(name, f"{ref!r} is a {target.kind}, not a {kind}")
+    if target.kind not in kinds:
+        raise where.error(name, f"{ref!r} is a {target.kind}, not a {' or '.join(kinds)}")
     if target.dataset != dataset:
         raise where.error(name, f"{ref!r} is for {target.dataset}, not {dataset}")
 

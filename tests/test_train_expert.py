@@ -105,7 +105,7 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path):
 
 def test_bad_settings_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="train_sigma"):
-        train_expert(_tiny(train_sigma=0.0), tmp_path)
+        train_expert(_tiny(train_sigma=-0.5), tmp_path)
     with pytest.raises(ConfigError, match="optimizer"):
         train_expert(_tiny(optimizer="rmsprop"), tmp_path)
     with pytest.raises(ConfigError, match="lr"):

@@ -158,7 +158,7 @@ def test_layout_for_later_appends():
         ({"trian_sigma": 0.25}, "trian_sigma", "did you mean 'train_sigma'"),
         ({"arch": None}, "arch", "required"),
         ({"train_sigma": 0.5}, "train_sigma", "disagrees with the id"),
-        ({"train_sigma": -1}, "train_sigma", "> 0"),
+        ({"train_sigma": -1}, "train_sigma", ">= 0"),
         ({"dataset": "fmnist"}, "dataset", "not one of"),
         ({"kind": "teacher"}, "kind", "not one of"),
         ({"input_shape": [28, 28]}, "input_shape", "channels, height, width"),

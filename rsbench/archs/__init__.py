@@ -2,7 +2,7 @@
 
 A name is one of:
 
-* a registry name (``cifar_resnet20``, ``cifar_resnet110``, ``resnet50``, ``fmnist_cnn``, ``mlp``, ``pooled_mlp``, ...);
+* a registry name (``cifar_resnet20``, ``cifar_resnet110``, ``resnet50``, ``fmnist_cnn``, ``mlp``, ``pooled_mlp``, ...; denoisers: ``small_denoiser``);
 * ``timm:<model name>`` (``timm.create_model(name, num_classes=...)``);
 * ``torchvision:<model name>`` (``torchvision.models.get_model(name, num_classes=...)``);
 * a user's ``package.module:callable`` or ``path/to/file.py:callable``.
@@ -30,6 +30,12 @@ ARCHITECTURES: dict[str, str] = {
     "fmnist_cnn": "rsbench.archs.small:fmnist_cnn",
     "mlp": "rsbench.archs.small:mlp",
     "pooled_mlp": "rsbench.archs.small:pooled_mlp",
+}
+
+#: denoisers by registry name -> "module:callable": ``net(z, sigma) -> image`` (not logits); the
+#: ``denoiser`` of a denoised zoo entry, built with ``num_classes`` = the image's channel count.
+DENOISER_ARCHITECTURES: dict[str, str] = {
+    "small_denoiser": "rsbench.archs.denoiser:small_denoiser",
 }
 
 
@@ -77,8 +83,9 @@ def build_architecture(
     ``base_dir`` resolves relative ``path/file.py:callable`` names (the zoo file's folder).
     Raises :class:`ZooError` naming the architecture and the known names when it cannot be built.
     """
-    if name in ARCHITECTURES:
-        builder = _load_callable(ARCHITECTURES[name])
+    registered = ARCHITECTURES.get(name) or DENOISER_ARCHITECTURES.get(name)
+    if registered:
+        builder = _load_callable(registered)
         return builder(
             num_classes=num_classes, input_shape=tuple(input_shape) if input_shape else None
         )
@@ -105,7 +112,7 @@ def build_architecture(
         return builder(**kwargs)
     import difflib
 
-    close = difflib.get_close_matches(name, list(ARCHITECTURES), n=3)
+    close = difflib.get_close_matches(name, list(ARCHITECTURES) + list(DENOISER_ARCHITECTURES), n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise ZooError(
         f"unknown architecture {name!r}{hint} (known: {', '.join(sorted(ARCHITECTURES))}, "

@@ -39,7 +39,8 @@ The zoo entry (recipe with this command, seed, epochs, data; sha256) goes into -
     "--train-sigma",
     required=True,
     type=float,
-    help="Gaussian noise level of the augmentation, in [0,1] pixel units.",
+    help="Gaussian noise level of the augmentation, in [0,1] pixel units (0: no noise, e.g. the "
+    "classifier of a denoised expert).",
 )
 @click.option("--epochs", default=20, show_default=True, type=int)
 @click.option("--batch-size", default=128, show_default=True, type=int)

@@ -76,19 +76,30 @@ def zoo(ctx: click.Context, zoo_files: tuple[str, ...]) -> None:
 # list
 
 
+def _denoised_arch(entry) -> str:
+    from rsbench.denoised import describe
+
+    return describe(entry)
+
+
 def _row(entry, cache_dir: str | None) -> dict[str, Any]:
     from rsbench import weights
     from rsbench.zoo import entry_digest
 
     cached: bool | None = None
-    if entry.kind not in ("dual", "cascade"):
+    if entry.kind == "denoised":
+        from rsbench import denoised
+
+        cached = denoised.is_cached(entry, cache_dir)
+    elif entry.kind not in ("dual", "cascade"):
         cached = weights.is_cached(entry, cache_dir)
     return {
         "id": entry.id,
         "kind": entry.kind,
         "dataset": entry.dataset,
         "train_sigma": entry.train_sigma,
-        "arch": entry.arch,
+        "arch": entry.arch if entry.kind != "denoised" else _denoised_arch(entry),
+        "sigmas": list(entry.sigmas) if entry.kind == "denoised" else None,
         "pinned": entry.pinned if entry.kind not in ("dual", "cascade") else None,
         "sha256": entry.sha256,
         "cached": cached,
@@ -116,7 +127,11 @@ Examples:
 @click.option(
     "--dataset", default=None, help="Only entries for this dataset (cifar10, imagenet, ...)."
 )
-@click.option("--kind", default=None, type=click.Choice(["expert", "router", "dual", "cascade"]))
+@click.option(
+    "--kind",
+    default=None,
+    type=click.Choice(["expert", "router", "dual", "cascade", "denoised"]),
+)
 @click.option(
     "--format", "fmt", default="rich", show_default=True, type=click.Choice(["rich", "json"])
 )
@@ -156,6 +171,8 @@ def list_cmd(
         pinned = {True: "[green]pinned[/]", False: "[yellow]unpinned[/]", None: "-"}[row["pinned"]]
         cached = {True: "yes", False: "no", None: "-"}[row["cached"]]
         sigma = f"{row['train_sigma']:.2f}" if row["train_sigma"] is not None else "-"
+        if row["sigmas"]:  # a denoised expert: the sigmas it serves
+            sigma = ",".join(f"{s:g}" for s in row["sigmas"])
         arch = row["arch"] or f"router {row['router']}"
         cells = [row["id"], row["kind"], row["dataset"], sigma, arch, pinned, cached]
         source = row["source_type"] or "-"
@@ -204,6 +221,13 @@ def show(
     click.echo(f"# entry digest: {entry_digest(entry)}")
     if entry.kind in ("dual", "cascade"):
         return
+    if entry.kind == "denoised":
+        from rsbench import denoised
+
+        pinned = "pinned" if entry.pinned else "UNPINNED (a component has no sha256 / revision)"
+        click.echo(f"# weights:      {pinned}")
+        click.echo(f"# cached:       {'yes' if denoised.is_cached(entry, cache_dir) else 'no'}")
+        return
     click.echo(f"# weights:      {'pinned' if entry.pinned else 'UNPINNED (no sha256)'}")
     click.echo(f"# cached:       {'yes' if weights.is_cached(entry, cache_dir) else 'no'}")
     path = weights.cache_path(entry, cache_dir)
@@ -240,9 +264,15 @@ def _check_one(
         return "ok", f"{len(entry.experts)} cascade experts resolve"
     if require_pinned and not entry.pinned:
         return "FAIL", "unpinned (no sha256) and --require-pinned is set"
-    if refetch:
+    if refetch and entry.kind != "denoised":
         weights.remove_cached(entry, cache_dir)
-    if not download and not weights.is_cached(entry, cache_dir):
+    if entry.kind == "denoised":
+        from rsbench import denoised
+
+        cached = denoised.is_cached(entry, cache_dir)
+    else:
+        cached = weights.is_cached(entry, cache_dir)
+    if not download and not cached:
         return "skip", "schema ok; weights not available locally (add --download to fetch them)"
     try:
         model = load_model(
@@ -251,6 +281,7 @@ def _check_one(
             cache_dir=cache_dir,
             require_pinned=require_pinned,
             progress=download and sys.stderr.isatty(),
+            sigma=entry.sigmas[0] if entry.kind == "denoised" else None,  # denoiser + classifier
         )
         shape = tuple(entry.input_shape or ())
         generator = torch.Generator().manual_seed(0)

@@ -146,7 +146,8 @@ class TrainResult:
 
 
 def _validate(config: ExpertTrainConfig) -> None:
-    check_sigma(config.train_sigma, "train_sigma")
+    if config.train_sigma != 0:  # 0 trains without noise (the classifier of a denoised expert)
+        check_sigma(config.train_sigma, "train_sigma")
     check_count(config.epochs, "epochs")
     check_count(config.batch_size, "batch_size")
     if config.optimizer not in OPTIMIZERS:
@@ -220,6 +221,9 @@ def build_entry(
         "description": (
             f"{config.arch} trained by rsbench with Gaussian noise augmentation at "
             f"train_sigma {config.train_sigma:g} on {config.dataset}/{config.split}"
+            if config.train_sigma > 0
+            else f"{config.arch} trained by rsbench without noise on {config.dataset}/{config.split} "
+            "(a classifier for a denoised expert)"
         ),
         "num_classes": info.num_classes,
         "input_shape": list(info.input_shape),

@@ -535,7 +535,12 @@ def _validate(config: RouterTrainConfig) -> None:
             f"got {len(config.experts)} expert(s); a router chooses between at least 2 experts"
         )
     if len(set(config.experts)) != len(config.experts):
-        raise ConfigError(f"experts {list(config.experts)} repeat an id; list each expert once")
+        pairs = list(zip(config.experts, config.sigmas or [None] * len(config.experts)))
+        if config.sigmas is None or len(set(pairs)) != len(pairs):
+            raise ConfigError(
+                f"experts {list(config.experts)} repeat an id; an expert may repeat only at "
+                "different --sigmas (a denoised expert serving several sigmas)"
+            )
     check_sigma(config.sigma_router, "sigma_router")
     if config.sigmas is not None:
         if len(config.sigmas) != len(config.experts):
@@ -632,7 +637,7 @@ class LoadedExperts:
 def check_experts(entries: Sequence[Any]) -> None:
     """Raise :class:`ConfigError` unless the entries are experts of one dataset, classes and shape."""
     for e in entries:
-        if e.kind != "expert":
+        if e.kind not in ("expert", "denoised"):
             raise ConfigError(f"{e.id} is a {e.kind} entry; a router chooses between experts")
     datasets = {e.dataset for e in entries}
     if len(datasets) > 1:
@@ -655,15 +660,50 @@ def load_experts(
     device: str | torch.device = "cpu",
     cache_dir: str | os.PathLike | None = None,
 ) -> LoadedExperts:
-    """Look up, check (:func:`check_experts`) and load the experts; sigmas default to train_sigma."""
+    """Look up, check (:func:`check_experts`) and load the experts; sigmas default to train_sigma.
+
+    A denoised expert needs its sigma in ``sigmas`` (one of those it serves); listed at several
+    sigmas it is loaded once and serves each with shared networks.
+    """
+    from rsbench.denoised import check_served, serve
     from rsbench.models import load_model
 
     entries = [zoo.get(i) for i in expert_ids]
     check_experts(entries)
-    models = [load_model(e, device, cache_dir=cache_dir) for e in entries]
-    shas = [str(m.weights_sha256) for m in models]
+    if not sigmas:
+        denoised = [e.id for e in entries if e.kind == "denoised"]
+        if denoised:
+            raise ConfigError(
+                f"{denoised[0]} is a denoised expert serving several sigmas; pass --sigmas"
+            )
     chosen = tuple(float(s) for s in sigmas) if sigmas else tuple(e.train_sigma for e in entries)
+    loaded: dict[str, nn.Module] = {}
+    models = []
+    for e, sigma in zip(entries, chosen):
+        if e.kind == "denoised":
+            check_served(e.id, e.sigmas or (), sigma)
+        if e.id not in loaded:
+            loaded[e.id] = load_model(e, device, cache_dir=cache_dir)
+        models.append(serve(loaded[e.id], sigma))
+    shas = [str(m.weights_sha256) for m in models]
     return LoadedExperts(entries, models, shas, chosen)
+
+
+def expert_names(experts: Sequence[str], sigmas: Sequence[float]) -> list[str]:
+    """Display names of the router's outputs: the ids, or ``id@sigma`` where an id repeats."""
+    repeated = {e for e in experts if list(experts).count(e) > 1}
+    return [f"{e}@{s:g}" if e in repeated else e for e, s in zip(experts, sigmas)]
+
+
+def router_defaults(entry) -> tuple[str | None, dict[str, Any]]:
+    """(architecture, input layer) a router takes from its first expert by default; for a denoised
+    expert, those of its classifier (``None`` arch for a hub classifier: pass --arch)."""
+    if entry.kind == "denoised":
+        spec = entry.classifier or {}
+        layer = spec.get("input_layer") or {"type": "none"}
+        layer = {k: list(v) if isinstance(v, tuple) else v for k, v in layer.items()}
+        return spec.get("arch"), layer
+    return entry.arch, entry.input_layer.to_dict()
 
 
 def training_data(config: RouterTrainConfig, zoo_dataset: str):
@@ -769,6 +809,9 @@ def build_router_entries(
     router_id, dual_id = config.resolved_ids()
     first = experts.entries[0]
     expert_ids = [e.id for e in experts.entries]
+    arch, input_layer = router_defaults(first)
+    if config.arch is None and arch is None:
+        raise ConfigError(f"{first.id} has no rsbench architecture to copy; pass --arch")
     router_raw = {
         "id": router_id,
         "kind": "router",
@@ -779,10 +822,10 @@ def build_router_entries(
         ),
         "num_classes": len(expert_ids),
         "input_shape": list(first.input_shape),
-        "arch": config.arch or first.arch,
+        "arch": config.arch or arch,
         "train_sigma": float(config.sigma_router),
         "experts": expert_ids,
-        "input_layer": first.input_layer.to_dict(),
+        "input_layer": input_layer,
         "source": _source(weights, zoo_file),
         "sha256": sha256,
         "license": "weights: MIT (rsbench); training data: see the experts' entries",
@@ -1036,7 +1079,7 @@ def train_router(
     label_began = time.perf_counter()
     radii = compute_labels(config, experts, data, indices, progress)
     label_seconds = time.perf_counter() - label_began
-    stats = label_summary(radii, config.experts)
+    stats = label_summary(radii, expert_names(config.experts, experts.sigmas))
     stats["seconds"] = round(label_seconds, 2)
     keep = keep_mask(radii)
     if not keep.any():

@@ -1,0 +1,477 @@
+"""Denoiser training for denoised experts (denoised smoothing, Salman et al. 2020's MSE objective).
+
+Each training image ``x`` gets one noise level ``s`` drawn uniformly from ``sigmas`` and the noisy
+copy ``z = x + N(0, s^2 I)`` in [0, 1] pixel space (no clipping); the loss is the mean squared error
+between ``denoiser(z, s)`` and ``x``. One network so serves every sigma it was trained on.
+
+Guarantees (as for :mod:`rsbench.train.expert`):
+
+* Seeded and deterministic: the initial weights come from ``seed``; epoch ``e``'s data order, noise
+  levels and noise come from a generator seeded by ``(seed, e)`` alone
+  (:func:`rsbench.train.common.epoch_seed`, a training stream, never a certification one). On the same
+  device, thread count and library versions an interrupted-and-resumed run gives the same weights.
+* Resumable: a checkpoint after every epoch (``<out>/<id>.checkpoint.pt``, ``weights_only`` load);
+  one made with another configuration is refused.
+* Outputs: ``<out>/<id>.safetensors`` (the denoiser's state dict), ``<out>/<id>.train.json``
+  (configuration, per-epoch history with test MSE per sigma, digest) and, when a ``classifier`` zoo
+  expert is named and a zoo file given, a validated ``denoised`` zoo entry (this denoiser + that
+  classifier, serving ``sigmas``) whose recipe holds the exact command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rsbench.errors import ConfigError, check_count, check_sigma
+from rsbench.train.common import (
+    atomic_write,
+    epoch_seed,
+    make_optimizer,
+    make_scheduler,
+    package_relative,
+    restore_training_state,
+    zoo_dataset_name,
+)
+from rsbench.weights import sha256_file
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class DenoiserTrainConfig:
+    """Everything that determines the trained denoiser (plus where to write it).
+
+    ``sigmas``: the noise levels trained on (and served by the denoised entry). ``classifier``: a
+    zoo expert (typically trained without noise) that forms the denoised entry with this denoiser.
+    """
+
+    dataset: str
+    arch: str = "small_denoiser"
+    sigmas: tuple[float, ...] = (0.25, 0.5, 1.0)
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr: float = 0.002
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    step_size: int = 30
+    gamma: float = 0.1
+    seed: int = 0
+    split: str = "train"
+    limit: int | None = None
+    eval_limit: int = 1000
+    model_id: str | None = None
+    classifier: str | None = None
+    data_root: str | None = None
+    download: bool = False
+    device: str = "cpu"
+    command: str | None = None
+
+    def resolved_id(self) -> str:
+        """The denoised entry's id: ``model_id`` or ``<dataset>-denoised``."""
+        return self.model_id or f"{zoo_dataset_name(self.dataset)}-denoised"
+
+    def weights_id(self) -> str:
+        """File stem of the denoiser's weights: ``<id>-denoiser``."""
+        return f"{self.resolved_id()}-denoiser"
+
+    def determining(self) -> dict[str, Any]:
+        """The fields that determine the weights (a resumed run must match them exactly)."""
+        skip = {
+            "data_root",
+            "download",
+            "device",
+            "command",
+            "eval_limit",
+            "classifier",
+            "model_id",
+        }
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+
+
+@dataclass(frozen=True)
+class DenoiserEvent:
+    """Progress: ``phase`` is ``start``, ``batch``, ``epoch`` (after the checkpoint) or ``done``."""
+
+    phase: str
+    epoch: int
+    epochs: int
+    step: int = 0
+    steps: int = 0
+    loss: float = math.nan
+    lr: float = math.nan
+    elapsed: float = 0.0
+    eval_mse: dict[str, float] | None = None
+    resumed_from: int | None = None
+
+
+@dataclass
+class DenoiserTrainResult:
+    """What :func:`train_denoiser` wrote."""
+
+    model_id: str
+    weights: Path
+    sha256: str
+    entry: Any  # the denoised ZooEntry, or None without a classifier
+    zoo_file: Path | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _validate(config: DenoiserTrainConfig) -> None:
+    if not config.sigmas:
+        raise ConfigError("give at least one sigma to train the denoiser on (--sigmas 0.25,0.5,1)")
+    for s in config.sigmas:
+        check_sigma(s, "sigma")
+    if len(set(config.sigmas)) != len(config.sigmas):
+        raise ConfigError(f"sigmas {list(config.sigmas)} repeat a value")
+    check_count(config.epochs, "epochs")
+    check_count(config.batch_size, "batch_size")
+    if config.optimizer not in ("adam", "sgd"):
+        raise ConfigError(f"optimizer={config.optimizer!r} is not one of adam, sgd")
+    if config.schedule not in ("cosine", "step", "constant"):
+        raise ConfigError(f"schedule={config.schedule!r} is not one of cosine, step, constant")
+    if not (config.lr > 0 and math.isfinite(config.lr)):
+        raise ConfigError(f"lr={config.lr!r} is not allowed; use a learning rate > 0, e.g. 0.002")
+    if config.weight_decay < 0 or not 0 <= config.momentum < 1:
+        raise ConfigError("weight_decay must be >= 0 and momentum in [0, 1)")
+    if config.limit is not None:
+        check_count(config.limit, "limit")
+    if config.eval_limit < 0:
+        raise ConfigError(f"eval_limit={config.eval_limit} is not allowed; use 0 (no eval) or more")
+
+
+def command_line(config: DenoiserTrainConfig) -> str:
+    """An ``rsbench train denoiser`` command that reproduces ``config`` (output paths excluded)."""
+    parts = [
+        "rsbench train denoiser",
+        f"--dataset {config.dataset}",
+        f"--arch {config.arch}",
+        f"--sigmas {','.join(f'{s:g}' for s in config.sigmas)}",
+        f"--epochs {config.epochs}",
+        f"--batch-size {config.batch_size}",
+        f"--optimizer {config.optimizer}",
+        f"--lr {config.lr:g}",
+        f"--weight-decay {config.weight_decay:g}",
+        f"--schedule {config.schedule}",
+        f"--seed {config.seed}",
+    ]
+    if config.limit is not None:
+        parts.append(f"--limit {config.limit}")
+    if config.classifier:
+        parts.append(f"--classifier {config.classifier}")
+    if config.model_id:
+        parts.append(f"--id {config.model_id}")
+    return " ".join(parts)
+
+
+def _source(weights: Path, zoo_file: Path | None) -> dict[str, str]:
+    package_path = package_relative(weights)
+    if package_path is not None:
+        return {"type": "package", "path": package_path}
+    if zoo_file is not None:
+        try:
+            return {
+                "type": "file",
+                "path": weights.resolve().relative_to(zoo_file.resolve().parent).as_posix(),
+            }
+        except ValueError:
+            pass
+    return {"type": "file", "path": str(weights.resolve())}
+
+
+def classifier_spec(classifier) -> dict[str, Any]:
+    """A zoo expert as a denoised entry's ``classifier`` component (arch, input layer, source,
+    sha256, checkpoint); a relative ``file`` source becomes absolute (it leaves its zoo file)."""
+    source = classifier.source.to_dict()
+    if source["type"] == "file" and not Path(source["path"]).is_absolute():
+        base = classifier.base_dir or Path.cwd()
+        source["path"] = str((base / source["path"]).resolve())
+    spec: dict[str, Any] = {
+        "arch": classifier.arch,
+        "input_layer": classifier.input_layer.to_dict(),
+        "source": source,
+        "sha256": classifier.sha256,
+    }
+    checkpoint = classifier.checkpoint.to_dict()
+    if checkpoint:
+        spec["checkpoint"] = checkpoint
+    return spec
+
+
+def build_entry(
+    config: DenoiserTrainConfig,
+    classifier,
+    weights: Path,
+    sha256: str | None,
+    zoo_file: Path | None,
+    extra_recipe: dict[str, Any] | None = None,
+):
+    """The ``denoised`` entry: this denoiser (at ``weights``) + the ``classifier`` zoo expert."""
+    from rsbench.data import dataset_info
+    from rsbench.zoo import parse_entry
+
+    info = dataset_info(config.dataset)
+    recipe: dict[str, Any] = {
+        "trainer": "rsbench train denoiser (MSE denoising over the served sigmas)",
+        "command": config.command or command_line(config),
+        "data": {"dataset": config.dataset, "split": config.split, "limit": config.limit},
+        "classifier": classifier.id,
+        "seed": config.seed,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "optimizer": config.optimizer,
+        "lr": config.lr,
+        "weight_decay": config.weight_decay,
+        "schedule": config.schedule,
+        "torch": str(torch.__version__),
+    }
+    recipe.update(extra_recipe or {})
+    sigmas = ", ".join(f"{s:g}" for s in config.sigmas)
+    raw = {
+        "id": config.resolved_id(),
+        "kind": "denoised",
+        "dataset": zoo_dataset_name(config.dataset),
+        "description": (
+            f"denoised smoothing: {config.arch} denoiser trained by rsbench on "
+            f"{config.dataset}/{config.split} at sigma {sigmas}, then classifier {classifier.id}"
+        ),
+        "num_classes": info.num_classes,
+        "input_shape": list(info.input_shape),
+        "sigmas": [float(s) for s in config.sigmas],
+        "denoiser": {
+            "arch": config.arch,
+            "source": _source(weights, zoo_file),
+            "sha256": sha256,
+        },
+        "classifier": classifier_spec(classifier),
+        "license": f"weights: MIT (rsbench); training data: {info.license}",
+        "paper": (
+            "Salman, Sun, Yang, Kapoor, Kolter. Denoised Smoothing: A Provable Defense for "
+            "Pretrained Classifiers. NeurIPS 2020"
+        ),
+        "recipe": recipe,
+    }
+    return parse_entry(raw, file=zoo_file)
+
+
+def paths_for(out_dir: str | os.PathLike, stem: str) -> dict[str, Path]:
+    """Output paths: ``weights``, ``checkpoint``, ``record`` (train.json)."""
+    out = Path(out_dir).expanduser()
+    return {
+        "weights": out / f"{stem}.safetensors",
+        "checkpoint": out / f"{stem}.checkpoint.pt",
+        "record": out / f"{stem}.train.json",
+    }
+
+
+def _config_key(config: DenoiserTrainConfig) -> str:
+    text = json.dumps(config.determining(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@torch.no_grad()
+def evaluate(net, dataset, sigmas, limit: int, seed: int = 0, batch_size: int = 500, device="cpu"):
+    """Test MSE of ``clamp(net(z, s), 0, 1)`` against ``x`` per sigma (one seeded noise draw each)."""
+    net.eval()
+    count = min(int(limit), len(dataset))
+    out: dict[str, float] = {}
+    for s in sigmas:
+        generator = torch.Generator().manual_seed(int(seed))
+        total = 0.0
+        for start in range(0, count, batch_size):
+            images = dataset.images(torch.arange(start, min(start + batch_size, count)))
+            noisy = images + torch.randn(images.shape, generator=generator) * float(s)
+            clean = net(noisy.to(device), float(s)).clamp(0, 1).cpu()
+            total += float(((clean - images) ** 2).sum())
+        out[f"{float(s):g}"] = total / max(count * images[0].numel(), 1)
+    return out
+
+
+def train_denoiser(
+    config: DenoiserTrainConfig,
+    out_dir: str | os.PathLike,
+    zoo=None,
+    zoo_file: str | os.PathLike | None = None,
+    resume: bool = True,
+    keep_checkpoint: bool = False,
+    overwrite_entry: bool = True,
+    progress: Callable[[DenoiserEvent], None] | None = None,
+) -> DenoiserTrainResult:
+    """Train a denoiser as ``config`` says; write its weights and (with a classifier and
+    ``zoo_file``) the denoised zoo entry. ``zoo`` resolves ``config.classifier``."""
+    from rsbench.archs import build_architecture
+    from rsbench.data import DATASETS, dataset_info, load_dataset
+
+    _validate(config)
+    emit = progress or (lambda event: None)
+    classifier = None
+    if config.classifier:
+        if zoo is None:
+            from rsbench.zoo import load_zoo
+
+            zoo = load_zoo()
+        classifier = zoo.get(config.classifier)
+        if classifier.kind != "expert":
+            raise ConfigError(
+                f"{classifier.id} is a {classifier.kind}; --classifier takes an expert"
+            )
+        if classifier.dataset != zoo_dataset_name(config.dataset):
+            raise ConfigError(
+                f"{classifier.id} is for {classifier.dataset}, not {zoo_dataset_name(config.dataset)}"
+            )
+    paths = paths_for(out_dir, config.weights_id())
+    zoo_path = Path(zoo_file).expanduser() if zoo_file is not None else None
+    device = torch.device(config.device)
+    train_set = load_dataset(
+        config.dataset, config.split, root=config.data_root, download=config.download
+    )
+    size = len(train_set) if config.limit is None else min(int(config.limit), len(train_set))
+    eval_set = None
+    if config.eval_limit > 0:
+        eval_split = "val" if "val" in DATASETS[config.dataset].splits else "test"
+        if eval_split != config.split:
+            eval_set = load_dataset(config.dataset, eval_split, root=config.data_root)
+
+    info = dataset_info(config.dataset)
+    torch.manual_seed(config.seed)
+    net = build_architecture(
+        config.arch, info.input_shape[0], tuple(info.input_shape), base_dir=None
+    ).to(device)
+    optimizer = make_optimizer(config, net.parameters())
+    steps = math.ceil(size / config.batch_size)
+    scheduler = make_scheduler(config, optimizer, steps)
+    sigmas = torch.tensor([float(s) for s in config.sigmas])
+    key = _config_key(config)
+    history: list[dict[str, Any]] = []
+    start_epoch, resumed_from = 0, None
+    if resume and paths["checkpoint"].is_file():
+        start_epoch, history = restore_training_state(
+            paths["checkpoint"], key, net, optimizer, scheduler
+        )
+        resumed_from = start_epoch
+    began = time.perf_counter()
+    emit(DenoiserEvent("start", start_epoch, config.epochs, steps=steps, resumed_from=resumed_from))
+    for epoch in range(start_epoch, config.epochs):
+        net.train()
+        generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
+        order = torch.randperm(size, generator=generator)
+        total, seen = 0.0, 0
+        for step, start in enumerate(range(0, size, config.batch_size), start=1):
+            chunk = order[start : start + config.batch_size]
+            images = train_set.images(chunk)
+            level = sigmas[torch.randint(len(sigmas), (len(chunk),), generator=generator)]
+            noise = torch.randn(images.shape, generator=generator) * level.view(-1, 1, 1, 1)
+            images, noisy, level = images.to(device), (images + noise).to(device), level.to(device)
+            loss = torch.nn.functional.mse_loss(net(noisy, level), images)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += loss.detach().item() * len(chunk)
+            seen += len(chunk)
+            emit(
+                DenoiserEvent(
+                    "batch",
+                    epoch + 1,
+                    config.epochs,
+                    step,
+                    steps,
+                    total / seen,
+                    optimizer.param_groups[0]["lr"],
+                    time.perf_counter() - began,
+                )
+            )
+        if not math.isfinite(total):
+            raise ConfigError(f"training diverged in epoch {epoch + 1}; lower --lr")
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "loss": total / seen,
+            "lr_end": optimizer.param_groups[0]["lr"],
+        }
+        if eval_set is not None:
+            record["eval_mse"] = evaluate(
+                net, eval_set, config.sigmas, config.eval_limit, config.seed, device=device
+            )
+        history.append(record)
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "config_key": key,
+            "epoch": epoch + 1,
+            "net": net.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "history": json.dumps(history),
+        }
+        atomic_write(paths["checkpoint"], lambda tmp, state=state: torch.save(state, tmp))
+        emit(
+            DenoiserEvent(
+                "epoch",
+                epoch + 1,
+                config.epochs,
+                steps,
+                steps,
+                record["loss"],
+                record["lr_end"],
+                time.perf_counter() - began,
+                record.get("eval_mse"),
+                resumed_from,
+            )
+        )
+
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    meta = {"rsbench": json.dumps({"id": config.weights_id(), "seed": config.seed}, sort_keys=True)}
+    atomic_write(paths["weights"], lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    digest = sha256_file(paths["weights"])
+    final = history[-1] if history else {}
+    extra: dict[str, Any] = {}
+    if "eval_mse" in final:
+        extra = {
+            "eval_mse": {k: round(v, 5) for k, v in final["eval_mse"].items()},
+            "eval_images": config.eval_limit,
+        }
+    entry = None
+    if classifier is not None:
+        entry = build_entry(config, classifier, paths["weights"], digest, zoo_path, extra)
+    seconds = time.perf_counter() - began
+    record_out = {
+        "id": config.weights_id(),
+        "denoised_id": config.resolved_id() if classifier is not None else None,
+        "config": dataclasses.asdict(config),
+        "command": config.command or command_line(config),
+        "sha256": digest,
+        "history": history,
+        "torch": str(torch.__version__),
+        "threads": torch.get_num_threads(),
+    }
+    atomic_write(
+        paths["record"], lambda tmp: tmp.write_text(json.dumps(record_out, indent=2) + "\n")
+    )
+    if entry is not None and zoo_path is not None:
+        from rsbench.zoo import write_entries
+
+        write_entries(zoo_path, [entry], overwrite=overwrite_entry)
+    if not keep_checkpoint:
+        paths["checkpoint"].unlink(missing_ok=True)
+    emit(DenoiserEvent("done", config.epochs, config.epochs, steps, steps, elapsed=seconds))
+    return DenoiserTrainResult(
+        config.resolved_id(), paths["weights"], digest, entry, zoo_path, history, seconds
+    )

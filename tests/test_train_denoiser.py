@@ -1,0 +1,92 @@
+"""`rsbench train denoiser`: seeded, resumable, safetensors, a denoised zoo entry that certifies."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from rsbench.errors import ConfigError
+from rsbench.train.denoiser import DenoiserTrainConfig, train_denoiser
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _tiny(**overrides) -> DenoiserTrainConfig:
+    values = dict(
+        dataset="fashion-mnist-embedded",
+        split="test",
+        sigmas=(0.25, 1.0),
+        epochs=2,
+        batch_size=32,
+        limit=96,
+        eval_limit=0,
+        seed=3,
+        model_id="tiny-denoised",
+    )
+    values.update(overrides)
+    return DenoiserTrainConfig(**values)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path) -> None:
+    whole = train_denoiser(_tiny(), tmp_path / "a")
+
+    def stop(event) -> None:
+        if event.phase == "epoch" and event.epoch == 1:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train_denoiser(_tiny(), tmp_path / "b", progress=stop)
+    assert (tmp_path / "b" / "tiny-denoised-denoiser.checkpoint.pt").is_file()
+    events = []
+    resumed = train_denoiser(_tiny(), tmp_path / "b", progress=events.append)
+    assert events[0].resumed_from == 1
+    assert resumed.sha256 == whole.sha256  # bit for bit
+    assert resumed.entry is None  # no classifier: weights only
+    other = train_denoiser(_tiny(seed=4), tmp_path / "c")
+    assert other.sha256 != whole.sha256
+
+
+def test_bad_settings_are_config_errors(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="sigma"):
+        train_denoiser(_tiny(sigmas=(0.5, -1.0)), tmp_path)
+    with pytest.raises(ConfigError, match="repeat"):
+        train_denoiser(_tiny(sigmas=(0.5, 0.5)), tmp_path)
+    with pytest.raises(ConfigError, match="lr"):
+        train_denoiser(_tiny(lr=0.0), tmp_path)
+
+
+def test_cli_writes_a_denoised_entry_that_certifies(tmp_path) -> None:
+    from rsbench.cli import main_group as main
+    from rsbench.runner import resolve_config, run_certification
+    from rsbench.zoo import load_zoo
+
+    zoo_file = tmp_path / "zoo.yaml"
+    args = [
+        "train", "denoiser", "--dataset", "fashion-mnist-embedded", "--split", "test",
+        "--sigmas", "0.5,1", "--epochs", "1", "--limit", "64", "--eval-limit", "0",
+        "--classifier", "embedded-fmnist-clean", "--id", "cli-denoised",
+        "--out", str(tmp_path / "out"), "--zoo-file", str(zoo_file), "--threads", "1",
+    ]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    zoo = load_zoo([zoo_file])
+    entry = zoo.get("cli-denoised")
+    assert entry.kind == "denoised" and entry.sigmas == (0.5, 1.0) and entry.pinned
+    assert entry.classifier["sha256"] == zoo.get("embedded-fmnist-clean").sha256
+    assert "rsbench train denoiser" in entry.recipe["command"]
+    config = resolve_config(entry, zoo=zoo, sigma=1.0, n0=10, n=40, limit=2)
+    run = run_certification(config, zoo, tmp_path / "runs")
+    assert run.complete and run.written == 2
+    bad = CliRunner().invoke(main, [*args[:8], "--sigmas", "a,b"])
+    assert bad.exit_code != 0 and "comma list" in bad.output
