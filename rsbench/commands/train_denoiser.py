@@ -47,7 +47,7 @@ denoised zoo entry <id> (denoiser + classifier, serving --sigmas; recipe, sha256
 @click.option("--epochs", default=10, show_default=True, type=int)
 @click.option("--batch-size", default=128, show_default=True, type=int)
 @click.option("--optimizer", default="adam", show_default=True, type=click.Choice(["sgd", "adam"]))
-@click.option("--lr", default=0.002, show_default=True, type=float, help="Peak learning rate.")
+@click.option("--lr", default=0.001, show_default=True, type=float, help="Peak learning rate.")
 @click.option("--weight-decay", default=0.0, show_default=True, type=float)
 @click.option(
     "--schedule", default="cosine", show_default=True, type=click.Choice(["cosine", "constant"])

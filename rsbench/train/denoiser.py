@@ -7,9 +7,9 @@ between ``denoiser(z, s)`` and ``x``. One network so serves every sigma it was t
 Guarantees (as for :mod:`rsbench.train.expert`):
 
 * Seeded and deterministic: the initial weights come from ``seed``; epoch ``e``'s data order, noise
-  levels and noise come from a generator seeded by ``(seed, e)`` alone
-  (:func:`rsbench.train.common.epoch_seed`, a training stream, never a certification one). On the same
-  device, thread count and library versions an interrupted-and-resumed run gives the same weights.
+  levels and noise come from the stream ``NoiseKey(dataset, split, e, "training", seed)``
+  (:mod:`rsbench.noise`: the training purpose, never a certification stream). On the same device,
+  thread count and library versions an interrupted-and-resumed run gives the same weights.
 * Resumable: a checkpoint after every epoch (``<out>/<id>.checkpoint.pt``, ``weights_only`` load);
   one made with another configuration is refused.
 * Outputs: ``<out>/<id>.safetensors`` (the denoiser's state dict), ``<out>/<id>.train.json``
@@ -35,9 +35,9 @@ from typing import Any
 import torch
 
 from rsbench.errors import ConfigError, check_count, check_sigma
+from rsbench.noise import NoiseKey
 from rsbench.train.common import (
     atomic_write,
-    epoch_seed,
     make_optimizer,
     make_scheduler,
     package_relative,
@@ -65,7 +65,7 @@ class DenoiserTrainConfig:
     epochs: int = 10
     batch_size: int = 128
     optimizer: str = "adam"
-    lr: float = 0.002
+    lr: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: str = "cosine"
@@ -369,7 +369,8 @@ def train_denoiser(
     emit(DenoiserEvent("start", start_epoch, config.epochs, steps=steps, resumed_from=resumed_from))
     for epoch in range(start_epoch, config.epochs):
         net.train()
-        generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
+        stream = NoiseKey(config.dataset, config.split, epoch, "training", config.seed)
+        generator = stream.generator()
         order = torch.randperm(size, generator=generator)
         total, seen = 0.0, 0
         for step, start in enumerate(range(0, size, config.batch_size), start=1):
