@@ -1178,7 +1178,6 @@ def build_certifier(
         }
     if config.kind == "cascade":
         from rsbench.cascade import CascadeSmoothed
-
         from rsbench.denoised import serve
 
         stages = []

@@ -414,5 +414,5 @@ def test_cascade_over_one_denoised_expert_runs_its_stages_at_served_sigmas(tmp_p
     assert len(frame) == 3 and set(frame["sigma"]) <= {0.25, 0.5}
     cascade = load_cascade(zoo, "toy-cascade")
     bases = [stage.base for stage in cascade.stages]
-    assert [b.sigma for b in bases] == [0.25, 0.5]  # the entry's order; the runner sorts
+    assert [b.sigma for b in bases] == [0.5, 0.25]  # largest sigma first
     assert bases[0].classifier is bases[1].classifier
