@@ -167,6 +167,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
+#: Environment variable naming the default results directory.
+ENV_RESULTS = "RSBENCH_RESULTS"
+
+#: Default results directory, relative to the working directory. Not ``results/``: in a checkout
+#: of this repository that folder holds the committed benchmark, which your runs must not mix with.
+DEFAULT_RESULTS_DIR = "rsbench-results"
+
+
+def default_results_dir() -> Path:
+    """Where certify, sweep and import-logs write and leaderboard, plot and compare read by
+    default: ``$RSBENCH_RESULTS``, else ``./rsbench-results``."""
+    return Path(os.environ.get(ENV_RESULTS) or DEFAULT_RESULTS_DIR).expanduser()
+
+
 def part_name(shard: str, seq: int) -> str:
     """Final file name of chunk ``seq`` of ``shard`` (``shard`` is alphanumeric, e.g. ``0of2``)."""
     if not re.fullmatch(r"[A-Za-z0-9]+", shard):

@@ -148,7 +148,11 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def _env(cwd: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RSBENCH_ZOO", "RSBENCH_DATA")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RSBENCH_ZOO", "RSBENCH_DATA", "RSBENCH_RESULTS")
+    }
     env.update(RSBENCH_CACHE=str(cwd / ".cache"), COLUMNS="200", OMP_NUM_THREADS="1")
     return env
 

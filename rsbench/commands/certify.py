@@ -110,9 +110,9 @@ def _common_options(func):
             "--out",
             "out_dir",
             type=click.Path(file_okay=False),
-            default="results",
-            show_default=True,
-            help="Parent directory of run directories.",
+            default=None,
+            help="Parent directory of run directories [default: $RSBENCH_RESULTS, else "
+            "./rsbench-results].",
         ),
         click.option(
             "--shard",
@@ -243,6 +243,9 @@ def _run_jobs(
     from rich.console import Console
 
     from rsbench import runner
+    from rsbench.results import default_results_dir
+
+    options = {**options, "out_dir": options.get("out_dir") or default_results_dir()}
     from rsbench.data import parse_indices
     from rsbench.zoo import load_zoo
 
@@ -571,7 +574,7 @@ A sweep file:
   ids: [cohen-cifar10-resnet110-s0.25, cohen-cifar10-resnet110-s0.50]
   sigmas: [0.25, 0.5]      # optional; default: each expert's train_sigma (dual ids: the entry's)
   protocols: [cohen]       # optional; default: cpu
-  options: {batch: 1000, out: results, seed: 0, precision: bf16, channels_last: true}
+  options: {batch: 1000, out: my-results, seed: 0, precision: bf16, channels_last: true}
                            # any certify option, spelled with _
 Every id x sigma x protocol is one run; finished runs are skipped.
 """
@@ -627,7 +630,7 @@ def sweep(
         "precision": opts.get("precision", "fp32"),
         "channels_last": bool(opts.get("channels_last", False)),
         "compile_models": bool(opts.get("compile", False)),
-        "out_dir": out_dir or opts.get("out", "results"),
+        "out_dir": out_dir or opts.get("out"),
         "shard": shard or opts.get("shard", "0/1"),
         "zoo_paths": tuple(_as_list(opts.get("zoo"))) + tuple(zoo_paths),
         "data_root": data_root or opts.get("data_root"),

@@ -29,11 +29,13 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _paths(results: Sequence[str]) -> list[Path]:
-    return [Path(p) for p in results] or [Path("results")]
+    from rsbench.results import default_results_dir
+
+    return [Path(p) for p in results] or [default_results_dir()]
 
 
 def _read(results: Sequence[str]) -> Any:
-    """Rows of every run under ``results`` (default ``results/``) as one DataFrame."""
+    """Rows of every run under ``results`` (default :func:`rsbench.results.default_results_dir`)."""
     from rsbench.errors import ResultsError
     from rsbench.results import read_results
 
@@ -42,7 +44,7 @@ def _read(results: Sequence[str]) -> Any:
         if not path.exists():
             raise ResultsError(
                 f"results path {path} does not exist; pass run directories or parents of runs "
-                "(default: results/)"
+                "(default: $RSBENCH_RESULTS, else ./rsbench-results, where certify writes)"
             )
     df = read_results(paths)
     if len(df) == 0:
@@ -93,9 +95,9 @@ def _radii(text: str | None) -> Any:
     context_settings=_CONTEXT,
     epilog="""\b
 Examples:
-  rsbench leaderboard                                   # every run under results/, rich table
+  rsbench leaderboard                                   # every run under ./rsbench-results
   rsbench leaderboard results/reference --protocol all --format markdown
-  rsbench leaderboard results/ --protocol cohen --radii 0,0.25,0.5,0.75,1 -o board.html
+  rsbench leaderboard my-runs/ --protocol cohen --radii 0,0.25,0.5,0.75,1 -o board.html
   rsbench leaderboard runs/a runs/b --format json -o board.json --zoo my_zoo.yaml
 
 \b
@@ -161,7 +163,8 @@ def leaderboard(
     include_incomplete: bool,
     title: str,
 ) -> None:
-    """Tabulate certified accuracy from RESULTS (run directories or their parents; default results/)."""
+    """Tabulate certified accuracy from RESULTS (run directories or their parents; default
+    $RSBENCH_RESULTS, else ./rsbench-results, where certify writes)."""
     from rsbench import report
 
     if fmt is None:
@@ -231,7 +234,7 @@ def _print_rich(boards: Sequence[Any], output: str | None) -> None:
     context_settings=_CONTEXT,
     epilog="""\b
 Examples:
-  rsbench plot -o curves.png                            # every run under results/
+  rsbench plot -o curves.png                            # every run under ./rsbench-results
   rsbench plot results/reference --dataset cifar10 -o cifar10.svg
   rsbench plot runs/dual runs/experts --radii 0:1.5:0.25 -o dual.pdf
 
@@ -263,7 +266,7 @@ def plot(
     dataset: str | None,
     no_bounds: bool,
 ) -> None:
-    """Plot certified accuracy against radius from RESULTS (default results/) into FILE."""
+    """Plot certified accuracy against radius from RESULTS (default ./rsbench-results) into FILE."""
     from rsbench import report
     from rsbench.errors import ResultsError
 

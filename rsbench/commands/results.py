@@ -55,9 +55,9 @@ def _sigma_from_name(path: Path) -> str | None:
     "--out",
     "out_dir",
     type=click.Path(file_okay=False),
-    default="results/imported",
-    show_default=True,
-    help="Parent directory for the imported run directories.",
+    default=None,
+    help="Parent directory for the imported run directories [default: imported/ in "
+    "$RSBENCH_RESULTS, else in ./rsbench-results].",
 )
 @click.option(
     "--overwrite", is_flag=True, help="Replace an existing imported run of the same name."
@@ -72,6 +72,10 @@ def import_logs(
     from rsbench.weights import sha256_file
 
     console = Console(stderr=True)
+    if out_dir is None:
+        from rsbench.results import default_results_dir
+
+        out_dir = default_results_dir() / "imported"
     for log_path in map(Path, logs):
         sigma_text = f"{sigma:g}" if sigma is not None else _sigma_from_name(log_path)
         if sigma_text is None:
