@@ -54,21 +54,25 @@ reference() {
   "$RSBENCH" plot "$out/runs" --dataset imagenet -o "$out/imagenet.png"
 }
 
-# embedded: the shipped Fashion-MNIST experts (sigma 0.25/0.50/1.00) and dual model certified on
-#   every 4th image of the embedded test subset (500 images; n0 = 100, n = 2,000 per stage,
-#   alpha = 0.001) by bench/dual_embedded.py, which resumes finished runs and writes
-#   results/dual-embedded.md (curves, envelope, oracle, the two dual targets, the time ratio);
-#   then the leaderboard (markdown, HTML, CSV) and the curves of those runs.
+# embedded: the shipped Fashion-MNIST experts (sigma 0.25/0.50/1.00), dual model and cascade
+#   (union and reference alpha splits) certified on every 4th image of the embedded test subset
+#   (500 images; n0 = 100, n = 2,000 per stage, alpha = 0.001) by bench/dual_embedded.py, which
+#   removes run directories of an older configuration, resumes finished runs and writes
+#   results/dual-embedded.md (curves, envelope, oracle, head to head, the dual targets, time
+#   ratios); then the leaderboard (markdown, HTML, CSV), the curves, and the head-to-head table and
+#   plot (rsbench compare: every model on the common images, with samples per image).
 embedded() {
   local out="results/embedded"
   local python="${PYTHON:-$ROOT/.venv/bin/python}"
   [[ -x "$python" ]] || python=python3
   "$python" bench/dual_embedded.py
-  local title="rsbench embedded benchmark: Fashion-MNIST experts and dual RS"
+  local title="rsbench embedded benchmark: Fashion-MNIST experts, dual RS and cascade"
   "$RSBENCH" leaderboard "$out" --format markdown -o results/embedded-leaderboard.md
   "$RSBENCH" leaderboard "$out" --format html --title "$title" -o results/embedded-leaderboard.html
   "$RSBENCH" leaderboard "$out" --format csv -o results/embedded-leaderboard.csv
   "$RSBENCH" plot "$out" -o results/embedded.png
+  "$RSBENCH" compare "$out" -o results/embedded-head-to-head.md --plot results/embedded-head-to-head.png
+  "$RSBENCH" compare "$out" -o results/embedded-head-to-head.csv
 }
 
 parts=("$@")

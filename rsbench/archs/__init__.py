@@ -7,9 +7,14 @@ A name is one of:
 * ``torchvision:<model name>`` (``torchvision.models.get_model(name, num_classes=...)``);
 * a user's ``package.module:callable`` or ``path/to/file.py:callable``.
 
-Every builder is called as ``builder(num_classes=..., input_shape=(C, H, W))``; user callables and
-timm/torchvision builders receive ``num_classes`` only. Architectures carry no input normalisation:
-that is the model's input layer (:mod:`rsbench.models`).
+Registry builders are called as ``builder(num_classes=..., input_shape=(C, H, W))``. A user's
+``module:callable`` / ``file.py:callable`` receives the keyword ``num_classes`` (the entry's
+``num_classes``: classes for an expert, experts for a router) and, when its signature has an
+``input_shape`` parameter or ``**kwargs``, also ``input_shape=(C, H, W)`` (the entry's
+``input_shape``, a tuple of ints); it must return an ``nn.Module`` mapping ``[B, C, H, W]`` images
+(after the entry's input layer) to ``[B, num_classes]`` logits. timm/torchvision builders receive
+``num_classes`` only. Architectures carry no input normalisation: that is the model's input layer
+(:mod:`rsbench.models`).
 """
 
 from __future__ import annotations
@@ -107,7 +112,8 @@ def build_architecture(
         builder = _load_callable(name, base_dir)
         params = inspect.signature(builder).parameters
         kwargs = {"num_classes": num_classes}
-        if "input_shape" in params and input_shape is not None:
+        takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        if ("input_shape" in params or takes_kwargs) and input_shape is not None:
             kwargs["input_shape"] = tuple(input_shape)
         return builder(**kwargs)
     import difflib

@@ -23,6 +23,14 @@ def _train_images(value: str) -> int | None:
     return count
 
 
+def _indices(value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    from rsbench.data import parse_indices
+
+    return tuple(parse_indices(value))
+
+
 def _sigmas(value: str | None) -> tuple[float, ...] | None:
     if not value:
         return None
@@ -72,6 +80,12 @@ def _common_options(func):
             default="20000",
             show_default=True,
             help="Label and train on the first N training images ('all' for the whole split).",
+        ),
+        click.option(
+            "--indices",
+            default=None,
+            help="Label and train on these images of the split instead of the first N: "
+            "0,5,10-12 or start:stop:step (e.g. 0:60000:3); parts combine with commas.",
         ),
         click.option(
             "--temperature",
@@ -207,6 +221,7 @@ def _config(experts: tuple[str, ...], options: dict[str, Any], **extra):
         label_n=options["label_n"],
         label_alpha=options["label_alpha"],
         train_images=_train_images(options["train_images"]),
+        indices=_indices(options.get("indices")),
         temperature=options["temperature"],
         lam=options["lam"],
         eta=options["eta"],
@@ -275,6 +290,9 @@ class _Bars:
 
     def __call__(self, event) -> None:
         prefix = f"{self.title} " if self.title else ""
+        if event.phase == "warning":
+            self.progress.console.print(f"[yellow]warning: {event.message}[/yellow]")
+            return
         if event.phase == "label-start":
             cached = f"{event.done} cached" if event.done else ""
             self.labels[event.expert] = self.progress.add_task(
@@ -328,6 +346,27 @@ class _Bars:
             )
 
 
+def _print_label_plan(config, options: dict[str, Any]) -> None:
+    from rsbench.train.router import label_plan
+
+    plan = label_plan(config, zoo_paths=list(options["zoo_paths"]), cache_dir=options["cache_dir"])
+    total = 0.0
+    click.echo(
+        f"label stage: n0 = {config.label_n0}, n = {config.label_n}, alpha = {config.label_alpha:g}"
+    )
+    for row in plan:
+        total += row["seconds"]
+        click.echo(
+            f"  {row['expert']} (sigma {row['sigma']:g}): {row['images']} images, {row['cached']} "
+            f"cached, {row['missing']} to certify = {row['samples']:,} samples at "
+            f"{row['samples_per_second']:,.0f}/s -> {row['seconds']:.0f} s"
+        )
+    click.echo(
+        f"estimated label time: {total:.0f} s ({total / 60:.1f} min) on this machine now; "
+        f"then {config.epochs} epochs of router training. Nothing was labelled or trained."
+    )
+
+
 def _report_router(result) -> None:
     stats = result.label_stats
     click.echo(
@@ -371,6 +410,12 @@ Outputs in --out: <id>.safetensors, <id>.train.json; router + dual entries in --
 @click.option("--dual-id", default=None, help="Dual entry id (default <common prefix>-dual).")
 @_common_options
 @click.option("--overwrite", is_flag=True, help="Replace entries with the same ids in --zoo-file.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the label stage's cost (images cached / to certify, samples, measured samples/s, "
+    "time estimate) and train nothing.",
+)
 def router(expert_ids: tuple[str, ...], **options) -> None:
     """Train a smoothed router over EXPERT_ID... (zoo experts of one dataset) for dual RS.
 
@@ -388,6 +433,9 @@ def router(expert_ids: tuple[str, ...], **options) -> None:
     config = _config(
         expert_ids, options, router_id=options["router_id"], dual_id=options["dual_id"]
     )
+    if options["dry_run"]:
+        _print_label_plan(config, options)
+        return
     command = command_line(config) + _io_suffix(options, zoo_file)
     config = type(config)(**{**config.__dict__, "command": command})
     with _Bars() as bars:

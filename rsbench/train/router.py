@@ -97,6 +97,24 @@ LABEL_FORMAT = 1
 CHECKPOINT_FORMAT = 1
 _CHUNK_RE = re.compile(r"^idx-(\d+)-(\d+)\.parquet$")
 
+#: A label set or a router whose choices give more than this share of the images to one expert is
+#: reported as collapsed (a warning event and log line; the router is still written).
+COLLAPSE_SHARE = 0.9
+
+
+def collapse_message(shares: Sequence[float], experts: Sequence[str], what: str) -> str | None:
+    """A warning when one expert takes more than :data:`COLLAPSE_SHARE` of ``shares``, else None."""
+    if len(shares) == 0:
+        return None
+    k = int(np.argmax(shares))
+    if float(shares[k]) <= COLLAPSE_SHARE:
+        return None
+    return (
+        f"{what} collapsed: {100 * float(shares[k]):.1f}% of the images go to {experts[k]} "
+        f"(> {100 * COLLAPSE_SHARE:.0f}%); the dual model will behave like that expert. Try a "
+        "lower --temperature (sharper targets), fewer or other experts, or check the labels"
+    )
+
 
 @dataclass(frozen=True)
 class RouterEvent:
@@ -104,7 +122,8 @@ class RouterEvent:
 
     ``phase``: ``label-start`` / ``label`` / ``label-done`` (per expert: ``done`` of ``total``
     images labelled, ``computed`` of them certified in this run, the rest read from the cache),
-    ``train-start``, ``batch``, ``epoch`` (after the checkpoint), ``done``.
+    ``train-start``, ``batch``, ``epoch`` (after the checkpoint), ``done``; ``warning`` carries a
+    ``message`` (e.g. a collapse to one expert, :data:`COLLAPSE_SHARE`).
     """
 
     phase: str
@@ -120,6 +139,7 @@ class RouterEvent:
     steps: int = 0
     loss: float = math.nan
     agreement: float = math.nan
+    message: str = ""
     lr: float = math.nan
     elapsed: float = 0.0
     resumed_from: int | None = None
@@ -450,7 +470,7 @@ class RouterTrainConfig:
     ``sigmas``: certify sigma per expert (default each expert's ``train_sigma``); labels and the dual
     entry use them. ``dataset``/``split``: the data to label and train on (default the experts'
     dataset, ``train``); ``train_images`` keeps the first ones (``None``: all; capped at the split's
-    size). ``arch``: the router architecture (default the first expert's); its input layer is the
+    size); ``indices``, when given, names the images instead (positions in the split). ``arch``: the router architecture (default the first expert's); its input layer is the
     first expert's. ``lam``, ``eta``, ``copies``, ``temperature``: see :func:`router_loss` and
     :func:`soft_targets`.
     """
@@ -465,6 +485,7 @@ class RouterTrainConfig:
     label_n: int = LABEL_N
     label_alpha: float = LABEL_ALPHA
     train_images: int | None = DEFAULT_TRAIN_IMAGES
+    indices: tuple[int, ...] | None = None
     temperature: float = 1.0
     lam: float = 40.0
     eta: float = 0.5
@@ -510,6 +531,8 @@ class RouterTrainConfig:
     def determining(self) -> dict[str, Any]:
         """The fields that determine the router weights (a resumed run must match them)."""
         skip = {"data_root", "device", "label_cache", "label_chunk", "label_batch_size", "command"}
+        if self.indices is None:  # only when set: older checkpoints keep their key
+            skip.add("indices")
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
@@ -590,7 +613,11 @@ def recipe_options(config: RouterTrainConfig) -> str:
         f"--label-n0 {config.label_n0}",
         f"--label-n {config.label_n}",
         f"--label-alpha {config.label_alpha:g}",
-        f"--train-images {config.train_images if config.train_images is not None else 'all'}",
+        (
+            f"--indices {_indices_text(config.indices)}"
+            if config.indices is not None
+            else f"--train-images {config.train_images if config.train_images is not None else 'all'}"
+        ),
         f"--temperature {config.temperature:g}",
         f"--lambda {config.lam:g}",
         f"--eta {config.eta:g}",
@@ -614,6 +641,16 @@ def recipe_options(config: RouterTrainConfig) -> str:
     if config.alpha_router_fraction != 0.5:
         parts.append(f"--alpha-router-fraction {config.alpha_router_fraction:g}")
     return " ".join(parts)
+
+
+def _indices_text(indices: Sequence[int]) -> str:
+    """Compact ``--indices`` text: ``start:stop:step`` for an arithmetic run, else a comma list."""
+    values = [int(i) for i in indices]
+    if len(values) >= 2:
+        step = values[1] - values[0]
+        if step > 0 and all(b - a == step for a, b in zip(values, values[1:])):
+            return f"{values[0]}:{values[-1] + 1}:{step}"
+    return ",".join(str(v) for v in values)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -717,6 +754,10 @@ def training_data(config: RouterTrainConfig, zoo_dataset: str):
             "label and train on the experts' own data"
         )
     data = load_dataset(name, config.split, root=config.data_root)
+    if config.indices is not None:
+        from rsbench.data import select_indices
+
+        return data, select_indices(len(data), indices=list(config.indices))
     count = len(data) if config.train_images is None else min(config.train_images, len(data))
     if config.train_images is not None and config.train_images > len(data):
         log.info(
@@ -759,6 +800,66 @@ def compute_labels(
             )
         )
     return np.stack(columns, axis=1)
+
+
+def label_plan(
+    config: RouterTrainConfig,
+    zoo=None,
+    zoo_paths: Sequence[str | os.PathLike] = (),
+    cache_dir: str | os.PathLike | None = None,
+    probe_seconds: float = 0.5,
+) -> list[dict[str, Any]]:
+    """What the label stage of ``config`` would cost, without labelling anything.
+
+    Per expert: images wanted, already cached, to compute, forward samples to draw
+    (``missing * (n0 + n)``), the measured throughput of a short probe (noisy samples per second on
+    one training image, this machine, now) and the resulting time estimate in seconds. Loads the
+    experts (fetching weights that are not cached) and the training data.
+    """
+    from rsbench.noise import noise_keys
+    from rsbench.smoothing import SmoothedClassifier
+    from rsbench.zoo import load_zoo
+
+    _validate(config)
+    zoo = zoo if zoo is not None else load_zoo(zoo_paths)
+    experts = load_experts(zoo, config.experts, config.sigmas, config.device, cache_dir)
+    data, indices = training_data(config, experts.dataset)
+    cache = Path(config.label_cache) if config.label_cache else default_label_cache()
+    wanted = set(int(i) for i in indices)
+    plan = []
+    probe = data.images([indices[0]])
+    for k, (entry, model) in enumerate(zip(experts.entries, experts.models)):
+        key = label_key(
+            entry.id, experts.sha256[k], experts.sigmas[k], config.budget(), data.name, data.split
+        )
+        folder = label_dir(cache, key)
+        cached = len(wanted & set(read_label_cache(folder).index.tolist()))
+        missing = len(wanted) - cached
+        smoothed = SmoothedClassifier(
+            model, entry.num_classes, experts.sigmas[k], batch_size=config.label_batch_size
+        )
+        keys = noise_keys(data.name, data.split, [0], "label-select", config.seed)
+        num = max(1, min(config.label_batch_size, 2000))
+        smoothed.votes(probe, num, keys)  # warm-up
+        drawn, began = 0, time.perf_counter()
+        while time.perf_counter() - began < probe_seconds or drawn == 0:
+            smoothed.votes(probe, num, keys)
+            drawn += num
+        rate = drawn / (time.perf_counter() - began)
+        samples = missing * (config.label_n0 + config.label_n)
+        plan.append(
+            {
+                "expert": entry.id,
+                "sigma": experts.sigmas[k],
+                "images": len(wanted),
+                "cached": cached,
+                "missing": missing,
+                "samples": samples,
+                "samples_per_second": rate,
+                "seconds": samples / rate if rate > 0 else math.nan,
+            }
+        )
+    return plan
 
 
 def label_summary(radii: np.ndarray, experts: Sequence[str]) -> dict[str, Any]:
@@ -972,6 +1073,7 @@ def fit_router(
         order = torch.randperm(size, generator=generator)
         sums = {"loss": 0.0, "ce": 0.0, "kl": 0.0, "entropy": 0.0}
         agree, seen = 0, 0
+        chosen = torch.zeros(radii.shape[1], dtype=torch.long)
         for step, start in enumerate(range(0, size, config.batch_size), start=1):
             idx = order[start : start + config.batch_size]
             x = images[idx]
@@ -991,6 +1093,7 @@ def fit_router(
                 sums[name] += value * b
             choice = torch.softmax(logits.detach(), -1).mean(0).argmax(-1).cpu()
             agree += int((choice == best[idx]).sum())
+            chosen += torch.bincount(choice, minlength=radii.shape[1])
             seen += b
             emit(
                 RouterEvent(
@@ -1011,6 +1114,7 @@ def fit_router(
             )
         record = {"epoch": epoch + 1, **{k: v / seen for k, v in sums.items()}}
         record["agreement"] = agree / seen
+        record["choice_share"] = [round(float(c) / seen, 4) for c in chosen]
         record["lr_end"] = optimizer.param_groups[0]["lr"]
         history.append(record)
         if checkpoint is not None:
@@ -1025,6 +1129,16 @@ def fit_router(
                 "history": json.dumps(history),
             }
             atomic_write(checkpoint, lambda tmp, state=state: torch.save(state, tmp))
+        names = (
+            list(config.experts)
+            if len(config.experts) == radii.shape[1]
+            else [f"expert {k}" for k in range(radii.shape[1])]
+        )
+        warning = collapse_message(record["choice_share"], names, f"epoch {epoch + 1}: the router")
+        if warning:
+            record["collapsed"] = True
+            log.warning("%s", warning)
+            emit(RouterEvent("warning", epoch=epoch + 1, epochs=config.epochs, message=warning))
         emit(
             RouterEvent(
                 "epoch",
@@ -1081,6 +1195,12 @@ def train_router(
     label_seconds = time.perf_counter() - label_began
     stats = label_summary(radii, expert_names(config.experts, experts.sigmas))
     stats["seconds"] = round(label_seconds, 2)
+    warning = collapse_message(list(stats["best_share"].values()), config.experts, "the labels")
+    if warning:
+        log.warning("%s", warning)
+        stats["collapsed"] = True
+        if progress is not None:
+            progress(RouterEvent("warning", message=warning))
     keep = keep_mask(radii)
     if not keep.any():
         raise ConfigError(
