@@ -377,28 +377,44 @@ def _run_one(prepared, zoo, shard, options, console, quiet: bool):
         )
 
 
+#: Plan columns, and the steps that make the plan fit a narrow terminal (leave out, or fold to n).
+_PLAN_COLUMNS = (
+    "model",
+    "kind",
+    "protocol",
+    "data",
+    "images",
+    "n0",
+    "n",
+    "alpha",
+    "sigma",
+    "done",
+    "samples/s",
+    "estimate",
+)
+_PLAN_STEPS = (
+    "kind",
+    "alpha",
+    "n0",
+    ("model", 20),
+    "samples/s",
+    "data",
+    "done",
+    "protocol",
+    ("sigma", 6),
+    ("model", 12),
+)
+_PLAN_NUMERIC = {"images", "n0", "n", "alpha", "done", "samples/s"}
+
+
 def _print_plan(prepared_runs, shard, zoo, console) -> None:
     from rich.table import Table
 
     from rsbench import runner
+    from rsbench.report import fit_columns
     from rsbench.results import list_parts, read_results
 
-    table = Table(title=f"certification plan (shard {shard[0]}/{shard[1]})")
-    for column in (
-        "model",
-        "kind",
-        "protocol",
-        "data",
-        "images",
-        "n0",
-        "n",
-        "alpha",
-        "sigma",
-        "done",
-        "samples/s",
-        "estimate",
-    ):
-        table.add_column(column)
+    rows = []
     total = 0.0
     for prepared in prepared_runs:
         config = prepared.config
@@ -414,23 +430,46 @@ def _print_plan(prepared_runs, shard, zoo, console) -> None:
             if config.kind == "expert"
             else "/".join(f"{s:g}" for s in config.sigmas)
         )
-        table.add_row(
-            config.model_id,
-            config.kind,
-            config.protocol,
-            f"{config.dataset}/{config.split}",
-            str(len(mine)),
-            str(config.n0),
-            str(config.n),
-            f"{config.alpha:g}",
-            sigma,
-            str(done),
-            f"{rate:,.0f}" if rate else note,
-            _duration(seconds),
+        rows.append(
+            [
+                config.model_id,
+                config.kind,
+                config.protocol,
+                f"{config.dataset}/{config.split}",
+                str(len(mine)),
+                str(config.n0),
+                str(config.n),
+                f"{config.alpha:g}",
+                sigma,
+                str(done),
+                f"{rate:,.0f}" if rate else note,
+                _duration(seconds),
+            ]
         )
+    headers = list(_PLAN_COLUMNS)
+    keep, widths = fit_columns(
+        headers, rows, console.width, _PLAN_STEPS, lambda h: h in _PLAN_NUMERIC, ("model",)
+    )
+    table = Table(title=f"certification plan (shard {shard[0]}/{shard[1]})")
+    for i in keep:
+        table.add_column(
+            headers[i],
+            justify="right" if headers[i] in _PLAN_NUMERIC else "left",
+            overflow="fold",
+            min_width=widths.get(i),
+            max_width=widths.get(i),
+        )
+    for row in rows:
+        table.add_row(*(row[i] for i in keep))
     console.print(table)
-    for prepared in prepared_runs:
-        console.print(f"  {prepared.config.model_id} -> {prepared.run_dir}")
+    left_out = [h for i, h in enumerate(headers) if i not in keep]
+    if left_out:
+        console.print(
+            f"not shown at this terminal width ({console.width} columns): {', '.join(left_out)}; "
+            "widen the terminal (or set COLUMNS) to see them"
+        )
+    for prepared in prepared_runs:  # soft wrap: a long path stays one line to copy
+        console.print(f"  {prepared.config.model_id} -> {prepared.run_dir}", soft_wrap=True)
     console.print(
         f"estimated total: {_duration(total)} on {prepared_runs[0].config.device if prepared_runs else '-'} "
         "(forward samples per image x images / measured samples per second; dual counts router + "
@@ -480,7 +519,7 @@ def _print_leaderboard(run_dirs: Sequence[Path], zoo) -> None:
     if not console.is_terminal:
         console = Console(width=max(console.width, 200))
     for board in boards:
-        console.print(report.to_rich(board))
+        console.print(report.to_rich(board, width=console.width))
 
 
 # ------------------------------------------------------------------------------------ sweep

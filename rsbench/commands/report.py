@@ -217,7 +217,7 @@ def _print_rich(boards: Sequence[Any], output: str | None) -> None:
     if output is None:
         console = Console()
         for board in boards:
-            console.print(report.to_rich(board))
+            console.print(report.to_rich(board, width=console.width))
         return
     from rsbench.output import atomic_output
 
