@@ -320,7 +320,10 @@ def test_training_and_zoo_check_reject_unsupported_devices(no_cuda, capsys, tmp_
             "mps",
         ],
         ["zoo", "check", "embedded-fmnist-s0.50", "--device", "cuda"],
-    ):
+        ["train", "denoiser", "--dataset", "fashion-mnist-embedded", "--split", "test",
+         "--out", tmp_path / "d", "--device", "xpu"],
+        ["zoo", "import-archive", tmp_path, "--zoo-file", tmp_path / "z.yaml", "--device", "cuda:1"],
+    ):  # fmt: skip
         code, _, err = cli(capsys, *args)
         (line,) = err.strip().splitlines()
         assert code == 2 and line.startswith("error: device "), err

@@ -100,6 +100,8 @@ def failing_cases(zoo: Path, tmp: Path) -> dict[str, tuple[str, list]]:
                     "--input-layer", "none", "--zoo-file", tmp / "z.yaml"]),
         "train expert": ("no split 'train'", ["train", "expert", "--dataset", "fashion-mnist-embedded", "--arch",
                          "no_such_arch", "--train-sigma", "0.25", "--out", tmp / "te"]),
+        "train denoiser": ("no split 'train'", ["train", "denoiser", "--dataset",
+                           "fashion-mnist-embedded", "--out", tmp / "td"]),
         "train router": ("at least 2 experts", ["train", "router", "no-such-expert", "--out", tmp / "tr"]),
         "train finetune": ("unknown model id", ["train", "finetune", "no-such-dual", "--out", tmp / "tf"]),
     }  # fmt: skip

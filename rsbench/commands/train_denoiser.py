@@ -79,7 +79,7 @@ denoised zoo entry <id> (denoiser + classifier, serving --sigmas; recipe, sha256
 )
 @click.option("--data-root", default=None, type=click.Path(file_okay=False), help="Dataset root.")
 @click.option("--download", is_flag=True, help="Let torchvision download the dataset if missing.")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--threads", default=None, type=int, help="CPU threads for torch.")
 @click.option("--resume/--no-resume", default=True, show_default=True)
 @click.option("--keep-checkpoint", is_flag=True)
@@ -93,6 +93,7 @@ def denoiser(**options) -> None:
 
     import torch
 
+    from rsbench.device import resolve as resolve_device
     from rsbench.train.denoiser import DenoiserTrainConfig, command_line, train_denoiser
     from rsbench.zoo import load_zoo
 
@@ -118,7 +119,7 @@ def denoiser(**options) -> None:
         classifier=options["classifier"],
         data_root=options["data_root"],
         download=options["download"],
-        device=options["device"],
+        device=str(resolve_device(options["device"])),
     )
     command = command_line(config)
     if options["threads"]:

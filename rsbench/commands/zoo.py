@@ -596,7 +596,12 @@ Examples:
     type=click.Path(dir_okay=False),
     help="User zoo file that records the sha256 of each imported entry (created if missing).",
 )
-@click.option("--device", default="cpu", show_default=True, help="Device for the forward pass.")
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="Device for the forward pass: cpu, cuda, cuda:N or auto.",
+)
 @zoo_option
 @cache_option
 @click.pass_context
@@ -629,7 +634,11 @@ def import_archive_cmd(
             f"[{color}]{status:>4}[/] {entry_id}: {detail}", highlight=False, soft_wrap=True
         )
 
-    result = import_archive(path, zoo_, cache_dir=cache_dir, device=device, on_entry=report)
+    from rsbench.device import resolve
+
+    result = import_archive(
+        path, zoo_, cache_dir=cache_dir, device=str(resolve(device)), on_entry=report
+    )
     if result.imported:
         write_entries(zoo_file, result.imported, overwrite=True)
     for name in result.unmatched:

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from rsbench import device as D
 from rsbench.errors import ConfigError, check_count, check_sigma
 from rsbench.noise import NoiseKey
 from rsbench.train.common import (
@@ -337,7 +338,9 @@ def train_denoiser(
             )
     paths = paths_for(out_dir, config.weights_id())
     zoo_path = Path(zoo_file).expanduser() if zoo_file is not None else None
-    device = torch.device(config.device)
+    device = D.resolve(config.device)
+    D.activate(device)
+    device = device.torch
     train_set = load_dataset(
         config.dataset, config.split, root=config.data_root, download=config.download
     )
