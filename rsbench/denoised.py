@@ -377,12 +377,9 @@ def is_cached(entry, cache_dir: str | os.PathLike | None = None) -> bool:
             except ImportError:  # pragma: no cover - huggingface-hub is a base dependency
                 return False
             hub_cache = str(Path(cache_dir) / "huggingface") if cache_dir is not None else None
+            name = "/".join(p for p in (spec.get("subfolder"), "config.json") if p)
             found = try_to_load_from_cache(
-                str(spec["repo_id"]),
-                "config.json",
-                revision=spec.get("revision"),
-                cache_dir=hub_cache,
-                subfolder=spec.get("subfolder"),
+                str(spec["repo_id"]), name, cache_dir=hub_cache, revision=spec.get("revision")
             )
             if not isinstance(found, str):
                 return False

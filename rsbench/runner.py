@@ -365,7 +365,7 @@ def resolve_config(
             )
             return RunConfig(sigma=value, entry_digest=entry_digest(entry), **common)
         value = sigma if sigma is not None else entry.train_sigma
-        if not value:
+        if sigma is None and not value:  # trained without noise (or no train_sigma)
             raise ConfigError(f"{entry.id} has no train_sigma (> 0); pass --sigma")
         return RunConfig(sigma=check_sigma(value), entry_digest=entry_digest(entry), **common)
     if zoo is None:

@@ -416,3 +416,20 @@ def test_cascade_over_one_denoised_expert_runs_its_stages_at_served_sigmas(tmp_p
     bases = [stage.base for stage in cascade.stages]
     assert [b.sigma for b in bases] == [0.5, 0.25]  # largest sigma first
     assert bases[0].classifier is bases[1].classifier
+
+
+def test_sweep_runs_a_denoised_id_at_every_served_sigma(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from rsbench.cli import main_group
+
+    zoo = _zoo_file(tmp_path)
+    sweep = tmp_path / "sweep.yaml"
+    options = {"zoo": str(zoo), "n0": 10, "n": 20, "limit": 1, "out": str(tmp_path / "r")}
+    sweep.write_text(
+        yaml.safe_dump({"ids": ["toy-denoised"], "protocols": ["cpu"], "options": options})
+    )
+    result = CliRunner().invoke(main_group, ["sweep", str(sweep), "--no-leaderboard"])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (tmp_path / "r").iterdir() if p.is_dir())
+    assert len(names) == 2 and "-s0.25-" in names[0] and "-s0.5-" in names[1]

@@ -113,3 +113,13 @@ def test_one_step_formula_on_the_tiny_unet(hub_zoo) -> None:
         eps = denoiser.eps_model.unet(x_t, torch.full((3,), t)).sample
         expected = (((x_t - math.sqrt(1 - abar) * eps) / math.sqrt(abar) + 1) / 2).clamp(0, 1)
         assert torch.allclose(denoiser(z, 0.25), expected, atol=1e-6)
+
+
+def test_published_cifar10_entry_is_pinned_and_not_cached_in_an_empty_cache(tmp_path) -> None:
+    from rsbench import denoised
+    from rsbench.zoo import load_zoo
+
+    entry = load_zoo().get("cifar10-ddpm-vit-denoised")
+    assert entry.pinned and entry.sigmas == (0.25, 0.5, 1.0)
+    assert all(len(getattr(entry, role)["revision"]) == 40 for role in ("denoiser", "classifier"))
+    assert not denoised.is_cached(entry, tmp_path)  # an empty cache: nothing fetched, no network

@@ -689,8 +689,14 @@ def sweep(
     zoo = load_zoo(options["zoo_paths"])
     jobs = []
     for model_id in spec["ids"]:
-        kind = zoo.get(model_id).kind
-        for sigma in spec["sigmas"] if kind == "expert" else [None]:
+        entry = zoo.get(model_id)
+        if entry.kind == "expert":
+            sigmas = spec["sigmas"]
+        elif entry.kind == "denoised":  # the sweep's sigmas, else every sigma it serves
+            sigmas = [s for s in spec["sigmas"] if s is not None] or list(entry.sigmas)
+        else:
+            sigmas = [None]
+        for sigma in sigmas:
             for protocol in spec["protocols"]:
                 job = (model_id, sigma, protocol)
                 if job not in jobs:
