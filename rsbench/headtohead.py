@@ -35,16 +35,6 @@ if TYPE_CHECKING:  # pragma: no cover
 ROW_KINDS = ("expert", "envelope", "oracle", "dual", "cascade")
 
 
-def _key(df: pd.DataFrame) -> pd.Series:
-    return (
-        df["dataset"].astype(str)
-        + "/"
-        + df["split"].astype(str)
-        + "/"
-        + df["index"].astype("Int64").astype(str)
-    )
-
-
 def samples_per_row(df: pd.DataFrame) -> np.ndarray:
     """Forward samples each row's certificate used (the ``samples`` column, derived where null)."""
     n0 = df["n0"].astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -72,16 +62,6 @@ def _bound(kind: str, rows: pd.DataFrame) -> float:
     return per_stage
 
 
-def common_images(df: pd.DataFrame) -> set[str]:
-    """Keys ``dataset/split/index`` certified by every model group of ``df``."""
-    keyed = df.assign(_image=_key(df))
-    common: set[str] | None = None
-    for _, rows in metrics.iter_groups(keyed):
-        images = set(rows["_image"])
-        common = images if common is None else common & images
-    return common or set()
-
-
 def compare(df: pd.DataFrame, radii: Iterable[float] | None = None) -> pd.DataFrame:
     """The head-to-head table of one section of results (see the module docstring).
 
@@ -104,11 +84,11 @@ def compare(df: pd.DataFrame, radii: Iterable[float] | None = None) -> pd.DataFr
         )
     dataset = str(df["dataset"].iloc[0])
     grid = metrics.check_radii(metrics.default_radii(dataset) if radii is None else radii)
-    keep = common_images(df)
-    if not keep:
+    df = metrics.add_sigma_key(metrics.common_images(df))  # the images every model certified
+    if len(df) == 0:
         raise ResultsError("the models share no certified image; nothing to compare")
-    df = df[_key(df).isin(keep).to_numpy()]
-    df = metrics.add_sigma_key(df)
+    common = next(iter(metrics.iter_groups(df)))[1]
+    images = len(common)
     records: list[dict[str, object]] = []
     experts = df[df["kind"].astype(str).eq("expert").to_numpy()]
     for key, rows in metrics.iter_groups(df):
@@ -130,7 +110,6 @@ def compare(df: pd.DataFrame, radii: Iterable[float] | None = None) -> pd.DataFr
     if len(experts):
         env = metrics.envelope(experts, grid)
         orc, _ = metrics.oracle(experts, grid)
-        images = len(keep)
         for name, curve in (("envelope", env), ("oracle", orc)):
             records.append(
                 {
@@ -168,7 +147,7 @@ def compare(df: pd.DataFrame, radii: Iterable[float] | None = None) -> pd.DataFr
     table.attrs["radii"] = grid
     table.attrs["dataset"] = dataset
     table.attrs["protocol"] = ",".join(sorted(df["protocol"].astype(str).unique()))
-    table.attrs["images"] = len(keep)
+    table.attrs["images"] = images
     table.attrs["budget"] = {
         "n0": int(df["n0"].iloc[0]),
         "n": int(df["n"].iloc[0]),
