@@ -275,6 +275,14 @@ NOTES = """
   r = 0.75), so it is not shipped; its rows stay in results/embedded/ and `rsbench train finetune
   embedded-fmnist-dual --arch pooled_mlp --lr 0.003 --temperature 0.05 --zoo-file
   runs/embedded-ct/ct-entries.yaml --out runs/embedded-ct` rebuilds it (deterministic).
+- Collapse on a small label set (issue 15 item 6; `train router` now warns when the labels or an
+  epoch's choices give more than 90% of the images to one expert): experts s0.25 and s1.00, 600
+  embedded images (`--dataset fashion-mnist --split embedded --indices 0:1200:2`), labels
+  28.1% / 71.9%, default `fmnist_cnn` router, 20 epochs. Every setting tried collapsed to s1.00:
+  temperature 1 (default) lambda 40 (100% s1.00 from epoch 1), temperature 0.05 lambda 40 (lr 1e-3
+  and 3e-3: 100%), temperature 0.05 lambda 4 (98.9%). What the shipped router needed (20,000
+  labelled images, `pooled_mlp`, temperature 0.05) is not yet the default; a default recipe that
+  does not collapse on such small third-party sets is still open.
 """
 
 
