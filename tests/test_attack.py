@@ -7,7 +7,9 @@ Models (trained here in a few seconds, seeded): two ReLU MLP experts (784-128-10
 ``mlp`` architecture) trained with Gaussian noise augmentation at sigma = 0.25 and 0.5 on the first
 1,500 images of the embedded Fashion-MNIST subset; a dual model (:class:`rsbench.dual.DualSmoothed`)
 over both with a hand-made linear router (mean brightness above / below the median of the attacked
-images; smoothed at sigma_r = 0.5).
+images; smoothed at sigma_r = 0.5); a cascade (:class:`rsbench.cascade.CascadeSmoothed`, sigma 0.5
+first, then 0.25) over both, whose answering stage and earlier stages are attacked separately
+(see ``_cascade_campaign``).
 
 Attack (per certified point, :func:`pgd_l2`): L2 PGD on the *smoothed soft classifier* (Salman et
 al. 2019): every step averages ``softmax`` over :data:`NOISE_PER_STEP` = 128 fresh Gaussian samples
