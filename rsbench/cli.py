@@ -7,15 +7,19 @@ non-zero exit status.
 
 Exit status: 0 on success; 1 when a command ran but found failures (:class:`CheckFailed`, or a
 command's own ``ctx.exit(N)``); 2 for a user mistake or usage error; 130 after Ctrl-C, which prints
-that the results written so far are kept and that rerunning resumes. Click runs with
+that the results written so far are kept and that rerunning resumes; 143 after SIGTERM, handled
+the same way (a scheduler's preemption, torchrun stopping its workers). Click runs with
 ``standalone_mode=False`` (so that errors are printed here, as one line), which returns a command's
 exit code instead of exiting: :func:`main` exits with it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import signal
 import sys
+from collections.abc import Iterator
 
 import click
 
@@ -131,19 +135,43 @@ def train() -> None:
     """Train experts and routers; co-train experts with a router."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's preemption, torchrun stopping its workers), handled like Ctrl-C."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While the CLI runs, SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``), so that a
+    run records ``interrupted`` and says how to resume, as after Ctrl-C. Main thread only."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI, turning user mistakes into one ``error:`` line."""
     from rsbench.errors import RSBenchError
 
     try:
-        status = main_group.main(args=argv, prog_name="rsbench", standalone_mode=False)
+        with _sigterm_as_interrupt():
+            status = main_group.main(args=argv, prog_name="rsbench", standalone_mode=False)
     except RSBenchError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort as exc:
         # Click turns Ctrl-C (KeyboardInterrupt) into Abort, chained from it
         if isinstance(exc.__cause__, KeyboardInterrupt):
-            _interrupted()
+            _interrupted(exc.__cause__)
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.UsageError as exc:
@@ -156,17 +184,18 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        _interrupted()
+    except KeyboardInterrupt as exc:
+        _interrupted(exc)
     # without standalone mode, Click returns the code of ctx.exit(N) instead of exiting
     if isinstance(status, int) and not isinstance(status, bool) and status != 0:
         sys.exit(status)
 
 
-def _interrupted() -> None:
+def _interrupted(exc: KeyboardInterrupt) -> None:
+    terminated = isinstance(exc, Terminated)
     click.echo(
-        "interrupted; results written so far are kept and rerunning the command resumes where it "
-        "stopped",
+        f"{'terminated (SIGTERM)' if terminated else 'interrupted'}; results written so far are "
+        "kept and rerunning the command resumes where it stopped",
         err=True,
     )
-    sys.exit(130)
+    sys.exit(143 if terminated else 130)

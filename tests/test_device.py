@@ -123,6 +123,20 @@ def test_set_device_receives_an_indexed_device(fake_cuda, monkeypatch):
     assert D.name("cuda:0") == FAKE_NAME and D.peak_memory("cpu") is None
 
 
+def test_benchmark_helpers_name_the_device(fake_cuda):
+    cuda = D.resolve("cuda")
+    D.reset_peak_memory(cuda)
+    D.synchronize(cuda)
+    assert D.peak_memory(cuda) == 1 << 20  # the fake's figure
+    D.reset_peak_memory("cpu")
+    D.synchronize("cpu")
+    for name in ("reset_peak_memory_stats", "synchronize", "max_memory_allocated"):
+        assert [str(c["device"]) for c in fake_cuda.of(name)] == ["cuda:0"], name
+    D.release_memory(cuda)
+    D.release_memory("cpu")
+    assert len(fake_cuda.of("empty_cache")) == 1
+
+
 def test_precision_context_on_cuda(fake_cuda):
     cuda = D.resolve("cuda")
     before = torch.backends.cuda.matmul.allow_tf32

@@ -3,8 +3,8 @@
 Every command of the CLI (enumerated from the Click group, so that a new command without a
 failing case here fails this test) is run in a case where it fails or finds a failure: its status
 is non-zero and stderr holds exactly one ``error:`` line and no traceback. Ctrl-C during
-``certify`` (a real SIGINT to a real process) keeps the rows written, says so, records
-``interrupted`` in run.json, and the rerun completes with the rows of an uninterrupted run.
+``certify`` (a real SIGINT to a real process; likewise SIGTERM) keeps the rows written, says so,
+records ``interrupted`` in run.json, and the rerun completes with the rows of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -150,7 +150,15 @@ def linear(num_classes, input_shape=None):  # noqa: F811
 """
 
 
-def test_ctrl_c_keeps_rows_records_interrupted_and_the_rerun_resumes(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "signum, status, said",
+    [(signal.SIGINT, 130, "interrupted;"), (signal.SIGTERM, 143, "terminated (SIGTERM);")],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_ctrl_c_keeps_rows_records_interrupted_and_the_rerun_resumes(
+    tmp_path, capsys, signum, status, said
+):
+    """Ctrl-C (SIGINT) and SIGTERM (preemption, torchrun stopping workers) mid-run."""
     zoo = make_zoo(tmp_path / "zoo")
     with (tmp_path / "zoo" / "tiny_arch.py").open("a") as handle:
         handle.write(SLOW_ARCH)
@@ -171,13 +179,13 @@ def test_ctrl_c_keeps_rows_records_interrupted_and_the_rerun_resumes(tmp_path, c
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "no chunk written in 120 s"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        proc.send_signal(signum)  # SIGINT is what Ctrl-C sends
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, stderr[-2000:]
-    assert "results written so far are kept and rerunning the command resumes" in stderr
+    assert proc.returncode == status, stderr[-2000:]
+    assert f"{said} results written so far are kept and rerunning the command resumes" in stderr
     assert "Traceback" not in stderr and "aborted" not in stderr
     (run_dir,) = out.iterdir()
     info = read_run_json(run_dir)
