@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -313,9 +313,14 @@ def seconds_per_image(df: pd.DataFrame) -> float:
     return float(seconds.mean()) if seconds.notna().any() else float("nan")
 
 
-def dual_sigma_label(df: pd.DataFrame) -> str:
-    """Display label of a dual model's sigma: "dual" plus the noise levels its router chose, e.g. "dual 0.25/0.50"."""
-    sigma = pd.to_numeric(df["sigma"], errors="coerce").dropna().unique()
+def dual_sigma_label(df: pd.DataFrame, sigmas: Iterable[float] | None = None) -> str:
+    """Display label of a dual model's sigma: "dual" plus its experts' noise levels, e.g.
+    "dual 0.25/0.50/1.00". ``sigmas``: all of its experts' (from run.json); without them, the
+    levels its router chose in ``df`` (an expert never chosen is then missing)."""
+    if sigmas is not None:
+        sigma = np.unique(np.asarray(list(sigmas), dtype=np.float64))
+    else:
+        sigma = pd.to_numeric(df["sigma"], errors="coerce").dropna().unique()
     if sigma.size == 0:
         return DUAL_SIGMA_KEY
     return f"{DUAL_SIGMA_KEY} " + "/".join(format_sigma(s) for s in sorted(sigma))
@@ -457,12 +462,16 @@ def oracle(df: pd.DataFrame, radii: Iterable[float]) -> tuple[np.ndarray, int]:
     return _accuracy_at(best, grid), int(len(wide))
 
 
-def router_choice_frequencies(df: pd.DataFrame) -> pd.DataFrame:
+def router_choice_frequencies(
+    df: pd.DataFrame, experts: Mapping[str, Sequence[tuple[str, float]]] | None = None
+) -> pd.DataFrame:
     """How often each dual model's router chose each expert.
 
     One row per (protocol, model_id, choice) over the dual rows of ``df`` with columns protocol,
     model_id, router_choice (-1 = router abstained), expert_id ("router abstained" for -1), sigma,
-    count, fraction (of that model's rows; fractions of one model sum to 1). Empty when no dual rows.
+    count, fraction (of that model's rows; fractions of one model sum to 1). ``experts`` maps a
+    dual model id to all of its experts in router order, (id, sigma) from run.json: experts never
+    chosen then get a row with count 0. Empty when no dual rows.
     """
     columns = ["protocol", "model_id", "router_choice", "expert_id", "sigma", "count", "fraction"]
     if "kind" not in df.columns:
@@ -485,4 +494,11 @@ def router_choice_frequencies(df: pd.DataFrame) -> pd.DataFrame:
             records.append(
                 (protocol, model_id, int(value), expert, sigma, int(count), count / len(rows))
             )
-    return pd.DataFrame.from_records(records, columns=columns)
+        chosen_values = set(choice.unique())
+        for k, (expert, sigma) in enumerate((experts or {}).get(str(model_id), ())):
+            if k not in chosen_values:
+                records.append((protocol, model_id, k, str(expert), float(sigma), 0, 0.0))
+    out = pd.DataFrame.from_records(records, columns=columns)
+    return out.sort_values(["protocol", "model_id", "router_choice"], kind="mergesort").reset_index(
+        drop=True
+    )

@@ -158,6 +158,9 @@ def build_leaderboard(
         kind="mergesort",
     ).reset_index(drop=True)
     summary = _mark_incomplete(summary, states or {})
+    for model_id, experts in dual_experts(df, states).items():
+        at = (summary["model_id"] == model_id) & (summary["kind"] == "dual")
+        summary.loc[at, "sigma"] = metrics.dual_sigma_label(df.iloc[0:0], [s for _, s in experts])
     ranked = summary["complete"] | include_incomplete
     summary = pd.concat([summary[ranked], summary[~ranked]], ignore_index=True)
     rank = pd.array([pd.NA] * len(summary), dtype="Int64")
@@ -193,6 +196,20 @@ def build_leaderboard(
         has_reported=has_reported,
         decimals=_decimals(images),
     )
+
+
+def dual_experts(df: pd.DataFrame, states: Mapping[str, Any] | None) -> dict[str, list]:
+    """``dual model id -> [(expert id, sigma), ...]`` (router order) from the run states of the
+    runs in ``df`` (:func:`rsbench.results.run_states`); models without that record are absent."""
+    out: dict[str, list] = {}
+    if not states or "run_id" not in df.columns or "kind" not in df.columns:
+        return out
+    dual = df[_kind_mask(df, "dual")]
+    for (model_id, run_id), _ in dual.groupby(["model_id", "run_id"], sort=True):
+        state = states.get(str(run_id))
+        if state is not None and getattr(state, "experts", ()):
+            out.setdefault(str(model_id), list(state.experts))
+    return out
 
 
 def _mark_incomplete(summary: pd.DataFrame, states: Mapping[str, Any]) -> pd.DataFrame:
@@ -652,10 +669,13 @@ def to_json(boards: Sequence[Leaderboard]) -> str:
 
 
 _HTML_STYLE = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
-table{border-collapse:collapse;margin:1em 0;font-size:14px}
-th,td{padding:4px 8px;border-bottom:1px solid #ddd;white-space:nowrap}
-th{background:#f3f3f3;cursor:pointer;user-select:none;position:sticky;top:0}
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1320px;color:#222;padding:0 1em}
+table{border-collapse:collapse;margin:1em 0;font-size:13px;max-width:100%}
+th,td{padding:3px 6px;border-bottom:1px solid #ddd}
+td.num{white-space:nowrap}
+td.txt{overflow-wrap:anywhere}
+th{background:#f3f3f3;cursor:pointer;user-select:none;position:sticky;top:0;vertical-align:bottom}
+td .rep{display:block;color:#777;font-size:11px}
 th.num,td.num{text-align:right}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 tbody.bounds td{color:#666;font-style:italic}
@@ -718,9 +738,12 @@ def to_html(
     boards: Sequence[Leaderboard],
     df: pd.DataFrame | None = None,
     title: str = "rsbench leaderboard",
+    states: Mapping[str, Any] | None = None,
 ) -> str:
     """A self-contained HTML page: per section a sortable table (inline JS) and, when ``df`` (the
-    result rows) is given, the certified-accuracy curves as inline SVG. No external resources."""
+    result rows) is given, the certified-accuracy curves as inline SVG (``states``: see
+    :func:`plot_curves`). No external resources; fits a 1400 px window (headers wrap, reported
+    numbers go on a second line)."""
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -753,18 +776,26 @@ def to_html(
                     attrs = f' class="{"num" if n else "txt"}"'
                     if key is not None:
                         attrs += f' data-sort="{html.escape(key)}"'
-                    cells.append(f"<td{attrs}>{html.escape(cell)}</td>")
+                    cells.append(f"<td{attrs}>{_html_cell(cell, n)}</td>")
                 out.append("<tr>" + "".join(cells) + "</tr>")
             out.append("</tbody>")
         out.append("</table>")
         out += [f'<p class="notes">{html.escape(note)}</p>' for note in notes(board)]
         if df is not None:
             section_rows = _section_rows(df, board.protocol, board.dataset)
-            fig = plot_curves(section_rows, radii=board.radii)
+            fig = plot_curves(section_rows, radii=board.radii, states=states)
             out.append(f"<figure>{_svg_inline(fig)}</figure>")
         out.append("</section>")
     out.append(f"<script>{_HTML_SCRIPT}</script></body></html>")
     return "\n".join(out) + "\n"
+
+
+def _html_cell(cell: str, numeric: bool) -> str:
+    """A numeric "measured (reported)" cell puts the reported number on a second, smaller line."""
+    if numeric and " (" in cell and cell.endswith(")"):
+        measured, reported = cell.split(" (", 1)
+        return f'{html.escape(measured)} <span class="rep">({html.escape(reported)}</span>'
+    return html.escape(cell)
 
 
 def _section_rows(df: pd.DataFrame, protocol: str, dataset: str) -> pd.DataFrame:
@@ -790,6 +821,7 @@ def plot_curves(
     radii: Iterable[float] | None = None,
     points: int = 401,
     bounds: bool = True,
+    states: Mapping[str, Any] | None = None,
 ) -> Figure:
     """Certified accuracy against L2 radius, one figure row per section (protocol, dataset).
 
@@ -797,7 +829,11 @@ def plot_curves(
     dashed) and oracle (grey, dashed; an upper bound); when the section holds dual rows, two more
     panels: how often each dual model's router chose each expert, and router radius R_r against
     expert radius R_e. Curves are evaluated on ``points`` radii from 0 to the largest radius of the
-    grid (default: the dataset's grid). Returns a matplotlib Figure (no pyplot state is touched).
+    grid (default: the dataset's grid). Legend labels are unique: runs of one model that differ
+    (n0, n, alpha, run) say how. ``states`` (:func:`rsbench.results.run_states`) adds what rows do
+    not hold: all experts of a dual model (its label, and a zero bar for an expert its router
+    never chose) and the mark of a run that has not finished. Returns a matplotlib Figure (no
+    pyplot state is touched).
     """
     from matplotlib.figure import Figure
     from matplotlib.ticker import PercentFormatter
@@ -816,18 +852,17 @@ def plot_curves(
         grid = metrics.check_radii(metrics.default_radii(dataset) if radii is None else radii)
         fine = np.linspace(0.0, float(grid[-1]) if grid[-1] > 0 else 1.0, points)
         ax = axes[row][0]
-        for i, (key, group) in enumerate(metrics.iter_groups(rows)):
-            sigma = (
-                metrics.dual_sigma_label(group)
-                if key["sigma_key"] == metrics.DUAL_SIGMA_KEY
-                else key["sigma_key"]
-            )
+        experts_of = dual_experts(rows, states)
+        groups = list(metrics.iter_groups(rows))
+        for i, ((_key, group), label) in enumerate(
+            zip(groups, _curve_labels(groups, experts_of, states))
+        ):
             ax.plot(
                 fine,
                 metrics.certified_accuracy(group, fine),
                 color=OKABE_ITO[i % len(OKABE_ITO)],
                 linewidth=1.8,
-                label=_model_label(str(key["model_id"]), str(sigma)),
+                label=label,
             )
         experts = rows[_kind_mask(rows, "expert")]
         n_experts = (
@@ -869,7 +904,7 @@ def plot_curves(
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="upper right")
         if dual:
-            _plot_router_choices(axes[row][1], rows)
+            _plot_router_choices(axes[row][1], rows, experts_of)
             _plot_router_scatter(axes[row][2], rows)
         elif columns > 1:
             for extra in axes[row][1:]:
@@ -877,10 +912,59 @@ def plot_curves(
     return fig
 
 
-def _plot_router_choices(ax: Any, rows: pd.DataFrame) -> None:
+def _curve_labels(
+    groups: Sequence[tuple[dict, pd.DataFrame]],
+    experts_of: Mapping[str, Sequence[tuple[str, float]]],
+    states: Mapping[str, Any] | None,
+) -> list[str]:
+    """One legend label per group, unique within the section: "model (σ=0.50)", and where two
+    groups would read the same, the settings that tell them apart (n0, n, alpha, else the run)."""
+    base = []
+    for key, group in groups:
+        if key["sigma_key"] == metrics.DUAL_SIGMA_KEY:
+            experts = experts_of.get(str(key["model_id"]))
+            sigma = metrics.dual_sigma_label(group, [s for _, s in experts] if experts else None)
+        else:
+            sigma = key["sigma_key"]
+        base.append(_model_label(str(key["model_id"]), str(sigma)))
+    labels = list(base)
+    for label in set(base):
+        clash = [i for i, b in enumerate(base) if b == label]
+        if len(clash) < 2:
+            continue
+        extras: dict[int, list[str]] = {i: [] for i in clash}
+        for name, column in (("n0", "n0"), ("n", "n"), ("alpha", "alpha"), ("run", "run_id")):
+            if name == "run" and any(extras.values()):
+                break  # the settings tell them apart; the run id is only the last resort
+            values = {i: metrics._single_value(groups[i][1], column) for i in clash}
+            if len({str(v) for v in values.values()}) > 1:
+                for i in clash:
+                    extras[i].append(
+                        f"{name}={values[i]:g}" if name == "alpha" else f"{name}={values[i]}"
+                    )
+        for i in clash:
+            labels[i] = f"{base[i]}, {', '.join(extras[i])}" if extras[i] else base[i]
+    for i, (_, group) in enumerate(groups):  # runs that have not finished say so
+        if states and "run_id" in group.columns:
+            unfinished = [
+                r
+                for r in group["run_id"].astype(str).unique()
+                if r in states and not states[r].complete
+            ]
+            if unfinished:
+                planned = [states[r].planned for r in unfinished]
+                done = int(group["run_id"].astype(str).isin(unfinished).sum())
+                total = f"/{sum(planned)}" if None not in planned else ""
+                labels[i] += f" [{done}{total} images, incomplete]"
+    return labels
+
+
+def _plot_router_choices(
+    ax: Any, rows: pd.DataFrame, experts_of: Mapping[str, Sequence[tuple[str, float]]] | None = None
+) -> None:
     from matplotlib.ticker import PercentFormatter
 
-    freq = metrics.router_choice_frequencies(rows)
+    freq = metrics.router_choice_frequencies(rows, experts_of)
     models = list(dict.fromkeys(freq["model_id"]))
     choices = sorted(
         set(zip(freq["router_choice"], freq["expert_id"])), key=lambda c: (c[0] < 0, c[0], c[1])
@@ -894,13 +978,12 @@ def _plot_router_choices(ax: Any, rows: pd.DataFrame) -> None:
             float(sub[(sub["router_choice"] == c) & (sub["expert_id"] == e)]["fraction"].sum())
             for c, e in choices
         ]
-        ax.bar(
-            positions + (i - (len(models) - 1) / 2) * width,
-            heights,
-            width,
-            color=OKABE_ITO[i % len(OKABE_ITO)],
-            label=model,
-        )
+        where = positions + (i - (len(models) - 1) / 2) * width
+        ax.bar(where, heights, width, color=OKABE_ITO[i % len(OKABE_ITO)], label=model)
+        listed = set(zip(sub["router_choice"], sub["expert_id"]))
+        for x, h, choice in zip(where, heights, choices):
+            if h == 0 and choice in listed:  # an expert of this model its router never chose
+                ax.text(x, 0.01, "0%", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(positions, labels, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("fraction of images")
     ax.set_xlabel("expert chosen by the router")

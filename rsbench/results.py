@@ -441,6 +441,8 @@ class RunState:
     run_id: str
     status: str | None
     planned: int | None
+    #: a dual run's experts in router order, (expert id, sigma); empty for other runs
+    experts: tuple[tuple[str, float], ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -458,10 +460,16 @@ def run_states(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> dict[s
             info = read_run_json(run_dir) if (run_dir / RUN_JSON).is_file() else {}
             planned = info.get("num_indices")
             run_id = declared_run_id(run_dir) or run_dir.name
+            config = info.get("config") if isinstance(info.get("config"), dict) else {}
+            ids, sigmas = config.get("expert_ids") or (), config.get("sigmas") or ()
+            experts = ()
+            if config.get("kind") == "dual" and len(ids) == len(sigmas):
+                experts = tuple((str(e), float(s)) for e, s in zip(ids, sigmas))
             states[run_id] = RunState(
                 run_id=run_id,
                 status=info.get("status") if info else None,
                 planned=int(planned) if isinstance(planned, int) else None,
+                experts=experts,
             )
     return states
 

@@ -172,6 +172,7 @@ def leaderboard(
     from rsbench.results import run_states
 
     df = _read(results)
+    states = run_states(_paths(results))
     reported = {} if no_reported else _reported(zoo_paths, df["model_id"].dropna().astype(str))
     every = protocol == "all"
     boards = report.build_leaderboards(
@@ -182,7 +183,7 @@ def leaderboard(
         dataset=dataset,
         all_sections=every,
         bounds=not no_bounds,
-        states=run_states(_paths(results)),
+        states=states,
         include_incomplete=include_incomplete,
     )
     if fmt == "rich":
@@ -195,7 +196,7 @@ def leaderboard(
     elif fmt == "json":
         text = report.to_json(boards)
     else:
-        text = report.to_html(boards, df=df, title=title)
+        text = report.to_html(boards, df=df, title=title, states=states)
     if output:
         _write(Path(output), text)
     else:
@@ -283,6 +284,10 @@ def plot(
                 raise ResultsError(
                     f"no results with {column} {value!r}; present: {', '.join(present) or 'none'}"
                 )
-    fig = report.plot_curves(df, radii=_radii(radii), bounds=not no_bounds)
+    from rsbench.results import run_states
+
+    fig = report.plot_curves(
+        df, radii=_radii(radii), bounds=not no_bounds, states=run_states(_paths(results))
+    )
     path = report.save_figure(fig, output)
     click.echo(f"wrote {path}", err=True)
