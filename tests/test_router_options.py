@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from click.testing import CliRunner
 from torch import nn
@@ -60,3 +61,78 @@ def test_user_architecture_receives_the_input_shape(tmp_path: Path) -> None:
     )
     model = build_architecture("nets.py:net", 3, (1, 28, 28), base_dir=tmp_path)
     assert isinstance(model, nn.Module) and model(torch.zeros(2, 1, 28, 28)).shape == (2, 3)
+
+
+HALF_NETS = """
+import torch
+from rsbench.archs.small import fmnist_cnn
+
+
+def _masked(num_classes, input_shape, keep):
+    net = fmnist_cnn(num_classes, input_shape)
+    if num_classes != 10:  # built as the router (the default router arch is the first expert's)
+        return net
+    mask = torch.full((num_classes,), -1e4)
+    mask[list(keep)] = 0.0
+    net.register_forward_hook(lambda module, args, out: out + mask)
+    return net
+
+
+def low(num_classes, input_shape):  # only ever answers classes 0-4
+    return _masked(num_classes, input_shape, range(0, 5))
+
+
+def high(num_classes, input_shape):  # only ever answers classes 5-9
+    return _masked(num_classes, input_shape, range(5, 10))
+"""
+
+
+def _half_zoo(tmp_path: Path) -> Path:
+    """Two experts nobody here trained for this: the embedded sigma-0.50 network restricted to
+    classes 0-4 and to classes 5-9, so the best expert of an image is decided by its class."""
+    from rsbench.zoo import load_zoo
+
+    (tmp_path / "nets.py").write_text(HALF_NETS)
+    weights = load_zoo().get("embedded-fmnist-s0.50")
+    path = Path(__file__).resolve().parents[1] / "rsbench" / weights.source.path
+    entries = []
+    for half in ("low", "high"):
+        entries.append(
+            f"""  - id: half-{half}-s0.50
+    kind: expert
+    dataset: fashion-mnist
+    num_classes: 10
+    input_shape: [1, 28, 28]
+    arch: nets.py:{half}
+    train_sigma: 0.5
+    input_layer: {{type: normalize, mean: [0.286], std: [0.353]}}
+    source: {{type: file, path: {path}}}
+    sha256: {weights.sha256}
+"""
+        )
+    zoo = tmp_path / "zoo.yaml"
+    zoo.write_text("models:\n" + "".join(entries))
+    return zoo
+
+
+@pytest.mark.slow
+def test_default_router_does_not_collapse_when_best_experts_are_split(tmp_path: Path) -> None:
+    from rsbench.train.router import train_router
+    from rsbench.zoo import load_zoo
+
+    zoo = load_zoo([_half_zoo(tmp_path)])
+    config = RouterTrainConfig(
+        experts=("half-low-s0.50", "half-high-s0.50"),
+        dataset="fashion-mnist",
+        split="embedded",
+        indices=tuple(range(0, 2000, 2)),
+        label_cache=str(tmp_path / "labels"),
+    )  # every training option at its default
+    result = train_router(config, tmp_path / "out", zoo_file=tmp_path / "out.yaml", zoo=zoo)
+    shares = result.label_stats["best_share"]
+    print(f"labels {shares}; last epoch {result.history[-1]}")
+    assert 0.3 < shares["half-low-s0.50"] < 0.7, shares  # the labels are split
+    final = result.history[-1]
+    assert max(final["choice_share"]) <= COLLAPSE_SHARE, final
+    assert not final.get("collapsed") and not result.label_stats.get("collapsed")
+    assert final["agreement"] > max(shares.values()) + 0.05, final  # it learned the split
