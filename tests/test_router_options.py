@@ -39,6 +39,21 @@ def test_indices_enter_the_recipe_and_the_resume_key() -> None:
     assert "--train-images 20000" in command_line(plain)
 
 
+def test_point_label_radius() -> None:
+    from scipy.stats import norm
+
+    from rsbench.train.router import point_radius
+
+    radii = point_radius([1, 1, 2, 1], [100, 50, 100, 80], 100, [1, 1, 1, 1], 0.5)
+    assert radii[0] == pytest.approx(0.5 * norm.ppf(100.5 / 101))  # 2.58 sigma, not 1.50
+    assert radii[1] == pytest.approx(0.5 * norm.ppf(50.5 / 101)) and radii[2] == 0.0
+    assert radii[3] == pytest.approx(0.5 * norm.ppf(80.5 / 101))
+    config = RouterTrainConfig(experts=EXPERTS, label_radius="point")
+    assert "--label-radius point" in command_line(config)
+    assert config.determining()["label_radius"] == "point"
+    assert "label_radius" not in RouterTrainConfig(experts=EXPERTS).determining()
+
+
 def test_dry_run_estimates_the_label_stage_and_writes_nothing(tmp_path: Path) -> None:
     cache = tmp_path / "labels"
     result = CliRunner().invoke(

@@ -76,6 +76,15 @@ def _common_options(func):
         ),
         click.option("--label-alpha", default=0.001, show_default=True, type=float),
         click.option(
+            "--label-radius",
+            type=click.Choice(["bound", "point"]),
+            default="bound",
+            show_default=True,
+            help="Label radius from the label counts: bound = CERTIFY's Clopper-Pearson radius "
+            "(at n = 100 at most 1.50 sigma, which favours the largest sigma on easy images); "
+            "point = sigma * Phi^-1((nA + 1/2) / (n + 1)) (labels are not certificates).",
+        ),
+        click.option(
             "--train-images",
             default="20000",
             show_default=True,
@@ -220,6 +229,7 @@ def _config(experts: tuple[str, ...], options: dict[str, Any], **extra):
         label_n0=options["label_n0"],
         label_n=options["label_n"],
         label_alpha=options["label_alpha"],
+        label_radius=options["label_radius"],
         train_images=_train_images(options["train_images"]),
         indices=_indices(options.get("indices")),
         temperature=options["temperature"],
