@@ -80,6 +80,17 @@ def _cases(good: Path, files: Path) -> dict[str, tuple[tuple[str, ...], tuple[st
     return {
         "seed-2**63": (_certify("--seed", str(2**63)), ("seed=9223372036854775808", "2**63")),
         "seed-negative": (_certify("--seed", "-1"), ("seed=-1", "2**63")),
+        "seed-train-expert": (
+            (
+                *("train", "expert", "--dataset", "fashion-mnist-embedded", "--arch", "fmnist_cnn"),
+                *("--train-sigma", "0.25", "--seed", str(2**63), "--out", "{out}"),
+            ),
+            ("seed=9223372036854775808", "2**63"),
+        ),
+        "seed-train-router": (
+            ("train", "router", "embedded-fmnist-dual", "--seed", str(2**63), "--out", "{out}"),
+            ("seed=9223372036854775808", "2**63"),
+        ),
         "sigma-1e39": (_certify("--sigma", "1e39"), ("sigma=1e+39", "(0, 100]")),
         "radii-abc": ((*board, "--radii", "abc"), ("'abc'", "0:2:0.25")),
         "radii-negative": ((*board, "--radii", "-1:2:0.5"), ("start -1", ">= 0")),

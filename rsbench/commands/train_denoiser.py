@@ -6,6 +6,8 @@ import shlex
 
 import click
 
+from rsbench.errors import check_seed
+
 _DATASETS = ["fashion-mnist", "mnist", "cifar10", "fashion-mnist-embedded"]
 
 
@@ -111,7 +113,7 @@ def denoiser(**options) -> None:
         lr=options["lr"],
         weight_decay=options["weight_decay"],
         schedule=options["schedule"],
-        seed=options["seed"],
+        seed=check_seed(options["seed"]),
         split=options["split"],
         limit=options["limit"],
         eval_limit=options["eval_limit"],

@@ -6,6 +6,8 @@ import shlex
 
 import click
 
+from rsbench.errors import check_seed
+
 _DATASETS = ["fashion-mnist", "mnist", "cifar10", "imagenet", "fashion-mnist-embedded"]
 
 
@@ -161,7 +163,7 @@ def expert(**options) -> None:
         schedule=options["schedule"],
         step_size=options["step_size"],
         gamma=options["gamma"],
-        seed=options["seed"],
+        seed=check_seed(options["seed"]),
         split=options["split"],
         limit=options["limit"],
         eval_limit=options["eval_limit"],

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from rsbench.errors import check_seed
+
 _SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -243,7 +245,7 @@ def _config(experts: tuple[str, ...], options: dict[str, Any], **extra):
         momentum=options["momentum"],
         weight_decay=options["weight_decay"],
         schedule=options["schedule"],
-        seed=options["seed"],
+        seed=check_seed(options["seed"]),
         dataset=options["dataset"],
         split=options["split"],
         alpha_router_fraction=options["alpha_router_fraction"],
