@@ -160,7 +160,7 @@ def build_leaderboard(
     summary = _mark_incomplete(summary, states or {})
     for model_id, experts in dual_experts(df, states).items():
         at = (summary["model_id"] == model_id) & (summary["kind"] == "dual")
-        summary.loc[at, "sigma"] = metrics.dual_sigma_label(df.iloc[0:0], [s for _, s in experts])
+        summary.loc[at, "sigma"] = metrics.dual_sigma_label(df, [s for _, s in experts])
     ranked = summary["complete"] | include_incomplete
     summary = pd.concat([summary[ranked], summary[~ranked]], ignore_index=True)
     rank = pd.array([pd.NA] * len(summary), dtype="Int64")
@@ -587,6 +587,19 @@ def fit_columns(
         widths[i] = least[i] + extra
         spare -= extra
     return keep, widths
+
+
+def table_console() -> Any:
+    """A rich Console for leaderboards on stdout: the terminal's width (or ``$COLUMNS``) when
+    there is one to fit; 240 columns when stdout is a file or a pipe, which has no width."""
+    import os
+
+    from rich.console import Console
+
+    console = Console()
+    if console.is_terminal or os.environ.get("COLUMNS"):
+        return console
+    return Console(width=240)
 
 
 def to_rich(board: Leaderboard, width: int | None = None) -> Table:

@@ -505,7 +505,6 @@ def _duration(seconds: float) -> str:
 
 
 def _print_leaderboard(run_dirs: Sequence[Path], zoo) -> None:
-    from rich.console import Console
 
     from rsbench import report
     from rsbench.results import read_results, run_states
@@ -515,9 +514,7 @@ def _print_leaderboard(run_dirs: Sequence[Path], zoo) -> None:
     boards = report.build_leaderboards(
         df, reported=reported, all_sections=True, states=run_states(list(run_dirs))
     )
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=max(console.width, 200))
+    console = report.table_console()
     for board in boards:
         console.print(report.to_rich(board, width=console.width))
 

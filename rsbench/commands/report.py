@@ -216,7 +216,7 @@ def _print_rich(boards: Sequence[Any], output: str | None) -> None:
     from rsbench import report
 
     if output is None:
-        console = Console()
+        console = report.table_console()
         for board in boards:
             console.print(report.to_rich(board, width=console.width))
         return
