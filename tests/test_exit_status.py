@@ -78,30 +78,36 @@ def failing_cases(zoo: Path, tmp: Path) -> dict[str, tuple[str, list]]:
     )
     bad_zoo = tmp / "bad.yaml"
     bad_zoo.write_text("models:\n  - id: [unclosed\n")
+    te = ["--dataset", "fashion-mnist-embedded", "--out", tmp / "t"]  # it has no train split
+    add = ["--arch", "mlp", "--dataset", "fashion-mnist", "--train-sigma", "0.25",
+           "--input-layer", "none", "--zoo-file", tmp / "z.yaml"]  # fmt: skip
+    missing = tmp / "missing.pth"
     return {
         # a run whose weights are broken
-        "certify": ("not a readable checkpoint", ["certify", "tiny-s0.50", "--zoo", zoo, "--out", tmp / "c", "--limit", "2", *TINY]),
+        "certify": ("not a readable checkpoint",
+                    ["certify", "tiny-s0.50", "--zoo", zoo, "--out", tmp / "c", "--limit", "2", *TINY]),
         # the first run completes, the second fails: the sweep fails
         "sweep": ("not a readable checkpoint", ["sweep", sweep, "--no-leaderboard"]),
+        # nothing to show
         "leaderboard": ("no result rows", ["leaderboard", empty]),
         "plot": ("no result rows", ["plot", empty, "-o", tmp / "p.png"]),
         "compare": ("no result rows", ["compare", empty]),
-        "import-logs": ("malformed field", ["import-logs", log, "--dataset", "fashion-mnist", "--split", "test",
-                        "--model-id", "x", "--sigma", "0.25", "--out", tmp / "imp"]),
         "rescore": ("no run directories", ["rescore", empty, "--alpha", "0.01", "--out", tmp / "rs"]),
+        "import-logs": ("malformed field",
+                        ["import-logs", log, "--dataset", "fashion-mnist", "--split", "test",
+                         "--model-id", "x", "--sigma", "0.25", "--out", tmp / "imp"]),
         "zoo list": ("not valid YAML", ["zoo", "list", "--zoo", bad_zoo]),
         "zoo show": ("unknown model id", ["zoo", "show", "no-such-model", "--zoo", zoo]),
         # a check that finds a broken entry
-        "zoo check": ("1 of 2 checked entries failed", ["zoo", "check", "tiny-s0.25", "tiny-s0.50", "--zoo", zoo]),
-        "zoo import-archive": ("no member of", ["zoo", "import-archive", empty, "--zoo-file", tmp / "z.yaml"]),
-        "zoo hash": ("does not exist", ["zoo", "hash", tmp / "missing.pth"]),
-        "zoo add": ("does not exist", ["zoo", "add", "--id", "m-s0.25", "--checkpoint", tmp / "missing.pth",
-                    "--arch", "mlp", "--dataset", "fashion-mnist", "--train-sigma", "0.25",
-                    "--input-layer", "none", "--zoo-file", tmp / "z.yaml"]),
-        "train expert": ("no split 'train'", ["train", "expert", "--dataset", "fashion-mnist-embedded", "--arch",
-                         "no_such_arch", "--train-sigma", "0.25", "--out", tmp / "te"]),
-        "train denoiser": ("no split 'train'", ["train", "denoiser", "--dataset",
-                           "fashion-mnist-embedded", "--out", tmp / "td"]),
+        "zoo check": ("1 of 2 checked entries failed",
+                      ["zoo", "check", "tiny-s0.25", "tiny-s0.50", "--zoo", zoo]),
+        "zoo import-archive": ("no member of",
+                               ["zoo", "import-archive", empty, "--zoo-file", tmp / "z.yaml"]),
+        "zoo hash": ("does not exist", ["zoo", "hash", missing]),
+        "zoo add": ("does not exist", ["zoo", "add", "--id", "m-s0.25", "--checkpoint", missing, *add]),
+        "train expert": ("no split 'train'",
+                         ["train", "expert", *te, "--arch", "mlp", "--train-sigma", "0.25"]),
+        "train denoiser": ("no split 'train'", ["train", "denoiser", *te]),
         "train router": ("at least 2 experts", ["train", "router", "no-such-expert", "--out", tmp / "tr"]),
         "train finetune": ("unknown model id", ["train", "finetune", "no-such-dual", "--out", tmp / "tf"]),
     }  # fmt: skip
