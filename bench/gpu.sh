@@ -4,7 +4,7 @@
 #   GPU_SH_CLI_ONLY=1 bash bench/gpu.sh  # CLI checks only
 # First the CLI itself, as users run it, on a tiny subset of the embedded Fashion-MNIST images:
 # `rsbench certify` (the quickstart, --device auto), `--device cuda` with bf16, `--device cuda:0`,
-# a rerun that must resume (0 written), `rsbench sweep`, and `torchrun --nproc-per-node 1 -m
+# a rerun that must resume (0 written), `rsbench sweep` (expert, dual, cascade), and `torchrun --nproc-per-node 1 -m
 # rsbench certify`; each run.json must say complete on cuda:N. Then the benchmark: ResNet-110,
 # 20 synthetic 32x32 images, n = 100,000, every precision / layout option, against a bare forward
 # loop. Needs only this repository and the machine's python3 with torch and rsbench's
@@ -43,7 +43,7 @@ step "rerun resumes" \
 tr -s ' \n' '  ' <"$log" | grep -q "0 written, 4 already there" ||
   { echo "FAIL: the rerun did not resume" >&2; exit 1; }
 cat >"$work/sweep.yaml" <<EOF
-ids: [embedded-fmnist-s0.25, embedded-fmnist-dual]
+ids: [embedded-fmnist-s0.25, embedded-fmnist-dual, embedded-fmnist-cascade]
 protocols: [cpu]
 options: {limit: 4, n0: 20, n: 1000, device: cuda, out: $work/sweep}
 EOF
@@ -58,7 +58,7 @@ import sys
 from pathlib import Path
 
 runs = sorted(Path(sys.argv[1]).glob("*/*/run.json"))
-assert len(runs) >= 9, f"expected at least 9 runs, found {len(runs)}"
+assert len(runs) >= 10, f"expected at least 10 runs, found {len(runs)}"
 for path in runs:
     info = json.loads(path.read_text())
     assert info["status"] == "complete" and info["num_rows"] == 4, (path, info["status"])
