@@ -109,7 +109,14 @@ def _key(text: str) -> str:
 
 
 def _url_basename(url: str, default: str) -> str:
-    name = PurePosixPath(urllib.request.urlparse(url).path).name
+    from rsbench.download import drive_file_id
+
+    parts = urllib.request.urlparse(url)
+    if parts.path.rstrip("/").endswith(("/uc", "/open", "/view", "/download")):
+        file_id = drive_file_id(url)  # a Drive link: name the file after its id, not "uc"
+        if file_id:
+            return re.sub(r"[^A-Za-z0-9._+-]", "_", f"drive-{file_id}")
+    name = PurePosixPath(parts.path).name
     name = re.sub(r"[^A-Za-z0-9._+-]", "_", name)
     return name if name and name not in {".", ".."} else default
 
@@ -134,7 +141,8 @@ def archive_cache_path(url: str, cache_dir: str | os.PathLike | None = None) -> 
 
 
 def is_cached(entry: ZooEntry, cache_dir: str | os.PathLike | None = None) -> bool:
-    """True when the entry's file is present locally (not verified; ``fetch`` verifies)."""
+    """True when the entry's file (or the archive holding it) is present locally (not verified;
+    ``fetch`` verifies)."""
     source = entry.source
     if source is None:
         return False
@@ -157,7 +165,12 @@ def is_cached(entry: ZooEntry, cache_dir: str | os.PathLike | None = None) -> bo
             return False
         return isinstance(found, str)
     path = cache_path(entry, cache_dir)
-    return path is not None and path.is_file()
+    if path is not None and path.is_file():
+        return True
+    # an archive already in the cache serves every member without the network
+    return (
+        source.type == "archive_url" and archive_cache_path(source.url or "", cache_dir).is_file()
+    )
 
 
 @contextmanager

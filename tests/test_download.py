@@ -19,7 +19,7 @@ from drive_server import UUID, DriveServer, File
 from rsbench.archs.cifar_resnet import cifar_resnet20
 from rsbench.download import download, drive_download_url, partial_meta_path, partial_path
 from rsbench.errors import WeightsError
-from rsbench.weights import archive_cache_path, cache_path, fetch, remove_cached
+from rsbench.weights import archive_cache_path, cache_path, fetch, is_cached, remove_cached
 from rsbench.zoo import SourceSpec, parse_entry
 
 
@@ -214,7 +214,11 @@ def test_two_entries_share_one_download(drive, archive_on_drive):
     members = archive_on_drive
     a = entry(drive.url("ARCH"), "0.25", sha(members[next(iter(members))]))
     b = entry(drive.url("ARCH"), "0.50")
-    first, second = fetch(a), fetch(b)
+    assert not is_cached(b)
+    first = fetch(a)
+    assert is_cached(b)  # the archive in the cache serves b's member without the network
+    assert archive_cache_path(a.source.url).name == "drive-ARCH"
+    second = fetch(b)
     assert first.path.read_bytes() == members[a.source.member]
     assert second.path.read_bytes() == members[b.source.member]
     assert len(drive.file_hits()) == 1  # the archive came once, both members from it
