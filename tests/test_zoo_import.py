@@ -118,6 +118,10 @@ def test_match_tolerates_a_leading_folder():
     assert found == {} and list(ambiguous) == ["cohen-cifar10-resnet110-s0.25"]
     # a SmoothAdv path ends like Cohen's less its top folder: it must not match Cohen's entry
     assert match_members([SMOOTHADV_CIFAR, "x/" + SMOOTHADV_CIFAR[18:]], entries) == ({}, {})
+    smoothadv = load_zoo().select("smoothadv-imagenet-resnet50-pgd1-eps255-s0.25")
+    assert match_members([SMOOTHADV_IMAGENET], smoothadv)[0] == {
+        "smoothadv-imagenet-resnet50-pgd1-eps255-s0.25": SMOOTHADV_IMAGENET
+    }
     assert match_members(["checkpoint.pth.tar"], entries) == ({}, {})
 
 
@@ -157,28 +161,25 @@ def test_import_cohen_archive_pins_entries_for_the_user(tmp_path, checkpoints, c
     state = {r["id"]: (r["pinned"], r["cached"]) for r in listing}
     assert state["cohen-cifar10-resnet110-s0.25"] == (True, True)
     assert state["cohen-cifar10-resnet110-s0.50"] == (False, False)
-    again = cli("zoo", "import-archive", str(archive), "--zoo-file", str(zoo_file))
-    assert again.exit_code == 0, again.output  # idempotent: the pins are checked, then kept
-    assert len(yaml.safe_load(zoo_file.read_text())["models"]) == 2
 
 
 def test_import_smoothadv_folder_and_zip(tmp_path, checkpoints, cli):
     folder = tmp_path / "pretrained_models"  # the user passes the extracted folder itself
-    for member, data in ((SMOOTHADV_CIFAR, "cifar_resnet110"), (SMOOTHADV_IMAGENET, "resnet50")):
-        target = tmp_path / member
-        target.parent.mkdir(parents=True)
-        target.write_bytes(checkpoints[data])
+    target = tmp_path / SMOOTHADV_CIFAR
+    target.parent.mkdir(parents=True)
+    target.write_bytes(checkpoints["cifar_resnet110"])
+    (tmp_path / "pretrained_models" / "imagenet").mkdir()  # other folders are walked too
     zoo_file = tmp_path / "zoo.yaml"
     result = cli("zoo", "import-archive", str(folder), "--zoo-file", str(zoo_file))
     assert result.exit_code == 0, result.output
     assert "ok smoothadv-cifar10-resnet110-pgd2-m8-eps255-s0.25" in result.output
-    assert "ok smoothadv-imagenet-resnet50-pgd1-eps255-s0.25" in result.output
     zipped = tmp_path / "models.zip"
     with zipfile.ZipFile(zipped, "w") as archive:
         archive.writestr("download/" + SMOOTHADV_CIFAR, checkpoints["cifar_resnet110"])
     result = cli("zoo", "import-archive", str(zipped), "--zoo-file", str(zoo_file))
     assert result.exit_code == 0 and "1 entries available" in result.output, result.output
-    assert "cohen" not in result.output
+    assert "cohen" not in result.output  # a SmoothAdv path is not Cohen's, though it ends alike
+    assert len(yaml.safe_load(zoo_file.read_text())["models"]) == 1  # the pin was checked, kept
 
 
 def test_wrong_checkpoint_or_digest_is_refused_and_not_kept(tmp_path, checkpoints, cli):
