@@ -256,3 +256,35 @@ def test_corrupted_unpinned_url_file_is_detected(drive):
     path.write_bytes(data[:100] + bytes([data[100] ^ 1]) + data[101:])
     with pytest.raises(WeightsError, match="changed since it was downloaded"):
         fetch(url_entry)
+
+
+def test_cli_zoo_check_downloads_through_drive_and_reports_quota(drive, tmp_path, capsys):
+    from rsbench.cli import main
+    from rsbench.zoo import write_entries
+
+    members = {"models/cifar10/resnet20/noise_0.25/checkpoint.pth.tar": checkpoint(0)}
+    drive.state.files["ARCH"] = File(tar_gz(members), truncate_first=1000)
+    drive.state.quota.add("BUSY")
+    zoo_file = write_entries(
+        tmp_path / "z.yaml",
+        [entry(drive.url("ARCH"), "0.25"), entry(drive.url("BUSY"), "0.50")],
+    )
+
+    def run(*args) -> tuple[int, str]:
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out + err
+
+    check = ("zoo", "check", "t-cifar-resnet20-s0.25", "--zoo", zoo_file, "--download")
+    code, out = run(*check)  # the first body is cut short: one FAIL line, bytes kept
+    assert code != 0 and "the next attempt resumes" in out
+    code, out = run(*check)
+    assert code == 0 and "ok t-cifar-resnet20-s0.25: strict load + forward" in out
+    assert [rng for _, rng in drive.file_hits()][-1] == "bytes=1000-"
+    code, out = run("zoo", "check", "t-cifar-resnet20-s0.50", "--zoo", zoo_file, "--download")
+    assert code != 0 and "too many users have viewed or downloaded this file recently" in out
+    assert "rsbench zoo import-archive FILE" in out and "Traceback" not in out
