@@ -83,7 +83,11 @@ def _common_options(func):
             help="Run seed, an integer 0 <= SEED < 2**63 (part of the run identity).",
         ),
         click.option(
-            "--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, auto."
+            "--device",
+            default="auto",
+            show_default=True,
+            help="auto (the GPU when there is one; under torchrun the local rank's), cpu, cuda, "
+            "cuda:N.",
         ),
         click.option(
             "--precision",
