@@ -224,13 +224,19 @@ def cifar_root(tmp_path: Path) -> Path:
     return folder.parent
 
 
-def test_certify_runs_an_imported_cohen_expert(tmp_path, checkpoints, cli):
-    archive = write_tar(tmp_path / "models.tar", {COHEN_CIFAR: checkpoints["cifar_resnet110"]})
+def test_certify_runs_imported_cohen_and_smoothadv_experts(tmp_path, checkpoints, cli):
+    torch.manual_seed(1)
+    smoothadv = saved_like_the_authors(cifar_resnet110(10), "cifar_resnet110", "1.")
+    archive = write_tar(
+        tmp_path / "models.tar",
+        {COHEN_CIFAR: checkpoints["cifar_resnet110"], SMOOTHADV_CIFAR: smoothadv},
+    )
     zoo_file = tmp_path / "zoo.yaml"
     assert cli("zoo", "import-archive", str(archive), "--zoo-file", str(zoo_file)).exit_code == 0
+    ids = ["cohen-cifar10-resnet110-s0.25", "smoothadv-cifar10-resnet110-pgd2-m8-eps255-s0.25"]
     out = tmp_path / "runs"
     result = cli(
-        "certify", "cohen-cifar10-resnet110-s0.25", "--zoo", str(zoo_file),
+        "certify", *ids, "--zoo", str(zoo_file), "--require-pinned",
         "--data-root", str(cifar_root(tmp_path)), "--protocol", "cohen", "--stride", "1",
         "--limit", "2", "--n0", "8", "--n", "32", "--batch", "40", "--device", "cpu",
         "--out", str(out), "--no-leaderboard", "--threads", "1",
@@ -239,7 +245,8 @@ def test_certify_runs_an_imported_cohen_expert(tmp_path, checkpoints, cli):
     import pandas as pd
 
     rows = pd.concat(pd.read_parquet(p) for p in out.rglob("*.parquet"))
-    assert len(rows) == 2 and set(rows["model_id"]) == {"cohen-cifar10-resnet110-s0.25"}
-    run = json.loads(next(out.rglob("run.json")).read_text())
-    pinned = load_zoo([zoo_file]).get("cohen-cifar10-resnet110-s0.25").sha256
-    assert pinned in json.dumps(run)  # the run records the imported, pinned weights
+    assert len(rows) == 4 and set(rows["model_id"]) == set(ids)
+    runs = [json.dumps(json.loads(p.read_text())) for p in out.rglob("run.json")]
+    zoo = load_zoo([zoo_file])
+    for entry_id in ids:  # each run records the imported, pinned weights
+        assert sum(zoo.get(entry_id).sha256 in run for run in runs) == 1
