@@ -4,7 +4,7 @@ It reproduces what Drive does for a file it cannot virus-scan: ``/uc?export=down
 with the HTML "virus scan warning" page whose ``download-form`` (action on another host, here
 ``localhost`` instead of ``127.0.0.1``; hidden ``id``, ``export``, ``confirm``, ``uuid``) leads to
 ``/download?...``, which serves the bytes and honours ``Range`` with ``206`` and ``Content-Range``. It
-also serves the quota page, a sign-in page, a 404, truncated bodies (``Content-Length`` larger than
+also serves the quota page, a sign-in page, a "You need access" page, a 404, truncated bodies (``Content-Length`` larger than
 what is sent) and, on request, ignores ``Range`` (answers ``200`` with the whole file).
 """
 
@@ -37,6 +37,10 @@ SIGNIN_PAGE = """<!DOCTYPE html><html><head><title>Google Drive: Sign-in</title>
 <a href="https://accounts.google.com/ServiceLogin?service=wise&continue=https://drive.google.com">
 Sign in</a></body></html>"""
 
+ACCESS_PAGE = """<!DOCTYPE html><html><head><title>Google Drive</title></head><body>
+<div><h1>You need access</h1><p>Request access, or switch to an account with access.</p>
+<form action="/request" method="post"><textarea name="message"></textarea></form></div></body></html>"""
+
 UUID = "0c9a3f5e-5d1b-4f4e-9a77-2b3c1d0e9f11"
 
 
@@ -53,6 +57,7 @@ class DriveState:
     files: dict[str, File] = field(default_factory=dict)
     quota: set[str] = field(default_factory=set)
     signin: set[str] = field(default_factory=set)
+    denied: set[str] = field(default_factory=set)
     hits: list[tuple[str, str | None]] = field(default_factory=list)  # (path?query, Range)
 
 
@@ -70,6 +75,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._page(QUOTA_PAGE)
             if file_id in state.signin:
                 return self._page(SIGNIN_PAGE)
+            if file_id in state.denied:
+                return self._page(ACCESS_PAGE)
             if file_id not in state.files:
                 return self._error(404)
             action = f"http://localhost:{self.server.server_address[1]}/download"

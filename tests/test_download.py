@@ -89,6 +89,7 @@ def test_share_link_is_turned_into_a_download_link(drive, tmp_path):
     [
         ("quota", "too many users have viewed or downloaded this file recently"),
         ("signin", "asks to sign in"),
+        ("denied", "says you need permission"),
         ("missing", "HTTP 404"),
     ],
 )
@@ -97,6 +98,8 @@ def test_refusals_are_one_line_and_leave_nothing(drive, tmp_path, case, expected
         drive.state.quota.add("ID")
     if case == "signin":
         drive.state.signin.add("ID")
+    if case == "denied":
+        drive.state.denied.add("ID")
     dest = tmp_path / "out" / "models.tar.gz"
     with pytest.raises(WeightsError) as info:
         download(
