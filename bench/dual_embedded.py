@@ -207,15 +207,16 @@ def timing(zoos: list[Path], dual_id: str, images: int, rounds: int, n0: int, n:
     with torch.inference_mode():
         for r in range(rounds):
             k = r % len(singles)
-            t, c = time.perf_counter(), time.process_time()
-            singles[k].certify_batch(x, n0, n, 0.001, seed=r, indices=idx)
-            single, single_cpu = time.perf_counter() - t, time.process_time() - c
-            t, c = time.perf_counter(), time.process_time()
-            dual.certify_batch(x, n0, n, 0.001, seed=r, indices=idx)
-            both, both_cpu = time.perf_counter() - t, time.process_time() - c
-            t = time.perf_counter()
-            cascade.certify_batch(x, n0, n, 0.001, seed=r, indices=idx)
-            cascaded = time.perf_counter() - t
+            calls = {"single": singles[k], "dual": dual, "cascade": cascade}
+            names = list(calls)
+            order = names[r % 3 :] + names[: r % 3]  # rotate: no model always runs first
+            wall, cpu = {}, {}
+            for name in order:
+                t, c = time.perf_counter(), time.process_time()
+                calls[name].certify_batch(x, n0, n, 0.001, seed=r, indices=idx)
+                wall[name], cpu[name] = time.perf_counter() - t, time.process_time() - c
+            single, single_cpu = wall["single"], cpu["single"]
+            both, both_cpu, cascaded = wall["dual"], cpu["dual"], wall["cascade"]
             cascade_ratios.append(cascaded / single)
             cascade_times.append(cascaded / images)
             ratios.append(both / single)
@@ -469,7 +470,8 @@ def main() -> None:
     lines.append(
         f"Measured in one process with {args.threads} torch thread(s), interleaved on the same"
         f" {args.timing_images} images (n0 = {N0}, n = {N} per stage), {args.timing_rounds}"
-        f" rounds cycling through the experts, against `{DUAL}`: single expert"
+        f" rounds cycling through the experts (the order single / dual / cascade rotates each"
+        f" round), against `{DUAL}`: single expert"
         f" {timed['single']:.3f} s/image, dual {timed['dual']:.3f} s/image (medians)."
     )
     lines.append("")
