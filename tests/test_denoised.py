@@ -433,3 +433,39 @@ def test_sweep_runs_a_denoised_id_at_every_served_sigma(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in (tmp_path / "r").iterdir() if p.is_dir())
     assert len(names) == 2 and "-s0.25-" in names[0] and "-s0.5-" in names[1]
+
+
+def test_leaderboard_ranks_a_denoised_expert_at_each_sigma_with_its_time(tmp_path) -> None:
+    from rsbench.report import build_leaderboard
+    from rsbench.results import read_results
+    from rsbench.runner import resolve_config, run_certification
+    from rsbench.zoo import load_zoo
+
+    zoo = load_zoo([_zoo_file(tmp_path)], include_packaged=False)
+    dirs = []
+    for sigma in (0.25, 0.5):
+        config = resolve_config(
+            zoo.get("toy-denoised"), zoo=zoo, sigma=sigma, n0=10, n=40, limit=2, stride=1
+        )
+        dirs.append(run_certification(config, zoo, tmp_path / "runs").run_dir)
+    board = build_leaderboard(read_results(dirs), radii=[0.0, 0.25])
+    rows = board.frame[board.frame["model_id"] == "toy-denoised"]
+    assert sorted(rows["sigma"].astype(str)) == ["0.25", "0.50"]
+    assert (rows["seconds_per_image"] > 0).all()  # the composed model's measured time
+    assert len(board.frame) > len(rows)  # envelope / oracle over the two sigmas
+
+
+def test_dry_run_throughput_runs_the_denoiser_on_every_sample() -> None:
+    from rsbench.runner import measure_throughput
+
+    calls = []
+
+    class Counting(nn.Module):
+        def forward(self, z: torch.Tensor, sigma: float) -> torch.Tensor:
+            calls.append(z.shape[0])
+            return z
+
+    model = DenoisedClassifier(Counting(), Constant(0, 3), 0.5)
+    smoothed = SmoothedClassifier(model, 3, 0.5, batch_size=100)
+    assert measure_throughput(smoothed, torch.rand(1, 4, 4), seconds=0.01) > 0
+    assert sum(calls) >= 200  # warm-up + at least one timed call, each sample denoised

@@ -952,6 +952,7 @@ def build_router_entries(
     first = experts.entries[0]
     expert_ids = [e.id for e in experts.entries]
     arch, input_layer = router_defaults(first)
+    names = expert_names(expert_ids, experts.sigmas)  # id@sigma where an id repeats
     if config.arch is None and arch is None:
         raise ConfigError(f"{first.id} has no rsbench architecture to copy; pass --arch")
     router_raw = {
@@ -959,7 +960,7 @@ def build_router_entries(
         "kind": "router",
         "dataset": first.dataset,
         "description": (
-            f"dual-RS router over {', '.join(expert_ids)}, trained by rsbench under noise "
+            f"dual-RS router over {', '.join(names)}, trained by rsbench under noise "
             f"sigma_router {config.sigma_router:g} on {config.dataset or first.dataset}/{config.split}"
         ),
         "num_classes": len(expert_ids),
@@ -978,7 +979,7 @@ def build_router_entries(
         "id": dual_id,
         "kind": "dual",
         "dataset": first.dataset,
-        "description": f"dual RS: router {router_id} picks one of {', '.join(expert_ids)}",
+        "description": f"dual RS: router {router_id} picks one of {', '.join(names)}",
         "router": router_id,
         "experts": expert_ids,
         "sigmas": list(experts.sigmas),
