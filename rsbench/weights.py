@@ -278,6 +278,10 @@ def sniff_format(path: str | os.PathLike) -> str:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
         return "torch-zip" if any(n.endswith("data.pkl") for n in names) else "zip"
+    # safetensors before pickle: its first 8 bytes are the header length, and a length whose low
+    # byte is 0x80 (e.g. 384) starts the file like a pickle's PROTO opcode
+    if len(head) >= 9 and head[8:9] == b"{" and _safetensors_ok(path):
+        return "safetensors"
     if head[:1] == b"\x80":
         return "pickle"
     if head[:2] == b"\x1f\x8b" or (len(head) >= 262 and head[257:262] == b"ustar"):

@@ -499,3 +499,23 @@ def test_package_source_resolves_inside_the_package():
         fetch(entry)
     with pytest.raises(ZooError, match="inside the package"):
         entry_for({"type": "package", "path": "../setup.py"})
+
+
+def test_safetensors_whose_header_length_starts_like_a_pickle_is_safetensors(tmp_path):
+    # a header of 384 bytes begins the file with 0x80 0x01: a pickle's PROTO opcode
+    import json
+    import struct
+
+    from safetensors.torch import load_file, save_file
+
+    from rsbench.weights import load_checkpoint, sniff_format
+
+    path = tmp_path / "w.safetensors"
+    for pad in range(0, 600):
+        save_file({"w": torch.ones(2)}, str(path), metadata={"p": "x" * pad})
+        if path.read_bytes()[:2] == b"\x80\x01":
+            break
+    (size,) = struct.unpack("<Q", path.read_bytes()[:8])
+    assert size % 256 == 0x80 and json.loads(path.read_bytes()[8 : 8 + size])
+    assert sniff_format(path) == "safetensors"
+    assert torch.equal(load_checkpoint(path)["w"], load_file(str(path))["w"])
