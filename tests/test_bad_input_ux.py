@@ -122,6 +122,10 @@ def _cases(good: Path, files: Path) -> dict[str, tuple[tuple[str, ...], tuple[st
         ),
         "leaderboard-o-under-a-file": ((*board, "-o", f"{f}/a-file/b.md"), ("a-file", "-o")),
         "plot-o-under-a-file": (("plot", str(good), "-o", f"{f}/a-file/p.png"), ("a-file", "-o")),
+        "compare-o-under-a-file": (
+            ("compare", str(good), "-o", f"{f}/a-file/c.md"),
+            ("a-file", "-o"),
+        ),
     }
 
 

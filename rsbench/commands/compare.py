@@ -61,11 +61,9 @@ def compare(results, protocol, dataset, radii, output, plot_path) -> None:
         suffix = Path(output).suffix.lower()
         if suffix not in (".md", ".csv"):
             raise ConfigError(f"cannot write the table to {output!r}; use a .md or .csv file")
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        if suffix == ".csv":
-            table.to_csv(output, index=False)
-        else:
-            Path(output).write_text(text, encoding="utf-8")
+        from rsbench.output import write_text  # all or nothing; one error line if unwritable
+
+        write_text(output, table.to_csv(index=False) if suffix == ".csv" else text)
     else:
         click.echo(text, nl=False)
     if plot_path is not None:
