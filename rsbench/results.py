@@ -850,8 +850,11 @@ def rescore_frame(frame, alpha: float, alpha_router_fraction: float | None = Non
     :func:`rsbench.smoothing.decide_certificate`); rows without a count (imported abstentions)
     stay abstained. Dual rows: both stages are recomputed with ``alpha`` split as
     ``alpha_router_fraction`` says (default: each row's stored split); a router that abstains makes
-    the row abstain; a row whose expert stage never ran abstains. Nothing runs a network. With the
-    stored alpha (and split) every value is reproduced exactly.
+    the row abstain; a row whose expert stage never ran abstains. Cascade rows: every stage decision,
+    cap and the radius are recomputed from the stored stage counts with the row's own p0 and alpha
+    split (:func:`rsbench.cascade.combine_cascade`); a stage that would now be needed but never ran
+    makes the row abstain. Nothing runs a network. With the stored alpha (and split) every value is
+    reproduced exactly.
     """
     from rsbench.errors import check_alpha
     from rsbench.smoothing import decide_certificate

@@ -118,7 +118,9 @@ Examples:
   rsbench rescore results/embedded-fmnist-dual-cpu-... --alpha 0.001 --alpha-router-fraction 0.2 --out rescored/
 
 Recomputes pA_lower, radius, prediction/abstain and correctness from the stored counts (no network
-runs). Dual rows: both stages under the new split; a router abstention abstains.
+runs). Dual rows: both stages under the new split; a router abstention abstains. Cascade rows:
+every stage decision and cap again, with the row's own p0 and alpha split; a stage that would now
+be needed but never ran makes the row abstain.
 """
 
 
