@@ -55,6 +55,9 @@ DUAL_CT = "embedded-fmnist-dual-ct"
 CASCADE = "embedded-fmnist-cascade"
 #: extra certify options per job label (a job is a model id plus options)
 JOB_OPTIONS = {CASCADE: [], CASCADE + " (reference split)": ["--alpha-split", "reference"]}
+#: shipped compositions certified too when the packaged zoo has them (issue 17's denoised dual: one
+#: denoised expert served at the three sigmas, with its own router)
+OPTIONAL_JOBS = ["embedded-fmnist-denoised-dual"]
 
 
 def extra_zoos() -> list[Path]:
@@ -372,7 +375,7 @@ def main() -> None:
         if DUAL_CT in zoo
         else ["embedded-fmnist-s0.25", "embedded-fmnist-s0.50-ct", "embedded-fmnist-s1.00-ct"]
     )
-    jobs = experts + duals + list(JOB_OPTIONS)
+    jobs = experts + duals + list(JOB_OPTIONS) + [j for j in OPTIONAL_JOBS if j in zoo]
     if not args.skip_certify:
         remove_stale_runs(jobs, out)
     commands = certify(jobs, zoos + [CT_ZOO], out, args.threads, not args.skip_certify)
