@@ -54,7 +54,13 @@ denoised zoo entry <id> (denoiser + classifier, serving --sigmas; recipe, sha256
 @click.option(
     "--schedule", default="cosine", show_default=True, type=click.Choice(["cosine", "constant"])
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Seeds weights, order, noise.")
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=int,
+    help="Seeds weights, order, noise (0 <= SEED < 2**63).",
+)
 @click.option("--split", default="train", show_default=True, help="Training split.")
 @click.option("--limit", default=None, type=int, help="Train on the first N images only.")
 @click.option(

@@ -71,7 +71,11 @@ The zoo entry (recipe with this command, seed, epochs, data; sha256) goes into -
     help="LR factor per step (--schedule step).",
 )
 @click.option(
-    "--seed", default=0, show_default=True, type=int, help="Seeds weights, data order and noise."
+    "--seed",
+    default=0,
+    show_default=True,
+    type=int,
+    help="Seeds weights, data order and noise (0 <= SEED < 2**63).",
 )
 @click.option("--split", default="train", show_default=True, help="Training split.")
 @click.option("--limit", default=None, type=int, help="Train on the first N images only.")

@@ -146,7 +146,7 @@ def _common_options(func):
             default=0,
             show_default=True,
             type=int,
-            help="Seeds the label noise, weights, order and training noise.",
+            help="Seeds the label noise, weights, order and training noise (0 <= SEED < 2**63).",
         ),
         click.option(
             "--dataset",
