@@ -231,10 +231,17 @@ def _import(library: str):
 def _from_pretrained(entry, what: str, loader, location: str, kwargs: dict[str, Any]):
     try:
         return loader.from_pretrained(location, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as exc:  # noqa: UP024 - HF raises OSError subclasses
+    except (OSError, ValueError) as exc:  # HF raises OSError subclasses (also when offline)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        hint = ""
+        if not Path(location).is_dir():
+            revision = kwargs.get("revision") or "unpinned"
+            hint = (
+                f"; revision {revision}: it is fetched from the Hugging Face Hub once (network "
+                "access, or a Hugging Face cache that holds it; HF_HUB_OFFLINE=1 reads the cache only)"
+            )
         raise WeightsError(
-            f"{entry.id}: cannot load the {what} from {location!r} ({first})"
+            f"{entry.id}: cannot load the {what} from {location!r} ({first}){hint}"
         ) from None
 
 
