@@ -26,7 +26,7 @@ def hub_zoo(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hub")
     torch.manual_seed(0)
     unet = diffusers.UNet2DModel(
-        sample_size=8,
+        sample_size=32,
         in_channels=3,
         out_channels=3,
         block_out_channels=(8, 16),
@@ -55,7 +55,7 @@ def hub_zoo(tmp_path_factory):
         "kind": "denoised",
         "dataset": "cifar10",
         "num_classes": 10,
-        "input_shape": [3, 8, 8],
+        "input_shape": [3, 32, 32],
         "sigmas": [0.25, 0.5, 1.0],
         "denoiser": {"hub": "diffusers", "path": "ddpm"},
         "classifier": {
@@ -84,7 +84,7 @@ def test_hub_denoised_entry_loads_and_certifies_offline(hub_zoo, monkeypatch) ->
         model.denoiser.alphas_cumprod, scheduler.alphas_cumprod.to(torch.float64)
     )  # the timestep table is the scheduler's own
     assert model.denoiser.timestep(0.5) == diffusion_timestep(0.5, scheduler.alphas_cumprod)
-    images = torch.rand(2, 3, 8, 8)
+    images = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         denoised = model.denoiser(images + 0.5 * torch.randn_like(images), 0.5)
         logits = model(images)
@@ -105,7 +105,7 @@ def test_one_step_formula_on_the_tiny_unet(hub_zoo) -> None:
 
     entry = load_zoo([hub_zoo], include_packaged=False).get("tiny-cifar10-ddpm-vit")
     denoiser = load_model(entry).denoiser
-    z = torch.rand(3, 3, 8, 8)
+    z = torch.rand(3, 3, 32, 32)
     t = denoiser.timestep(0.25)
     abar = float(denoiser.alphas_cumprod[t])
     x_t = math.sqrt(abar) * (2 * z - 1)
@@ -123,3 +123,41 @@ def test_published_cifar10_entry_is_pinned_and_not_cached_in_an_empty_cache(tmp_
     assert entry.pinned and entry.sigmas == (0.25, 0.5, 1.0)
     assert all(len(getattr(entry, role)["revision"]) == 40 for role in ("denoiser", "classifier"))
     assert not denoised.is_cached(entry, tmp_path)  # an empty cache: nothing fetched, no network
+
+
+def _cifar_root(tmp_path):
+    """cifar-10-batches-py/test_batch with the first 100 real test images shipped in tests/data."""
+    import pickle
+    from pathlib import Path
+
+    import numpy as np
+
+    csv = Path(__file__).parent / "data" / "cifar10_first100" / "cifar10_test_first100.csv"
+    rows = np.loadtxt(csv, delimiter=",")
+    hwc = rows[:, 1:].astype(np.uint8).reshape(-1, 32, 32, 3)
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    batch = {
+        "data": hwc.transpose(0, 3, 1, 2).reshape(-1, 3072),
+        "labels": rows[:, 0].astype(int).tolist(),
+    }
+    (folder / "test_batch").write_bytes(pickle.dumps(batch))
+    return folder.parent
+
+
+def test_cli_certifies_the_hub_denoised_entry_on_real_cifar10_images(hub_zoo, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from rsbench.cli import main_group
+    from rsbench.results import read_results
+
+    out = tmp_path / "runs"
+    args = [
+        "certify", "tiny-cifar10-ddpm-vit", "--sigma", "1", "--zoo", str(hub_zoo),
+        "--data-root", str(_cifar_root(tmp_path)), "--limit", "2", "--n0", "8", "--n", "32",
+        "--batch", "40", "--out", str(out), "--no-leaderboard", "--threads", "1",
+    ]  # fmt: skip
+    result = CliRunner().invoke(main_group, args)
+    assert result.exit_code == 0, result.output
+    frame = read_results(next(out.iterdir()))
+    assert len(frame) == 2 and set(frame["sigma"]) == {1.0} and set(frame["dataset"]) == {"cifar10"}
