@@ -191,3 +191,56 @@ def test_one_stage_cascade_is_cohen_certify() -> None:
             0.0 if r.abstained else float(stats.certified_radius(r.stage_nA[0], 500, 0.001, 0.5))
         )
         assert r.radius == pytest.approx(expected, rel=1e-12)
+
+
+def _exact_failure(pa: float, pb: float, q: float, answer: int, split: str) -> float:
+    """Exact probability that a two-stage cascade issues an unsound certificate (n = 40, alpha =
+    0.2, three classes), from every possible pair of count vectors scored by combine_cascade.
+
+    Stage 0 (sigma 1) has class probabilities (pa, pb, 1 - pa - pb); stage 1 (sigma 0.5) gives class
+    ``answer`` probability q and the rest to another class; the selection draws pick each stage's
+    true top class. Unsound: an answer whose own bound exceeds the stage's true probability, or
+    whose stage-0 cap rests on an upper bound below the true largest other-class probability.
+    """
+    from scipy.special import gammaln
+    from scipy.stats import binom
+
+    n, alpha = 40, 0.2
+    probs = np.array([pa, pb, 1 - pa - pb])
+    ks = np.array([(a, b, n - a - b) for a in range(n + 1) for b in range(n + 1 - a)])
+    k1 = np.arange(n + 1)
+    rows = len(ks) * len(k1)
+    counts1 = np.zeros((rows, 3), dtype=np.int64)
+    counts1[:, answer] = np.tile(k1, len(ks))
+    counts1[:, 2 if answer != 2 else 1] = n - counts1[:, answer]
+    counts = np.stack([np.repeat(ks, len(k1), axis=0), counts1], axis=1)
+    cA = np.stack([np.full(rows, int(np.argmax(probs))), np.full(rows, answer)], axis=1)
+    nA = np.take_along_axis(counts, cA[:, :, None], 2)[:, :, 0]
+    d = combine_cascade(cA, nA, counts, np.ones_like(cA, bool), n, [1.0, 0.5], alpha, 0.5, split)
+    p0_counts = np.exp(gammaln(n + 1) - gammaln(ks + 1).sum(1) + (ks * np.log(probs)).sum(1))
+    weight = np.repeat(p0_counts, len(k1)) * np.tile(binom.pmf(k1, n, q), len(ks))
+    ok = ~d["abstained"]
+    other = np.max(np.where(np.arange(3) == answer, -1.0, probs))
+    bad = (ok & (d["stage"] == 0) & (d["pA_lower"][:, 0] > probs[cA[:, 0]])) | (
+        ok & (d["stage"] == 1) & ((d["pA_lower"][:, 1] > q) | (d["pB_upper"][:, 0] < other))
+    )
+    return float((weight * bad).sum())
+
+
+def test_union_split_holds_alpha_where_the_reference_split_does_not() -> None:
+    # Stage 0 is barely confident in class 0 (0.52): its answer bound fails with probability close
+    # to alpha, and when it moves on instead, stage 1's class-1 answer rests on a stage-0 cap that
+    # must bound class 0 (0.52 > p0, so no cap is valid). The reference split spends alpha on each
+    # of these paths; the union split budgets both.
+    assert _exact_failure(0.52, 0.43, 0.95, 1, "reference") > 0.2
+    worst = max(
+        _exact_failure(pa, pb, q, answer, "union")
+        for pa, pb, q, answer in [
+            (0.52, 0.43, 0.95, 1),
+            (0.36, 0.13, 0.95, 0),
+            (0.45, 0.45, 0.9, 1),
+            (0.5, 0.3, 0.8, 0),
+            (0.6, 0.2, 0.95, 1),
+        ]
+    )
+    assert worst <= 0.2
