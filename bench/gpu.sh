@@ -72,3 +72,10 @@ if [[ "${GPU_SH_CLI_ONLY:-0}" == "1" ]]; then
 fi
 PYTHONUNBUFFERED=1 timeout 470 python3 bench/gpu_certify.py --images 20 --n 100000 \
   --batch 10000 --budget 330 --json "$out/gpu_certify.json" 2>&1 | tee "$out/gpu_certify.txt"
+
+# ---- sound noise: cost of float64 draws (cast to float32) against float32 draws (issue 13) ----
+# bench/noise_cost.py through the engine itself; figures go to results/perf.md ("Sound noise").
+# Alone: python3 bench/noise_cost.py --device cuda
+PYTHONUNBUFFERED=1 timeout 150 python3 bench/noise_cost.py --device cuda --repeats 3 2>&1 |
+  tee "$out/noise_cost.txt"
+# ---- end of the sound-noise block ----

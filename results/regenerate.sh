@@ -13,10 +13,14 @@
 #   - CIFAR-10 ResNet-110, sigma 0.12/0.25/0.50/1.00: the SmoothAdv authors' reruns on all 10,000
 #     test images (n0 = 100, n = 100,000, alpha = 0.001), protocol `cohen-full`;
 #   - ImageNet ResNet-50, sigma 0.25/0.50/1.00: Cohen et al.'s own logs, every 100th val image
-#     (the sigma 0.25 run stops after 427 images), protocol `cohen`. Their printed radii reach
-#     3.91 sigma, above the 3.81 sigma cap of n = 100,000 at alpha = 0.001, but all fit alpha = 0.01,
-#     so they are imported with alpha = 0.01 (docs/results-schema.md, "Imported logs").
-#   Source: ../shared/data/reference_logs (override with RSBENCH_REFERENCE_LOGS).
+#     (the sigma 0.25 run stops after 427 images), protocol `cohen-alpha0.01`. Their printed radii
+#     reach 3.91 sigma, above the 3.81 sigma cap of n = 100,000 at alpha = 0.001, but all fit
+#     alpha = 0.01, so they are imported with alpha = 0.01 (docs/results-schema.md, "Imported logs").
+#   The protocol of each import is validated (rsbench.runner.PROTOCOLS); radii are recomputed from
+#   the reconstructed counts (--radius-from count, conservative; the leaderboard's `reported`
+#   column holds the authors' own numbers).
+#   Source: tests/data/reference_logs (gzipped copies of the published logs; override with
+#   RSBENCH_REFERENCE_LOGS, e.g. ../shared/data/reference_logs, with .tsv or .tsv.gz files).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,7 +31,7 @@ fi
 export MPLBACKEND=Agg
 
 reference() {
-  local logs="${RSBENCH_REFERENCE_LOGS:-$ROOT/../shared/data/reference_logs}/smoothadv_mit"
+  local logs="${RSBENCH_REFERENCE_LOGS:-$ROOT/tests/data/reference_logs}/smoothadv_mit"
   local out="results/reference"
   if [[ ! -d "$logs" ]]; then
     echo "error: reference logs not found at $logs; set RSBENCH_REFERENCE_LOGS" >&2
@@ -36,15 +40,19 @@ reference() {
   rm -rf "$out/runs"
   mkdir -p "$out/runs"
   local s
+  log() {  # log DATASET/ARCH SIGMA: the .tsv, else the .tsv.gz
+    local base="$logs/$1/noise_$2/test_sigma_$2.tsv"
+    if [[ -f "$base" ]]; then echo "$base"; else echo "$base.gz"; fi
+  }
   for s in 0.12 0.25 0.50 1.00; do
-    "$RSBENCH" import-logs "$logs/cifar10/cohen_resnet110/noise_$s/test_sigma_$s.tsv" \
+    "$RSBENCH" import-logs "$(log cifar10/cohen_resnet110 "$s")" \
       --dataset cifar10 --split test --model-id "cohen-cifar10-resnet110-s$s" --sigma "$s" \
       --n0 100 --n 100000 --alpha 0.001 --protocol cohen-full --out "$out/runs"
   done
   for s in 0.25 0.50 1.00; do
-    "$RSBENCH" import-logs "$logs/imagenet/cohen_resnet50/noise_$s/test_sigma_$s.tsv" \
+    "$RSBENCH" import-logs "$(log imagenet/cohen_resnet50 "$s")" \
       --dataset imagenet --split val --model-id "cohen-imagenet-resnet50-s$s" --sigma "$s" \
-      --n0 100 --n 100000 --alpha 0.01 --protocol cohen --out "$out/runs"
+      --n0 100 --n 100000 --alpha 0.01 --protocol cohen-alpha0.01 --out "$out/runs"
   done
   local title="rsbench reference: Cohen et al. experts from published logs"
   "$RSBENCH" leaderboard "$out/runs" --protocol all --format markdown -o "$out/leaderboard.md"

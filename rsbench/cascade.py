@@ -284,6 +284,7 @@ class CascadeSmoothed:
         input_shape: Sequence[int] | None = None,
         channels_last: bool = False,
         device: torch.device | str | None = None,
+        noise_dtype: str = "auto",
     ) -> None:
         if len(experts) == 0 or len(experts) != len(sigmas):
             raise ConfigError(
@@ -309,6 +310,7 @@ class CascadeSmoothed:
                 input_shape=input_shape,
                 channels_last=channels_last,
                 device=device,
+                noise_dtype=noise_dtype,
             )
             for i in self.order
         ]

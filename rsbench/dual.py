@@ -122,16 +122,26 @@ def combine_stages(
     expert_nA: np.ndarray,
     expert_n: np.ndarray | int,
     expert_sigmas: np.ndarray,
-    sigma_router: float,
+    sigma_router: float | np.ndarray,
     alpha: float,
     alpha_router_fraction: float = 0.5,
+    *,
+    alpha_router: np.ndarray | None = None,
+    alpha_expert: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Dual certificate from stored stage counts (vectorised), e.g. to re-score under another alpha.
 
+    This is the one composition rule of stored dual certificates (``rsbench rescore`` uses it).
     Rows whose expert stage was not run carry ``expert_nA < 0`` (or NaN); they abstain whatever the
-    router now says, which is always sound (an abstention promises nothing).
+    router now says, which is always sound (an abstention promises nothing). ``alpha_router`` and
+    ``alpha_expert`` (per-row arrays, both or neither) replace the split of ``alpha`` by
+    ``alpha_router_fraction``, e.g. to reproduce stored rows with their own split exactly. Returns
+    also ``router_choice`` (the router's class, -1 where it abstains).
     """
-    alpha_router, alpha_expert = split_alpha(alpha, alpha_router_fraction)
+    if (alpha_router is None) != (alpha_expert is None):
+        raise ConfigError("give both alpha_router and alpha_expert, or neither")
+    if alpha_router is None:
+        alpha_router, alpha_expert = split_alpha(alpha, alpha_router_fraction)
     router = decide_certificate(
         router_cA, router_count0, router_nA, router_n, alpha_router, sigma_router
     )
@@ -156,8 +166,9 @@ def combine_stages(
         "router_radius": router["radius"],
         "expert_pA_lower": np.where(ran, expert["pA_lower"], np.nan),
         "expert_radius": np.where(ran, expert["radius"], np.nan),
-        "alpha_router": np.full(radius.shape, alpha_router),
-        "alpha_expert": np.full(radius.shape, alpha_expert),
+        "router_choice": np.where(router["abstained"], -1, router["cA"]).astype(np.int64),
+        "alpha_router": np.broadcast_to(np.asarray(alpha_router, np.float64), radius.shape).copy(),
+        "alpha_expert": np.broadcast_to(np.asarray(alpha_expert, np.float64), radius.shape).copy(),
     }
 
 
@@ -184,6 +195,7 @@ class DualSmoothed:
         input_shape: Sequence[int] | None = None,
         channels_last: bool = False,
         device: torch.device | str | None = None,
+        noise_dtype: str = "auto",
     ) -> None:
         if len(experts) == 0 or len(experts) != len(sigmas):
             raise ConfigError(
@@ -206,6 +218,7 @@ class DualSmoothed:
             "input_shape": input_shape,
             "channels_last": channels_last,
             "device": device,
+            "noise_dtype": noise_dtype,
         }
         self.router = SmoothedClassifier(router, len(experts), self.sigma_router, **kwargs)
         self.experts = [
@@ -429,6 +442,7 @@ def load_dual(
     sigma_router: float | None = None,
     alpha_router_fraction: float | None = None,
     channels_last: bool = False,
+    noise_dtype: str = "auto",
 ) -> DualSmoothed:
     """Build the :class:`DualSmoothed` of a ``dual`` zoo entry (an id or a ``ZooEntry``) from ``zoo``.
 
@@ -471,4 +485,5 @@ def load_dual(
         precision=precision,
         input_shape=expert_entries[0].input_shape,
         channels_last=channels_last,
+        noise_dtype=noise_dtype,
     )

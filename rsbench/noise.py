@@ -65,6 +65,24 @@ Purpose = Literal[
 #: then the epoch) and the random starts of attacks.
 PURPOSES: tuple[str, ...] = get_args(Purpose)
 
+#: ``noise_dtype`` values (:class:`rsbench.sampling.VoteCounter`): ``auto`` (float64 draws, cast to
+#: float32, for inputs of ``rsbench.sampling.WIDE_NOISE_MIN_DIM`` values or more, on every device),
+#: ``float64`` (always), ``float32`` (never: the faster opt-out, with float32's truncated tails).
+NOISE_DTYPES = ("auto", "float64", "float32")
+
+
+def check_noise_dtype(noise_dtype: str) -> str:
+    """``noise_dtype`` if it is one of :data:`NOISE_DTYPES`; else a one-line ``ConfigError``."""
+    if noise_dtype not in NOISE_DTYPES:
+        from rsbench.errors import ConfigError
+
+        raise ConfigError(
+            f"noise dtype {noise_dtype!r} is not allowed; use one of {', '.join(NOISE_DTYPES)} "
+            "(auto: float64 draws for inputs of 2048 values or more)"
+        )
+    return noise_dtype
+
+
 #: Sample name for tensors that do not come from a named dataset (library calls without one).
 UNNAMED_DATASET = "unnamed"
 

@@ -15,6 +15,7 @@ A run directory holds ``run.json`` and ``part-<shard>-<seq>.parquet`` chunks, on
 from __future__ import annotations
 
 import datetime as _dt
+import gzip
 import hashlib
 import json
 import logging
@@ -572,6 +573,11 @@ def parse_log_time(text: str) -> float:
     return value
 
 
+#: Where an imported row's radius comes from: ``count`` (recomputed from the reconstructed smallest
+#: consistent count; the default) or ``printed`` (the log's rounded radius).
+RADIUS_FROM = ("count", "printed")
+
+
 def import_cohen_log(
     path: str | os.PathLike,
     *,
@@ -582,13 +588,15 @@ def import_cohen_log(
     n0: int,
     n: int,
     alpha: float,
-    protocol: str,
+    protocol: str | None = None,
     run_id: str | None = None,
     significant_digits: int = 3,
+    radius_from: str = "count",
 ):
     """Read a Cohen-format certification log into a ``pandas.DataFrame`` of :data:`SCHEMA`.
 
-    The log is tab-separated with the header ``idx label predict radius correct time``; ``time`` is
+    The log (plain text, or gzipped when its name ends in ``.gz``) is tab-separated with the header
+    ``idx label predict radius correct time``; ``time`` is
     ``H:MM:SS.ffffff`` or plain seconds; ``radius`` is printed with ``significant_digits``
     significant digits. Each row gets ``kind='expert'`` and the given protocol parameters.
 
@@ -596,15 +604,27 @@ def import_cohen_log(
     whose radius ``sigma * Phi^-1(CP_lower(nA, n, alpha))`` prints as the logged radius form a
     range; several counts usually print the same radius (e.g. about 30 counts at a printed radius
     near 0.5 for n = 100,000). We store the **smallest** consistent count, so ``pA_lower`` is the
-    smallest bound consistent with the log; ``radius`` keeps the logged (rounded) value. Abstained
-    rows keep ``nA``, ``cA`` and ``pA_lower`` null (any count below the threshold is consistent).
+    smallest bound consistent with the log. ``radius_from="count"`` (the default, conservative):
+    ``radius`` is recomputed from that count, the smallest radius consistent with the log, and
+    exactly what :func:`rescore_frame` gives at the same alpha; ``"printed"``: ``radius`` keeps the
+    logged (rounded) value, as the authors' own analysis scripts use it. Abstained rows keep
+    ``nA``, ``cA`` and ``pA_lower`` null (any count below the threshold is consistent).
+
+    ``protocol``: None records the registered protocol the rows follow (n0, n, alpha, split and
+    every index in its selection), else ``custom``; a given name is validated
+    (:func:`rsbench.runner.check_protocol`: a deviation is a :class:`ConfigError`).
     ``count0``, ``counts``, ``seed``, ``precision``, ``batch_size`` are null: logs do not record them.
     Raises :class:`ResultsError` on a malformed file, a ``correct`` that disagrees with
     ``predict == label``, or a radius no count can produce.
     """
     from rsbench.errors import check_alpha, check_count, check_sigma
-    from rsbench.stats import clopper_pearson_lower, counts_from_radii
+    from rsbench.runner import check_protocol
+    from rsbench.stats import clopper_pearson_lower, counts_from_radii, radius_from_bound
 
+    if radius_from not in RADIUS_FROM:
+        raise ConfigError(
+            f"radius_from={radius_from!r} is not allowed; use one of {', '.join(RADIUS_FROM)}"
+        )
     sigma = check_sigma(sigma)
     alpha = check_alpha(alpha)
     n0 = check_count(n0, "n0")
@@ -613,7 +633,13 @@ def import_cohen_log(
     if not path.is_file():
         raise ResultsError(f"log file {path} does not exist")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        if path.suffix == ".gz":  # a gzipped log (tests/data ships them so)
+            with gzip.open(path, "rt", encoding="utf-8") as handle:
+                lines = handle.read().splitlines()
+        else:
+            lines = path.read_text(encoding="utf-8").splitlines()
+    except (EOFError, gzip.BadGzipFile) as exc:
+        raise ResultsError(f"log file {path} is not a readable gzip file ({exc})") from None
     except UnicodeDecodeError as exc:
         raise ResultsError(
             f"log file {path} is not a text log (byte {exc.start} is not UTF-8); pass the "
@@ -673,6 +699,7 @@ def import_cohen_log(
             f"log file {path} has a header but no rows; import it once certify.py has written rows"
         )
 
+    protocol = check_protocol(protocol, dataset, split, n0, n, alpha, idx_a.tolist())
     nA = np.full(len(idx_a), -1, dtype=np.int64)
     answered = ~abstained
     summary = {
@@ -682,6 +709,7 @@ def import_cohen_log(
         "max_consistent_counts": 1,
         "count_rule": "smallest count whose radius prints as the logged radius",
         "significant_digits": significant_digits,
+        "radius_from": radius_from,
     }
     if answered.any():
         lowest, highest = counts_from_radii(radius_a[answered], sigma, n, alpha, significant_digits)
@@ -709,6 +737,8 @@ def import_cohen_log(
             int(spread.max(initial=0)) + 1,
         )
     pa_lower = np.where(answered, clopper_pearson_lower(np.maximum(nA, 0), n, alpha), np.nan)
+    if radius_from == "count":  # the smallest radius consistent with the log (conservative)
+        radius_a = np.where(answered, radius_from_bound(np.nan_to_num(pa_lower), sigma), 0.0)
 
     run_id = run_id or f"imported-{model_id}-{dataset}-{split}-s{sigma:g}"
     rows = len(idx_a)
@@ -842,7 +872,31 @@ def _num(frame, column: str, fill: float = np.nan) -> np.ndarray:
     return frame[column].astype("Float64").to_numpy(dtype=np.float64, na_value=fill)
 
 
-def rescore_frame(frame, alpha: float, alpha_router_fraction: float | None = None):
+def _expert_ids_of(
+    out, rows: np.ndarray, choice: np.ndarray, expert_ids: Sequence[str] | None
+) -> np.ndarray:
+    """The id of the expert each dual row's router chooses (None where it abstains).
+
+    From ``expert_ids`` (the run's experts in router order) when given, else from the rows
+    themselves (a choice that no stored row names keeps a null id).
+    """
+    if expert_ids:
+        names = dict(enumerate(expert_ids))
+    else:
+        names = {}
+        stored_choice = _num(out, "router_choice", -1)[rows]
+        for k, name in zip(stored_choice, out["expert_id"].astype(object).to_numpy()[rows]):
+            if k >= 0 and isinstance(name, str):
+                names.setdefault(int(k), name)
+    return np.array([names.get(int(k)) if k >= 0 else None for k in choice], dtype=object)
+
+
+def rescore_frame(
+    frame,
+    alpha: float,
+    alpha_router_fraction: float | None = None,
+    expert_ids: Sequence[str] | None = None,
+):
     """Recompute certificates of ``frame`` (rows of :data:`SCHEMA`) from their stored counts.
 
     Expert rows: ``pA_lower``, ``radius``, ``prediction``, ``abstained`` and ``correct`` from
@@ -850,12 +904,15 @@ def rescore_frame(frame, alpha: float, alpha_router_fraction: float | None = Non
     :func:`rsbench.smoothing.decide_certificate`); rows without a count (imported abstentions)
     stay abstained. Dual rows: both stages are recomputed with ``alpha`` split as
     ``alpha_router_fraction`` says (default: each row's stored split); a router that abstains makes
-    the row abstain; a row whose expert stage never ran abstains. Cascade rows: every stage decision,
-    cap and the radius are recomputed from the stored stage counts with the row's own p0 and alpha
-    split (:func:`rsbench.cascade.combine_cascade`); a stage that would now be needed but never ran
-    makes the row abstain. Nothing runs a network. With the stored alpha (and split) every value is
-    reproduced exactly.
+    the row abstain; a row whose expert stage never ran abstains; the composition is
+    :func:`rsbench.dual.combine_stages`, and ``router_choice`` / ``expert_id`` follow the router's
+    new decision (``expert_ids``: the run's experts in router order, else learned from the rows).
+    Cascade rows: every stage decision, cap and the radius are recomputed from the stored stage
+    counts with the row's own p0 and alpha split (:func:`rsbench.cascade.combine_cascade`); a stage
+    that would now be needed but never ran makes the row abstain. Nothing runs a network. With the
+    stored alpha (and split) every value is reproduced exactly.
     """
+    from rsbench.dual import combine_stages
     from rsbench.errors import check_alpha
     from rsbench.smoothing import decide_certificate
 
@@ -868,7 +925,7 @@ def rescore_frame(frame, alpha: float, alpha_router_fraction: float | None = Non
     if len(out) == 0:
         return out
     old_alpha = _num(out, "alpha")
-    changed = (old_alpha != alpha) | (alpha_router_fraction is not None)
+    split_changed = np.zeros(len(out), dtype=bool)  # dual rows whose alpha split is changed
     label = _num(out, "label", -2).astype(np.int64)
     dual = (out["kind"] == "dual").to_numpy(dtype=bool, na_value=False)
     cascade = (out["kind"] == "cascade").to_numpy(dtype=bool, na_value=False)
@@ -909,44 +966,73 @@ def rescore_frame(frame, alpha: float, alpha_router_fraction: float | None = Non
         else:
             alpha_r = np.full(len(rows), alpha * float(alpha_router_fraction))
             alpha_e = alpha - alpha_r
-        router = decide_certificate(
+            stored_fraction = stored_router / old_alpha[rows]
+            split_changed[rows] = ~np.isclose(stored_fraction, float(alpha_router_fraction))
+        e_nA = _num(out, "expert_nA")[rows]
+        ran = ~np.isnan(e_nA)
+        combined = combine_stages(
             _num(out, "router_cA", 0)[rows].astype(np.int64),
             _num(out, "router_count0", 0)[rows].astype(np.int64),
             _num(out, "router_nA", 0)[rows].astype(np.int64),
             _num(out, "router_n", 0)[rows].astype(np.int64),
-            alpha_r,
-            _num(out, "sigma_router")[rows],
-        )
-        e_nA = _num(out, "expert_nA")[rows]
-        ran = ~np.isnan(e_nA)
-        e_sigma = np.nan_to_num(_num(out, "sigma")[rows], nan=1.0)
-        exp = decide_certificate(
-            _num(out, "expert_cA", 0)[rows].astype(np.int64),
-            _num(out, "expert_count0", 0)[rows].astype(np.int64),
-            np.nan_to_num(e_nA, nan=0).astype(np.int64),
+            _num(out, "expert_cA", 0)[rows],
+            _num(out, "expert_count0", 0)[rows],
+            e_nA,
             _num(out, "n")[rows].astype(np.int64),
-            alpha_e,
-            e_sigma,
+            _num(out, "sigma")[rows],
+            _num(out, "sigma_router")[rows],
+            alpha,
+            alpha_router=alpha_r,
+            alpha_expert=alpha_e,
         )
-        abstained = router["abstained"] | ~ran | exp["abstained"]
-        radius = np.where(abstained, 0.0, np.minimum(router["radius"], exp["radius"]))
-        prediction = np.where(abstained, -1, exp["cA"]).astype(np.int64)
-        _assign(out, rows, "alpha_router", alpha_r)
-        _assign(out, rows, "alpha_expert", alpha_e)
-        _assign(out, rows, "router_pA_lower", router["pA_lower"])
-        _assign(out, rows, "router_radius", router["radius"])
-        _assign(out, rows, "router_choice", np.where(router["abstained"], -1, router["cA"]))
-        _assign(out, rows, "expert_pA_lower", np.where(ran, exp["pA_lower"], np.nan))
-        _assign(out, rows, "expert_radius", np.where(ran, exp["radius"], np.nan))
-        _assign(out, rows, "pA_lower", np.where(ran, exp["pA_lower"], np.nan))
-        _assign(out, rows, "radius", radius)
+        abstained, prediction = combined["abstained"], combined["prediction"]
+        choice = combined["router_choice"]
+        _assign(out, rows, "alpha_router", combined["alpha_router"])
+        _assign(out, rows, "alpha_expert", combined["alpha_expert"])
+        _assign(out, rows, "router_pA_lower", combined["router_pA_lower"])
+        _assign(out, rows, "router_radius", combined["router_radius"])
+        _assign(out, rows, "router_choice", choice)
+        _assign(out, rows, "expert_id", _expert_ids_of(out, rows, choice, expert_ids))
+        _assign(out, rows, "expert_pA_lower", combined["expert_pA_lower"])
+        _assign(out, rows, "expert_radius", combined["expert_radius"])
+        _assign(out, rows, "pA_lower", np.where(ran, combined["expert_pA_lower"], np.nan))
+        _assign(out, rows, "radius", combined["radius"])
         _assign(out, rows, "prediction", prediction)
         _assign(out, rows, "abstained", abstained)
         _assign(out, rows, "correct", ~abstained & (prediction == label[rows]))
 
     out["alpha"] = alpha
-    out.loc[changed, "protocol"] = "custom"
+    _recheck_protocols(out, split_changed)
     return out
+
+
+def _recheck_protocols(out, split_changed: np.ndarray) -> None:
+    """Set each run's ``protocol`` to the one its rescored rows follow (rsbench.runner.PROTOCOLS).
+
+    A run keeps its protocol when the rows still fit it (n0, n, the new alpha, split, indices),
+    else gets the registered protocol they fit, else ``custom``; rows whose dual alpha split was
+    changed are ``custom``. A deviation is never left under a standard name.
+    """
+    from rsbench.runner import CUSTOM_PROTOCOL, PROTOCOLS, protocol_deviation, protocol_for
+
+    columns = [out[c].astype(object).to_numpy() for c in ("run_id", "dataset", "split", "n0", "n")]
+    keys = list(zip(*columns))
+    protocols = out["protocol"].astype(object).to_numpy().copy()
+    index = out["index"].astype(object).to_numpy()
+    alpha = float(out["alpha"].iloc[0])
+    for key in dict.fromkeys(keys):
+        rows = np.array([k == key for k in keys])
+        _, dataset, split, n0, n = key
+        stored = protocols[rows][0]
+        args = (str(dataset), str(split), int(n0), int(n), alpha, [int(i) for i in index[rows]])
+        if split_changed[rows].any():
+            name = CUSTOM_PROTOCOL
+        elif stored in PROTOCOLS and protocol_deviation(PROTOCOLS[stored], *args) is None:
+            name = stored
+        else:
+            name = protocol_for(*args)
+        protocols[rows] = name
+    out["protocol"] = _object_series(list(protocols), out.index).astype(out["protocol"].dtype)
 
 
 def _rescore_cascade(out, rows: np.ndarray, alpha: float, label: np.ndarray) -> None:
@@ -1051,7 +1137,8 @@ def rescore_run(
     if alpha_router_fraction is not None:
         name += f"-f{alpha_router_fraction:g}"
     check_run_id(name)
-    rescored = rescore_frame(frame, alpha, alpha_router_fraction)
+    expert_ids = (source.get("config") or {}).get("expert_ids") or None
+    rescored = rescore_frame(frame, alpha, alpha_router_fraction, expert_ids=expert_ids)
     rescored["run_id"] = name
     info = {
         "status": "complete",

@@ -49,7 +49,7 @@ from rsbench.errors import (
     check_seed,
     check_sigma,
 )
-from rsbench.noise import NOISE_SCHEME
+from rsbench.noise import NOISE_SCHEME, check_noise_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -145,10 +145,132 @@ PROTOCOLS: dict[str, Protocol] = {
         description="cheap CPU protocol (the embedded default run's): n0=100, n=1,000, alpha=0.001; "
         "embedded Fashion-MNIST subset every 8th image (250), other datasets every 40th test image",
     ),
+    "cohen-full": Protocol(
+        "cohen-full",
+        n0=100,
+        n=100_000,
+        alpha=0.001,
+        subsets={"cifar10": Subset("test"), "imagenet": Subset("val")},
+        description="Cohen et al.'s n0=100, n=100,000, alpha=0.001 on the whole CIFAR-10 test set "
+        "(10,000) or ImageNet val (50,000): the SmoothAdv authors' reruns of Cohen's CIFAR-10 models",
+    ),
+    "cohen-alpha0.01": Protocol(
+        "cohen-alpha0.01",
+        n0=100,
+        n=100_000,
+        alpha=0.01,
+        subsets={
+            "cifar10": Subset("test", stride=20),
+            "imagenet": Subset("val", stride=100),
+        },
+        description="cohen with alpha=0.01 (n0=100, n=100,000; CIFAR-10 test every 20th, ImageNet "
+        "val every 100th): Cohen et al.'s published ImageNet logs print radii up to 3.91 sigma, "
+        "above the 3.81 sigma cap of alpha=0.001 and consistent with alpha=0.01",
+    ),
 }
 
 #: Protocol name recorded when --n0/--n/--alpha or the subset deviate from the named protocol.
 CUSTOM_PROTOCOL = "custom"
+
+
+def protocol_split(protocol: Protocol, dataset: str) -> str:
+    """The split ``protocol`` certifies of ``dataset`` (its subset's, else test / ImageNet val)."""
+    return protocol.subset_for(dataset).split or ("val" if dataset == "imagenet" else "test")
+
+
+def protocol_deviation(
+    protocol: Protocol,
+    dataset: str,
+    split: str,
+    n0: int,
+    n: int,
+    alpha: float,
+    indices: Sequence[int] | None = None,
+) -> str | None:
+    """How rows of these parameters (and sample ``indices``) deviate from ``protocol``, or None.
+
+    The protocol fixes n0, n, alpha, the split and the subset; rows match when every index lies in
+    the protocol's selection (a run that stopped early still matches; it is incomplete).
+    """
+    if (int(n0), int(n)) != (protocol.n0, protocol.n) or not math.isclose(
+        float(alpha), protocol.alpha, rel_tol=1e-12
+    ):
+        return (
+            f"n0={n0}, n={n}, alpha={alpha:g} (it fixes n0={protocol.n0}, n={protocol.n}, "
+            f"alpha={protocol.alpha:g})"
+        )
+    want = protocol_split(protocol, dataset)
+    if split != want:
+        return f"split {split!r} (it certifies {dataset}/{want})"
+    subset = protocol.subset_for(dataset)
+    for index in indices or ():
+        position, rest = divmod(int(index), subset.stride)
+        if rest or (subset.limit is not None and position >= subset.limit) or index < 0:
+            every = f"every {subset.stride}th image" if subset.stride > 1 else "every image"
+            first = f", the first {subset.limit}" if subset.limit is not None else ""
+            return f"sample index {int(index)} (it takes {every}{first} of {dataset}/{want})"
+    return None
+
+
+def protocol_for(
+    dataset: str,
+    split: str,
+    n0: int,
+    n: int,
+    alpha: float,
+    indices: Sequence[int] | None = None,
+) -> str:
+    """The registered protocol these rows follow (the smallest selection that holds them), else custom."""
+    from rsbench.data import DATASETS
+
+    def size(protocol: Protocol) -> float:
+        subset = protocol.subset_for(dataset)
+        info = DATASETS.get(dataset)
+        total = (info.splits.get(split) if info is not None else None) or math.inf
+        count = total / subset.stride
+        return min(count, subset.limit) if subset.limit is not None else count
+
+    fits = [
+        p
+        for p in PROTOCOLS.values()
+        if protocol_deviation(p, dataset, split, n0, n, alpha, indices) is None
+    ]
+    return min(fits, key=size).name if fits else CUSTOM_PROTOCOL
+
+
+def check_protocol(
+    name: str | None,
+    dataset: str,
+    split: str,
+    n0: int,
+    n: int,
+    alpha: float,
+    indices: Sequence[int] | None = None,
+) -> str:
+    """The protocol name to record for rows of these parameters (imports, rescoring).
+
+    ``None``: the registered protocol they follow, else ``custom``. ``custom`` stays ``custom``.
+    A registered name they deviate from, or an unknown name, is a :class:`ConfigError` (a deviation
+    is never recorded under a standard name).
+    """
+    if name is None:
+        return protocol_for(dataset, split, n0, n, alpha, indices)
+    if name == CUSTOM_PROTOCOL:
+        return name
+    if name not in PROTOCOLS:
+        raise ConfigError(
+            f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}, or {CUSTOM_PROTOCOL} "
+            "(or leave --protocol out: the protocol the rows follow, else custom)"
+        )
+    protocol = PROTOCOLS[name]
+    deviation = protocol_deviation(protocol, dataset, split, n0, n, alpha, indices)
+    if deviation is not None:
+        fits = protocol_for(dataset, split, n0, n, alpha, indices)
+        raise ConfigError(
+            f"these rows deviate from protocol {name!r}: {deviation}; record them as "
+            f"--protocol {fits} (or leave --protocol out)"
+        )
+    return name
 
 
 def get_protocol(name: str) -> Protocol:
@@ -199,6 +321,7 @@ class RunConfig:
     channels_last: bool = False
     compile: bool = False
     threads: int | None = None  # torch CPU threads (None: torch's default)
+    noise_dtype: str = "auto"  # rsbench.sampling.NOISE_DTYPES; float32 is the (faster) opt-out
     # dual only
     router_id: str | None = None
     expert_ids: tuple[str, ...] = ()
@@ -277,6 +400,7 @@ def resolve_config(
     threads: int | None = None,
     p0: float | None = None,
     alpha_split: str | None = None,
+    noise_dtype: str = "auto",
 ) -> RunConfig:
     """A :class:`RunConfig` for zoo ``entry`` under ``protocol`` with the given overrides.
 
@@ -337,6 +461,7 @@ def resolve_config(
         precision=precision,
         channels_last=bool(channels_last),
         compile=bool(compile),
+        noise_dtype=check_noise_dtype(noise_dtype),
         threads=(
             check_count(threads, "threads")
             if threads is not None
@@ -1140,6 +1265,7 @@ def build_certifier(
         input_shape=shape,
         channels_last=config.channels_last,
         device=D.as_torch(device),
+        noise_dtype=config.noise_dtype,
     )
 
     def load(e, sigma=None):
@@ -1320,6 +1446,7 @@ def run_certification(
             "precision": config.precision,
             "channels_last": config.channels_last,
             "compile": config.compile,
+            "noise_dtype": config.noise_dtype,
             "torch_threads": torch.get_num_threads(),
             "protocol": config.protocol,
             "environment": R.environment_info(),

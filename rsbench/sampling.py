@@ -22,9 +22,11 @@ How the work is arranged (none of it changes a vote):
   same elementwise operations in the same order, so the same values), so it never starts a second
   OpenMP thread team; the forward pass and the vote count run in the calling thread. On CUDA
   everything is queued on the current stream in order.
-* Inputs of :data:`WIDE_NOISE_MIN_DIM` values or more on CPU draw their noise in float64 (then
-  cast), so that the noise is the Gaussian that the certificate assumes to within 1e-11 in total
-  variation; smaller inputs and CUDA draw float32 (see the constant's comment for the gap).
+* Noise dtype (``noise_dtype``, recorded in the run identity): by default (``auto``) inputs of
+  :data:`WIDE_NOISE_MIN_DIM` values or more draw their noise in float64 and cast it to float32, on
+  every device, so that the noise is the Gaussian that the certificate assumes to within 2e-11 in
+  total variation; smaller inputs draw float32 (see the constant's comment for the gap).
+  ``float64`` draws float64 for every input; ``float32`` (the opt-out) never does.
 * A model compiled with :func:`compile_model` (``torch.compile(dynamic=False)``) sees only a few
   batch shapes: a partial batch is padded with zeros to the next of ``forward_batch / 2**k``
   (k = 0..4) and the padding rows' predictions are dropped, so the last batch of every call does not
@@ -46,7 +48,8 @@ from torch import nn
 from rsbench import device as D
 from rsbench.device import PRECISIONS as PRECISIONS  # re-exported
 from rsbench.device import compile_model, precision_context
-from rsbench.noise import NoiseKey
+from rsbench.noise import NOISE_DTYPES as NOISE_DTYPES  # re-exported
+from rsbench.noise import NoiseKey, check_noise_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +60,16 @@ NOISE_BLOCK = 1000
 #: A compiled model sees partial batches padded to ``forward_batch / 2**k`` for k < this number.
 PAD_LEVELS = 5
 
-#: On CPU, images with at least this many values per sample get float64 noise cast to float32.
-#: float32 ``torch.randn`` on CPU never exceeds |z| = 5.77 (Box-Muller on 24-bit uniforms), so its
-#: distribution is d * 6e-8 away (total variation) from the exact Gaussian: 4.7e-5 at d = 784,
-#: 1.8e-4 at d = 3,072, 8.9e-3 at d = 150,528 (docs/reliability.md). float64 draws (|z| up to 8.57)
-#: shrink that to below 1e-11; inputs smaller than this keep float32 draws (and their stream).
+#: With ``noise_dtype="auto"``, images with at least this many values per sample get float64 noise
+#: cast to float32, on every device. float32 ``torch.randn`` never exceeds |z| = 5.77 on CPU
+#: (Box-Muller on 24-bit uniforms) or 6.76 on CUDA (32-bit uniforms), so its distribution is
+#: d * 6e-8 (CPU) or d * 2.3e-10 (CUDA) away in total variation from the exact Gaussian: on CPU
+#: 4.7e-5 at d = 784, 1.8e-4 at d = 3,072, 8.9e-3 at d = 150,528; on CUDA 3.5e-5 at d = 150,528
+#: (docs/reliability.md). float64 draws (|z| up to 8.57 / 8.65) shrink that to below 2e-11.
 WIDE_NOISE_MIN_DIM = 2048
+
+#: On CUDA, float64 draws are made in slices of at most this many values (memory), then cast.
+CUDA_WIDE_SLICE = 1 << 24
 
 #: torch runs an elementwise CPU op on fewer elements than this in the calling thread alone
 #: (``at::internal::GRAIN_SIZE``); the noise thread keeps its ops below it.
@@ -228,8 +235,10 @@ class VoteCounter:
         compile: bool | str | Callable = False,
         overlap: bool | None = None,
         device: torch.device | str | None = None,
+        noise_dtype: str = "auto",
     ) -> None:
         D.check_precision(precision)
+        self.noise_dtype = check_noise_dtype(noise_dtype)
         self.device = model_device(model) if device is None else D.as_torch(device)
         if compile and not is_compiled(model):
             model = compile_model(model, "inductor" if compile is True else compile)
@@ -243,8 +252,10 @@ class VoteCounter:
         self.overlap = self.device.type == "cpu" if overlap is None else bool(overlap)
 
     def wide_noise(self, values_per_sample: int) -> bool:
-        """True when this counter draws float64 noise for samples of that size (CPU, large inputs)."""
-        return self.device.type == "cpu" and values_per_sample >= WIDE_NOISE_MIN_DIM
+        """True when this counter draws float64 noise (then cast) for samples of that size."""
+        if self.noise_dtype == "auto":
+            return values_per_sample >= WIDE_NOISE_MIN_DIM
+        return self.noise_dtype == "float64"
 
     # ------------------------------------------------------------------ forward
 
@@ -298,16 +309,21 @@ class VoteCounter:
         only serial kernels either way, so that it may run in a thread.
         """
         shape, dtype = tuple(images.shape[1:]), images.dtype
-        rows_per_slice = max(1, (SERIAL_ELEMENTS - 1) // max(1, images[0].numel()))
+        values = max(1, images[0].numel())
+        rows_per_slice = max(1, (SERIAL_ELEMENTS - 1) // values)
         wide = self.wide_noise(images[0].numel())
+        # float64 slices: serial-sized on CPU (the noise thread), memory-bounded on CUDA; the
+        # slicing depends on the image size only, so the stream does not depend on the batch
+        wide_rows = (
+            rows_per_slice if self.device.type == "cpu" else max(1, CUDA_WIDE_SLICE // values)
+        )
 
         def draw(target: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
             if not wide:
                 return target.normal_(generator=generator)
-            for part in target.split(rows_per_slice):  # float64 draws, cast slice by slice
-                part.copy_(
-                    torch.empty(part.shape, dtype=torch.float64).normal_(generator=generator)
-                )
+            for part in target.split(wide_rows):  # float64 draws, cast slice by slice
+                wide_part = torch.empty(part.shape, dtype=torch.float64, device=part.device)
+                part.copy_(wide_part.normal_(generator=generator))
             return target
 
         def finished(block: torch.Tensor, image: torch.Tensor) -> None:

@@ -174,6 +174,7 @@ class SmoothedClassifier:
         input_shape: Sequence[int] | None = None,
         channels_last: bool = False,
         device: torch.device | str | None = None,
+        noise_dtype: str = "auto",
     ) -> None:
         self.sigma = check_sigma(sigma)
         self.num_classes = check_count(num_classes, "num_classes")
@@ -185,7 +186,13 @@ class SmoothedClassifier:
         self.base = base
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.counter = VoteCounter(
-            base, self.num_classes, batch_size, precision, channels_last, device=device
+            base,
+            self.num_classes,
+            batch_size,
+            precision,
+            channels_last,
+            device=device,
+            noise_dtype=noise_dtype,
         )
 
     @property

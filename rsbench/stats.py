@@ -5,8 +5,14 @@ SciPy only; no statsmodels.
 
 Guarantees
 ----------
-* :func:`clopper_pearson_lower` is the exact one-sided (1 - alpha) Clopper–Pearson lower confidence
-  bound of a binomial proportion: ``P[p_true < bound] <= alpha`` for every ``p_true``.
+* :func:`clopper_pearson_lower` is the one-sided (1 - alpha) Clopper–Pearson lower confidence bound
+  of a binomial proportion, rounded *down*: never above the exact bound, so
+  ``P[p_true < bound] <= alpha`` for every ``p_true``. SciPy's ``beta.ppf`` is accurate to a few
+  ulps but not directed (its relative error, checked against 40-digit mpmath over 292 cases with
+  n up to 1e5, alpha down to 1e-6: up to 2.8e-15 above the exact value in 144 of them); the bound is
+  lowered by the relative amount :data:`CP_ROUND_DOWN` = 2**-40 (9.1e-13, over 300 times that
+  error), which moves a radius by at most about 1e-8 sigma. :func:`clopper_pearson_upper` is
+  raised by the same amount.
 * :func:`radius_from_bound` turns a lower bound on the top-class probability into the certified L2
   radius ``sigma * Phi^-1(p_lower)``; it is 0 where the bound is below 1/2 (abstention).
 """
@@ -17,27 +23,32 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.stats import beta, binom, norm
 
+#: Relative amount by which the float64 Clopper–Pearson bounds are moved outward (module docstring).
+CP_ROUND_DOWN = 2.0**-40
+
 
 def clopper_pearson_lower(k: ArrayLike, n: ArrayLike, alpha: ArrayLike) -> np.ndarray:
-    """One-sided (1 - alpha) lower Clopper–Pearson bound on ``k / n``.
+    """One-sided (1 - alpha) lower Clopper–Pearson bound on ``k / n``, rounded down.
 
-    Equals ``Beta.ppf(alpha, k, n - k + 1)`` and is exactly 0 where ``k == 0``.
+    ``Beta.ppf(alpha, k, n - k + 1) * (1 - CP_ROUND_DOWN)``: never above the exact bound (see the
+    module docstring); exactly 0 where ``k == 0``.
     """
     k = np.asarray(k, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
     alpha = np.asarray(alpha, dtype=np.float64)
     safe_k = np.where(k > 0, k, 1.0)
-    bound = beta.ppf(alpha, safe_k, n - k + 1.0)
+    bound = beta.ppf(alpha, safe_k, n - k + 1.0) * (1.0 - CP_ROUND_DOWN)
     return np.where(k > 0, bound, 0.0)
 
 
 def clopper_pearson_upper(k: ArrayLike, n: ArrayLike, alpha: ArrayLike) -> np.ndarray:
-    """One-sided (1 - alpha) upper Clopper–Pearson bound on ``k / n`` (1 where ``k == n``)."""
+    """One-sided (1 - alpha) upper Clopper–Pearson bound on ``k / n``, rounded up (1 where ``k == n``)."""
     k = np.asarray(k, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
     alpha = np.asarray(alpha, dtype=np.float64)
     safe_k = np.where(k < n, k, n - 1.0)
-    bound = beta.ppf(1.0 - alpha, safe_k + 1.0, n - safe_k)
+    bound = beta.isf(alpha, safe_k + 1.0, n - safe_k)  # isf: 1 - alpha would round alpha
+    bound = np.minimum(bound * (1.0 + CP_ROUND_DOWN), 1.0)
     return np.where(k < n, bound, 1.0)
 
 

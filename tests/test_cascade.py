@@ -53,7 +53,8 @@ def test_constant_experts_give_the_closed_form_radius(p0: float) -> None:
     expected = 1.0 * (norm.ppf(share ** (1 / n)) - norm.ppf(p0))
     for r in results:
         assert r.prediction == 1 and r.stage == 0 and r.stages_run == 1 and r.samples == n + 10
-        assert r.radius == pytest.approx(expected, rel=1e-12)
+        # the Clopper-Pearson bound is rounded down by 2**-40 relative (rsbench.stats)
+        assert r.radius == pytest.approx(expected, rel=1e-8) and r.radius <= expected
         assert r.stage_alpha == (pytest.approx(share),)
 
 

@@ -248,6 +248,33 @@ def test_rescore_smaller_alpha_never_increases_a_radius(single, tmp_path):
     np.testing.assert_allclose(ok["radius"], np.minimum(ok["router_radius"], ok["expert_radius"]))
 
 
+def test_rescore_updates_the_router_choice_and_the_expert_id(single):
+    """router_choice / expert_id follow the router's rescored decision (dual.combine_stages)."""
+    from rsbench.results import rescore_frame
+
+    df = read_results(single)
+    dual = df[(df["kind"] == "dual") & (df["router_choice"] >= 0)].reset_index(drop=True)
+    assert len(dual) >= 2 and dual["expert_id"].notna().all()
+    weak = dual.copy()
+    weak.loc[0, "router_nA"] = weak.loc[0, "router_n"] // 2 + 5  # the router now abstains on row 0
+    rescored = rescore_frame(weak, 0.001)
+    assert rescored.loc[0, "router_choice"] == -1 and pd.isna(rescored.loc[0, "expert_id"])
+    assert bool(rescored.loc[0, "abstained"]) and rescored.loc[0, "radius"] == 0
+    rest = rescored.iloc[1:]
+    assert (rest["router_choice"] == dual["router_choice"].iloc[1:]).all()
+    assert (rest["expert_id"] == dual["expert_id"].iloc[1:]).all()
+    # a router that abstained in the live run but certifies now: its choice and expert are named,
+    # and the row abstains (the expert stage never ran)
+    ran_not = weak.copy()
+    ran_not.loc[0, ["router_choice", "expert_id"]] = [-1, None]
+    for column in ("expert_nA", "expert_cA", "expert_count0"):
+        ran_not.loc[0, column] = pd.NA
+    again = rescore_frame(ran_not.assign(router_nA=dual["router_nA"]), 0.001)
+    assert again.loc[0, "router_choice"] == dual.loc[0, "router_choice"]
+    assert again.loc[0, "expert_id"] == dual.loc[0, "expert_id"]
+    assert bool(again.loc[0, "abstained"]) and again.loc[0, "prediction"] == -1
+
+
 def test_embedded_default_plan():
     from rsbench.zoo import load_zoo
 

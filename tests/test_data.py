@@ -19,8 +19,10 @@ import torch
 from rsbench import data
 from rsbench.data import DataError, load_dataset, select_indices
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-CIFAR_CSV = SHARED / "cifar10_first100" / "cifar10_test_first100.csv"
+#: the first 10 real CIFAR-10 test images (tests/data/README.md)
+CIFAR_CSV = (
+    Path(__file__).resolve().parent / "data" / "cifar10_first10" / "cifar10_test_first10.csv.gz"
+)
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 #: labels of the first ten Fashion-MNIST test images (t10k-labels-idx1-ubyte)
 FMNIST_TEST_FIRST_LABELS = [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]
@@ -37,9 +39,7 @@ def _no_default_roots(monkeypatch, tmp_path):
 
 
 def _cifar_rows() -> tuple[np.ndarray, np.ndarray]:
-    if not CIFAR_CSV.is_file():
-        pytest.skip(f"real CIFAR-10 images not found at {CIFAR_CSV}")
-    rows = np.loadtxt(CIFAR_CSV, delimiter=",", dtype=np.int64)
+    rows = np.loadtxt(CIFAR_CSV, delimiter=",", dtype=np.int64)  # loadtxt reads .gz itself
     return rows[:, 1:].astype(np.uint8), rows[:, 0]
 
 
@@ -62,11 +62,11 @@ def test_cifar10_loader_returns_the_real_pixels_and_labels(tmp_path):
     pixels, labels = _cifar_rows()
     _write_cifar_layout(tmp_path, pixels, labels)
     ds = load_dataset("cifar10", "test", root=tmp_path)
-    assert len(ds) == 100 and ds.num_classes == 10 and ds.input_shape == (3, 32, 32)
+    assert len(ds) == 10 and ds.num_classes == 10 and ds.input_shape == (3, 32, 32)
     assert (ds.name, ds.split) == ("cifar10", "test")
     expected = torch.from_numpy(pixels.reshape(-1, 32, 32, 3)).permute(0, 3, 1, 2).float() / 255
-    got = ds.images(range(100))
-    assert got.dtype == torch.float32 and got.shape == (100, 3, 32, 32)
+    got = ds.images(range(10))
+    assert got.dtype == torch.float32 and got.shape == (10, 3, 32, 32)
     assert torch.equal(got, expected)
     assert ds.labels.tolist() == labels.tolist()
     # the first CIFAR-10 test images are a cat, two ships and an airplane

@@ -38,7 +38,9 @@ def test_router_that_always_picks_k_reproduces_expert_k_at_alpha_expert(k: int) 
     single = SmoothedClassifier(experts[k], 4, sigmas[k]).certify_batch(
         images, n0, n, alpha / 2, seed=9, indices=indices
     )
-    router_cap = float(stats.max_radius(1.0, n, alpha / 2))
+    # the cap sigma_r * Phi^-1((alpha / 2) ** (1 / n)), as CERTIFY reaches it (bound rounded down)
+    router_cap = float(stats.certified_radius(n, n, alpha / 2, 1.0))
+    assert router_cap == pytest.approx(float(stats.max_radius(1.0, n, alpha / 2)), rel=1e-8)
     for dual_cert, cert in zip(results, single, strict=True):
         assert dual_cert.router_choice == k and not dual_cert.router_abstained
         assert dual_cert.router_radius == pytest.approx(router_cap, rel=1e-12)

@@ -1,4 +1,4 @@
-"""Import of published Cohen-format logs (real SmoothAdv/Cohen files in ../shared/data)."""
+"""Import of published Cohen-format logs (real SmoothAdv/Cohen files, copies in tests/data)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rsbench.errors import ResultsError
-from rsbench.results import import_cohen_log, parse_log_time, read_results, read_run_json
+from rsbench.errors import ConfigError, ResultsError
+from rsbench.results import (
+    import_cohen_log,
+    parse_log_time,
+    read_results,
+    read_run_json,
+    rescore_frame,
+)
 from rsbench.stats import certified_radius, counts_from_radii
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-LOGS = DATA / "reference_logs" / "smoothadv_mit"
-needs_logs = pytest.mark.skipif(
-    not LOGS.is_dir(), reason=f"reference logs not found at {LOGS} (../shared/data is not present)"
-)
+#: the published logs, gzipped copies in tests/data (MIT; tests/data/README.md)
+LOGS = Path(__file__).resolve().parent / "data" / "reference_logs" / "smoothadv_mit"
 
 RADII = [0.0, 0.25, 0.5, 0.75, 1.0]
 # DESIGN.md §3: Cohen's CIFAR-10 ResNet-110 experts, certified accuracy (%) at RADII.
@@ -28,8 +31,8 @@ QUOTED = {
 
 
 @functools.cache
-def _cifar(sigma: str):
-    path = LOGS / "cifar10" / "cohen_resnet110" / f"noise_{sigma}" / f"test_sigma_{sigma}.tsv"
+def _cifar(sigma: str, radius_from: str = "count"):
+    path = LOGS / "cifar10" / "cohen_resnet110" / f"noise_{sigma}" / f"test_sigma_{sigma}.tsv.gz"
     return import_cohen_log(
         path,
         dataset="cifar10",
@@ -40,13 +43,13 @@ def _cifar(sigma: str):
         n=100_000,
         alpha=0.001,
         protocol="cohen-full",
+        radius_from=radius_from,
     )
 
 
-@needs_logs
 @pytest.mark.parametrize("sigma", sorted(QUOTED))
 def test_cifar10_reference_logs_reproduce_quoted_certified_accuracy(sigma):
-    df = _cifar(sigma)
+    df = _cifar(sigma, "printed")  # the authors' own numbers come from the printed radii
     assert len(df) == 10_000
     assert list(df["index"]) == list(range(10_000))
     for radius, quoted in zip(RADII, QUOTED[sigma]):
@@ -55,9 +58,8 @@ def test_cifar10_reference_logs_reproduce_quoted_certified_accuracy(sigma):
         assert abs(value - quoted) <= 0.05 + 1e-9, (sigma, radius, value, quoted)
 
 
-@needs_logs
 def test_reconstructed_counts_print_the_logged_radius_and_are_the_smallest():
-    df = _cifar("0.50")
+    df = _cifar("0.50", "printed")
     answered = df[~df["abstained"]]
     nA = answered["nA"].to_numpy(dtype=np.int64)
     radii = certified_radius(nA, 100_000, 0.001, 0.5)
@@ -78,7 +80,6 @@ def test_reconstructed_counts_print_the_logged_radius_and_are_the_smallest():
     assert answered["pA_lower"].min() >= 0.5
 
 
-@needs_logs
 def test_h_mm_ss_times_parse_to_seconds():
     df = _cifar("0.25")
     # first row of the file: 0:00:14.172309
@@ -126,7 +127,7 @@ def test_plain_seconds_log_and_known_counts(tmp_path):
         n0=10,
         n=n,
         alpha=alpha,
-        protocol="x",
+        protocol="custom",
     )
     assert list(df["seconds"]) == [0.5, 1.25, 2.0, 0.75]
     assert list(df["correct"]) == [True, False, True, False]
@@ -140,7 +141,14 @@ def test_plain_seconds_log_and_known_counts(tmp_path):
 
 def test_malformed_logs_are_clear_errors(tmp_path):
     kwargs = dict(
-        dataset="d", split="s", model_id="m", sigma=0.5, n0=10, n=1000, alpha=0.001, protocol="p"
+        dataset="d",
+        split="s",
+        model_id="m",
+        sigma=0.5,
+        n0=10,
+        n=1000,
+        alpha=0.001,
+        protocol="custom",
     )
     bad_header = tmp_path / "h.tsv"
     bad_header.write_text("a\tb\n")
@@ -156,13 +164,12 @@ def test_malformed_logs_are_clear_errors(tmp_path):
         import_cohen_log(tmp_path / "missing.tsv", **kwargs)
 
 
-@needs_logs
 def test_import_logs_command_writes_a_readable_run(tmp_path):
     from click.testing import CliRunner
 
     from rsbench.commands.results import import_logs
 
-    log = LOGS / "cifar10" / "cohen_resnet110" / "noise_0.25" / "test_sigma_0.25.tsv"
+    log = LOGS / "cifar10" / "cohen_resnet110" / "noise_0.25" / "test_sigma_0.25.tsv.gz"
     out = tmp_path / "results"
     result = CliRunner().invoke(
         import_logs,
@@ -197,11 +204,10 @@ def test_import_logs_command_writes_a_readable_run(tmp_path):
     assert abs(100 * float(df["correct"].mean()) - 76.6) <= 0.05 + 1e-9
 
 
-@needs_logs
 def test_imagenet_logs_import_with_their_alpha():
     # Cohen's ImageNet logs print radii up to 3.91 sigma, above the 3.81 sigma cap of n = 100,000 at
     # alpha = 0.001: every printed radius fits n = 100,000 at alpha = 0.01, so import them with that.
-    path = LOGS / "imagenet" / "cohen_resnet50" / "noise_0.25" / "test_sigma_0.25.tsv"
+    path = LOGS / "imagenet" / "cohen_resnet50" / "noise_0.25" / "test_sigma_0.25.tsv.gz"
     kwargs = dict(
         dataset="imagenet",
         split="val",
@@ -213,6 +219,71 @@ def test_imagenet_logs_import_with_their_alpha():
     )
     with pytest.raises(ResultsError, match="cannot come from any count"):
         import_cohen_log(path, alpha=0.001, **kwargs)
-    df = import_cohen_log(path, alpha=0.01, **kwargs)
+    # alpha = 0.01 is not the cohen protocol: that name is refused, the named variant recorded
+    with pytest.raises(ConfigError, match="deviate from protocol 'cohen'.*cohen-alpha0.01"):
+        import_cohen_log(path, alpha=0.01, **kwargs)
+    df = import_cohen_log(path, alpha=0.01, **{**kwargs, "protocol": None})
+    assert set(df["protocol"]) == {"cohen-alpha0.01"}
     assert len(df) == 427 and df["index"].iloc[1] == 100
     assert df["seconds"].iloc[0] == pytest.approx(151.238689)
+
+
+def test_imported_radius_is_recomputed_from_the_count_and_rescoring_reproduces_it():
+    counted, printed = _cifar("0.50"), _cifar("0.50", "printed")
+    answered = ~counted["abstained"].to_numpy(dtype=bool)
+    nA = counted["nA"].to_numpy(dtype="float64")[answered]
+    expected = certified_radius(nA.astype(np.int64), 100_000, 0.001, 0.5)
+    np.testing.assert_array_equal(counted["radius"].to_numpy()[answered], expected)
+    assert counted.attrs["import"]["radius_from"] == "count"
+    # conservative: never above the printed radius (which rounds a consistent count's radius)
+    half_unit = 0.5 * 10 ** (np.floor(np.log10(np.maximum(expected, 1e-9))) - 2)
+    assert np.all(expected <= printed["radius"].to_numpy()[answered] + half_unit)
+    assert (counted["radius"] <= printed["radius"] + 0.005).all()
+    for radius in (0.25, 0.5, 1.0, 1.75):
+        ours = ((counted["correct"]) & (counted["radius"] >= radius)).mean()
+        theirs = ((printed["correct"]) & (printed["radius"] >= radius)).mean()
+        assert ours <= theirs, radius
+    # rescoring an import at its own alpha reproduces it exactly (the default, count-based radius)
+    again = rescore_frame(counted, 0.001)
+    for column in ("prediction", "abstained", "correct", "nA", "pA_lower", "radius", "protocol"):
+        assert again[column].equals(counted[column]), column
+    # the printed radii are kept as printed, and rescoring them gives the count-based radii
+    assert printed.attrs["import"]["radius_from"] == "printed"
+    assert rescore_frame(printed, 0.001)["radius"].equals(counted["radius"])
+
+
+def test_import_protocol_is_validated_against_the_registry(tmp_path):
+    n, alpha, sigma = 1000, 0.001, 0.5
+    radius = f"{float(certified_radius(950, n, alpha, sigma)):.3}"
+    log = _write_log(tmp_path / "log.tsv", [f"{i}\t3\t3\t{radius}\t1\t0.5" for i in (0, 40, 80)])
+    common = dict(dataset="cifar10", split="test", model_id="m", sigma=sigma, n0=100, n=n)
+    assert set(import_cohen_log(log, alpha=alpha, **common)["protocol"]) == {"cpu"}
+    assert set(import_cohen_log(log, alpha=alpha, protocol="custom", **common)["protocol"]) == {
+        "custom"
+    }
+    radius01 = f"{float(certified_radius(950, n, 0.01, sigma)):.3}"
+    log01 = _write_log(tmp_path / "a.tsv", [f"{i}\t3\t3\t{radius01}\t1\t0.5" for i in (0, 40)])
+    assert set(import_cohen_log(log01, alpha=0.01, **common)["protocol"]) == {"custom"}
+    with pytest.raises(ConfigError, match="deviate from protocol 'cohen': n0=100, n=1000"):
+        import_cohen_log(log, alpha=alpha, protocol="cohen", **common)
+    with pytest.raises(ConfigError, match="unknown protocol 'imported'"):
+        import_cohen_log(log, alpha=alpha, protocol="imported", **common)
+    odd = _write_log(tmp_path / "odd.tsv", [f"{i}\t3\t3\t{radius}\t1\t0.5" for i in (0, 41)])
+    with pytest.raises(ConfigError, match="sample index 41 .*every 40th image"):
+        import_cohen_log(odd, alpha=alpha, protocol="cpu", **common)
+    with pytest.raises(ConfigError, match="split 'train'"):
+        import_cohen_log(log, alpha=alpha, protocol="cpu", **{**common, "split": "train"})
+
+
+def test_rescoring_records_the_protocol_the_rows_follow():
+    full = _cifar("0.25")
+    assert set(full["protocol"]) == {"cohen-full"}
+    assert set(rescore_frame(full, 0.001)["protocol"]) == {"cohen-full"}
+    assert set(rescore_frame(full, 0.01)["protocol"]) == {
+        "custom"
+    }  # no full-set alpha=0.01 protocol
+    every_20th = full[full["index"] % 20 == 0].reset_index(drop=True)
+    assert set(rescore_frame(every_20th, 0.001)["protocol"]) == {"cohen-full"}  # still fits: kept
+    assert set(rescore_frame(every_20th, 0.01)["protocol"]) == {"cohen-alpha0.01"}
+    imported_as = every_20th.assign(protocol="imported")  # an old import under an unknown name
+    assert set(rescore_frame(imported_as, 0.001)["protocol"]) == {"cohen"}

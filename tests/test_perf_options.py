@@ -295,3 +295,23 @@ def test_small_networks_default_to_one_thread_on_cpu(zoo) -> None:
     with runner.torch_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_noise_dtype_is_in_the_identity_and_the_opt_out_is_recorded(zoo_file, tmp_path) -> None:
+    from rsbench.commands.certify import certify
+    from rsbench.errors import ConfigError
+
+    zoo = load_zoo([zoo_file])
+    names = {_config(zoo, noise_dtype=d).run_name() for d in ("auto", "float64", "float32")}
+    assert len(names) == 3
+    assert _config(zoo).identity_fields()["noise_dtype"] == "auto"
+    with pytest.raises(ConfigError, match="noise dtype 'half' is not allowed"):
+        _config(zoo, noise_dtype="half")
+    args = ["tiny-s0.25", "--zoo", str(zoo_file), "--out", str(tmp_path), "--limit", "2"]
+    args += ["--n0", "10", "--n", "50", "--noise-dtype", "float32", "--threads", "1"]
+    result = CliRunner().invoke(certify, [*args, "--no-leaderboard", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    (run_json,) = tmp_path.glob("*/run.json")
+    info = json.loads(run_json.read_text())
+    assert info["noise_dtype"] == info["config"]["noise_dtype"] == "float32"
+    assert info["identity_fields"]["noise_dtype"] == "float32"

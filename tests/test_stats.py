@@ -48,9 +48,9 @@ def test_max_radius_known_value() -> None:
     # sigma * Phi^-1(alpha^(1/n)) for n = 100,000, alpha = 0.001: 3.81146 sigma (mpmath: 3.8114565634).
     assert stats.max_radius(1.0, 100_000, 0.001) == pytest.approx(3.8114565634, abs=1e-9)
     assert stats.max_radius(0.5, 100_000, 0.001) == pytest.approx(0.5 * 3.8114565634, abs=1e-9)
-    assert stats.certified_radius(100_000, 100_000, 0.001, 1.0) == pytest.approx(
-        3.8114565634, abs=1e-9
-    )
+    # CERTIFY's bound is rounded down by 2**-40 relative: its radius stays just below the cap
+    reached = stats.certified_radius(100_000, 100_000, 0.001, 1.0)
+    assert reached == pytest.approx(3.8114565634, abs=1e-8) and reached < 3.8114565634
 
 
 def test_counts_from_printed_radii_bracket_the_true_count() -> None:
@@ -68,3 +68,64 @@ def test_counts_from_printed_radii_bracket_the_true_count() -> None:
         assert float(f"{radii[0]:.3g}") != p
     unreachable_low, _ = stats.counts_from_radii([3.81], sigma, n, alpha)
     assert unreachable_low[0] == -1
+
+
+def _binomial_tail_at_least(k: int, n: int, p):
+    """P[Bin(n, p) >= k] in mpmath precision (terms from j = k upward until negligible)."""
+    import mpmath
+
+    p = mpmath.mpf(p)
+    term = mpmath.binomial(n, k) * p**k * (1 - p) ** (n - k)
+    total, j = term, k
+    while j < n:
+        term = term * (n - j) / (j + 1) * p / (1 - p)
+        j += 1
+        total += term
+        if term < total * mpmath.mpf(10) ** -45:
+            break
+    return total
+
+
+def _cases() -> list[tuple[int, int, float]]:
+    rng = np.random.default_rng(0)
+    cases = []
+    for n in (1, 2, 10, 100, 1000, 10_000, 100_000):
+        for alpha in (0.001, 0.0005, 0.01, 0.05, 1e-6):
+            ks = {1, 2, n, n - 1, n - 2, n // 2, int(0.9 * n), int(0.99 * n), int(0.999 * n)}
+            ks |= {n - 10, n - int(np.sqrt(n))} | {int(x) for x in rng.integers(1, n + 1, size=3)}
+            cases += [(k, n, alpha) for k in sorted(ks) if 1 <= k <= n]
+    return cases
+
+
+def test_clopper_pearson_lower_is_never_above_the_exact_bound() -> None:
+    """Over ~290 (k, n, alpha): I_p(k, n - k + 1) <= alpha at rsbench's p (40-digit mpmath).
+
+    The exact bound p* solves P[Bin(n, p*) >= k] = alpha, increasing in p, so the tail at p at most
+    alpha means p <= p*. SciPy's unrounded value is above p* in about half of these cases.
+    """
+    import mpmath  # a test dependency (pyproject [test])
+    from scipy.stats import beta
+
+    mpmath.mp.dps = 40
+    cases = _cases()
+    assert len(cases) > 250
+    scipy_above = 0
+    for k, n, alpha in cases:
+        ours = float(stats.clopper_pearson_lower(k, n, alpha))
+        assert _binomial_tail_at_least(k, n, ours) <= alpha, (k, n, alpha, ours)
+        raw = float(beta.ppf(alpha, k, n - k + 1))
+        scipy_above += _binomial_tail_at_least(k, n, raw) > alpha
+        assert ours == pytest.approx(raw, rel=1e-12)  # rounding moves it by 2**-40 relative only
+    assert scipy_above > 0  # the check has teeth: the unrounded value is sometimes above
+
+
+def test_clopper_pearson_upper_is_never_below_the_exact_bound() -> None:
+    import mpmath
+
+    mpmath.mp.dps = 40
+    for k, n, alpha in _cases()[::3]:
+        if k == n:
+            continue
+        ours = float(stats.clopper_pearson_upper(k, n, alpha))
+        # exact upper bound u*: P[Bin(n, u*) <= k] = alpha, decreasing in u
+        assert 1 - _binomial_tail_at_least(k + 1, n, ours) <= alpha, (k, n, alpha, ours)

@@ -213,8 +213,8 @@ def test_wrong_checkpoint_or_digest_is_refused_and_not_kept(tmp_path, checkpoint
 
 
 def cifar_root(tmp_path: Path) -> Path:
-    """cifar-10-batches-py/test_batch holding the first 100 test images shipped in tests/data."""
-    rows = np.loadtxt(DATA / "cifar10_first100" / "cifar10_test_first100.csv", delimiter=",")
+    """cifar-10-batches-py/test_batch holding the first 10 test images shipped in tests/data."""
+    rows = np.loadtxt(DATA / "cifar10_first10" / "cifar10_test_first10.csv.gz", delimiter=",")
     labels = rows[:, 0].astype(int).tolist()
     hwc = rows[:, 1:].astype(np.uint8).reshape(-1, 32, 32, 3)
     folder = tmp_path / "data" / "cifar-10-batches-py"

@@ -104,6 +104,15 @@ def _common_options(func):
             "with bf16/fp16; part of the run identity, as float rounding can differ).",
         ),
         click.option(
+            "--noise-dtype",
+            type=click.Choice(["auto", "float64", "float32"]),
+            default="auto",
+            show_default=True,
+            help="Dtype of the Gaussian draws: auto = float64 (cast to float32) for inputs of 2048 "
+            "values or more, float64 = always, float32 = never (faster; float32 truncates the "
+            "Gaussian's tails, docs/reliability.md). Part of the run identity.",
+        ),
+        click.option(
             "--compile",
             "compile_models",
             is_flag=True,
@@ -291,6 +300,7 @@ def _run_jobs(
             channels_last=bool(options.get("channels_last", False)),
             compile=bool(options.get("compile_models", False)),
             threads=options.get("threads"),
+            noise_dtype=options.get("noise_dtype") or "auto",
         )
         prepared_runs.append(
             runner.prepare(config, zoo, options["out_dir"], download=options.get("download", False))
@@ -541,6 +551,7 @@ _SWEEP_OPTIONS = {
     "precision",
     "channels_last",
     "compile",
+    "noise_dtype",
     "out",
     "shard",
     "zoo",
@@ -670,6 +681,7 @@ def sweep(
         "precision": opts.get("precision", "fp32"),
         "channels_last": bool(opts.get("channels_last", False)),
         "compile_models": bool(opts.get("compile", False)),
+        "noise_dtype": opts.get("noise_dtype", "auto"),
         "out_dir": out_dir or opts.get("out"),
         "shard": shard or opts.get("shard", "0/1"),
         "zoo_paths": tuple(_as_list(opts.get("zoo"))) + tuple(zoo_paths),

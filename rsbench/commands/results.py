@@ -14,10 +14,11 @@ Examples:
   rsbench import-logs noise_0.25/test_sigma_0.25.tsv --dataset cifar10 --split test \\
       --model-id cohen-cifar10-resnet110-s0.25 --sigma 0.25 --protocol cohen-full --out results/imported
   rsbench import-logs logs/*/test_sigma_*.tsv --model-id 'cohen-cifar10-resnet110-s{sigma}' \\
-      --dataset cifar10 --split test --protocol cohen-full      # sigma read from each file name
+      --dataset cifar10 --split test      # sigma from each file name; protocol from the rows
 
 The log has no vote counts: nA is reconstructed as the smallest count whose radius prints as the
-logged one (see docs/results-schema.md, "Imported logs").
+logged one, and the radius is recomputed from it (--radius-from count; see docs/results-schema.md,
+"Imported logs"). A log whose n0, n, alpha, split or indices deviate from --protocol is refused.
 """
 
 
@@ -46,7 +47,19 @@ def _sigma_from_name(path: Path) -> str | None:
     "--alpha", type=float, default=0.001, show_default=True, help="Failure probability used."
 )
 @click.option(
-    "--protocol", default="imported", show_default=True, help="Protocol name for the rows."
+    "--protocol",
+    default=None,
+    help="Protocol the log follows (validated: n0, n, alpha, split and every index must fit it). "
+    "Default: the registered protocol the rows follow, else custom.",
+)
+@click.option(
+    "--radius-from",
+    type=click.Choice(["count", "printed"]),
+    default="count",
+    show_default=True,
+    help="count: radius recomputed from the smallest count consistent with the printed radius "
+    "(conservative; rescoring at the same alpha reproduces it); printed: the log's rounded radius "
+    "(the authors' own numbers).",
 )
 @click.option(
     "--digits", type=int, default=3, show_default=True, help="Significant digits of printed radii."
@@ -63,7 +76,19 @@ def _sigma_from_name(path: Path) -> str | None:
     "--overwrite", is_flag=True, help="Replace an existing imported run of the same name."
 )
 def import_logs(
-    logs, dataset, split, model_id, sigma, n0, n, alpha, protocol, digits, out_dir, overwrite
+    logs,
+    dataset,
+    split,
+    model_id,
+    sigma,
+    n0,
+    n,
+    alpha,
+    protocol,
+    radius_from,
+    digits,
+    out_dir,
+    overwrite,
 ) -> None:
     """Import Cohen-format TSV certification logs into rsbench results (one run per log)."""
     from rich.console import Console
@@ -92,10 +117,16 @@ def import_logs(
             "protocol": protocol,
         }
         file_hash = sha256_file(log_path)
-        run_id = check_run_id(
-            f"imported-{this_id}-{protocol}-{digest({**params, 'sha256': file_hash})[:12]}"
+        frame = import_cohen_log(
+            log_path, significant_digits=digits, radius_from=radius_from, **params
         )
-        frame = import_cohen_log(log_path, run_id=run_id, significant_digits=digits, **params)
+        params["protocol"] = str(frame["protocol"].iloc[0])  # validated, or the one the rows follow
+        params["radius_from"] = radius_from
+        run_id = check_run_id(
+            f"imported-{this_id}-{params['protocol']}-"
+            f"{digest({**params, 'sha256': file_hash})[:12]}"
+        )
+        frame["run_id"] = run_id
         info = {
             "status": "complete",
             "config": params,

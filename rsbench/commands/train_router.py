@@ -261,6 +261,8 @@ def _io_suffix(options: dict[str, Any], zoo_file: Path) -> str:
     if options["zoo_file"]:
         parts.append(f"--zoo-file {shlex.quote(str(zoo_file))}")
     parts += [f"--zoo {shlex.quote(str(p))}" for p in options["zoo_paths"]]
+    if options.get("threads"):  # CPU results depend on the thread count: part of the recipe
+        parts.append(f"--threads {int(options['threads'])}")
     return " " + " ".join(parts)
 
 
