@@ -14,7 +14,7 @@ def _documented() -> dict[str, str]:
     text = SCHEMA_DOC.read_text(encoding="utf-8")
     section = text[text.index("| protocol | written by |") :]
     section = section[: section.index("\n\n")]
-    rows = re.findall(r"^\| `([a-z0-9-]+)` \|[^|]+\|([^|]+)\|([^|]+)\|([^|]+)\|", section, re.M)
+    rows = re.findall(r"^\| `([a-z0-9.-]+)` \|[^|]+\|([^|]+)\|([^|]+)\|([^|]+)\|", section, re.M)
     return {name: tuple(c.split()[0] for c in cells) for name, *cells in rows}
 
 
