@@ -126,14 +126,14 @@ def test_published_cifar10_entry_is_pinned_and_not_cached_in_an_empty_cache(tmp_
 
 
 def _cifar_root(tmp_path):
-    """cifar-10-batches-py/test_batch with the first 100 real test images shipped in tests/data."""
+    """cifar-10-batches-py/test_batch with the first 10 real test images shipped in tests/data."""
     import pickle
     from pathlib import Path
 
     import numpy as np
 
-    csv = Path(__file__).parent / "data" / "cifar10_first100" / "cifar10_test_first100.csv"
-    rows = np.loadtxt(csv, delimiter=",")
+    csv = Path(__file__).parent / "data" / "cifar10_first10" / "cifar10_test_first10.csv.gz"
+    rows = np.loadtxt(csv, delimiter=",")  # loadtxt reads .gz itself
     hwc = rows[:, 1:].astype(np.uint8).reshape(-1, 32, 32, 3)
     folder = tmp_path / "data" / "cifar-10-batches-py"
     folder.mkdir(parents=True)
@@ -154,7 +154,7 @@ def test_cli_certifies_the_hub_denoised_entry_on_real_cifar10_images(hub_zoo, tm
     out = tmp_path / "runs"
     args = [
         "certify", "tiny-cifar10-ddpm-vit", "--sigma", "1", "--zoo", str(hub_zoo),
-        "--data-root", str(_cifar_root(tmp_path)), "--limit", "2", "--n0", "8", "--n", "32",
+        "--data-root", str(_cifar_root(tmp_path)), "--stride", "1", "--limit", "2", "--n0", "8", "--n", "32",
         "--batch", "40", "--out", str(out), "--no-leaderboard", "--threads", "1",
     ]  # fmt: skip
     result = CliRunner().invoke(main_group, args)
