@@ -29,12 +29,12 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rsbench.errors import PRECISIONS as PRECISIONS  # re-exported
 from rsbench.errors import ConfigError
+from rsbench.errors import check_precision as check_precision  # re-exported
 
 #: What ``--device`` accepts, as printed in error messages.
 SUPPORTED = "auto, cpu, cuda, cuda:N"
-
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
 
@@ -168,15 +168,6 @@ def activate(device: Any) -> None:
 def backend(device: Any) -> str:
     """The ``torch.distributed`` backend for ``device``: ``nccl`` on CUDA, ``gloo`` on CPU."""
     return "nccl" if device_type(device) == "cuda" else "gloo"
-
-
-def check_precision(precision: str) -> str:
-    """``precision`` if it is one of :data:`PRECISIONS`, else :class:`ConfigError`."""
-    if precision not in PRECISIONS:
-        raise ConfigError(
-            f"precision={precision!r} is not allowed; use one of {', '.join(PRECISIONS)}"
-        )
-    return precision
 
 
 @contextlib.contextmanager

@@ -36,7 +36,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from rsbench.errors import ConfigError, check_alpha, check_count, check_sigma
+from rsbench.errors import (
+    ConfigError,
+    check_alpha,
+    check_alpha_router_fraction,
+    check_count,
+    check_sigma,
+)
 from rsbench.noise import UNNAMED_DATASET, noise_keys
 from rsbench.smoothing import (
     SmoothedClassifier,
@@ -103,12 +109,7 @@ class DualPrediction:
 def split_alpha(alpha: float, alpha_router_fraction: float) -> tuple[float, float]:
     """``(alpha_router, alpha_expert)`` with ``alpha_router = fraction * alpha``; they sum to alpha."""
     alpha = check_alpha(alpha)
-    if not 0.0 < float(alpha_router_fraction) < 1.0:
-        raise ConfigError(
-            f"alpha_router_fraction={alpha_router_fraction!r} is not allowed; it must lie strictly "
-            "between 0 and 1 (0.5 splits alpha evenly between router and expert)"
-        )
-    alpha_router = alpha * float(alpha_router_fraction)
+    alpha_router = alpha * check_alpha_router_fraction(alpha_router_fraction)
     return alpha_router, alpha - alpha_router
 
 
@@ -203,8 +204,7 @@ class DualSmoothed:
             )
         self.sigmas = tuple(check_sigma(s, "expert sigma") for s in sigmas)
         self.sigma_router = check_sigma(sigma_router, "sigma_router")
-        split_alpha(0.5, alpha_router_fraction)  # validates the fraction
-        self.alpha_router_fraction = float(alpha_router_fraction)
+        self.alpha_router_fraction = check_alpha_router_fraction(alpha_router_fraction)
         if self.sigma_router < max(self.sigmas):
             warnings.warn(
                 f"sigma_router={self.sigma_router} is below the largest expert sigma {max(self.sigmas)}: "

@@ -45,6 +45,9 @@ class CheckFailed(RSBenchError):
 #: drowns every image; far larger values overflow float32 noise to inf.
 MAX_SIGMA = 100.0
 
+#: Numeric precisions of the forward passes (``--precision``).
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+
 #: Seeds are stored in int64 Parquet columns and hashed as signed 64-bit values: 0 <= seed < 2**63.
 MAX_SEED = 2**63 - 1
 
@@ -98,6 +101,32 @@ def check_alpha(alpha: float, name: str = "alpha") -> float:
             f"{name}={alpha!r} is not allowed; {name} must lie strictly between 0 and 1"
         )
     return value
+
+
+def check_alpha_router_fraction(fraction: float, name: str = "alpha_router_fraction") -> float:
+    """Return ``fraction`` (the share of a dual run's alpha that goes to the router) as float if it
+    lies strictly inside (0, 1), else raise :class:`ConfigError`."""
+    try:
+        value = float(fraction)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{name}={fraction!r} is not a number; use a value in (0, 1), e.g. 0.5"
+        ) from None
+    if not 0.0 < value < 1.0:
+        raise ConfigError(
+            f"{name}={fraction!r} is not allowed; it must lie strictly between 0 and 1 "
+            "(0.5 splits alpha evenly between router and expert)"
+        )
+    return value
+
+
+def check_precision(precision: str) -> str:
+    """Return ``precision`` if it is one of :data:`PRECISIONS`, else raise :class:`ConfigError`."""
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"precision={precision!r} is not allowed; use one of {', '.join(PRECISIONS)}"
+        )
+    return precision
 
 
 def check_count(value: int, name: str) -> int:

@@ -913,14 +913,12 @@ def rescore_frame(
     stored alpha (and split) every value is reproduced exactly.
     """
     from rsbench.dual import combine_stages
-    from rsbench.errors import check_alpha
+    from rsbench.errors import check_alpha, check_alpha_router_fraction
     from rsbench.smoothing import decide_certificate
 
     alpha = check_alpha(alpha)
-    if alpha_router_fraction is not None and not 0.0 < float(alpha_router_fraction) < 1.0:
-        raise ConfigError(
-            f"alpha_router_fraction={alpha_router_fraction!r} must lie strictly between 0 and 1"
-        )
+    if alpha_router_fraction is not None:
+        alpha_router_fraction = check_alpha_router_fraction(alpha_router_fraction)
     out = frame.copy()
     if len(out) == 0:
         return out

@@ -45,7 +45,9 @@ from rsbench.errors import (
     ConfigError,
     ResultsError,
     check_alpha,
+    check_alpha_router_fraction,
     check_count,
+    check_precision,
     check_seed,
     check_sigma,
 )
@@ -76,8 +78,6 @@ DEFAULT_BATCH = 1000
 #: The runner hands each CERTIFY call enough images for about this many forward batches of the
 #: estimation stage, so that noise drawing overlaps the forward passes (results/perf.md).
 PIPELINE_BATCHES = 8
-
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
 
 # ------------------------------------------------------------------------------------ protocols
@@ -440,10 +440,7 @@ def resolve_config(
     n_v = check_count(n if n is not None else proto.n, "n")
     alpha_v = check_alpha(alpha if alpha is not None else proto.alpha)
     deviates |= (n0_v, n_v, alpha_v) != (proto.n0, proto.n, proto.alpha)
-    if precision not in PRECISIONS:
-        raise ConfigError(
-            f"precision={precision!r} is not allowed; use one of {', '.join(PRECISIONS)}"
-        )
+    check_precision(precision)
     resolved_device = resolve_device(device)
     common = dict(
         model_id=entry.id,
@@ -516,9 +513,7 @@ def resolve_config(
     fraction = (
         alpha_router_fraction if alpha_router_fraction is not None else entry.alpha_router_fraction
     )
-    fraction = 0.5 if fraction is None else float(fraction)
-    if not 0.0 < fraction < 1.0:
-        raise ConfigError(f"alpha_router_fraction={fraction!r} must lie strictly between 0 and 1")
+    fraction = 0.5 if fraction is None else check_alpha_router_fraction(fraction)
     s_router = sigma_router if sigma_router is not None else entry.sigma_router
     s_router = check_sigma(s_router if s_router is not None else router.train_sigma, "sigma_router")
     return RunConfig(

@@ -29,9 +29,9 @@ import torch
 from torch import nn
 
 from rsbench import stats
-from rsbench.errors import ConfigError, check_alpha, check_count, check_sigma
+from rsbench.errors import ConfigError, check_alpha, check_count, check_precision, check_sigma
 from rsbench.noise import UNNAMED_DATASET, NoiseKey, noise_keys
-from rsbench.sampling import PRECISIONS, VoteCounter
+from rsbench.sampling import VoteCounter
 
 
 @dataclass(frozen=True)
@@ -179,10 +179,7 @@ class SmoothedClassifier:
         self.sigma = check_sigma(sigma)
         self.num_classes = check_count(num_classes, "num_classes")
         batch_size = check_count(batch_size, "batch")
-        if precision not in PRECISIONS:
-            raise ConfigError(
-                f"precision={precision!r} is not allowed; use one of {', '.join(PRECISIONS)}"
-            )
+        check_precision(precision)
         self.base = base
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.counter = VoteCounter(

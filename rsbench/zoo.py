@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 from rsbench import safeyaml
-from rsbench.errors import ZooError
+from rsbench.errors import ConfigError, ZooError, check_alpha_router_fraction
 
 KINDS = ("expert", "router", "dual", "cascade", "denoised")
 #: Kinds that compose other entries and hold no weights of their own.
@@ -627,9 +627,14 @@ def _parse_dual(where: _Where, data: Mapping) -> dict[str, Any]:
         values["sigma_router"] = _positive_float(where, "sigma_router", data["sigma_router"])
     if data.get("alpha_router_fraction") is not None:
         fraction = data["alpha_router_fraction"]
-        if not _is_number(fraction) or not 0 < fraction < 1:
-            raise where.error("alpha_router_fraction", f"{fraction!r} is not strictly in (0, 1)")
-        values["alpha_router_fraction"] = float(fraction)
+        try:
+            if not _is_number(fraction):
+                raise ConfigError("not a number")
+            values["alpha_router_fraction"] = check_alpha_router_fraction(fraction)
+        except ConfigError:
+            raise where.error(
+                "alpha_router_fraction", f"{fraction!r} is not strictly in (0, 1)"
+            ) from None
     return values
 
 

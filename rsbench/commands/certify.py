@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from rsbench.errors import ConfigError, check_count
+from rsbench.errors import PRECISIONS, ConfigError, check_count
 
 _EXAMPLES = """\b
 Examples:
@@ -91,7 +91,7 @@ def _common_options(func):
         ),
         click.option(
             "--precision",
-            type=click.Choice(["fp32", "tf32", "bf16", "fp16"]),
+            type=click.Choice(list(PRECISIONS)),
             default="fp32",
             show_default=True,
             help="Forward precision: fp32 (exact), tf32 (TF32 matmuls on CUDA), bf16/fp16 "

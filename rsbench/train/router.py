@@ -70,7 +70,13 @@ import torch
 from torch import nn
 
 from rsbench import device as D
-from rsbench.errors import ConfigError, check_alpha, check_count, check_sigma
+from rsbench.errors import (
+    ConfigError,
+    check_alpha,
+    check_alpha_router_fraction,
+    check_count,
+    check_sigma,
+)
 from rsbench.noise import NOISE_SCHEME
 from rsbench.train.common import (
     atomic_write,
@@ -627,10 +633,7 @@ def _validate(config: RouterTrainConfig) -> None:
         raise ConfigError(f"lr={config.lr!r} is not allowed; use a learning rate > 0, e.g. 1e-3")
     if config.train_images is not None:
         check_count(config.train_images, "train_images")
-    if not 0.0 < config.alpha_router_fraction < 1.0:
-        raise ConfigError(
-            f"alpha_router_fraction={config.alpha_router_fraction!r} must lie strictly in (0, 1)"
-        )
+    check_alpha_router_fraction(config.alpha_router_fraction)
 
 
 def command_line(config: RouterTrainConfig) -> str:
