@@ -8,7 +8,8 @@ Guarantees
 * **Identity.** A run directory is named after a hash of everything that changes the numbers
   (:meth:`RunConfig.identity`): model and zoo entry digest(s), dataset, split, subset, n0, n, alpha,
   sigma(s), alpha split, seed, precision, device type (CPU and CUDA draw different streams), the
-  noise scheme (:data:`rsbench.noise.NOISE_SCHEME`), protocol, and channels-last / compile when
+  noise scheme (:data:`rsbench.noise.NOISE_SCHEME`), the bounds' rounding (:data:`BOUNDS_VERSION`),
+  protocol, and channels-last / compile when
   they are on. A run directory made under another noise scheme (or before the scheme was recorded)
   is refused, never resumed. The same configuration resumes the same directory; a changed one starts a new
   directory. Batch size, chunk size and CPU threads do not change any result (per-sample seeding,
@@ -168,6 +169,10 @@ PROTOCOLS: dict[str, Protocol] = {
         "above the 3.81 sigma cap of alpha=0.001 and consistent with alpha=0.01",
     ),
 }
+
+#: Version of the certificate arithmetic, part of every run identity: 1 = SciPy's Clopper-Pearson
+#: bound as computed; 2 = rounded down by rsbench.stats.CP_ROUND_DOWN (never above the exact bound).
+BOUNDS_VERSION = 2
 
 #: Protocol name recorded when --n0/--n/--alpha or the subset deviate from the named protocol.
 CUSTOM_PROTOCOL = "custom"
@@ -347,6 +352,7 @@ class RunConfig:
         data["device_type"] = device_type(self.device)  # CPU and CUDA draw different streams
         data["format_version"] = R.RESULTS_FORMAT_VERSION
         data["noise_scheme"] = NOISE_SCHEME
+        data["bounds_version"] = BOUNDS_VERSION
         return data
 
     def identity(self) -> str:

@@ -303,6 +303,7 @@ def test_identity_records_the_noise_scheme_and_the_device_type(zoo):
 
     fields = _config(zoo).identity_fields()
     assert fields["noise_scheme"] == NOISE_SCHEME and fields["device_type"] == "cpu"
+    assert fields["bounds_version"] == runner.BOUNDS_VERSION == 2  # Clopper-Pearson rounded down
     on_cuda = dataclasses.replace(_config(zoo), device="cuda:0")
     assert on_cuda.identity() != _config(zoo).identity()
 
