@@ -21,9 +21,8 @@ Names and splits:
   index ``i`` of the full test set (``.source_indices`` records it), so its certificates are those of
   ``(fashion-mnist, test, i)``. It needs no network, no root and no Debian package.
 
-Subsets: :func:`select_indices` (``--stride``, ``--limit``, ``--indices``, ``--start``) and the
-standard protocol subsets :data:`CIFAR10_COHEN_STRIDE` / :data:`IMAGENET_COHEN_STRIDE`
-(:func:`standard_subset`).
+Subsets: :func:`select_indices` (``--stride``, ``--limit``, ``--indices``, ``--start``); the
+protocols' subsets live in the protocol registry (:meth:`rsbench.protocols.Protocol.indices`).
 """
 
 from __future__ import annotations
@@ -55,10 +54,6 @@ DEBIAN_DATASETS = Path("/usr/share/datasets")
 EMBEDDED_SIZE = 2000
 #: package-relative file of the shipped subset
 EMBEDDED_FILE = "fashion-mnist-test-first2000.npz"
-#: Cohen et al.'s CIFAR-10 protocol: every 20th test image (500 images)
-CIFAR10_COHEN_STRIDE = 20
-#: Cohen et al.'s ImageNet protocol: every 100th validation image (500 images)
-IMAGENET_COHEN_STRIDE = 100
 
 
 @dataclass(frozen=True)
@@ -677,34 +672,3 @@ def parse_indices(text: str) -> list[int]:
     if not out:
         raise DataError(f"no indices in {text!r}; {example}")
     return out
-
-
-@dataclass(frozen=True)
-class StandardSubset:
-    """A protocol's fixed subset: ``start::stride`` of ``dataset``/``split``."""
-
-    dataset: str
-    split: str
-    stride: int
-    start: int = 0
-
-    def indices(self, size: int | None = None) -> list[int]:
-        """The subset's indices (``size`` defaults to the split's standard size)."""
-        total = size if size is not None else DATASETS[self.dataset].splits[self.split]
-        return select_indices(int(total), stride=self.stride, start=self.start)
-
-
-#: Cohen et al.'s subsets: CIFAR-10 test every 20th image, ImageNet val every 100th (500 each)
-STANDARD_SUBSETS: dict[str, StandardSubset] = {
-    "cifar10": StandardSubset("cifar10", "test", CIFAR10_COHEN_STRIDE),
-    "imagenet": StandardSubset("imagenet", "val", IMAGENET_COHEN_STRIDE),
-}
-
-
-def standard_subset(dataset: str) -> list[int]:
-    """Indices of Cohen et al.'s protocol subset of ``dataset`` (500 for CIFAR-10 and ImageNet)."""
-    if dataset not in STANDARD_SUBSETS:
-        raise DataError(
-            f"no standard subset for {dataset!r} (known: {', '.join(STANDARD_SUBSETS)}); use --stride/--limit"
-        )
-    return STANDARD_SUBSETS[dataset].indices()

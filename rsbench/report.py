@@ -26,6 +26,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -138,7 +139,9 @@ def build_leaderboard(
     :class:`rsbench.results.RunState`: a row with a run that has not finished is marked
     (``complete`` false, ``planned_images``) and, unless ``include_incomplete``, left unranked
     below the ranked rows and out of the envelope and oracle. Raises ResultsError for an empty
-    frame or rows of several protocols or datasets.
+    frame or rows of several protocols or datasets. Rows recorded under a registered protocol
+    they deviate from (:func:`rsbench.protocols.first_deviation`) are ranked as recorded, with a
+    logged warning.
     """
     if df is None or len(df) == 0:
         raise ResultsError(
@@ -147,6 +150,16 @@ def build_leaderboard(
     found = metrics.sections(df)
     if len(found) != 1:
         raise ResultsError(_mixed_message(found))
+    from rsbench.protocols import first_deviation
+
+    deviation = first_deviation(df)
+    if deviation is not None:
+        logging.getLogger(__name__).warning(
+            "%s; rsbench never records a deviation under a registered protocol "
+            "(rsbench/protocols.yaml), so these rows were edited or written elsewhere: they are "
+            "not comparable with that protocol's numbers",
+            deviation,
+        )
     protocol, dataset = found[0]
     grid = metrics.check_radii(metrics.default_radii(dataset) if radii is None else radii)
     summary = metrics.summarize(df, grid)

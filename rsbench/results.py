@@ -612,13 +612,13 @@ def import_cohen_log(
 
     ``protocol``: None records the registered protocol the rows follow (n0, n, alpha, split and
     every index in its selection), else ``custom``; a given name is validated
-    (:func:`rsbench.runner.check_protocol`: a deviation is a :class:`ConfigError`).
+    (:func:`rsbench.protocols.check_protocol`: a deviation is a :class:`ConfigError`).
     ``count0``, ``counts``, ``seed``, ``precision``, ``batch_size`` are null: logs do not record them.
     Raises :class:`ResultsError` on a malformed file, a ``correct`` that disagrees with
     ``predict == label``, or a radius no count can produce.
     """
     from rsbench.errors import check_alpha, check_count, check_sigma
-    from rsbench.runner import check_protocol
+    from rsbench.protocols import check_protocol
     from rsbench.stats import clopper_pearson_lower, counts_from_radii, radius_from_bound
 
     if radius_from not in RADIUS_FROM:
@@ -1005,13 +1005,13 @@ def rescore_frame(
 
 
 def _recheck_protocols(out, split_changed: np.ndarray) -> None:
-    """Set each run's ``protocol`` to the one its rescored rows follow (rsbench.runner.PROTOCOLS).
+    """Set each run's ``protocol`` to the one its rescored rows follow (rsbench.protocols.PROTOCOLS).
 
     A run keeps its protocol when the rows still fit it (n0, n, the new alpha, split, indices),
     else gets the registered protocol they fit, else ``custom``; rows whose dual alpha split was
     changed are ``custom``. A deviation is never left under a standard name.
     """
-    from rsbench.runner import CUSTOM_PROTOCOL, PROTOCOLS, protocol_deviation, protocol_for
+    from rsbench.protocols import CUSTOM_PROTOCOL, PROTOCOLS, protocol_deviation, protocol_for
 
     columns = [out[c].astype(object).to_numpy() for c in ("run_id", "dataset", "split", "n0", "n")]
     keys = list(zip(*columns))

@@ -36,7 +36,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,17 @@ from rsbench.errors import (
     check_sigma,
 )
 from rsbench.noise import NOISE_SCHEME, check_noise_dtype
+from rsbench.protocols import (  # noqa: F401  (re-exported: the protocol registry)
+    CUSTOM_PROTOCOL,
+    PROTOCOLS,
+    Protocol,
+    Subset,
+    check_protocol,
+    get_protocol,
+    protocol_deviation,
+    protocol_for,
+    protocol_split,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,209 +92,9 @@ DEFAULT_BATCH = 1000
 PIPELINE_BATCHES = 8
 
 
-# ------------------------------------------------------------------------------------ protocols
-
-
-@dataclass(frozen=True)
-class Subset:
-    """Which images of a dataset a protocol certifies: ``split``, every ``stride``-th, first ``limit``."""
-
-    split: str | None = None
-    stride: int = 1
-    limit: int | None = None
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """What makes numbers comparable: n0, n, alpha and the subset of each dataset (DESIGN.md §7).
-
-    For dual models ``n0`` and ``n`` apply to each stage and ``alpha`` is the total.
-    ``subsets`` maps a dataset name to its :class:`Subset`; other datasets use ``default_subset``.
-    """
-
-    name: str
-    n0: int
-    n: int
-    alpha: float
-    subsets: Mapping[str, Subset] = field(default_factory=dict, hash=False)
-    default_subset: Subset = Subset()
-    description: str = ""
-
-    def subset_for(self, dataset: str) -> Subset:
-        """The protocol's subset of ``dataset``."""
-        return self.subsets.get(dataset, self.default_subset)
-
-
-PROTOCOLS: dict[str, Protocol] = {
-    "cohen": Protocol(
-        "cohen",
-        n0=100,
-        n=100_000,
-        alpha=0.001,
-        subsets={
-            "cifar10": Subset("test", stride=20),
-            "imagenet": Subset("val", stride=100),
-        },
-        description="Cohen et al. 2019: n0=100, n=100,000, alpha=0.001; CIFAR-10 test every 20th "
-        "image, ImageNet val every 100th (500 each)",
-    ),
-    "dualrs": Protocol(
-        "dualrs",
-        n0=100,
-        n=10_000,
-        alpha=0.001,
-        subsets={"cifar10": Subset("test"), "imagenet": Subset("val", stride=100)},
-        description="Dual RS (Sun, Mao & Vechev 2026): n0=100, n=10,000 per stage, total "
-        "alpha=0.001; full CIFAR-10 test set, ImageNet val every 100th image (500)",
-    ),
-    "cpu": Protocol(
-        "cpu",
-        n0=100,
-        n=1_000,
-        alpha=0.001,
-        subsets={"fashion-mnist": Subset("embedded", stride=8), "mnist": Subset("test", stride=40)},
-        default_subset=Subset("test", stride=40),
-        description="cheap CPU protocol (the embedded default run's): n0=100, n=1,000, alpha=0.001; "
-        "embedded Fashion-MNIST subset every 8th image (250), other datasets every 40th test image",
-    ),
-    "cohen-full": Protocol(
-        "cohen-full",
-        n0=100,
-        n=100_000,
-        alpha=0.001,
-        subsets={"cifar10": Subset("test"), "imagenet": Subset("val")},
-        description="Cohen et al.'s n0=100, n=100,000, alpha=0.001 on the whole CIFAR-10 test set "
-        "(10,000) or ImageNet val (50,000): the SmoothAdv authors' reruns of Cohen's CIFAR-10 models",
-    ),
-    "cohen-alpha0.01": Protocol(
-        "cohen-alpha0.01",
-        n0=100,
-        n=100_000,
-        alpha=0.01,
-        subsets={
-            "cifar10": Subset("test", stride=20),
-            "imagenet": Subset("val", stride=100),
-        },
-        description="cohen with alpha=0.01 (n0=100, n=100,000; CIFAR-10 test every 20th, ImageNet "
-        "val every 100th): Cohen et al.'s published ImageNet logs print radii up to 3.91 sigma, "
-        "above the 3.81 sigma cap of alpha=0.001 and consistent with alpha=0.01",
-    ),
-}
-
 #: Version of the certificate arithmetic, part of every run identity: 1 = SciPy's Clopper-Pearson
 #: bound as computed; 2 = rounded down by rsbench.stats.CP_ROUND_DOWN (never above the exact bound).
 BOUNDS_VERSION = 2
-
-#: Protocol name recorded when --n0/--n/--alpha or the subset deviate from the named protocol.
-CUSTOM_PROTOCOL = "custom"
-
-
-def protocol_split(protocol: Protocol, dataset: str) -> str:
-    """The split ``protocol`` certifies of ``dataset`` (its subset's, else test / ImageNet val)."""
-    return protocol.subset_for(dataset).split or ("val" if dataset == "imagenet" else "test")
-
-
-def protocol_deviation(
-    protocol: Protocol,
-    dataset: str,
-    split: str,
-    n0: int,
-    n: int,
-    alpha: float,
-    indices: Sequence[int] | None = None,
-) -> str | None:
-    """How rows of these parameters (and sample ``indices``) deviate from ``protocol``, or None.
-
-    The protocol fixes n0, n, alpha, the split and the subset; rows match when every index lies in
-    the protocol's selection (a run that stopped early still matches; it is incomplete).
-    """
-    if (int(n0), int(n)) != (protocol.n0, protocol.n) or not math.isclose(
-        float(alpha), protocol.alpha, rel_tol=1e-12
-    ):
-        return (
-            f"n0={n0}, n={n}, alpha={alpha:g} (it fixes n0={protocol.n0}, n={protocol.n}, "
-            f"alpha={protocol.alpha:g})"
-        )
-    want = protocol_split(protocol, dataset)
-    if split != want:
-        return f"split {split!r} (it certifies {dataset}/{want})"
-    subset = protocol.subset_for(dataset)
-    for index in indices or ():
-        position, rest = divmod(int(index), subset.stride)
-        if rest or (subset.limit is not None and position >= subset.limit) or index < 0:
-            every = f"every {subset.stride}th image" if subset.stride > 1 else "every image"
-            first = f", the first {subset.limit}" if subset.limit is not None else ""
-            return f"sample index {int(index)} (it takes {every}{first} of {dataset}/{want})"
-    return None
-
-
-def protocol_for(
-    dataset: str,
-    split: str,
-    n0: int,
-    n: int,
-    alpha: float,
-    indices: Sequence[int] | None = None,
-) -> str:
-    """The registered protocol these rows follow (the smallest selection that holds them), else custom."""
-    from rsbench.data import DATASETS
-
-    def size(protocol: Protocol) -> float:
-        subset = protocol.subset_for(dataset)
-        info = DATASETS.get(dataset)
-        total = (info.splits.get(split) if info is not None else None) or math.inf
-        count = total / subset.stride
-        return min(count, subset.limit) if subset.limit is not None else count
-
-    fits = [
-        p
-        for p in PROTOCOLS.values()
-        if protocol_deviation(p, dataset, split, n0, n, alpha, indices) is None
-    ]
-    return min(fits, key=size).name if fits else CUSTOM_PROTOCOL
-
-
-def check_protocol(
-    name: str | None,
-    dataset: str,
-    split: str,
-    n0: int,
-    n: int,
-    alpha: float,
-    indices: Sequence[int] | None = None,
-) -> str:
-    """The protocol name to record for rows of these parameters (imports, rescoring).
-
-    ``None``: the registered protocol they follow, else ``custom``. ``custom`` stays ``custom``.
-    A registered name they deviate from, or an unknown name, is a :class:`ConfigError` (a deviation
-    is never recorded under a standard name).
-    """
-    if name is None:
-        return protocol_for(dataset, split, n0, n, alpha, indices)
-    if name == CUSTOM_PROTOCOL:
-        return name
-    if name not in PROTOCOLS:
-        raise ConfigError(
-            f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}, or {CUSTOM_PROTOCOL} "
-            "(or leave --protocol out: the protocol the rows follow, else custom)"
-        )
-    protocol = PROTOCOLS[name]
-    deviation = protocol_deviation(protocol, dataset, split, n0, n, alpha, indices)
-    if deviation is not None:
-        fits = protocol_for(dataset, split, n0, n, alpha, indices)
-        raise ConfigError(
-            f"these rows deviate from protocol {name!r}: {deviation}; record them as "
-            f"--protocol {fits} (or leave --protocol out)"
-        )
-    return name
-
-
-def get_protocol(name: str) -> Protocol:
-    """The protocol called ``name``; :class:`ConfigError` listing the known names."""
-    try:
-        return PROTOCOLS[name]
-    except KeyError:
-        raise ConfigError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}") from None
 
 
 # ------------------------------------------------------------------------------------ config

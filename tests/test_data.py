@@ -358,10 +358,10 @@ def test_parse_indices_errors():
 
 
 def test_standard_protocol_subsets():
-    cifar = data.standard_subset("cifar10")
+    from rsbench.protocols import get_protocol
+
+    cifar = get_protocol("cohen").indices("cifar10")
     assert len(cifar) == 500 and cifar[:3] == [0, 20, 40] and cifar[-1] == 9980
-    imagenet = data.standard_subset("imagenet")
+    imagenet = get_protocol("cohen").indices("imagenet")
     assert len(imagenet) == 500 and imagenet[:2] == [0, 100] and imagenet[-1] == 49900
-    assert data.STANDARD_SUBSETS["cifar10"].stride == data.CIFAR10_COHEN_STRIDE == 20
-    with pytest.raises(DataError, match="no standard subset"):
-        data.standard_subset("mnist")
+    assert len(get_protocol("dualrs").indices("cifar10")) == 10_000

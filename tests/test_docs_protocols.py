@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from rsbench import runner
+from rsbench import protocols
 
 SCHEMA_DOC = Path(__file__).resolve().parents[1] / "docs" / "results-schema.md"
 
@@ -20,12 +20,12 @@ def _documented() -> dict[str, str]:
 
 def test_every_protocol_is_documented_with_its_numbers() -> None:
     documented = _documented()
-    for name, protocol in runner.PROTOCOLS.items():
+    for name, protocol in protocols.PROTOCOLS.items():
         assert name in documented, f"protocol {name!r} missing from {SCHEMA_DOC.name}"
         n0, n, alpha = documented[name]
         assert int(n0) == protocol.n0
         assert int(n.replace(",", "")) == protocol.n
         assert float(alpha) == protocol.alpha
-    assert runner.CUSTOM_PROTOCOL in documented
+    assert protocols.CUSTOM_PROTOCOL in documented
     # nothing else is written: import-logs and rescore record registered protocols or custom
-    assert set(documented) == set(runner.PROTOCOLS) | {runner.CUSTOM_PROTOCOL}
+    assert set(documented) == set(protocols.PROTOCOLS) | {protocols.CUSTOM_PROTOCOL}
