@@ -4,14 +4,29 @@ A fresh clone must run the whole default suite: the data the tests need lives in
 so a skip means a test did not run where it should. The only skips allowed are those whose reason
 matches :data:`ALLOWED_SKIPS` (each says why it is acceptable). GPU and network tests carry the
 ``gpu`` / ``network`` markers and are deselected by default, so they never get here.
+
+The fixtures shared by the test files live here too (tests never import each other). The support
+code they build on lives in the ``helpers`` package next to this file: ``helpers.tiny_zoo`` (a user zoo of linear experts, a router and a dual), ``helpers.fake_cuda`` (CUDA
+faked at the torch boundary), ``helpers.drive_server`` (a local Google Drive), ``helpers.cli`` (the
+forked CLI driver and its bad-input folder) and ``helpers.rows`` (small results frames).
+
+Markers (registered in pyproject.toml): ``slow``, ``gpu`` and ``network`` tests are left out of the
+default run; ``subprocess`` marks tests that start Python processes (``-m "not subprocess"`` runs the
+in-process tests only).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from helpers.cli import write_workdir
+from helpers.drive_server import DriveServer
+from helpers.fake_cuda import FakeCuda
+from helpers.tiny_zoo import make_zoo
 
 #: (pattern of the skip reason, why such a skip is acceptable)
 ALLOWED_SKIPS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -65,3 +80,37 @@ def pytest_runtest_makereport(item, call):
 def pytest_make_collect_report(collector):
     outcome = yield
     _fail_unexpected_skip(outcome.get_result())
+
+
+# ------------------------------------------------------------------------ shared fixtures
+
+
+@pytest.fixture(scope="module")
+def zoo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny user zoo (``tiny-s0.25``, ``tiny-s0.50``, ``tiny-router``, ``tiny-dual``), one per
+    test module."""
+    return make_zoo(tmp_path_factory.mktemp("zoo"))
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCuda]:
+    """One fake CUDA device (set ``fake.device_count`` for more); undone after the test."""
+    fake = FakeCuda(monkeypatch).install()
+    try:
+        yield fake
+    finally:
+        fake.uninstall()
+
+
+@pytest.fixture
+def drive(monkeypatch: pytest.MonkeyPatch) -> Iterator[DriveServer]:
+    """A local Google Drive on 127.0.0.1 that rsbench's downloads are allowed to use."""
+    with DriveServer() as server:
+        monkeypatch.setenv("RSBENCH_DRIVE_HOSTS", ",".join(server.hosts))
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cli_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with the tiny architecture, weights, good and broken zoo files and sweep files."""
+    return write_workdir(tmp_path_factory.mktemp("bad-input"))

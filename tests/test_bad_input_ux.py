@@ -1,7 +1,7 @@
 """Bad input and unwritable places through the real command line (issue 12, item 4).
 
 Each case runs the ``rsbench`` console entry point (forked from one driver, see
-``test_bad_input_cli.DRIVER``) and must print exactly one ``error:`` line naming the problem and its
+``helpers.cli.DRIVER``) and must print exactly one ``error:`` line naming the problem and its
 fix, exit non-zero, print no traceback, leave earlier results byte for byte as they were, and leave
 no directory behind that would block or confuse a retry.
 
@@ -20,11 +20,14 @@ import stat
 from pathlib import Path
 
 import pytest
-from test_bad_input_cli import _certify, assert_one_clear_error, run_many, workdir  # noqa: F401
+from helpers.cli import assert_one_clear_error, certify_args, run_many
 
-pytestmark = pytest.mark.skipif(
-    not hasattr(os, "fork"), reason="the CLI driver forks one process per command (POSIX only)"
-)
+pytestmark = [
+    pytest.mark.subprocess,
+    pytest.mark.skipif(
+        not hasattr(os, "fork"), reason="the CLI driver forks one process per command (POSIX only)"
+    ),
+]
 
 LOG_HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
 LOG_ROW = "0\t3\t3\t0.512\t1\t0:00:01.5\n"
@@ -47,19 +50,19 @@ def _snapshot(*folders: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def good_run(workdir) -> Path:  # noqa: F811
+def good_run(cli_workdir) -> Path:
     """A complete certification run (the parent folder of its run directory)."""
-    out = workdir / "ux-good"
-    args = [a.replace("{out}", str(out)) for a in _certify()]
-    result = run_many({"make": args}, workdir)["make"]
+    out = cli_workdir / "ux-good"
+    args = [a.replace("{out}", str(out)) for a in certify_args()]
+    result = run_many({"make": args}, cli_workdir)["make"]
     assert result.returncode == 0, result.stderr
     return out
 
 
 @pytest.fixture(scope="module")
-def files(workdir) -> Path:  # noqa: F811
+def files(cli_workdir) -> Path:
     """Broken inputs: zoo files, logs, and a regular file to put paths under."""
-    root = workdir / "ux-files"
+    root = cli_workdir / "ux-files"
     root.mkdir()
     (root / "latin1.yaml").write_bytes("models:\n  - id: caf\xe9\n".encode("latin-1"))
     (root / "loop-a.yaml").symlink_to(root / "loop-b.yaml")
@@ -78,8 +81,8 @@ def _cases(good: Path, files: Path) -> dict[str, tuple[tuple[str, ...], tuple[st
     f = str(files)
     board = ("leaderboard", str(good))
     return {
-        "seed-2**63": (_certify("--seed", str(2**63)), ("seed=9223372036854775808", "2**63")),
-        "seed-negative": (_certify("--seed", "-1"), ("seed=-1", "2**63")),
+        "seed-2**63": (certify_args("--seed", str(2**63)), ("seed=9223372036854775808", "2**63")),
+        "seed-negative": (certify_args("--seed", "-1"), ("seed=-1", "2**63")),
         "seed-train-expert": (
             (
                 *("train", "expert", "--dataset", "fashion-mnist-embedded", "--arch", "fmnist_cnn"),
@@ -91,16 +94,16 @@ def _cases(good: Path, files: Path) -> dict[str, tuple[tuple[str, ...], tuple[st
             ("train", "router", "embedded-fmnist-dual", "--seed", str(2**63), "--out", "{out}"),
             ("seed=9223372036854775808", "2**63"),
         ),
-        "sigma-1e39": (_certify("--sigma", "1e39"), ("sigma=1e+39", "(0, 100]")),
+        "sigma-1e39": (certify_args("--sigma", "1e39"), ("sigma=1e+39", "(0, 100]")),
         "radii-abc": ((*board, "--radii", "abc"), ("'abc'", "0:2:0.25")),
         "radii-negative": ((*board, "--radii", "-1:2:0.5"), ("start -1", ">= 0")),
         "radii-too-many": ((*board, "--radii", "0:1000000:0.001"), ("1000", "larger step")),
         "radii-plot": (("plot", str(good), "-o", "{out}/p.png", "--radii", "abc"), ("'abc'",)),
         "zoo-not-utf8": (("zoo", "list", "--zoo", f"{f}/latin1.yaml"), ("not UTF-8", "0xe9")),
-        "zoo-not-utf8-certify": (_certify(zoo=f"{f}/latin1.yaml"), ("latin1.yaml", "UTF-8")),
+        "zoo-not-utf8-certify": (certify_args(zoo=f"{f}/latin1.yaml"), ("latin1.yaml", "UTF-8")),
         "zoo-symlink-loop": (("zoo", "list", "--zoo", f"{f}/loop-a.yaml"), ("symlink loop",)),
         "zoo-alias-bomb": (("zoo", "list", "--zoo", f"{f}/bomb.yaml"), ("alias bomb",)),
-        "zoo-alias-bomb-certify": (_certify(zoo=f"{f}/bomb.yaml"), ("bomb.yaml", "alias")),
+        "zoo-alias-bomb-certify": (certify_args(zoo=f"{f}/bomb.yaml"), ("bomb.yaml", "alias")),
         "zoo-recursive-alias": (("zoo", "list", "--zoo", f"{f}/recursive.yaml"), ("recursive",)),
         "zoo-too-large": (("zoo", "list", "--zoo", f"{f}/big.yaml"), ("larger than", "KiB")),
         "import-header-only": (
@@ -113,7 +116,7 @@ def _cases(good: Path, files: Path) -> dict[str, tuple[tuple[str, ...], tuple[st
             ("--out", "rescored"),
         ),
         "certify-out-under-a-file": (
-            _certify()[:4] + ("--out", f"{f}/a-file/out", *_certify()[6:]),
+            certify_args()[:4] + ("--out", f"{f}/a-file/out", *certify_args()[6:]),
             ("a-file", "--out"),
         ),
         "rescore-out-under-a-file": (
@@ -130,15 +133,15 @@ def _cases(good: Path, files: Path) -> dict[str, tuple[tuple[str, ...], tuple[st
 
 
 @pytest.fixture(scope="module")
-def outcomes(workdir, good_run, files):  # noqa: F811
+def outcomes(cli_workdir, good_run, files):
     cases = _cases(good_run, files)
-    outs = {name: workdir / f"ux-out-{name}" for name in cases}
+    outs = {name: cli_workdir / f"ux-out-{name}" for name in cases}
     before = _snapshot(good_run, files)
     jobs = {
         name: [a.replace("{out}", str(outs[name])) for a in args]
         for name, (args, _) in cases.items()
     }
-    results = run_many(jobs, workdir)
+    results = run_many(jobs, cli_workdir)
     after = _snapshot(good_run, files)
     return {name: (results[name], outs[name], cases[name][1]) for name in cases}, before, after
 
@@ -152,15 +155,15 @@ def test_refused_with_one_line_and_nothing_written(outcomes, name: str) -> None:
     assert after == before, "earlier results or inputs changed"
 
 
-def test_header_only_log_leaves_nothing_that_blocks_the_retry(workdir, files) -> None:  # noqa: F811
-    out = workdir / "ux-import-retry"
+def test_header_only_log_leaves_nothing_that_blocks_the_retry(cli_workdir, files) -> None:
+    out = cli_workdir / "ux-import-retry"
     log = files / "retry_sigma_0.25.tsv"
     log.write_text(LOG_HEADER)
     args = ["import-logs", str(log), *(a.replace("{out}", str(out)) for a in IMPORT)]
-    first = run_many({"empty": args}, workdir)["empty"]
+    first = run_many({"empty": args}, cli_workdir)["empty"]
     assert_one_clear_error(first, ("no rows",))
     log.write_text(LOG_HEADER + LOG_ROW)
-    second = run_many({"retry": args}, workdir)["retry"]
+    second = run_many({"retry": args}, cli_workdir)["retry"]
     assert second.returncode == 0, second.stderr
     (run_dir,) = out.iterdir()
     assert len(list(run_dir.glob("part-*.parquet"))) == 1
@@ -188,10 +191,10 @@ def _read_only(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def read_only(workdir, good_run):  # noqa: F811
+def read_only(cli_workdir, good_run):
     """Run each command against read-only folders and files with permission checks in force."""
     prefix = _no_override_prefix()
-    ro = workdir / "ux-ro"
+    ro = cli_workdir / "ux-ro"
     shutil.copytree(good_run, ro / "runs")
     (ro / "empty").mkdir()
     (ro / "board.md").write_text("the old leaderboard\n")
@@ -202,8 +205,8 @@ def read_only(workdir, good_run):  # noqa: F811
     (cwd / ".logs").chmod(0o755)
     runs, empty, board = ro / "runs", ro / "empty", ro / "board.md"
     cases = {
-        "certify-new-run": (_certify(), {"out": str(empty)}, ("cannot write", "--out")),
-        "certify-rerun-complete": (_certify(), {"out": str(runs)}, ("lock file", "--out")),
+        "certify-new-run": (certify_args(), {"out": str(empty)}, ("cannot write", "--out")),
+        "certify-rerun-complete": (certify_args(), {"out": str(runs)}, ("lock file", "--out")),
         "rescore-into-read-only": (
             ("rescore", str(good_run), "--alpha", "0.01", "--out", str(empty)),
             {},
@@ -231,13 +234,13 @@ def read_only(workdir, good_run):  # noqa: F811
     }
     # the default --out (results/) in a read-only working directory
     jobs["certify-read-only-cwd"] = [
-        a for a in _certify(zoo=str(workdir / "zoo.yaml")) if a not in ("--out", "{out}")
+        a for a in certify_args(zoo=str(cli_workdir / "zoo.yaml")) if a not in ("--out", "{out}")
     ]
     words = {name: w for name, (_, _, w) in cases.items()}
     words["certify-read-only-cwd"] = ("results", "--out")
     before = _snapshot(ro)
     results = run_many(
-        {k: v for k, v in jobs.items() if k != "certify-read-only-cwd"}, workdir, prefix=prefix
+        {k: v for k, v in jobs.items() if k != "certify-read-only-cwd"}, cli_workdir, prefix=prefix
     )
     results.update(
         run_many({"certify-read-only-cwd": jobs["certify-read-only-cwd"]}, cwd, prefix=prefix)
@@ -280,27 +283,27 @@ pq.write_table = _write_table
 """
 
 
-def test_a_run_that_never_wrote_a_row_leaves_no_directory(workdir) -> None:  # noqa: F811
-    out = workdir / "ux-first-chunk"
-    args = [a.replace("{out}", str(out)) for a in _certify()]
-    failed = run_many({"full": args}, workdir, prelude=FIRST_CHUNK_FAILS)["full"]
+def test_a_run_that_never_wrote_a_row_leaves_no_directory(cli_workdir) -> None:
+    out = cli_workdir / "ux-first-chunk"
+    args = [a.replace("{out}", str(out)) for a in certify_args()]
+    failed = run_many({"full": args}, cli_workdir, prelude=FIRST_CHUNK_FAILS)["full"]
     assert_one_clear_error(failed, ("No space left",))
     assert out.is_dir() and not list(out.iterdir()), sorted(p.name for p in out.rglob("*"))
-    retry = run_many({"retry": args}, workdir)["retry"]
+    retry = run_many({"retry": args}, cli_workdir)["retry"]
     assert retry.returncode == 0, retry.stderr
 
 
-def test_a_part_of_another_run_is_refused_on_resume(workdir, good_run) -> None:  # noqa: F811
-    out = workdir / "ux-foreign"
-    args = [a.replace("{out}", str(out)) for a in _certify("--seed", "1")]
-    made = run_many({"make": args}, workdir)["make"]
+def test_a_part_of_another_run_is_refused_on_resume(cli_workdir, good_run) -> None:
+    out = cli_workdir / "ux-foreign"
+    args = [a.replace("{out}", str(out)) for a in certify_args("--seed", "1")]
+    made = run_many({"make": args}, cli_workdir)["make"]
     assert made.returncode == 0, made.stderr
     (run_dir,) = out.iterdir()
     (theirs,) = next(good_run.iterdir()).glob("part-*.parquet")
     shutil.copy(theirs, run_dir / "part-0of1-000001.parquet")
     before = _snapshot(out)
-    resumed = run_many({"resume": args}, workdir)["resume"]
+    resumed = run_many({"resume": args}, cli_workdir)["resume"]
     assert_one_clear_error(resumed, ("part-0of1-000001.parquet", "holds rows of run"))
     assert _snapshot(out) == before  # refused, and the foreign part is kept, not deleted
-    board = run_many({"board": ["leaderboard", str(out)]}, workdir)["board"]
+    board = run_many({"board": ["leaderboard", str(out)]}, cli_workdir)["board"]
     assert_one_clear_error(board, ("part-0of1-000001.parquet", "holds rows of run"))

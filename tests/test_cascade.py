@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers.toy_models import Bins, Constant, Linear, Threshold
 from scipy.stats import norm
 from torch import nn
-from toy_models import Bins, Constant, Linear, Threshold
 
 from rsbench import stats
 from rsbench.cascade import CascadeSmoothed, combine_cascade

@@ -10,6 +10,8 @@ import pytest
 from rsbench import __version__
 from rsbench.cli import _COMMANDS, _TRAIN_COMMANDS, main_group
 
+pytestmark = pytest.mark.subprocess  # every test runs `python -m rsbench`
+
 LIGHT = "import sys, rsbench.cli; print(sorted(m for m in ('torch', 'pandas', 'pyarrow', 'matplotlib') if m in sys.modules))"
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from certify_fixtures import make_zoo
 from click.testing import CliRunner
 
 from rsbench import runner
@@ -20,11 +19,6 @@ from rsbench.errors import ConfigError
 from rsbench.results import read_results, read_run_json
 
 ARGS = ["--n0", "10", "--limit", "16", "--chunk-size", "4", "--batch", "100", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def zoo_file(tmp_path_factory) -> Path:
-    return make_zoo(tmp_path_factory.mktemp("zoo"))
 
 
 def _invoke(command, args):
@@ -95,6 +89,7 @@ def test_cli_shards_equal_the_unsharded_run(single, zoo_file, tmp_path):
     pd.testing.assert_frame_equal(_rows(tmp_path), _rows(single))
 
 
+@pytest.mark.subprocess
 def test_torchrun_two_cpu_processes_equal_one_process(single, zoo_file, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [

@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 
 import pytest
-from test_bad_input_cli import run_many
+from helpers.cli import run_many
 
-pytestmark = pytest.mark.skipif(
-    not hasattr(os, "fork"), reason="the CLI driver forks one process per command (POSIX only)"
-)
+pytestmark = [
+    pytest.mark.subprocess,
+    pytest.mark.skipif(
+        not hasattr(os, "fork"), reason="the CLI driver forks one process per command (POSIX only)"
+    ),
+]
 
 FAST = ["--limit", "2", "--n0", "10", "--n", "50", "--device", "cpu", "--no-leaderboard"]
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers.toy_models import Constant, Threshold
 from torch import nn
-from toy_models import Constant, Threshold
 
 from rsbench import stats
 from rsbench.denoised import (

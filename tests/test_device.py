@@ -1,16 +1,15 @@
 """The device path: ``--device`` resolution, and the whole ``rsbench certify`` / ``sweep`` commands
-on a faked CUDA (tests/fake_cuda.py), checking what rsbench asks of torch and that the
+on a faked CUDA (tests/helpers/fake_cuda.py), checking what rsbench asks of torch and that the
 certificates equal a CPU run's where the arithmetic is the same."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import fake_cuda as fake
 import pandas as pd
 import pytest
 import torch
-from certify_fixtures import make_zoo
+from helpers import fake_cuda as fake
 
 from rsbench import device as D
 from rsbench.cli import main
@@ -22,13 +21,6 @@ MODELS = ["tiny-s0.25", "tiny-dual"]
 # columns that legitimately differ between two runs of the same certificates
 VOLATILE = ["seconds", "run_id"]
 FAKE_NAME = fake.FAKE_NAME
-
-fake_cuda = fake.fake_cuda  # the fixture
-
-
-@pytest.fixture(scope="module")
-def zoo_file(tmp_path_factory) -> Path:
-    return make_zoo(tmp_path_factory.mktemp("zoo"))
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:

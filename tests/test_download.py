@@ -1,4 +1,4 @@
-"""Downloads against a local stand-in for Google Drive (tests/drive_server.py): the confirmation
+"""Downloads against a local stand-in for Google Drive (tests/helpers/drive_server.py): the confirmation
 form, quota / sign-in / missing pages, truncated bodies resumed with Range, servers that ignore
 Range, digests, and one download per archive shared by the zoo entries that name it."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from drive_server import UUID, DriveServer, File
+from helpers.drive_server import UUID, File
 
 from rsbench.archs.cifar_resnet import cifar_resnet20
 from rsbench.download import download, drive_download_url, partial_meta_path, partial_path
@@ -28,13 +28,6 @@ def _env(monkeypatch, tmp_path):
     torch.set_num_threads(1)
     monkeypatch.delenv("RSBENCH_ZOO", raising=False)
     monkeypatch.setenv("RSBENCH_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture()
-def drive(monkeypatch):
-    with DriveServer() as server:
-        monkeypatch.setenv("RSBENCH_DRIVE_HOSTS", ",".join(server.hosts))
-        yield server
 
 
 def sha(data: bytes) -> str:

@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from helpers.toy_models import Constant, Linear, Threshold
 from torch import nn
-from toy_models import Constant, Linear, Threshold
 
 from rsbench import stats
 from rsbench.dual import DualSmoothed, combine_stages, split_alpha

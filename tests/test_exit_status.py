@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 import pandas as pd
 import pytest
-from certify_fixtures import make_zoo
+from helpers.tiny_zoo import make_zoo
 
 from rsbench.cli import main, main_group
 from rsbench.results import list_parts, read_results, read_run_json
@@ -156,6 +156,7 @@ def linear(num_classes, input_shape=None):  # noqa: F811
 """
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     "signum, status, said",
     [(signal.SIGINT, 130, "interrupted;"), (signal.SIGTERM, 143, "terminated (SIGTERM);")],

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from test_bad_input_cli import ARCH, _write_weights, _zoo_text, assert_one_clear_error, run_many
+from helpers.cli import ARCH, assert_one_clear_error, run_many, write_weights, zoo_text
 from torch import nn
 
 from rsbench import results, runner
@@ -37,9 +37,9 @@ ENOSPC_MESSAGE = os.strerror(errno.ENOSPC)  # "No space left on device"
 def zoo_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("zoo")
     (folder / "tiny_arch.py").write_text(ARCH)
-    _write_weights(folder / "tiny.safetensors", 784)
-    _write_weights(folder / "router.safetensors", 784, classes=2)
-    (folder / "zoo.yaml").write_text(_zoo_text())
+    write_weights(folder / "tiny.safetensors", 784)
+    write_weights(folder / "router.safetensors", 784, classes=2)
+    (folder / "zoo.yaml").write_text(zoo_text())
     return folder
 
 
@@ -128,6 +128,7 @@ pq.write_table = _write_table
 """
 
 
+@pytest.mark.subprocess
 def test_full_disk_through_the_cli(zoo_dir):
     args = ["certify", "tiny-s0.25", "--zoo", "zoo.yaml", "--out", "full", "--device", "cpu"]
     args += ["--limit", "6", "--chunk-size", "2", "--n0", "10", "--n", "50", "--no-leaderboard"]

@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from test_report import E1, E2, expert_rows, invoke, write_run
+from helpers.rows import E1, E2, expert_rows, invoke, write_run
 
 from rsbench import metrics, report
 from rsbench.errors import ResultsError

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from certify_fixtures import make_zoo
 from click.testing import CliRunner
 from torch import nn
 
@@ -174,11 +173,6 @@ def test_precisions_and_channels_last_run(precision: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def zoo_file(tmp_path_factory) -> Path:
-    return make_zoo(tmp_path_factory.mktemp("zoo"))
-
-
-@pytest.fixture(scope="module")
 def zoo(zoo_file):
     return load_zoo([zoo_file])
 
@@ -262,6 +256,7 @@ def test_cli_records_precision_and_channels_last(zoo_file, tmp_path) -> None:
         assert option in help_text
 
 
+@pytest.mark.subprocess
 def test_gpu_benchmark_script_runs_on_cpu(tmp_path) -> None:
     """bench/gpu_certify.py (what bench/gpu.sh runs on a GPU) works end to end, here on a CPU."""
     import subprocess

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_report import E1, E2, dual_rows, expert_rows, write_run
+from helpers.rows import E1, E2, dual_rows, expert_rows, write_run
 
 from rsbench import metrics, report
 from rsbench.results import RunState
@@ -112,11 +112,12 @@ def _page_width(page: Path, tmp_path: Path) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(
     CHROMIUM is None, reason="no chromium to lay out the page (apt-get install chromium)"
 )
 def test_html_leaderboard_fits_a_1400px_window(tmp_path):
-    from test_report import invoke
+    from helpers.rows import invoke
 
     # a wide table: 9 radii, reported numbers (the packaged zoo's, for these ids), a dual row
     dual, states = _dual_never_choosing_e012()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from certify_fixtures import make_zoo
+from helpers.tiny_zoo import make_zoo
 
 from rsbench import runner
 from rsbench.errors import ConfigError, ResultsError
@@ -23,11 +23,6 @@ from rsbench.results import list_parts, read_results, read_run_json
 from rsbench.zoo import load_zoo
 
 SMALL = dict(protocol="cpu", n0=10, n=100, limit=24, chunk_size=5, batch_size=100)
-
-
-@pytest.fixture(scope="module")
-def zoo_file(tmp_path_factory) -> Path:
-    return make_zoo(tmp_path_factory.mktemp("zoo"))
 
 
 @pytest.fixture(scope="module")
@@ -223,6 +218,7 @@ def _spawn(zoo_file, out, delay, tmp_path):
     )
 
 
+@pytest.mark.subprocess
 def test_sigkill_then_resume_equals_uninterrupted(zoo, zoo_file, tmp_path, reference):
     out = tmp_path / "out"
     proc = _spawn(zoo_file, out, 0.15, tmp_path)
@@ -245,6 +241,7 @@ def test_sigkill_then_resume_equals_uninterrupted(zoo, zoo_file, tmp_path, refer
     assert_same_rows(_rows(run_dir), reference["tiny-s0.25"])
 
 
+@pytest.mark.subprocess
 def test_two_processes_on_one_run_do_not_duplicate(zoo_file, tmp_path, reference):
     out = tmp_path / "out"
     procs = [_spawn(zoo_file, out, 0.01, tmp_path) for _ in range(2)]
@@ -259,13 +256,15 @@ def test_two_processes_on_one_run_do_not_duplicate(zoo_file, tmp_path, reference
 
 
 def test_changed_weights_of_an_unpinned_entry_refuse_to_resume(tmp_path):
-    from certify_fixtures import _weights
+    from helpers.tiny_zoo import write_weights
 
     zoo_file = make_zoo(tmp_path / "zoo")
     zoo = load_zoo([zoo_file])
     config = _config(zoo, limit=4)
     runner.run_certification(config, zoo, tmp_path / "out")
-    _weights(tmp_path / "zoo" / "tiny-s0.25.safetensors", 10, seed=99)  # same entry, other bytes
+    write_weights(
+        tmp_path / "zoo" / "tiny-s0.25.safetensors", 10, seed=99
+    )  # same entry, other bytes
     with pytest.raises(ResultsError, match="weights of tiny-s0.25 changed"):
         runner.run_certification(config, zoo, tmp_path / "out")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers.toy_models import Constant, Linear, Threshold
 from scipy.stats import binom, norm
 from torch import nn
-from toy_models import Constant, Linear, Threshold
 
 from rsbench import stats
 from rsbench.errors import ConfigError

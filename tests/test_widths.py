@@ -9,9 +9,9 @@ import os
 import re
 
 import pytest
+from helpers.cli import run_many
+from helpers.rows import E1, E2, expert_rows
 from rich.console import Console
-from test_bad_input_cli import run_many
-from test_report import E1, E2, expert_rows
 
 from rsbench import report
 
@@ -92,6 +92,7 @@ def test_80_columns_leave_out_the_secondary_columns_first() -> None:
         assert max(float(h[2:]) for h in kept_radii) < min(float(h[2:]) for h in radius_gone)
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the CLI driver forks (POSIX only)")
 def test_dry_run_plan_fits_80_columns(tmp_path) -> None:
     args = ["certify", "embedded-fmnist-dual", "embedded-fmnist-s0.25", "--dry-run"]

@@ -14,7 +14,8 @@ the autocast dtype...). ``set_device`` validates its argument as torch does (an 
 ``oom_above`` makes the next forward pass with more rows than that raise
 ``torch.cuda.OutOfMemoryError`` once, as a real GPU would when a batch does not fit.
 
-This lives in the tests, never in the package.
+This lives in the tests, never in the package; ``tests/conftest.py`` makes it the ``fake_cuda``
+fixture.
 """
 
 from __future__ import annotations
@@ -252,13 +253,3 @@ class _FakeStream:
 
     def record_event(self, event: Any = None) -> Any:
         return event
-
-
-@pytest.fixture
-def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCuda]:
-    """One fake CUDA device (set ``fake.device_count`` for more); undone after the test."""
-    fake = FakeCuda(monkeypatch).install()
-    try:
-        yield fake
-    finally:
-        fake.uninstall()

@@ -21,7 +21,7 @@ def linear(num_classes, input_shape=None):
 EXPERTS = ("tiny-s0.25", "tiny-s0.50")
 
 
-def _weights(path: Path, num_classes: int, seed: int) -> None:
+def write_weights(path: Path, num_classes: int, seed: int) -> None:
     """Nearest-centroid weights from the embedded images (10 classes) or random ones (router)."""
     import torch
     from safetensors.torch import save_file
@@ -46,8 +46,8 @@ def make_zoo(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tiny_arch.py").write_text(ARCH)
     for i, expert in enumerate(EXPERTS):
-        _weights(folder / f"{expert}.safetensors", 10, seed=i + 1)
-    _weights(folder / "tiny-router.safetensors", len(EXPERTS), seed=7)
+        write_weights(folder / f"{expert}.safetensors", 10, seed=i + 1)
+    write_weights(folder / "tiny-router.safetensors", len(EXPERTS), seed=7)
     entries = []
     for expert in EXPERTS:
         sigma = float(expert.split("-s")[1])
