@@ -6,9 +6,10 @@ matches :data:`ALLOWED_SKIPS` (each says why it is acceptable). GPU and network 
 ``gpu`` / ``network`` markers and are deselected by default, so they never get here.
 
 The fixtures shared by the test files live here too (tests never import each other). The support
-code they build on lives in the ``helpers`` package next to this file: ``helpers.tiny_zoo`` (a user zoo of linear experts, a router and a dual), ``helpers.fake_cuda`` (CUDA
-faked at the torch boundary), ``helpers.drive_server`` (a local Google Drive), ``helpers.cli`` (the
-forked CLI driver and its bad-input folder) and ``helpers.rows`` (small results frames).
+code they build on lives in the ``helpers`` package next to this file: ``helpers.tiny_zoo`` (a user
+zoo of linear experts, a router and a dual), ``helpers.fake_cuda`` (CUDA faked at the torch
+boundary), ``helpers.drive_server`` (a local Google Drive), ``helpers.cli`` (the forked CLI driver
+and its bad-input folder) and ``helpers.rows`` (small results frames).
 
 Markers (registered in pyproject.toml): ``slow``, ``gpu`` and ``network`` tests are left out of the
 default run; ``subprocess`` marks tests that start Python processes (``-m "not subprocess"`` runs the

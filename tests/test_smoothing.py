@@ -206,16 +206,15 @@ def test_float64_noise_on_every_device_and_the_opt_out() -> None:
         VoteCounter(net, 3, noise_dtype="float16")
 
 
-def test_wide_noise_on_cuda_draws_float64_on_the_device(monkeypatch) -> None:
-    """The CUDA path (torch faked at its boundary, tests/fake_cuda.py) draws float64 and casts."""
-    import fake_cuda
-
+def test_wide_noise_on_cuda_draws_float64_on_the_device(fake_cuda) -> None:
+    """The CUDA path (torch faked at its boundary, tests/helpers/fake_cuda.py) draws float64 and
+    casts."""
     from rsbench.noise import NoiseKey
     from rsbench.sampling import CUDA_WIDE_SLICE, NOISE_BLOCK, VoteCounter
 
     shape, k, num = (3, 32, 32), 7, 2300
     key = NoiseKey("cifar10", "test", 5, "estimate", 0)
-    fake = fake_cuda.FakeCuda(monkeypatch).install()
+    fake = fake_cuda  # installed by the fixture
     try:
         counter = VoteCounter(FirstCoordinates(k), k, batch_size=700, device="cuda:0")
         votes = counter.count(torch.zeros(1, *shape), 0.5, num, [key])
