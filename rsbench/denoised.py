@@ -303,7 +303,7 @@ def load_denoised(
     device: str | torch.device = "cpu",
     cache_dir: str | os.PathLike | None = None,
     require_pinned: bool = False,
-    progress: Any = False,
+    progress: Any = None,
 ) -> DenoisedExpert:
     """Load a ``denoised`` entry's denoiser and classifier; return the :class:`DenoisedExpert`.
 

@@ -134,13 +134,13 @@ def load_model(
     device: str | torch.device = "cpu",
     cache_dir: str | os.PathLike | None = None,
     require_pinned: bool = False,
-    progress: Any = False,
+    progress: Any = None,
     sigma: float | None = None,
 ) -> nn.Module:
     """Fetch, verify and strictly load ``entry``; return the model in eval mode on ``device``.
 
-    ``progress`` is ``False``, ``True`` (a rich bar on stderr) or a callback (see
-    :data:`rsbench.weights.ProgressCallback`). ``sigma`` matters for ``denoised`` entries only: the
+    ``progress`` is ``None`` or a callback (see :data:`rsbench.weights.ProgressCallback`; the CLI
+    passes one that draws a bar, the library renders nothing). ``sigma`` matters for ``denoised`` entries only: the
     base model at that served sigma (``None``: the :class:`~rsbench.denoised.DenoisedExpert`, whose
     ``at_sigma`` gives it); other entries are one network whatever the sigma.
     """

@@ -1063,7 +1063,7 @@ def build_certifier(
     *,
     cache_dir=None,
     require_pinned: bool = False,
-    weights_progress: Any = False,
+    weights_progress: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Load the model(s) on ``device`` and wrap them for certification; also return provenance."""
     from rsbench.models import load_model
@@ -1228,7 +1228,7 @@ def run_certification(
     progress: ProgressCallback | None = None,
     cache_dir=None,
     require_pinned: bool = False,
-    weights_progress: Any = False,
+    weights_progress: Any = None,
     prepared: Prepared | None = None,
 ) -> RunResult:
     """Certify zoo model ``config.model_id`` into ``out_dir/<run name>/`` (resumable, sharded).

@@ -186,46 +186,6 @@ def _tmp_name(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.part")
 
 
-def rich_progress() -> tuple[ProgressCallback, Callable[[], None]]:
-    """A rich progress bar on stderr as ``(callback, close)``; for CLI code that asked for one."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    tasks: dict[str, Any] = {}
-    bar.start()
-
-    def callback(description: str, done: int, total: int | None) -> None:
-        if description not in tasks:
-            tasks[description] = bar.add_task(description, total=total)
-        bar.update(tasks[description], completed=done, total=total)
-
-    return callback, bar.stop
-
-
-def _resolve_progress(progress: bool | ProgressCallback | None):
-    if callable(progress):
-        return progress, lambda: None
-    if progress:
-        return rich_progress()
-    return None, lambda: None
-
-
 # --------------------------------------------------------------------------------------------------
 # payload checks
 
@@ -435,7 +395,7 @@ def fetch(
     entry: ZooEntry,
     cache_dir: str | os.PathLike | None = None,
     require_pinned: bool = False,
-    progress: bool | ProgressCallback | None = False,
+    progress: ProgressCallback | None = None,
 ) -> FetchedWeights:
     """Make ``entry``'s checkpoint available locally, verified; see the module docstring."""
     if entry.kind in ("dual", "cascade") or entry.source is None:
@@ -445,11 +405,7 @@ def fetch(
             f"{entry.id} is unpinned (no sha256) and --require-pinned is set; "
             "run `rsbench zoo hash FILE` on a checked copy and add `sha256:` to the entry"
         )
-    callback, close = _resolve_progress(progress)
-    try:
-        path, seen = _fetch_path(entry, cache_dir, callback)
-    finally:
-        close()
+    path, seen = _fetch_path(entry, cache_dir, progress)
     if entry.sha256 is None:
         _record_unpinned(entry, seen)
     return FetchedWeights(path=path, sha256=seen, pinned=entry.sha256 is not None)
@@ -459,7 +415,7 @@ def fetch_weights(
     entry: ZooEntry,
     cache_dir: str | os.PathLike | None = None,
     require_pinned: bool = False,
-    progress: bool | ProgressCallback | None = False,
+    progress: ProgressCallback | None = None,
 ) -> Path:
     """The verified local path of ``entry``'s checkpoint (see :func:`fetch`)."""
     return fetch(entry, cache_dir, require_pinned, progress).path
@@ -958,7 +914,6 @@ __all__ = [
     "load_checkpoint",
     "load_state_dict",
     "remove_cached",
-    "rich_progress",
     "sha256_file",
     "sniff_format",
     "write_first_seen",

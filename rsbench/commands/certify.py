@@ -343,6 +343,7 @@ def _run_one(prepared, zoo, shard, options, console, quiet: bool):
     )
 
     from rsbench import runner
+    from rsbench.commands.progress import download_progress
 
     columns = [
         TextColumn("[bold]{task.description}"),
@@ -379,16 +380,20 @@ def _run_one(prepared, zoo, shard, options, console, quiet: bool):
                 description=f"{label} ({event.done}/{event.total})",
             )
 
-        return runner.run_certification(
-            prepared.config,
-            zoo,
-            options["out_dir"],
-            shard=shard,
-            progress=progress,
-            require_pinned=options["require_pinned"],
-            weights_progress=not quiet,
-            prepared=prepared,
-        )
+        downloads, close_downloads = (None, lambda: None) if quiet else download_progress()
+        try:
+            return runner.run_certification(
+                prepared.config,
+                zoo,
+                options["out_dir"],
+                shard=shard,
+                progress=progress,
+                require_pinned=options["require_pinned"],
+                weights_progress=downloads,
+                prepared=prepared,
+            )
+        finally:
+            close_downloads()
 
 
 #: Plan columns, and the steps that make the plan fit a narrow terminal (leave out, or fold to n).

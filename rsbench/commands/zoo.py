@@ -245,12 +245,17 @@ def show(
 # check
 
 
+def _nothing() -> None:
+    return None
+
+
 def _check_one(
     entry, zoo, download: bool, require_pinned: bool, cache_dir, device, refetch: bool = False
 ) -> tuple[str, str]:
     import torch
 
     from rsbench import weights
+    from rsbench.commands.progress import download_progress
     from rsbench.errors import RSBenchError
     from rsbench.models import load_model
 
@@ -274,13 +279,14 @@ def _check_one(
         cached = weights.is_cached(entry, cache_dir)
     if not download and not cached:
         return "skip", "schema ok; weights not available locally (add --download to fetch them)"
+    bar, close_bar = download_progress() if download and sys.stderr.isatty() else (None, _nothing)
     try:
         model = load_model(
             entry,
             device=device,
             cache_dir=cache_dir,
             require_pinned=require_pinned,
-            progress=download and sys.stderr.isatty(),
+            progress=bar,
             sigma=entry.sigmas[0] if entry.kind == "denoised" else None,  # denoiser + classifier
         )
         shape = tuple(entry.input_shape or ())
@@ -292,6 +298,8 @@ def _check_one(
         return "FAIL", str(exc)
     except (RuntimeError, ValueError, TypeError) as exc:
         return "FAIL", f"forward pass failed: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+    finally:
+        close_bar()
     if tuple(logits.shape) != (2, entry.num_classes):
         return (
             "FAIL",
