@@ -245,7 +245,7 @@ def _http_failure(exc: urllib.error.HTTPError, origin: str, what: str, drive: bo
     return WeightsError(f"{what}: download of {origin} failed: HTTP {exc.code} {exc.reason}")
 
 
-def download(
+def download(  # noqa: C901, PLR0912 — one resumable transfer: Drive confirmation, Range/If-Range resume, retries and digest share its state
     url: str,
     dest: Path,
     *,

@@ -578,7 +578,7 @@ def parse_log_time(text: str) -> float:
 RADIUS_FROM = ("count", "printed")
 
 
-def import_cohen_log(
+def import_cohen_log(  # noqa: C901, PLR0912 — one pass over a foreign log: each column and protocol check is a separate refusal with its own message
     path: str | os.PathLike,
     *,
     dataset: str,

@@ -304,7 +304,7 @@ def evaluate(net, dataset, sigmas, limit: int, seed: int = 0, batch_size: int = 
     return out
 
 
-def train_denoiser(
+def train_denoiser(  # noqa: C901 — config checks, resume and the epoch/checkpoint loop of one training run
     config: DenoiserTrainConfig,
     out_dir: str | os.PathLike,
     zoo=None,
