@@ -513,30 +513,24 @@ def load_cascade(
     alpha_split: str | None = None,
     channels_last: bool = False,
 ) -> CascadeSmoothed:
-    """Build the :class:`CascadeSmoothed` of a ``cascade`` zoo entry (an id or a ``ZooEntry``)."""
-    from rsbench.denoised import serve
-    from rsbench.models import load_model
+    """The :class:`CascadeSmoothed` of a ``cascade`` zoo entry (an id or a ``ZooEntry``): a thin
+    wrapper of :func:`rsbench.load`, which resolves stages (largest sigma first), p0 and the alpha
+    split where ``rsbench certify`` does (:func:`rsbench.runner.resolve_config`)."""
+    from rsbench.api import load
 
-    if isinstance(entry, str):
-        entry = zoo.get(entry)
-    if entry.kind != "cascade":
-        raise ConfigError(f"{entry.id} is a {entry.kind} entry, not a cascade one")
-    expert_entries = [zoo.get(expert_id) for expert_id in entry.experts]
-    loaded: dict[str, torch.nn.Module] = {}
-    for e in expert_entries:  # a denoised expert listed at several sigmas is loaded once
-        if e.id not in loaded:
-            loaded[e.id] = load_model(e, device, cache_dir=cache_dir, require_pinned=require_pinned)
-    sigmas = entry.sigmas or tuple(e.train_sigma for e in expert_entries)
-    models = [serve(loaded[e.id], s) for e, s in zip(expert_entries, sigmas)]
-    return CascadeSmoothed(
-        models,
-        sigmas,
-        entry.num_classes or expert_entries[0].num_classes,
-        p0=p0 if p0 is not None else (entry.p0 or DEFAULT_P0),
-        alpha_split=alpha_split or entry.alpha_split or DEFAULT_ALPHA_SPLIT,
+    entry_id = entry if isinstance(entry, str) else entry.id
+    kind = zoo.get(entry_id).kind
+    if kind != "cascade":
+        raise ConfigError(f"{entry_id} is a {kind} entry, not a cascade one")
+    return load(
+        entry_id,
+        zoo,
+        device=str(device),
         batch_size=batch_size,
         precision=precision,
-        input_shape=expert_entries[0].input_shape,
+        cache_dir=cache_dir,
+        require_pinned=require_pinned,
+        p0=p0,
+        alpha_split=alpha_split,
         channels_last=channels_last,
-        device=device,
     )

@@ -444,46 +444,30 @@ def load_dual(
     channels_last: bool = False,
     noise_dtype: str = "auto",
 ) -> DualSmoothed:
-    """Build the :class:`DualSmoothed` of a ``dual`` zoo entry (an id or a ``ZooEntry``) from ``zoo``.
+    """The :class:`DualSmoothed` of a ``dual`` zoo entry (an id or a ``ZooEntry``) of ``zoo``.
 
-    The router and each expert are fetched, verified and loaded with :func:`rsbench.models.load_model`
-    (an expert listed twice is loaded once; a denoised expert serves each of its listed sigmas with
-    shared networks). Certify sigmas default to each expert's ``train_sigma``;
-    ``sigma_router`` and ``alpha_router_fraction`` default to the entry's values (router
-    ``train_sigma`` and 0.5 when the entry has none).
+    A thin wrapper of :func:`rsbench.load` (this module itself knows no zoo): the router and each
+    expert are fetched, verified and loaded once; sigmas, ``sigma_router`` and
+    ``alpha_router_fraction`` are resolved where ``rsbench certify`` resolves them
+    (:func:`rsbench.runner.resolve_config`: the entry's values, router ``train_sigma`` and 0.5
+    when it has none).
     """
-    from rsbench.denoised import serve
-    from rsbench.models import load_model
+    from rsbench.api import load
 
-    if isinstance(entry, str):
-        entry = zoo.get(entry)
-    if entry.kind != "dual":
-        raise ConfigError(f"{entry.id} is a {entry.kind} entry, not a dual one")
-    router_entry = zoo.get(entry.router)
-    expert_entries = [zoo.get(expert_id) for expert_id in entry.experts]
-    loaded: dict[str, nn.Module] = {}
-
-    def model(e):
-        if e.id not in loaded:
-            loaded[e.id] = load_model(e, device, cache_dir=cache_dir, require_pinned=require_pinned)
-        return loaded[e.id]
-
-    sigmas = entry.sigmas or tuple(e.train_sigma for e in expert_entries)
-    num_classes = entry.num_classes or expert_entries[0].num_classes
-    return DualSmoothed(
-        model(router_entry),
-        [serve(model(e), s) for e, s in zip(expert_entries, sigmas)],
-        sigmas,
-        sigma_router
-        if sigma_router is not None
-        else (entry.sigma_router or router_entry.train_sigma),
-        num_classes,
-        alpha_router_fraction
-        if alpha_router_fraction is not None
-        else (entry.alpha_router_fraction or 0.5),
+    entry_id = entry if isinstance(entry, str) else entry.id
+    kind = zoo.get(entry_id).kind
+    if kind != "dual":
+        raise ConfigError(f"{entry_id} is a {kind} entry, not a dual one")
+    return load(
+        entry_id,
+        zoo,
+        device=str(device),
         batch_size=batch_size,
         precision=precision,
-        input_shape=expert_entries[0].input_shape,
+        cache_dir=cache_dir,
+        require_pinned=require_pinned,
+        sigma_router=sigma_router,
+        alpha_router_fraction=alpha_router_fraction,
         channels_last=channels_last,
         noise_dtype=noise_dtype,
     )

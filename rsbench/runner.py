@@ -319,7 +319,7 @@ def resolve_config(
         )
     router = zoo.get(entry.router)
     experts = [zoo.get(e) for e in entry.experts]
-    sigmas = tuple(entry.sigmas) if entry.sigmas else tuple(e.train_sigma for e in experts)
+    sigmas, s_router, fraction = dual_values(entry, zoo, sigma_router, alpha_router_fraction)
     digest = R.digest(
         {
             "dual": entry_digest(entry),
@@ -327,12 +327,8 @@ def resolve_config(
             "experts": [entry_digest(e) for e in experts],
         }
     )
-    fraction = (
-        alpha_router_fraction if alpha_router_fraction is not None else entry.alpha_router_fraction
-    )
-    fraction = 0.5 if fraction is None else check_alpha_router_fraction(fraction)
-    s_router = sigma_router if sigma_router is not None else entry.sigma_router
-    s_router = check_sigma(s_router if s_router is not None else router.train_sigma, "sigma_router")
+    fraction = check_alpha_router_fraction(fraction)
+    s_router = check_sigma(s_router, "sigma_router")
     return RunConfig(
         entry_digest=digest,
         router_id=router.id,
@@ -342,6 +338,24 @@ def resolve_config(
         alpha_router_fraction=fraction,
         **common,
     )
+
+
+def dual_values(
+    entry, zoo, sigma_router: float | None = None, alpha_router_fraction: float | None = None
+) -> tuple[tuple[float, ...], float, float]:
+    """``(expert sigmas, sigma_router, alpha_router_fraction)`` of dual ``entry``: the overrides,
+    else the entry's values, else the experts' and the router's ``train_sigma`` and 0.5 (not yet
+    range-checked). The one place a dual model's noise levels and alpha split are resolved
+    (:func:`resolve_config`, :func:`rsbench.load`, co-training in :mod:`rsbench.train.finetune`)."""
+    experts = [zoo.get(e) for e in entry.experts]
+    sigmas = tuple(entry.sigmas) if entry.sigmas else tuple(e.train_sigma for e in experts)
+    s_router = sigma_router if sigma_router is not None else entry.sigma_router
+    if s_router is None:
+        s_router = zoo.get(entry.router).train_sigma
+    fraction = (
+        alpha_router_fraction if alpha_router_fraction is not None else entry.alpha_router_fraction
+    )
+    return sigmas, s_router, 0.5 if fraction is None else fraction
 
 
 def _cascade_config(
@@ -1065,11 +1079,40 @@ def build_certifier(
     require_pinned: bool = False,
     weights_progress: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Load the model(s) on ``device`` and wrap them for certification; also return provenance."""
+    """Load the model(s) on ``device`` and wrap them for certification; also return provenance.
+
+    Every network is probed on the run's first image before anything is certified."""
+    return certifier_for(
+        prepared.config,
+        prepared.zoo,
+        device,
+        probe_image=prepared.dataset.images([prepared.positions[0]]),
+        cache_dir=cache_dir,
+        require_pinned=require_pinned,
+        weights_progress=weights_progress,
+    )
+
+
+def certifier_for(
+    config: RunConfig,
+    zoo,
+    device: str,
+    *,
+    probe_image: Any = None,
+    cache_dir=None,
+    require_pinned: bool = False,
+    weights_progress: Any = False,
+) -> tuple[Any, dict[str, Any]]:
+    """The smoothed model of a resolved ``config`` (a :class:`~rsbench.smoothing.SmoothedClassifier`,
+    :class:`~rsbench.dual.DualSmoothed` or :class:`~rsbench.cascade.CascadeSmoothed`) with its
+    networks loaded on ``device``, and its provenance. Every value it certifies with (sigma(s),
+    sigma_router, alpha split, p0) comes from ``config`` (:func:`resolve_config`, the one place
+    they are resolved). ``probe_image`` (a ``[1, C, H, W]`` batch): each network is run on it once
+    and its output checked first."""
     from rsbench.models import load_model
     from rsbench.zoo import entry_digest
 
-    config, entry, zoo = prepared.config, prepared.entry, prepared.zoo
+    entry = zoo.get(config.model_id)
     shape = _input_shape(entry, zoo)
     kwargs = dict(
         batch_size=config.batch_size,
@@ -1097,10 +1140,9 @@ def build_certifier(
             "weights_pinned": getattr(model, "weights_pinned", None),
         }
 
-    probe_image = prepared.dataset.images([prepared.positions[0]])
-
     def checked(e, model):
-        probe(model, probe_image, e.num_classes, what=e.id, device=device)
+        if probe_image is not None:
+            probe(model, probe_image, e.num_classes, what=e.id, device=device)
         return for_speed(model, config)
 
     if config.kind == "expert":

@@ -220,10 +220,35 @@ def certify(ids: tuple[str, ...], sigma: float | None, **options: Any) -> None:
     With no ID, runs the embedded default: the embedded Fashion-MNIST dual model and its three
     experts on the embedded test subset under the cpu protocol, then prints the leaderboard.
     """
+    certify_ids(ids, sigma, options)
+
+
+def default_options() -> dict[str, Any]:
+    """The options ``rsbench certify`` runs with when none is given (read from its Click
+    parameters, so the Python API and the CLI share one set of defaults)."""
+    out: dict[str, Any] = {}
+    for param in certify.params:
+        if param.name in ("ids", "sigma"):
+            continue
+        default = param.default
+        if getattr(param, "is_flag", False):
+            default = bool(default) if isinstance(default, bool) else False
+        elif getattr(param, "multiple", False):
+            default = tuple(default) if isinstance(default, (list, tuple)) else ()
+        elif not isinstance(default, (str, int, float, type(None))):
+            default = None
+        out[str(param.name)] = default
+    return out
+
+
+def certify_ids(ids: Sequence[str], sigma: float | None, options: dict[str, Any]) -> list[Any]:
+    """What ``rsbench certify IDS`` runs (``rsbench.certify`` calls it too): the embedded default
+    when ``ids`` is empty, else each id under ``options``; returns the RunResults."""
     from rsbench import runner
 
+    options = dict(options)
     embedded = not ids
-    ids = ids or runner.EMBEDDED_DEFAULT_IDS
+    ids = tuple(ids) or runner.EMBEDDED_DEFAULT_IDS
     if embedded and options["protocol"] is None:
         options["protocol"] = runner.EMBEDDED_DEFAULT_PROTOCOL
     if embedded and options["threads"] is None:
@@ -231,7 +256,7 @@ def certify(ids: tuple[str, ...], sigma: float | None, **options: Any) -> None:
     if options["batch_size"] is None:
         options["batch_size"] = runner.EMBEDDED_DEFAULT_BATCH if embedded else runner.DEFAULT_BATCH
     jobs = [(model_id, sigma, options["protocol"] or "cpu") for model_id in ids]
-    run_jobs(jobs, options, leaderboard=not options["no_leaderboard"])
+    return run_jobs(jobs, options, leaderboard=not options["no_leaderboard"])
 
 
 def run_jobs(
@@ -311,7 +336,7 @@ def _run_jobs(
         return []
 
     results = []
-    quiet = info.rank != 0
+    quiet = info.rank != 0 or bool(options.get("quiet", False))
     # one process group for all runs of this invocation (under torchrun)
     with runner.distributed(runner.resolve_device(options["device"])):
         for prepared in prepared_runs:

@@ -288,6 +288,7 @@ def finetune_dual(
     from safetensors.torch import save_file
 
     from rsbench.models import load_model
+    from rsbench.runner import dual_values
     from rsbench.zoo import load_zoo, parse_entry, read_zoo_file, write_entries
 
     _validate(config)
@@ -301,10 +302,10 @@ def finetune_dual(
         raise ConfigError(f"{dual.id} is a {dual.kind} entry; finetune needs a dual entry")
     router_entry = zoo.get(dual.router or "")
     experts = [zoo.get(i) for i in dual.experts]
-    sigmas = config.router.sigmas or dual.sigmas or tuple(e.train_sigma for e in experts)
+    dual_sigmas, sigma_router, _ = dual_values(dual, zoo)
+    sigmas = config.router.sigmas or dual_sigmas
     if len(sigmas) != len(experts):
         raise ConfigError(f"got {len(sigmas)} sigmas for the {len(experts)} experts of {dual.id}")
-    sigma_router = dual.sigma_router or router_entry.train_sigma
     new_router_id = _new_id(router_entry.id, config.suffix)
     new_dual_id = _new_id(dual.id, config.suffix)
     existing = {e.id: e for e in read_zoo_file(zoo_path)} if zoo_path.exists() else {}

@@ -1,0 +1,99 @@
+"""The Python API (rsbench.load / rsbench.certify) gives exactly what the CLI gives (issue 16)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import rsbench
+from rsbench.errors import ConfigError
+
+IDS = ["embedded-fmnist-s0.25", "embedded-fmnist-dual"]
+ARGS = ["--n0", "50", "--n", "200", "--limit", "3", "--threads", "1", "--seed", "7"]
+#: wall-clock columns: the only ones two runs of one configuration may differ in
+TIMING = ["seconds", "router_seconds", "expert_seconds"]
+
+
+def _comparable(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.drop(columns=[c for c in TIMING if c in frame.columns])
+    frame = frame.sort_values(["model_id", "index"], kind="mergesort").reset_index(drop=True)
+    return frame.map(lambda v: v.tolist() if isinstance(v, np.ndarray) else v)
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory):
+    """The same runs, once through the CLI and once through rsbench.certify."""
+    cli_out = tmp_path_factory.mktemp("cli")
+    api_out = tmp_path_factory.mktemp("api")
+    command = [sys.executable, "-m", "rsbench", "certify", *IDS, *ARGS, "--out", str(cli_out)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    frame = rsbench.certify(IDS, n0=50, n=200, limit=3, threads=1, seed=7, out_dir=str(api_out))
+    from rsbench.results import read_results
+
+    return read_results(cli_out), frame
+
+
+def test_cli_and_certify_give_identical_rows(both) -> None:
+    cli_rows, api_rows = both
+    assert len(api_rows) == 6 and set(api_rows["model_id"]) == set(IDS)
+    pd.testing.assert_frame_equal(_comparable(cli_rows), _comparable(api_rows))
+
+
+def test_load_certifies_the_rows_of_the_run(both) -> None:
+    """rsbench.load(id).certify_batch with the run's sample names reproduces its rows."""
+    from rsbench.data import load_dataset
+
+    _, rows = both
+    dataset = load_dataset("fashion-mnist", "embedded")
+    for model_id in IDS:
+        stored = rows[rows["model_id"] == model_id].sort_values("index")
+        model = rsbench.load(model_id, device="cpu")
+        indices = [int(i) for i in stored["index"]]
+        certs = model.certify_batch(
+            dataset.images(indices),
+            50,
+            200,
+            0.001,
+            seed=7,
+            indices=indices,
+            dataset="fashion-mnist",
+            split="test",
+        )
+        assert [c.prediction for c in certs] == stored["prediction"].tolist()
+        assert [c.radius for c in certs] == stored["radius"].tolist()
+
+
+def test_load_resolves_like_certify() -> None:
+    dual = rsbench.load("embedded-fmnist-dual", device="cpu")
+    assert type(dual).__name__ == "DualSmoothed"
+    assert dual.sigmas == (0.25, 0.5, 1.0) and dual.alpha_router_fraction == 0.5
+    assert (
+        rsbench.load("embedded-fmnist-dual", alpha_router_fraction=0.3).alpha_router_fraction == 0.3
+    )
+    expert = rsbench.load("embedded-fmnist-s0.50")
+    assert type(expert).__name__ == "SmoothedClassifier" and expert.sigma == 0.5
+    assert rsbench.load("embedded-fmnist-s0.50", sigma=0.3).sigma == 0.3
+    with pytest.raises(ConfigError, match="alpha_router_fraction=1.5"):
+        rsbench.load("embedded-fmnist-dual", alpha_router_fraction=1.5)
+    with pytest.raises(ConfigError, match="apply to dual ids"):
+        rsbench.load("embedded-fmnist-s0.50", sigma_router=0.5)
+
+
+def test_certify_refuses_an_unknown_option(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="unknown option\\(s\\) num_samples"):
+        rsbench.certify(IDS[0], num_samples=10, out_dir=str(tmp_path))
+    assert not any(tmp_path.iterdir())
+
+
+def test_import_rsbench_stays_light() -> None:
+    code = (
+        "import sys, rsbench; assert callable(rsbench.__getattr__); "
+        "print(sorted(m for m in ('torch', 'pandas', 'rsbench.api') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
