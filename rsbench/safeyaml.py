@@ -39,7 +39,7 @@ def read_text(path: str | os.PathLike, what: str, error: type[RSBenchError]) -> 
         hint = {
             errno.ELOOP: "; it is a symlink loop: point the link at a real file",
             errno.EISDIR: "; it is a directory: name a YAML file",
-        }.get(exc.errno, "")
+        }.get(exc.errno or 0, "")
         raise error(
             f"{what} {str(path)!r} cannot be read ({exc.strerror or type(exc).__name__}){hint}"
         ) from None

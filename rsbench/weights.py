@@ -42,6 +42,7 @@ import stat
 import struct
 import tarfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 import zipfile
@@ -111,7 +112,7 @@ def _key(text: str) -> str:
 def _url_basename(url: str, default: str) -> str:
     from rsbench.download import drive_file_id
 
-    parts = urllib.request.urlparse(url)
+    parts = urllib.parse.urlparse(url)
     if parts.path.rstrip("/").endswith(("/uc", "/open", "/view", "/download")):
         file_id = drive_file_id(url)  # a Drive link: name the file after its id, not "uc"
         if file_id:
@@ -561,7 +562,7 @@ def _unreachable(endpoint: str) -> str | None:
 
     if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return None
-    parts = urllib.request.urlparse(endpoint)
+    parts = urllib.parse.urlparse(endpoint)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         socket.create_connection((parts.hostname or "", port), timeout=5).close()

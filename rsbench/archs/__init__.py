@@ -59,8 +59,9 @@ def _load_callable(target: str, base_dir: Path | None = None) -> Callable:
                 f"architecture file {str(path)!r} does not exist; give a path to a .py file"
             )
         spec = importlib.util.spec_from_file_location(f"rsbench_user_arch_{path.stem}", path)
+        if spec is None or spec.loader is None:
+            raise ZooError(f"architecture file {str(path)!r} is not a Python file; name a .py file")
         module = importlib.util.module_from_spec(spec)
-        assert spec.loader is not None
         spec.loader.exec_module(module)
     else:
         try:
@@ -111,7 +112,7 @@ def build_architecture(
     if ":" in name:
         builder = _load_callable(name, base_dir)
         params = inspect.signature(builder).parameters
-        kwargs = {"num_classes": num_classes}
+        kwargs: dict[str, object] = {"num_classes": num_classes}
         takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         if ("input_shape" in params or takes_kwargs) and input_shape is not None:
             kwargs["input_shape"] = tuple(input_shape)

@@ -34,8 +34,9 @@ def download_progress() -> tuple[ProgressCallback, Callable[[], None]]:
         state["bar"], state["tasks"] = None, {}
 
     def callback(description: str, done: int, total: int | None) -> None:
-        if state["bar"] is None:
-            state["bar"] = Progress(
+        bar = state["bar"]
+        if bar is None:
+            bar = state["bar"] = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
                 DownloadColumn(),
@@ -44,8 +45,8 @@ def download_progress() -> tuple[ProgressCallback, Callable[[], None]]:
                 console=Console(stderr=True),
                 transient=True,
             )
-            state["bar"].start()
-        bar, tasks = state["bar"], state["tasks"]
+            bar.start()
+        tasks = state["tasks"]
         if description not in tasks:
             tasks[description] = bar.add_task(description, total=total)
         bar.update(tasks[description], completed=done, total=total)
