@@ -1101,7 +1101,7 @@ def certifier_for(
     probe_image: Any = None,
     cache_dir=None,
     require_pinned: bool = False,
-    weights_progress: Any = False,
+    weights_progress: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
     """The smoothed model of a resolved ``config`` (a :class:`~rsbench.smoothing.SmoothedClassifier`,
     :class:`~rsbench.dual.DualSmoothed` or :class:`~rsbench.cascade.CascadeSmoothed`) with its

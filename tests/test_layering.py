@@ -31,3 +31,25 @@ def test_download_progress_starts_at_the_first_report_and_stops_when_complete() 
     callback("b.pt", 5, None)  # unknown size: shown until close
     close()
     close()  # closing twice is harmless
+
+
+def test_progress_parameters_default_to_no_callback() -> None:
+    """A library function's ``progress`` is a callback or None (never a flag a CLI could mean as
+    "draw a bar"), so a default can never be called as if it were a callback."""
+    import importlib
+    import inspect
+
+    checked = 0
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        if "commands" in parts or parts[-1] in ("cli", "__main__"):
+            continue
+        module = importlib.import_module(".".join(p for p in parts if p != "__init__"))
+        for name, func in inspect.getmembers(module, inspect.isfunction):
+            if func.__module__ != module.__name__:
+                continue
+            for param in inspect.signature(func).parameters.values():
+                if param.name in ("progress", "weights_progress"):
+                    checked += 1
+                    assert param.default in (None, inspect.Parameter.empty), (name, param)
+    assert checked >= 5
