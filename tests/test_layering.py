@@ -53,3 +53,45 @@ def test_progress_parameters_default_to_no_callback() -> None:
                     checked += 1
                     assert param.default in (None, inspect.Parameter.empty), (name, param)
     assert checked >= 5
+
+
+#: The certification engine: what it may import from rsbench (no zoo, weights, files or runs).
+ENGINE = {"stats", "noise", "sampling", "smoothing", "dual", "cascade"}
+ENGINE_MAY_IMPORT = ENGINE | {"errors", "device"}
+#: Loader conveniences of the engine modules that build models from a zoo entry (through rsbench.api).
+ENGINE_LOADERS = {"load_dual", "load_cascade"}
+
+
+def _rsbench_imports(tree, skip_functions=frozenset()):
+    import ast
+
+    found = set()
+
+    def visit(node, skipping: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = skipping or (
+                isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and child.name in skip_functions
+            )
+            if not inner and isinstance(child, ast.ImportFrom) and child.module:
+                if child.module == "rsbench":
+                    found.update(alias.name for alias in child.names)
+                elif child.module.startswith("rsbench."):
+                    found.add(child.module.split(".")[1])
+            if not inner and isinstance(child, ast.Import):
+                found.update(
+                    a.name.split(".")[1] for a in child.names if a.name.startswith("rsbench.")
+                )
+            visit(child, inner)
+
+    visit(tree, False)
+    return found
+
+
+def test_the_engine_imports_no_zoo_files_or_runs() -> None:
+    import ast
+
+    for name in sorted(ENGINE):
+        tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+        imported = _rsbench_imports(tree, ENGINE_LOADERS)
+        assert imported <= ENGINE_MAY_IMPORT, (name, sorted(imported - ENGINE_MAY_IMPORT))
