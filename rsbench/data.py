@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -212,7 +213,8 @@ class TensorImageDataset(ImageDataset):
             )
         if len(data) != len(labels):
             raise DataError(f"{name}/{split}: {len(data)} images but {len(labels)} labels")
-        super().__init__(name, split, num_classes, tuple(data.shape[1:]), labels, **kw)
+        channels, height, width = (int(d) for d in data.shape[1:])
+        super().__init__(name, split, num_classes, (channels, height, width), labels, **kw)
         self.data = data
 
     def images(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
@@ -298,7 +300,14 @@ def _check_split(name: str, split: str) -> str:
 # --------------------------------------------------------------------------------------------
 # idx files (MNIST, Fashion-MNIST)
 
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES: dict[int, Any] = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: ">i2",
+    0x0C: ">i4",
+    0x0D: ">f4",
+    0x0E: ">f8",
+}
 _IDX_PREFIX = {"train": "train", "test": "t10k"}
 _TORCHVISION_DIRS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 

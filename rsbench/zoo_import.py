@@ -113,15 +113,15 @@ def _streams(path: Path, wanted: set[str]) -> Iterator[tuple[str, IO[bytes]]]:
     kind = _kind(path)
     if kind == "dir":
         for name in sorted(wanted):
-            with open(path / name, "rb") as handle:
-                yield name, handle
+            with open(path / name, "rb") as file:
+                yield name, file
         return
     if kind == "zip":
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
                 if _norm(info.filename) in wanted and not info.is_dir():
-                    with archive.open(info) as handle:
-                        yield _norm(info.filename), handle
+                    with archive.open(info) as member_file:
+                        yield _norm(info.filename), member_file
         return
     with tarfile.open(path, "r:*") as archive:
         for member in archive:
