@@ -46,10 +46,16 @@ def _run(folder: Path, ci: str | None) -> subprocess.CompletedProcess:
 @pytest.fixture
 def suite(tmp_path) -> Path:
     shutil.copy(Path(__file__).with_name("conftest.py"), tmp_path / "conftest.py")
+    shutil.copytree(  # the conftest's fixtures build on the support package
+        Path(__file__).with_name("helpers"),
+        tmp_path / "helpers",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     (tmp_path / "test_sample.py").write_text(SUITE)
     return tmp_path
 
 
+@pytest.mark.subprocess
 def test_an_unexpected_skip_fails_under_ci_and_an_allowed_one_passes(suite) -> None:
     strict = _run(suite, "true")
     assert strict.returncode == 1, strict.stdout
