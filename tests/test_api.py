@@ -38,12 +38,14 @@ def both(tmp_path_factory):
     return read_results(cli_out), frame
 
 
+@pytest.mark.subprocess
 def test_cli_and_certify_give_identical_rows(both) -> None:
     cli_rows, api_rows = both
     assert len(api_rows) == 6 and set(api_rows["model_id"]) == set(IDS)
     pd.testing.assert_frame_equal(_comparable(cli_rows), _comparable(api_rows))
 
 
+@pytest.mark.subprocess
 def test_load_certifies_the_rows_of_the_run(both) -> None:
     """rsbench.load(id).certify_batch with the run's sample names reproduces its rows."""
     from rsbench.data import load_dataset
@@ -90,6 +92,7 @@ def test_certify_refuses_an_unknown_option(tmp_path) -> None:
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.subprocess
 def test_import_rsbench_stays_light() -> None:
     code = (
         "import sys, rsbench; assert callable(rsbench.__getattr__); "
