@@ -80,6 +80,13 @@ def test_load_resolves_like_certify() -> None:
     expert = rsbench.load("embedded-fmnist-s0.50")
     assert type(expert).__name__ == "SmoothedClassifier" and expert.sigma == 0.5
     assert rsbench.load("embedded-fmnist-s0.50", sigma=0.3).sigma == 0.3
+    cascade = rsbench.load("embedded-fmnist-cascade", p0=0.6)
+    assert type(cascade).__name__ == "CascadeSmoothed" and cascade.p0 == 0.6
+    assert list(cascade.sigmas) == sorted(cascade.sigmas, reverse=True)  # largest sigma first
+    denoised = rsbench.load("embedded-fmnist-denoised", sigma=0.5)
+    assert type(denoised).__name__ == "SmoothedClassifier" and denoised.sigma == 0.5
+    with pytest.raises(ConfigError, match="pass --sigma"):
+        rsbench.load("embedded-fmnist-denoised")
     with pytest.raises(ConfigError, match="alpha_router_fraction=1.5"):
         rsbench.load("embedded-fmnist-dual", alpha_router_fraction=1.5)
     with pytest.raises(ConfigError, match="apply to dual ids"):
