@@ -12,7 +12,7 @@ import click
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 #: per-dataset defaults for `zoo add`: num_classes, input_shape, mean, std (Cohen et al.'s values)
-_DATASET_DEFAULTS: dict[str, tuple[int, tuple[int, int, int], list[float], list[float]]] = {
+_DATASET_DEFAULTS: dict[str, tuple[int, tuple[int, ...], list[float], list[float]]] = {
     "cifar10": (10, (3, 32, 32), [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]),
     "imagenet": (1000, (3, 224, 224), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
     "fashion-mnist": (10, (1, 28, 28), [0.2860], [0.3530]),
