@@ -371,7 +371,12 @@ def build_hf_cache(root: Path, repo_id: str, filename: str, data: bytes, commit:
 
 @pytest.fixture()
 def offline_hub(monkeypatch, tmp_path):
-    """HF_HUB_OFFLINE and HF_HOME set in the environment only (rsbench reads them when fetching)."""
+    """HF_HUB_OFFLINE and HF_HOME set in the environment only (rsbench reads them when fetching).
+
+    huggingface_hub is imported first: it reads HF_HUB_OFFLINE once, at import, into its constants,
+    and a first import under this fixture would leave the process offline for later test files."""
+    import huggingface_hub.constants  # noqa: F401
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
