@@ -25,7 +25,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int.from_bytes(digest.digest(), "little") >> 1
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Write ``path`` through ``write(tmp)`` on a temporary name in the same folder, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -21,6 +21,7 @@ Guarantees (as for :mod:`rsbench.train.expert`):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -423,7 +424,7 @@ def train_denoiser(  # noqa: C901 — config checks, resume and the epoch/checkp
             "torch_rng": torch.get_rng_state(),
             "history": json.dumps(history),
         }
-        atomic_write(paths["checkpoint"], lambda tmp, state=state: torch.save(state, tmp))
+        atomic_write(paths["checkpoint"], functools.partial(torch.save, state))
         emit(
             DenoiserEvent(
                 "epoch",

@@ -26,6 +26,7 @@ The library never prints: progress goes to an optional callback receiving :class
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -497,7 +498,7 @@ def train_expert(
             "torch_rng": torch.get_rng_state(),
             "history": json.dumps(history),
         }
-        atomic_write(paths["checkpoint"], lambda tmp, state=state: torch.save(state, tmp))
+        atomic_write(paths["checkpoint"], functools.partial(torch.save, state))
         emit(
             TrainEvent(
                 "epoch",
@@ -517,7 +518,7 @@ def train_expert(
 
     digest = save_weights(net.state_dict(), paths["weights"], config)
     final = history[-1] if history else {}
-    extra = {
+    extra: dict[str, Any] = {
         k: round(float(final[k]), 4)
         for k in ("eval_clean_accuracy", "eval_noisy_accuracy")
         if k in final
