@@ -293,7 +293,7 @@ class _Bars:
             console=self.console,
         )
         self.labels: dict[str, Any] = {}
-        self.train = None
+        self.train: Any = None  # the rich task id of the training bar, once it starts
 
     def __enter__(self) -> _Bars:
         self.progress.__enter__()
