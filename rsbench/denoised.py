@@ -137,6 +137,8 @@ class DiffusionDenoiser(nn.Module):
     from the model's scheduler.
     """
 
+    alphas_cumprod: torch.Tensor  # a buffer (registered in __init__)
+
     def __init__(self, eps_model: nn.Module, alphas_cumprod: torch.Tensor) -> None:
         super().__init__()
         self.eps_model = eps_model
@@ -285,7 +287,7 @@ def _load_network(entry, role: str, device, cache_dir, require_pinned, progress)
         sub, device, cache_dir=cache_dir, require_pinned=require_pinned, progress=progress
     )
     if role == "denoiser":  # Sequential(InputLayer, net): a denoiser takes (z, sigma)
-        return model[1], model.weights_sha256, model.weights_pinned
+        return model[1], model.weights_sha256, model.weights_pinned  # type: ignore[index]
     return model, model.weights_sha256, model.weights_pinned
 
 
@@ -337,11 +339,11 @@ def load_denoised(
             pinned = pinned and bool(ok)
     expert = DenoisedExpert(parts["denoiser"], parts["classifier"], entry.sigmas or ())
     expert.eval().to(device)
-    expert.zoo_id = entry.id  # type: ignore[attr-defined]
+    expert.zoo_id = entry.id  # type: ignore[attr-defined,assignment]
     text = json.dumps(digests, sort_keys=True)
-    expert.weights_sha256 = hashlib.sha256(text.encode()).hexdigest()  # type: ignore[attr-defined]
-    expert.weights_pinned = pinned  # type: ignore[attr-defined]
-    expert.component_identities = digests  # type: ignore[attr-defined]
+    expert.weights_sha256 = hashlib.sha256(text.encode()).hexdigest()  # type: ignore[attr-defined,assignment]
+    expert.weights_pinned = pinned  # type: ignore[attr-defined,assignment]
+    expert.component_identities = digests  # type: ignore[attr-defined,assignment]
     return expert
 
 

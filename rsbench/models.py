@@ -33,6 +33,9 @@ from rsbench.zoo import ZooEntry
 class InputLayer(nn.Module):
     """Per-channel input transform applied inside the model, after the noise."""
 
+    mean: torch.Tensor  # buffers (registered in __init__)
+    std: torch.Tensor
+
     def __init__(
         self,
         kind: str = "none",
@@ -169,7 +172,7 @@ def load_model(
     net.load_state_dict(state, strict=True)
     model.eval()
     model.to(device)
-    model.zoo_id = entry.id  # type: ignore[attr-defined]
-    model.weights_sha256 = fetched.sha256  # type: ignore[attr-defined]
-    model.weights_pinned = fetched.pinned  # type: ignore[attr-defined]
+    model.zoo_id = entry.id  # type: ignore[attr-defined,assignment]
+    model.weights_sha256 = fetched.sha256  # type: ignore[attr-defined,assignment]
+    model.weights_pinned = fetched.pinned  # type: ignore[attr-defined,assignment]
     return model
