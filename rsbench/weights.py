@@ -616,7 +616,7 @@ def _fetch_hf(entry: ZooEntry, cache_dir: str | os.PathLike | None) -> tuple[Pat
 
     folder = hf_cache_dir(cache_dir)
     offline = _env_true("HF_HUB_OFFLINE")
-    common = {
+    common: dict[str, Any] = {
         "repo_id": source.repo_id or "",
         "filename": source.filename or "",
         "revision": revision,
@@ -709,27 +709,27 @@ def _open_member(archive: Path, member: PurePosixPath, what: str) -> tuple[Any, 
         handle.close()
         raise _missing_member(what, wanted, names)
     try:
-        handle = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by the caller
+        tar = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by the caller
     except (tarfile.TarError, OSError) as exc:
         raise WeightsError(f"{what}: {archive} is not a readable archive ({exc})") from None
     try:
-        for info in handle:
-            if _norm(info.name) != wanted:
+        for tar_info in tar:
+            if _norm(tar_info.name) != wanted:
                 continue
-            if not info.isfile():
-                kind = "a link" if (info.issym() or info.islnk()) else "not a regular file"
+            if not tar_info.isfile():
+                kind = "a link" if (tar_info.issym() or tar_info.islnk()) else "not a regular file"
                 raise WeightsError(f"{what}: archive member {wanted!r} is {kind}; refusing it")
-            stream = handle.extractfile(info)
+            stream = tar.extractfile(tar_info)
             assert stream is not None
-            return handle, stream
-        names = handle.getnames()
+            return tar, stream
+        names = tar.getnames()
     except (tarfile.TarError, EOFError, OSError) as exc:
-        handle.close()
+        tar.close()
         raise WeightsError(f"{what}: archive {archive} is truncated or corrupt ({exc})") from None
     except WeightsError:
-        handle.close()
+        tar.close()
         raise
-    handle.close()
+    tar.close()
     raise _missing_member(what, wanted, names)
 
 
