@@ -53,6 +53,14 @@ DATA_ENV = "RSBENCH_DATA"
 DEBIAN_DATASETS = Path("/usr/share/datasets")
 #: number of images in the shipped Fashion-MNIST test subset
 EMBEDDED_SIZE = 2000
+
+#: Splits that are the first images of another split of the same dataset: (dataset, split) ->
+#: (the split result rows record, how many images). Rows name each sample in its source split
+#: (``runner`` writes ``fashion-mnist``/``test`` for the embedded subset), so protocol checks
+#: accept that split for indices below the count.
+SPLIT_PREFIXES: dict[tuple[str, str], tuple[str, int]] = {
+    ("fashion-mnist", "embedded"): ("test", EMBEDDED_SIZE),
+}
 #: package-relative file of the shipped subset
 EMBEDDED_FILE = "fashion-mnist-test-first2000.npz"
 

@@ -112,12 +112,19 @@ def protocol_deviation(
             f"alpha={protocol.alpha:g})"
         )
     want = protocol_split(protocol, dataset)
-    if split != want:
+    from rsbench.data import SPLIT_PREFIXES
+
+    recorded, prefix = SPLIT_PREFIXES.get((dataset, want), (want, None))
+    if split not in (want, recorded):
         return f"split {split!r} (it certifies {dataset}/{want})"
+    size = prefix if split == recorded != want else None
     subset = protocol.subset_for(dataset)
     for index in indices or ():
         position, rest = divmod(int(index), subset.stride)
-        if rest or (subset.limit is not None and position >= subset.limit) or index < 0:
+        beyond = (subset.limit is not None and position >= subset.limit) or (
+            size is not None and int(index) >= size
+        )
+        if rest or beyond or index < 0:
             every = f"every {subset.stride}th image" if subset.stride > 1 else "every image"
             first = f", the first {subset.limit}" if subset.limit is not None else ""
             return f"sample index {int(index)} (it takes {every}{first} of {dataset}/{want})"

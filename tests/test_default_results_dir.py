@@ -54,3 +54,20 @@ def test_rsbench_results_environment_variable_moves_the_default(tmp_path) -> Non
     assert len(list(where.iterdir())) == 1
     assert not (tmp_path / "rsbench-results").exists()
     assert "embedded-fmnist-s0.50" in done["board"].stdout
+
+
+def test_the_default_runs_protocol_fits_its_own_rows(tmp_path) -> None:
+    # The embedded default run certifies under `cpu`; its rows name fashion-mnist/test samples,
+    # and the leaderboard must not call them a deviation from the protocol they were made under.
+    # one shard of 125 (2 of the protocol's 250 images) keeps the protocol's name
+    cpu = ["--protocol", "cpu", "--shard", "0/125", "--device", "cpu", "--no-leaderboard"]
+    jobs = {
+        "expert": ["certify", "embedded-fmnist-s0.50", *cpu],
+        "board": ["leaderboard", "--format", "csv", "--include-incomplete"],
+    }
+    done = run_many(jobs, tmp_path)
+    for name, result in done.items():
+        assert result.returncode == 0, (name, result.stderr)
+    assert "embedded-fmnist-s0.50" in done["board"].stdout
+    assert ",cpu,fashion-mnist," in done["board"].stdout
+    assert "deviate" not in done["board"].stderr, done["board"].stderr

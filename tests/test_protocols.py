@@ -88,3 +88,17 @@ def test_leaderboard_warns_about_rows_under_a_protocol_they_deviate_from(caplog)
     with caplog.at_level("WARNING", logger="rsbench.report"):
         report.build_leaderboards(frame.assign(protocol="custom"), radii=[0.0])
     assert "deviate" not in caplog.text
+
+
+def test_rows_of_the_embedded_subset_fit_the_cpu_protocol() -> None:
+    # The embedded default run records its samples as fashion-mnist/test (their source split):
+    # the cpu protocol's fashion-mnist/embedded subset is the first 2,000 of those.
+    from rsbench.data import EMBEDDED_SIZE
+
+    def rows(indices: list[int]) -> pd.DataFrame:
+        return _rows("cpu", 1000, indices).assign(dataset="fashion-mnist")
+
+    assert protocols.first_deviation(rows([0, 8, EMBEDDED_SIZE - 8])) is None
+    message = protocols.first_deviation(rows([0, EMBEDDED_SIZE]))
+    assert message is not None and f"sample index {EMBEDDED_SIZE}" in message
+    assert "split 'train'" in protocols.first_deviation(rows([0]).assign(split="train"))
