@@ -34,7 +34,12 @@ new run directory under --out.
 
 def _common_options(func):
     options = [
-        click.option("--protocol", default=None, help="cohen, dualrs or cpu [default: cpu]."),
+        click.option(
+            "--protocol",
+            default=None,
+            help="A registered protocol (rsbench/protocols.yaml: cohen, dualrs, cpu, ...) "
+            "[default: cpu].",
+        ),
         click.option("--dataset", default=None, help="Dataset (default: the model's)."),
         click.option(
             "--split", default=None, help="Split (default: the protocol's for the dataset)."
