@@ -17,7 +17,7 @@ pytestmark = []
 
 
 def test_runs():
-    assert True
+    assert sum(range(4)) == 6
 
 
 def test_probes_for_a_gpu():
@@ -25,7 +25,7 @@ def test_probes_for_a_gpu():
 
 
 def test_data_is_missing():
-    pytest.skip("reference logs not found at ../shared/data")
+    pytest.skip("reference logs not found next to the checkout")
 """
 
 

@@ -1,7 +1,7 @@
 """CIFAR ResNets (He et al. 2016, section 4.2) with the exact parameter layout of Cohen et al.'s models.
 
 ``cifar_resnet20`` / ``cifar_resnet110`` have the state-dict keys and shapes of the published Cohen and
-SmoothAdv checkpoints once their ``1.`` prefix is stripped (``../shared/data/checkpoint_layouts.tsv``):
+SmoothAdv checkpoints once their ``1.`` prefix is stripped (``tests/data/checkpoint_layouts.tsv``):
 ``conv1``, ``bn1``, ``layer{1,2,3}.{i}.{conv1,bn1,conv2,bn2}``, a 1x1 conv + BN ``downsample`` on the
 first block of layers 2 and 3, and ``fc``. Global average pooling makes them accept any input size.
 """
