@@ -28,7 +28,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -133,6 +133,141 @@ COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
 
 _PART_RE = re.compile(r"^part-(?P<shard>[A-Za-z0-9]+)-(?P<seq>\d+)\.parquet$")
 RUN_JSON = "run.json"
+
+
+# ------------------------------------------------------------------------------ certificate -> row
+
+
+class RowSource(Protocol):
+    """What a row takes from the run's configuration (:class:`rsbench.runner.RunConfig` has it)."""
+
+    @property
+    def protocol(self) -> str: ...
+    @property
+    def dataset(self) -> str: ...
+    @property
+    def split(self) -> str: ...
+    @property
+    def model_id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def precision(self) -> str: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def router_id(self) -> str | None: ...
+
+
+def certificate_row(
+    cert: Any,
+    config: RowSource,
+    run_id: str,
+    index: int,
+    label: int,
+    seconds: float,
+    expert_ids: Sequence[str] = (),
+) -> dict[str, Any]:
+    """One results row (docs/results-schema.md) from a ``Certificate`` or ``DualCertificate``."""
+    row: dict[str, Any] = {
+        "run_id": run_id,
+        "protocol": config.protocol,
+        "dataset": config.dataset,
+        "split": config.split,
+        "index": int(index),
+        "label": int(label),
+        "model_id": config.model_id,
+        "kind": config.kind,
+        "n0": int(cert.n0),
+        "n": int(cert.n),
+        "alpha": float(cert.alpha),
+        "seed": config.seed,
+        "precision": config.precision,
+        "batch_size": config.batch_size,
+        "prediction": int(cert.prediction),
+        "abstained": bool(cert.abstained),
+        "correct": bool(not cert.abstained and cert.prediction == label),
+        "radius": float(cert.radius),
+        "seconds": float(seconds),
+    }
+    if config.kind == "expert":
+        row.update(
+            sigma=float(cert.sigma),
+            cA=int(cert.cA),
+            count0=int(cert.count0),
+            nA=int(cert.nA),
+            counts=list(cert.counts),
+            pA_lower=float(cert.pA_lower),
+            samples=int(cert.n0 + cert.n),
+        )
+        return row
+    if config.kind == "cascade":
+        return _cascade_row(row, cert, expert_ids)
+    choice = int(cert.router_choice)
+    ran = cert.expert_nA is not None
+    row.update(
+        sigma=cert.expert_sigma,
+        cA=cert.expert_cA,
+        count0=cert.expert_count0,
+        nA=cert.expert_nA,
+        counts=list(cert.expert_counts) if ran else None,
+        pA_lower=cert.expert_pA_lower,
+        router_id=config.router_id,
+        sigma_router=float(cert.sigma_router),
+        router_n0=int(cert.router_n0),
+        router_n=int(cert.router_n),
+        alpha_router=float(cert.alpha_router),
+        alpha_expert=float(cert.alpha_expert),
+        router_choice=choice,
+        expert_id=expert_ids[choice] if choice >= 0 and expert_ids else None,
+        router_cA=int(cert.router_cA),
+        router_count0=int(cert.router_count0),
+        router_nA=int(cert.router_nA),
+        router_counts=list(cert.router_counts),
+        router_pA_lower=float(cert.router_pA_lower),
+        router_radius=float(cert.router_radius),
+        expert_cA=cert.expert_cA,
+        expert_count0=cert.expert_count0,
+        expert_nA=cert.expert_nA,
+        expert_counts=list(cert.expert_counts) if ran else None,
+        expert_pA_lower=cert.expert_pA_lower,
+        expert_radius=cert.expert_radius,
+        samples=int(cert.router_n0 + cert.router_n) + (int(cert.n0 + cert.n) if ran else 0),
+    )
+    return row
+
+
+def _cascade_row(row: dict[str, Any], cert: Any, expert_ids: Sequence[str]) -> dict[str, Any]:
+    """Fill a results row from a :class:`rsbench.cascade.CascadeCertificate` (base columns hold the
+    answering stage, or the last stage run when the cascade abstained)."""
+    last = cert.stage if cert.stage >= 0 else cert.stages_run - 1
+    row.update(
+        sigma=float(cert.stage_sigmas[last]),
+        cA=int(cert.stage_cA[last]),
+        count0=int(cert.stage_count0[last]),
+        nA=int(cert.stage_nA[last]),
+        counts=list(cert.stage_counts[last]),
+        pA_lower=float(cert.stage_pA_lower[last]),
+        expert_id=expert_ids[last] if expert_ids else None,
+        samples=int(cert.samples),
+        cascade_p0=float(cert.p0),
+        alpha_split=str(cert.alpha_split),
+        cascade_stage=int(cert.stage),
+        stages_run=int(cert.stages_run),
+        stage_sigmas=list(cert.stage_sigmas),
+        stage_cA=list(cert.stage_cA),
+        stage_count0=list(cert.stage_count0),
+        stage_nA=list(cert.stage_nA),
+        stage_counts=[list(c) for c in cert.stage_counts],
+        stage_alpha=list(cert.stage_alpha),
+        stage_pA_lower=list(cert.stage_pA_lower),
+        stage_pA_upper=list(cert.stage_pA_upper),
+        stage_pB_upper=list(cert.stage_pB_upper),
+        stage_radius=list(cert.stage_radius),
+    )
+    return row
 
 
 # --------------------------------------------------------------------------------------- writing

@@ -785,7 +785,7 @@ def execute(
                 )
                 seconds = (time.perf_counter() - t0) / len(ks)
                 for k, cert in zip(ks, certs):
-                    row = certificate_row(
+                    row = R.certificate_row(
                         cert, config, run_id, sources[k], labels[k], seconds, expert_ids
                     )
                     row["dataset"], row["split"] = data_name, data_split
@@ -840,115 +840,6 @@ def _count_correct(run_dir: Path, parts: _PartIndex, indices: set[int]) -> int:
         table = R.read_part(run_dir / name).select(["index", "correct"]).to_pydict()
         total += sum(1 for i, c in zip(table["index"], table["correct"]) if c and i in indices)
     return total
-
-
-def certificate_row(
-    cert: Any,
-    config: RunConfig,
-    run_id: str,
-    index: int,
-    label: int,
-    seconds: float,
-    expert_ids: Sequence[str] = (),
-) -> dict[str, Any]:
-    """One results row (docs/results-schema.md) from a ``Certificate`` or ``DualCertificate``."""
-    row: dict[str, Any] = {
-        "run_id": run_id,
-        "protocol": config.protocol,
-        "dataset": config.dataset,
-        "split": config.split,
-        "index": int(index),
-        "label": int(label),
-        "model_id": config.model_id,
-        "kind": config.kind,
-        "n0": int(cert.n0),
-        "n": int(cert.n),
-        "alpha": float(cert.alpha),
-        "seed": config.seed,
-        "precision": config.precision,
-        "batch_size": config.batch_size,
-        "prediction": int(cert.prediction),
-        "abstained": bool(cert.abstained),
-        "correct": bool(not cert.abstained and cert.prediction == label),
-        "radius": float(cert.radius),
-        "seconds": float(seconds),
-    }
-    if config.kind == "expert":
-        row.update(
-            sigma=float(cert.sigma),
-            cA=int(cert.cA),
-            count0=int(cert.count0),
-            nA=int(cert.nA),
-            counts=list(cert.counts),
-            pA_lower=float(cert.pA_lower),
-            samples=int(cert.n0 + cert.n),
-        )
-        return row
-    if config.kind == "cascade":
-        return _cascade_row(row, cert, expert_ids)
-    choice = int(cert.router_choice)
-    ran = cert.expert_nA is not None
-    row.update(
-        sigma=cert.expert_sigma,
-        cA=cert.expert_cA,
-        count0=cert.expert_count0,
-        nA=cert.expert_nA,
-        counts=list(cert.expert_counts) if ran else None,
-        pA_lower=cert.expert_pA_lower,
-        router_id=config.router_id,
-        sigma_router=float(cert.sigma_router),
-        router_n0=int(cert.router_n0),
-        router_n=int(cert.router_n),
-        alpha_router=float(cert.alpha_router),
-        alpha_expert=float(cert.alpha_expert),
-        router_choice=choice,
-        expert_id=expert_ids[choice] if choice >= 0 and expert_ids else None,
-        router_cA=int(cert.router_cA),
-        router_count0=int(cert.router_count0),
-        router_nA=int(cert.router_nA),
-        router_counts=list(cert.router_counts),
-        router_pA_lower=float(cert.router_pA_lower),
-        router_radius=float(cert.router_radius),
-        expert_cA=cert.expert_cA,
-        expert_count0=cert.expert_count0,
-        expert_nA=cert.expert_nA,
-        expert_counts=list(cert.expert_counts) if ran else None,
-        expert_pA_lower=cert.expert_pA_lower,
-        expert_radius=cert.expert_radius,
-        samples=int(cert.router_n0 + cert.router_n) + (int(cert.n0 + cert.n) if ran else 0),
-    )
-    return row
-
-
-def _cascade_row(row: dict[str, Any], cert: Any, expert_ids: Sequence[str]) -> dict[str, Any]:
-    """Fill a results row from a :class:`rsbench.cascade.CascadeCertificate` (base columns hold the
-    answering stage, or the last stage run when the cascade abstained)."""
-    last = cert.stage if cert.stage >= 0 else cert.stages_run - 1
-    row.update(
-        sigma=float(cert.stage_sigmas[last]),
-        cA=int(cert.stage_cA[last]),
-        count0=int(cert.stage_count0[last]),
-        nA=int(cert.stage_nA[last]),
-        counts=list(cert.stage_counts[last]),
-        pA_lower=float(cert.stage_pA_lower[last]),
-        expert_id=expert_ids[last] if expert_ids else None,
-        samples=int(cert.samples),
-        cascade_p0=float(cert.p0),
-        alpha_split=str(cert.alpha_split),
-        cascade_stage=int(cert.stage),
-        stages_run=int(cert.stages_run),
-        stage_sigmas=list(cert.stage_sigmas),
-        stage_cA=list(cert.stage_cA),
-        stage_count0=list(cert.stage_count0),
-        stage_nA=list(cert.stage_nA),
-        stage_counts=[list(c) for c in cert.stage_counts],
-        stage_alpha=list(cert.stage_alpha),
-        stage_pA_lower=list(cert.stage_pA_lower),
-        stage_pA_upper=list(cert.stage_pA_upper),
-        stage_pB_upper=list(cert.stage_pB_upper),
-        stage_radius=list(cert.stage_radius),
-    )
-    return row
 
 
 # ------------------------------------------------------------------------------------ distributed
