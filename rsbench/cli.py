@@ -32,7 +32,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
         "Certify zoo models (no ID: the embedded default run).",
     ),
     "sweep": (
-        "rsbench.commands.certify:sweep",
+        "rsbench.commands.sweep:sweep",
         "Run a grid of certifications from a sweep YAML file.",
     ),
     "leaderboard": (

@@ -13,8 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from rsbench import runner
-from rsbench.commands.certify import certify, load_sweep, sweep
+from rsbench.commands.certify import certify
 from rsbench.commands.results import rescore
+from rsbench.commands.sweep import load_sweep, sweep
 from rsbench.errors import ConfigError
 from rsbench.results import read_results, read_run_json
 

@@ -1,20 +1,26 @@
-"""``rsbench certify`` and ``rsbench sweep``: run certifications and show where they stand.
+"""``rsbench certify``: run certifications and show where they stand (``rsbench sweep``,
+:mod:`rsbench.commands.sweep`, runs its grids through :func:`run_jobs`).
 
-Rendering only: planning, running and storing are :mod:`rsbench.runner` and :mod:`rsbench.results`.
+Options and calls only: planning, running and storing are :mod:`rsbench.runner` and
+:mod:`rsbench.results`; the dry-run plan and the final leaderboard are drawn by
+:mod:`rsbench.commands.certify_view`, the progress bars by :mod:`rsbench.commands.progress`.
 Heavy modules (torch, pandas, pyarrow) are imported inside the commands.
 """
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from rsbench.errors import PRECISIONS, ConfigError, check_count
+from rsbench.errors import PRECISIONS, check_count
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from rsbench.runner import Prepared, RunResult
+    from rsbench.zoo import Zoo
 
 _EXAMPLES = """\b
 Examples:
@@ -286,6 +292,7 @@ def _run_jobs(
     from rich.console import Console
 
     from rsbench import runner
+    from rsbench.commands.certify_view import print_leaderboard, print_plan
     from rsbench.results import default_results_dir
 
     options = {**options, "out_dir": options.get("out_dir") or default_results_dir()}
@@ -337,7 +344,7 @@ def _run_jobs(
         )
 
     if options["dry_run"]:
-        _print_plan(prepared_runs, shard, zoo, console)
+        print_plan(prepared_runs, shard, console)
         return []
 
     results = []
@@ -358,58 +365,27 @@ def _run_jobs(
                 f"({result.seconds:.1f} s)"
             )
         if leaderboard and results:
-            _print_leaderboard([r.run_dir for r in results], zoo)
+            print_leaderboard([r.run_dir for r in results], zoo)
     return results
 
 
-def _run_one(prepared, zoo, shard, options, console, quiet: bool):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
+def _run_one(
+    prepared: Prepared,
+    zoo: Zoo,
+    shard: tuple[int, int],
+    options: dict[str, Any],
+    console: Console,
+    quiet: bool,
+) -> RunResult:
     from rsbench import runner
-    from rsbench.commands.progress import download_progress
+    from rsbench.commands.progress import certify_progress, download_progress
 
-    columns = [
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("cert. acc {task.fields[acc]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    ]
     label = prepared.config.model_id
     if prepared.config.kind == "expert":
         label += f" σ={prepared.config.sigma:g}"
     elif prepared.config.kind == "cascade":
         label += f" p0={prepared.config.p0:g}"
-    with Progress(*columns, console=console, disable=quiet, transient=False) as bar:
-        task = bar.add_task(label, total=None, acc="-")
-        state = {"started": False}
-
-        def progress(event: runner.ProgressEvent) -> None:
-            if event.message:
-                bar.console.print(f"[yellow]{event.message}[/yellow]")
-            if not state["started"]:
-                # samples found already written do not count toward the speed / ETA
-                bar.update(task, total=event.total, completed=0)
-                bar.reset(task, total=event.total - event.done, completed=0)
-                state["offset"] = event.done
-                state["started"] = True
-            acc = "-" if not event.done else f"{100 * event.accuracy:.1f}%"
-            bar.update(
-                task,
-                completed=event.done - state["offset"],
-                acc=acc,
-                description=f"{label} ({event.done}/{event.total})",
-            )
-
+    with certify_progress(label, console, quiet) as progress:
         downloads, close_downloads = (None, lambda: None) if quiet else download_progress()
         try:
             return runner.run_certification(
@@ -424,343 +400,3 @@ def _run_one(prepared, zoo, shard, options, console, quiet: bool):
             )
         finally:
             close_downloads()
-
-
-#: Plan columns, and the steps that make the plan fit a narrow terminal (leave out, or fold to n).
-_PLAN_COLUMNS = (
-    "model",
-    "kind",
-    "protocol",
-    "data",
-    "images",
-    "n0",
-    "n",
-    "alpha",
-    "sigma",
-    "done",
-    "samples/s",
-    "estimate",
-)
-_PLAN_STEPS = (
-    "kind",
-    "alpha",
-    "n0",
-    ("model", 20),
-    "samples/s",
-    "data",
-    "done",
-    "protocol",
-    ("sigma", 6),
-    ("model", 12),
-)
-_PLAN_NUMERIC = {"images", "n0", "n", "alpha", "done", "samples/s"}
-
-
-def _print_plan(prepared_runs, shard, zoo, console) -> None:
-    from rich.table import Table
-
-    from rsbench import runner
-    from rsbench.report import fit_columns
-    from rsbench.results import list_parts, read_results
-
-    rows = []
-    total = 0.0
-    for prepared in prepared_runs:
-        config = prepared.config
-        mine = [p for k, p in enumerate(prepared.positions) if k % shard[1] == shard[0]]
-        done = len(read_results(prepared.run_dir)) if list_parts(prepared.run_dir) else 0
-        rate, note = _throughput(prepared)
-        todo = max(0, len(mine) - done) if shard[1] == 1 else len(mine)
-        seconds = runner.estimate_seconds(config, todo, rate) if rate else float("nan")
-        if math.isfinite(seconds):
-            total += seconds
-        sigma = (
-            f"{config.sigma:g}"
-            if config.kind == "expert"
-            else "/".join(f"{s:g}" for s in config.sigmas)
-        )
-        rows.append(
-            [
-                config.model_id,
-                config.kind,
-                config.protocol,
-                f"{config.dataset}/{config.split}",
-                str(len(mine)),
-                str(config.n0),
-                str(config.n),
-                f"{config.alpha:g}",
-                sigma,
-                str(done),
-                f"{rate:,.0f}" if rate else note,
-                _duration(seconds),
-            ]
-        )
-    headers = list(_PLAN_COLUMNS)
-    keep, widths = fit_columns(
-        headers, rows, console.width, _PLAN_STEPS, lambda h: h in _PLAN_NUMERIC, ("model",)
-    )
-    table = Table(title=f"certification plan (shard {shard[0]}/{shard[1]})")
-    for i in keep:
-        table.add_column(
-            headers[i],
-            justify="right" if headers[i] in _PLAN_NUMERIC else "left",
-            overflow="fold",
-            min_width=widths.get(i),
-            max_width=widths.get(i),
-        )
-    for row in rows:
-        table.add_row(*(row[i] for i in keep))
-    console.print(table)
-    left_out = [h for i, h in enumerate(headers) if i not in keep]
-    if left_out:
-        console.print(
-            f"not shown at this terminal width ({console.width} columns): {', '.join(left_out)}; "
-            "widen the terminal (or set COLUMNS) to see them"
-        )
-    for prepared in prepared_runs:  # soft wrap: a long path stays one line to copy
-        console.print(f"  {prepared.config.model_id} -> {prepared.run_dir}", soft_wrap=True)
-    console.print(
-        f"estimated total: {_duration(total)} on {prepared_runs[0].config.device if prepared_runs else '-'} "
-        "(forward samples per image x images / measured samples per second; dual counts router + "
-        "expert, cascade every stage: an upper bound, as a cascade often stops early)"
-    )
-
-
-def _throughput(prepared) -> tuple[float | None, str]:
-    """Samples per second from a short warm-up forward, when the weights are available locally."""
-    from rsbench import runner, weights
-
-    entry = prepared.entry
-    first = prepared.zoo.get(entry.experts[0]) if entry.kind in ("dual", "cascade") else entry
-    if (
-        first.source is not None
-        and first.source.type not in ("file", "package")
-        and not weights.is_cached(first)
-    ):
-        return None, "weights not cached"
-    with runner.torch_threads(prepared.config.threads):
-        certifier, _ = runner.build_certifier(prepared, prepared.config.device)
-        image = prepared.dataset.images([prepared.positions[0]])[0]
-        return runner.measure_throughput(certifier, image, seconds=0.5), ""
-
-
-def _duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
-
-
-def _print_leaderboard(run_dirs: Sequence[Path], zoo) -> None:
-
-    from rsbench import report
-    from rsbench.results import read_results, run_states
-
-    df = read_results(list(run_dirs))
-    reported = {e.id: dict(e.reported) for e in zoo if e.reported}
-    boards = report.build_leaderboards(
-        df, reported=reported, all_sections=True, states=run_states(list(run_dirs))
-    )
-    console = report.table_console()
-    for board in boards:
-        console.print(report.to_rich(board, width=console.width))
-
-
-# ------------------------------------------------------------------------------------ sweep
-
-_SWEEP_KEYS = {"ids", "sigmas", "protocols", "options"}
-_SWEEP_OPTIONS = {
-    "dataset",
-    "split",
-    "n0",
-    "n",
-    "alpha",
-    "stride",
-    "limit",
-    "indices",
-    "batch",
-    "seed",
-    "device",
-    "precision",
-    "channels_last",
-    "compile",
-    "noise_dtype",
-    "out",
-    "shard",
-    "zoo",
-    "data_root",
-    "require_pinned",
-    "allow_unpinned",
-    "chunk_size",
-    "download",
-    "threads",
-    "alpha_router_fraction",
-    "sigma_router",
-    "p0",
-    "alpha_split",
-}
-
-
-def load_sweep(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and check a sweep file: ``ids`` (list), optional ``sigmas``, ``protocols``, ``options``.
-
-    Unknown keys are a :class:`ConfigError` naming the key and the allowed ones.
-    """
-    import yaml
-
-    from rsbench import safeyaml
-
-    path = Path(path)
-    try:
-        text = safeyaml.read_text(path, "sweep file", ConfigError)
-        data = safeyaml.load(
-            text, getattr(yaml, "CSafeLoader", yaml.SafeLoader), str(path), ConfigError
-        )
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"sweep file {path} is not valid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"sweep file {path} must be a mapping with keys {sorted(_SWEEP_KEYS)}")
-    unknown = set(data) - _SWEEP_KEYS
-    if unknown:
-        raise ConfigError(
-            f"sweep file {path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_SWEEP_KEYS)}"
-        )
-    ids = data.get("ids")
-    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
-        raise ConfigError(f"sweep file {path}: 'ids' must be a non-empty list of zoo ids")
-    sigmas = data.get("sigmas") or [None]
-    if not isinstance(sigmas, list) or not all(
-        s is None or isinstance(s, (int, float)) for s in sigmas
-    ):
-        raise ConfigError(f"sweep file {path}: 'sigmas' must be a list of numbers")
-    protocols = data.get("protocols") or ["cpu"]
-    if not isinstance(protocols, list) or not all(isinstance(p, str) for p in protocols):
-        raise ConfigError(f"sweep file {path}: 'protocols' must be a list of protocol names")
-    options = data.get("options") or {}
-    if not isinstance(options, dict):
-        raise ConfigError(f"sweep file {path}: 'options' must be a mapping")
-    unknown = set(options) - _SWEEP_OPTIONS
-    if unknown:
-        raise ConfigError(
-            f"sweep file {path}: unknown option(s) {sorted(unknown)}; allowed: {sorted(_SWEEP_OPTIONS)}"
-        )
-    return {"ids": ids, "sigmas": sigmas, "protocols": protocols, "options": options}
-
-
-_SWEEP_EXAMPLES = """\b
-Examples:
-  rsbench sweep sweeps/embedded.yaml
-  rsbench sweep sweeps/cohen-cifar10.yaml --data-root ~/data --device cuda
-  rsbench sweep sweeps/cohen-cifar10.yaml --shard 0/4 --dry-run
-
-\b
-A sweep file:
-  ids: [cohen-cifar10-resnet110-s0.25, cohen-cifar10-resnet110-s0.50]
-  sigmas: [0.25, 0.5]      # optional; default: each expert's train_sigma (dual ids: the entry's)
-  protocols: [cohen]       # optional; default: cpu
-  options: {batch: 1000, out: my-results, seed: 0, precision: bf16, channels_last: true}
-                           # any certify option, spelled with _
-Every id x sigma x protocol is one run; finished runs are skipped.
-"""
-
-
-@click.command(epilog=_SWEEP_EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("sweep_file", type=click.Path(exists=True, dir_okay=False))
-@click.option(
-    "--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Override options.out."
-)
-@click.option("--device", default=None, help="Override options.device.")
-@click.option(
-    "--data-root",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Override options.data_root.",
-)
-@click.option("--shard", default=None, help="Override options.shard (I/N).")
-@click.option(
-    "--zoo", "zoo_paths", multiple=True, type=click.Path(dir_okay=False), help="Extra zoo file."
-)
-@click.option(
-    "--dry-run", is_flag=True, help="Print the plan and a cost estimate; certify nothing."
-)
-@click.option("--no-leaderboard", is_flag=True, help="Do not print the table at the end.")
-def sweep(
-    sweep_file: str,
-    out_dir,
-    device,
-    data_root,
-    shard,
-    zoo_paths,
-    dry_run: bool,
-    no_leaderboard: bool,
-) -> None:
-    """Run a grid of certifications (ids x sigmas x protocols) from a sweep YAML file."""
-    from rsbench.runner import DEFAULT_BATCH
-
-    spec = load_sweep(sweep_file)
-    opts = dict(spec["options"])
-    options: dict[str, Any] = {
-        "dataset": opts.get("dataset"),
-        "split": opts.get("split"),
-        "n0": opts.get("n0"),
-        "n": opts.get("n"),
-        "alpha": opts.get("alpha"),
-        "stride": opts.get("stride"),
-        "limit": opts.get("limit"),
-        "indices": _indices_text(opts.get("indices")),
-        "batch_size": opts.get("batch", DEFAULT_BATCH),
-        "seed": opts.get("seed", 0),
-        "device": device or opts.get("device", "auto"),
-        "precision": opts.get("precision", "fp32"),
-        "channels_last": bool(opts.get("channels_last", False)),
-        "compile_models": bool(opts.get("compile", False)),
-        "noise_dtype": opts.get("noise_dtype", "auto"),
-        "out_dir": out_dir or opts.get("out"),
-        "shard": shard or opts.get("shard", "0/1"),
-        "zoo_paths": tuple(_as_list(opts.get("zoo"))) + tuple(zoo_paths),
-        "data_root": data_root or opts.get("data_root"),
-        "require_pinned": bool(opts.get("require_pinned", False)),
-        "allow_unpinned": bool(opts.get("allow_unpinned", False)),
-        "download": bool(opts.get("download", False)),
-        "threads": opts.get("threads"),
-        "chunk_size": opts.get("chunk_size", 64),
-        "alpha_router_fraction": opts.get("alpha_router_fraction"),
-        "sigma_router": opts.get("sigma_router"),
-        "p0": opts.get("p0"),
-        "alpha_split": opts.get("alpha_split"),
-        "dry_run": dry_run,
-    }
-    from rsbench.zoo import load_zoo
-
-    zoo = load_zoo(options["zoo_paths"])
-    jobs = []
-    for model_id in spec["ids"]:
-        entry = zoo.get(model_id)
-        if entry.kind == "expert":
-            sigmas = spec["sigmas"]
-        elif entry.kind == "denoised":  # the sweep's sigmas, else every sigma it serves
-            sigmas = [s for s in spec["sigmas"] if s is not None] or list(entry.sigmas)
-        else:
-            sigmas = [None]
-        for sigma in sigmas:
-            for protocol in spec["protocols"]:
-                job = (model_id, sigma, protocol)
-                if job not in jobs:
-                    jobs.append(job)
-    run_jobs(jobs, options, leaderboard=not no_leaderboard, skip_complete=True)
-
-
-def _as_list(value) -> list:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _indices_text(value) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(int(v)) for v in value)
-    return str(value)
