@@ -21,14 +21,11 @@ Guarantees (as for :mod:`rsbench.train.expert`):
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
-import json
 import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,18 +36,19 @@ from rsbench import device as D
 from rsbench.errors import ConfigError, check_count, check_sigma
 from rsbench.noise import NoiseKey
 from rsbench.train.common import (
-    atomic_write,
-    make_optimizer,
-    make_scheduler,
-    package_relative,
-    restore_training_state,
+    EpochLoop,
+    OptimizerConfig,
+    Step,
+    Tick,
+    config_key,
+    paths_for,
+    save_safetensors,
+    weights_source,
+    write_json,
     zoo_dataset_name,
 )
-from rsbench.weights import sha256_file
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -144,14 +142,7 @@ def _validate(config: DenoiserTrainConfig) -> None:
         raise ConfigError(f"sigmas {list(config.sigmas)} repeat a value")
     check_count(config.epochs, "epochs")
     check_count(config.batch_size, "batch_size")
-    if config.optimizer not in ("adam", "sgd"):
-        raise ConfigError(f"optimizer={config.optimizer!r} is not one of adam, sgd")
-    if config.schedule not in ("cosine", "step", "constant"):
-        raise ConfigError(f"schedule={config.schedule!r} is not one of cosine, step, constant")
-    if not (config.lr > 0 and math.isfinite(config.lr)):
-        raise ConfigError(f"lr={config.lr!r} is not allowed; use a learning rate > 0, e.g. 0.002")
-    if config.weight_decay < 0 or not 0 <= config.momentum < 1:
-        raise ConfigError("weight_decay must be >= 0 and momentum in [0, 1)")
+    OptimizerConfig.of(config).check(example_lr="0.002")
     if config.limit is not None:
         check_count(config.limit, "limit")
     if config.eval_limit < 0:
@@ -180,21 +171,6 @@ def command_line(config: DenoiserTrainConfig) -> str:
     if config.model_id:
         parts.append(f"--id {config.model_id}")
     return " ".join(parts)
-
-
-def _source(weights: Path, zoo_file: Path | None) -> dict[str, str]:
-    package_path = package_relative(weights)
-    if package_path is not None:
-        return {"type": "package", "path": package_path}
-    if zoo_file is not None:
-        try:
-            return {
-                "type": "file",
-                "path": weights.resolve().relative_to(zoo_file.resolve().parent).as_posix(),
-            }
-        except ValueError:
-            pass
-    return {"type": "file", "path": str(weights.resolve())}
 
 
 def classifier_spec(classifier) -> dict[str, Any]:
@@ -258,7 +234,7 @@ def build_entry(
         "sigmas": [float(s) for s in config.sigmas],
         "denoiser": {
             "arch": config.arch,
-            "source": _source(weights, zoo_file),
+            "source": weights_source(weights, zoo_file),
             "sha256": sha256,
         },
         "classifier": classifier_spec(classifier),
@@ -272,19 +248,8 @@ def build_entry(
     return parse_entry(raw, file=zoo_file)
 
 
-def paths_for(out_dir: str | os.PathLike, stem: str) -> dict[str, Path]:
-    """Output paths: ``weights``, ``checkpoint``, ``record`` (train.json)."""
-    out = Path(out_dir).expanduser()
-    return {
-        "weights": out / f"{stem}.safetensors",
-        "checkpoint": out / f"{stem}.checkpoint.pt",
-        "record": out / f"{stem}.train.json",
-    }
-
-
 def _config_key(config: DenoiserTrainConfig) -> str:
-    text = json.dumps(config.determining(), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return config_key(config.determining())
 
 
 @torch.no_grad()
@@ -305,7 +270,7 @@ def evaluate(net, dataset, sigmas, limit: int, seed: int = 0, batch_size: int = 
     return out
 
 
-def train_denoiser(  # noqa: C901 — config checks, resume and the epoch/checkpoint loop of one training run
+def train_denoiser(
     config: DenoiserTrainConfig,
     out_dir: str | os.PathLike,
     zoo=None,
@@ -322,26 +287,12 @@ def train_denoiser(  # noqa: C901 — config checks, resume and the epoch/checkp
 
     _validate(config)
     emit = progress or (lambda event: None)
-    classifier = None
-    if config.classifier:
-        if zoo is None:
-            from rsbench.zoo import load_zoo
-
-            zoo = load_zoo()
-        classifier = zoo.get(config.classifier)
-        if classifier.kind != "expert":
-            raise ConfigError(
-                f"{classifier.id} is a {classifier.kind}; --classifier takes an expert"
-            )
-        if classifier.dataset != zoo_dataset_name(config.dataset):
-            raise ConfigError(
-                f"{classifier.id} is for {classifier.dataset}, not {zoo_dataset_name(config.dataset)}"
-            )
+    classifier = _classifier(config, zoo) if config.classifier else None
     paths = paths_for(out_dir, config.weights_id())
     zoo_path = Path(zoo_file).expanduser() if zoo_file is not None else None
-    device = D.resolve(config.device)
-    D.activate(device)
-    device = device.torch
+    resolved = D.resolve(config.device)
+    D.activate(resolved)
+    device = resolved.torch
     train_set = load_dataset(
         config.dataset, config.split, root=config.data_root, download=config.download
     )
@@ -357,78 +308,63 @@ def train_denoiser(  # noqa: C901 — config checks, resume and the epoch/checkp
     net = build_architecture(
         config.arch, info.input_shape[0], tuple(info.input_shape), base_dir=None
     ).to(device)
-    optimizer = make_optimizer(config, net.parameters())
     steps = math.ceil(size / config.batch_size)
-    scheduler = make_scheduler(config, optimizer, steps)
+    optimizer, scheduler = OptimizerConfig.of(config).build(net.parameters(), config.epochs, steps)
     sigmas = torch.tensor([float(s) for s in config.sigmas])
     key = _config_key(config)
-    history: list[dict[str, Any]] = []
-    start_epoch, resumed_from = 0, None
-    if resume and paths["checkpoint"].is_file():
-        start_epoch, history = restore_training_state(
-            paths["checkpoint"], key, net, optimizer, scheduler
-        )
-        resumed_from = start_epoch
+    loop = EpochLoop(net, optimizer, scheduler, config.epochs, steps, key, paths["checkpoint"])
+    resumed_from = loop.resume() if resume else None
     began = time.perf_counter()
-    emit(DenoiserEvent("start", start_epoch, config.epochs, steps=steps, resumed_from=resumed_from))
-    for epoch in range(start_epoch, config.epochs):
-        net.train()
+    emit(
+        DenoiserEvent(
+            "start", loop.start_epoch, config.epochs, steps=steps, resumed_from=resumed_from
+        )
+    )
+
+    def batches(epoch: int) -> Iterator[Step]:
         stream = NoiseKey(config.dataset, config.split, epoch, "training", config.seed)
         generator = stream.generator()
         order = torch.randperm(size, generator=generator)
-        total, seen = 0.0, 0
-        for step, start in enumerate(range(0, size, config.batch_size), start=1):
+        for start in range(0, size, config.batch_size):
             chunk = order[start : start + config.batch_size]
             images = train_set.images(chunk)
             level = sigmas[torch.randint(len(sigmas), (len(chunk),), generator=generator)]
             noise = torch.randn(images.shape, generator=generator) * level.view(-1, 1, 1, 1)
             images, noisy, level = images.to(device), (images + noise).to(device), level.to(device)
-            loss = torch.nn.functional.mse_loss(net(noisy, level), images)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.detach().item() * len(chunk)
-            seen += len(chunk)
-            emit(
-                DenoiserEvent(
-                    "batch",
-                    epoch + 1,
-                    config.epochs,
-                    step,
-                    steps,
-                    total / seen,
-                    optimizer.param_groups[0]["lr"],
-                    time.perf_counter() - began,
-                )
+            yield Step(torch.nn.functional.mse_loss(net(noisy, level), images), len(chunk))
+
+    def on_batch(tick: Tick) -> None:
+        elapsed = time.perf_counter() - began
+        emit(
+            DenoiserEvent(
+                "batch",
+                tick.epoch,
+                config.epochs,
+                tick.step,
+                tick.steps,
+                tick.loss,
+                tick.lr,
+                elapsed,
             )
-        if not math.isfinite(total):
-            raise ConfigError(f"training diverged in epoch {epoch + 1}; lower --lr")
+        )
+
+    def end_epoch(epoch: int, loss: float) -> dict[str, Any]:
         record: dict[str, Any] = {
             "epoch": epoch + 1,
-            "loss": total / seen,
+            "loss": loss,
             "lr_end": optimizer.param_groups[0]["lr"],
         }
         if eval_set is not None:
             record["eval_mse"] = evaluate(
                 net, eval_set, config.sigmas, config.eval_limit, config.seed, device=device
             )
-        history.append(record)
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "config_key": key,
-            "epoch": epoch + 1,
-            "net": net.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "history": json.dumps(history),
-        }
-        atomic_write(paths["checkpoint"], functools.partial(torch.save, state))
+        return record
+
+    def on_epoch(epoch: int, record: dict[str, Any]) -> None:
         emit(
             DenoiserEvent(
                 "epoch",
-                epoch + 1,
+                epoch,
                 config.epochs,
                 steps,
                 steps,
@@ -440,12 +376,9 @@ def train_denoiser(  # noqa: C901 — config checks, resume and the epoch/checkp
             )
         )
 
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    meta = {"rsbench": json.dumps({"id": config.weights_id(), "seed": config.seed}, sort_keys=True)}
-    atomic_write(paths["weights"], lambda tmp: save_file(tensors, str(tmp), metadata=meta))
-    digest = sha256_file(paths["weights"])
+    history = loop.run(batches, end_epoch, on_batch=on_batch, on_epoch=on_epoch)
+    info_meta = {"id": config.weights_id(), "seed": config.seed}
+    digest = save_safetensors(net.state_dict(), paths["weights"], info_meta)
     final = history[-1] if history else {}
     extra: dict[str, Any] = {}
     if "eval_mse" in final:
@@ -467,9 +400,7 @@ def train_denoiser(  # noqa: C901 — config checks, resume and the epoch/checkp
         "torch": str(torch.__version__),
         "threads": torch.get_num_threads(),
     }
-    atomic_write(
-        paths["record"], lambda tmp: tmp.write_text(json.dumps(record_out, indent=2) + "\n")
-    )
+    write_json(paths["record"], record_out)
     if entry is not None and zoo_path is not None:
         from rsbench.zoo import write_entries
 
@@ -480,3 +411,20 @@ def train_denoiser(  # noqa: C901 — config checks, resume and the epoch/checkp
     return DenoiserTrainResult(
         config.resolved_id(), paths["weights"], digest, entry, zoo_path, history, seconds
     )
+
+
+def _classifier(config: DenoiserTrainConfig, zoo: Any) -> Any:
+    """The zoo expert named by ``config.classifier`` (``zoo`` default: the default zoo), checked
+    to be an expert for the training data's dataset."""
+    if zoo is None:
+        from rsbench.zoo import load_zoo
+
+        zoo = load_zoo()
+    classifier = zoo.get(config.classifier)
+    if classifier.kind != "expert":
+        raise ConfigError(f"{classifier.id} is a {classifier.kind}; --classifier takes an expert")
+    if classifier.dataset != zoo_dataset_name(config.dataset):
+        raise ConfigError(
+            f"{classifier.id} is for {classifier.dataset}, not {zoo_dataset_name(config.dataset)}"
+        )
+    return classifier

@@ -26,14 +26,11 @@ The library never prints: progress goes to an optional callback receiving :class
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
-import json
 import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,21 +41,35 @@ from torch import nn
 from rsbench import device as D
 from rsbench.errors import ConfigError, check_count, check_sigma
 from rsbench.train.common import (
-    atomic_write,
+    OPTIMIZERS,
+    SCHEDULES,
+    EpochLoop,
+    OptimizerConfig,
+    Step,
+    Tick,
+    config_key,
     epoch_seed,
-    make_optimizer,
-    make_scheduler,
-    package_relative,
-    restore_training_state,
+    paths_for,
+    save_safetensors,
+    weights_source,
+    write_json,
     zoo_dataset_name,
 )
-from rsbench.weights import sha256_file
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("cosine", "step", "constant")
-CHECKPOINT_FORMAT = 1
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "ExpertTrainConfig",
+    "TrainEvent",
+    "TrainResult",
+    "build_entry",
+    "command_line",
+    "evaluate",
+    "paths_for",
+    "train_expert",
+]
 
 
 @dataclass(frozen=True)
@@ -151,16 +162,7 @@ def _validate(config: ExpertTrainConfig) -> None:
         check_sigma(config.train_sigma, "train_sigma")
     check_count(config.epochs, "epochs")
     check_count(config.batch_size, "batch_size")
-    if config.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"optimizer={config.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-    if config.schedule not in SCHEDULES:
-        raise ConfigError(f"schedule={config.schedule!r} is not one of {', '.join(SCHEDULES)}")
-    if not (config.lr > 0 and math.isfinite(config.lr)):
-        raise ConfigError(f"lr={config.lr!r} is not allowed; use a learning rate > 0, e.g. 0.05")
-    if config.weight_decay < 0 or not 0 <= config.momentum < 1:
-        raise ConfigError("weight_decay must be >= 0 and momentum in [0, 1)")
-    if config.schedule == "step":
-        check_count(config.step_size, "step_size")
+    OptimizerConfig.of(config).check(example_lr="0.05")
     if config.limit is not None:
         check_count(config.limit, "limit")
     if config.eval_limit < 0:
@@ -186,17 +188,6 @@ def build_entry(
     from rsbench.zoo import parse_entry
 
     info = dataset_info(config.dataset)
-    package_path = package_relative(weights)
-    if package_path is not None:
-        source = {"type": "package", "path": package_path}
-    elif zoo_file is not None:
-        try:
-            rel = weights.resolve().relative_to(zoo_file.resolve().parent).as_posix()
-        except ValueError:
-            rel = str(weights.resolve())
-        source = {"type": "file", "path": rel}
-    else:
-        source = {"type": "file", "path": str(weights.resolve())}
     recipe: dict[str, Any] = {
         "trainer": "rsbench train expert (Gaussian noise augmentation, Cohen et al. 2019)",
         "command": config.command or command_line(config),
@@ -231,7 +222,7 @@ def build_entry(
         "arch": config.arch,
         "train_sigma": float(config.train_sigma),
         "input_layer": config.input_layer or _default_input_layer(config.dataset),
-        "source": source,
+        "source": weights_source(weights, zoo_file),
         "sha256": sha256,
         "license": f"weights: MIT (rsbench); training data: {info.license}",
         "paper": "Cohen, Rosenfeld, Kolter. Certified Adversarial Robustness via Randomized Smoothing. ICML 2019",
@@ -333,37 +324,6 @@ def evaluate(
 # training
 
 
-def paths_for(out_dir: str | os.PathLike, model_id: str) -> dict[str, Path]:
-    """Output paths of a run: ``weights``, ``checkpoint``, ``record`` (train.json)."""
-    out = Path(out_dir).expanduser()
-    return {
-        "weights": out / f"{model_id}.safetensors",
-        "checkpoint": out / f"{model_id}.checkpoint.pt",
-        "record": out / f"{model_id}.train.json",
-    }
-
-
-def save_weights(state_dict: dict[str, torch.Tensor], path: Path, config: ExpertTrainConfig) -> str:
-    """Write ``state_dict`` as safetensors atomically; return the file's sha256.
-
-    The bytes depend only on the tensors and ``config`` (one metadata key, ``rsbench``, holding
-    sorted JSON: safetensors orders several metadata keys arbitrarily), so identical weights give
-    an identical digest.
-    """
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    info = {"id": config.resolved_id(), "seed": config.seed, "train_sigma": config.train_sigma}
-    metadata = {"rsbench": json.dumps(info, sort_keys=True)}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
-    return sha256_file(path)
-
-
-def _config_key(config: ExpertTrainConfig) -> str:
-    text = json.dumps(config.determining(), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def train_expert(
     config: ExpertTrainConfig,
     out_dir: str | os.PathLike,
@@ -388,9 +348,9 @@ def train_expert(
     model_id = config.resolved_id()
     paths = paths_for(out_dir, model_id)
     zoo_path = Path(zoo_file).expanduser() if zoo_file is not None else None
-    device = D.resolve(config.device)
-    D.activate(device)
-    device = device.torch
+    resolved = D.resolve(config.device)
+    D.activate(resolved)
+    device = resolved.torch
 
     train_set = load_dataset(
         config.dataset, config.split, root=config.data_root, download=config.download
@@ -402,107 +362,82 @@ def train_expert(
         raise DataError(
             f"limit={config.limit} is beyond {config.dataset}/{config.split} ({len(train_set)} images)"
         )
-    eval_set = None
-    if config.eval_limit > 0:
-        from rsbench.data import DATASETS
-
-        eval_split = "val" if "val" in DATASETS[config.dataset].splits else "test"
-        if eval_split != config.split:
-            eval_set = load_dataset(config.dataset, eval_split, root=config.data_root)
+    eval_set = _eval_set(config)
 
     torch.manual_seed(config.seed)
     entry = build_entry(config, paths["weights"], None, zoo_path)
     model = build_model(entry).to(device)
     net = model[1]
-    optimizer = make_optimizer(config, model.parameters())
     steps = math.ceil(size / config.batch_size)
-    scheduler = make_scheduler(config, optimizer, steps)
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    resumed_from = None
+    optimizer, scheduler = OptimizerConfig.of(config).build(
+        model.parameters(), config.epochs, steps
+    )
     key = _config_key(config)
-
-    if resume and paths["checkpoint"].is_file():
-        start_epoch, history = restore_training_state(
-            paths["checkpoint"], key, net, optimizer, scheduler
-        )
-        resumed_from = start_epoch
-        log.info("resuming %s from epoch %d", model_id, start_epoch)
+    loop = EpochLoop(
+        model, optimizer, scheduler, config.epochs, steps, key, paths["checkpoint"], net=net
+    )
+    resumed_from = loop.resume() if resume else None
+    if resumed_from is not None:
+        log.info("resuming %s from epoch %d", model_id, resumed_from)
 
     began = time.perf_counter()
-    emit(TrainEvent("start", start_epoch, config.epochs, steps=steps, resumed_from=resumed_from))
+    emit(
+        TrainEvent("start", loop.start_epoch, config.epochs, steps=steps, resumed_from=resumed_from)
+    )
     augment = _augment_on(config)
     loss_fn = nn.CrossEntropyLoss()
-    for epoch in range(start_epoch, config.epochs):
-        model.train()
+    correct = 0  # noisy training predictions that are right, this epoch so far
+    seen = 0
+
+    def batches(epoch: int) -> Iterator[Step]:
+        nonlocal correct, seen
+        correct = seen = 0
         generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
         order = torch.randperm(size, generator=generator)
-        total_loss, correct, seen = 0.0, 0, 0
-        for step, (images, labels) in enumerate(
-            _batches(train_set, order, config.batch_size, config.num_workers), start=1
-        ):
+        for images, labels in _batches(train_set, order, config.batch_size, config.num_workers):
             if augment:
                 images = _augment(images, generator)
             noisy = images + torch.randn(images.shape, generator=generator) * config.train_sigma
             noisy, labels = noisy.to(device), labels.to(device)
             logits = model(noisy)
-            loss = loss_fn(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total_loss += loss.detach().item() * len(labels)
             correct += int((logits.argmax(1) == labels).sum())
             seen += len(labels)
-            emit(
-                TrainEvent(
-                    "batch",
-                    epoch + 1,
-                    config.epochs,
-                    step,
-                    steps,
-                    total_loss / seen,
-                    correct / seen,
-                    optimizer.param_groups[0]["lr"],
-                    time.perf_counter() - began,
-                )
+            yield Step(loss_fn(logits, labels), len(labels))
+
+    def on_batch(tick: Tick) -> None:
+        emit(
+            TrainEvent(
+                "batch",
+                tick.epoch,
+                config.epochs,
+                tick.step,
+                tick.steps,
+                tick.loss,
+                correct / seen,
+                tick.lr,
+                time.perf_counter() - began,
             )
-        if not math.isfinite(total_loss):
-            raise ConfigError(
-                f"training diverged in epoch {epoch + 1} (loss is {total_loss}); lower --lr"
-            )
+        )
+
+    def end_epoch(epoch: int, loss: float) -> dict[str, Any]:
         record: dict[str, Any] = {
             "epoch": epoch + 1,
-            "loss": total_loss / seen,
+            "loss": loss,
             "train_noisy_accuracy": correct / seen,
             "lr_end": optimizer.param_groups[0]["lr"],
         }
         if eval_set is not None:
             clean, noisy_acc = evaluate(
-                model,
-                eval_set,
-                config.train_sigma,
-                config.eval_limit,
-                seed=config.seed,
-                device=device,
+                model, eval_set, config.train_sigma, config.eval_limit, config.seed, device=device
             )
             record.update(eval_clean_accuracy=clean, eval_noisy_accuracy=noisy_acc)
-        history.append(record)
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "config_key": key,
-            "epoch": epoch + 1,
-            "net": net.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "history": json.dumps(history),
-        }
-        atomic_write(paths["checkpoint"], functools.partial(torch.save, state))
+        return record
+
+    def on_epoch(epoch: int, record: dict[str, Any]) -> None:
         emit(
             TrainEvent(
                 "epoch",
-                epoch + 1,
+                epoch,
                 config.epochs,
                 steps,
                 steps,
@@ -516,7 +451,9 @@ def train_expert(
             )
         )
 
-    digest = save_weights(net.state_dict(), paths["weights"], config)
+    history = loop.run(batches, end_epoch, on_batch=on_batch, on_epoch=on_epoch)
+    info = {"id": model_id, "seed": config.seed, "train_sigma": config.train_sigma}
+    digest = save_safetensors(net.state_dict(), paths["weights"], info)
     final = history[-1] if history else {}
     extra: dict[str, Any] = {
         k: round(float(final[k]), 4)
@@ -536,9 +473,7 @@ def train_expert(
         "torch": str(torch.__version__),
         "threads": torch.get_num_threads(),
     }
-    atomic_write(
-        paths["record"], lambda tmp: tmp.write_text(json.dumps(run_record, indent=2) + "\n")
-    )
+    write_json(paths["record"], run_record)
     if zoo_path is not None:
         from rsbench.zoo import write_entries
 
@@ -547,3 +482,20 @@ def train_expert(
         paths["checkpoint"].unlink(missing_ok=True)
     emit(TrainEvent("done", config.epochs, config.epochs, steps, steps, elapsed=seconds))
     return TrainResult(model_id, paths["weights"], digest, entry, zoo_path, history, seconds)
+
+
+def _eval_set(config: ExpertTrainConfig) -> Any:
+    """The split scored after each epoch (``val`` or ``test``), or ``None`` (no eval, or it is
+    the training split)."""
+    from rsbench.data import DATASETS, load_dataset
+
+    if config.eval_limit <= 0:
+        return None
+    eval_split = "val" if "val" in DATASETS[config.dataset].splits else "test"
+    if eval_split == config.split:
+        return None
+    return load_dataset(config.dataset, eval_split, root=config.data_root)
+
+
+def _config_key(config: ExpertTrainConfig) -> str:
+    return config_key(config.determining())
