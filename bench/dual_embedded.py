@@ -188,9 +188,8 @@ def timing(zoos: list[Path], dual_id: str, images: int, rounds: int, n0: int, n:
     """Median ratio of dual (and cascade) to single-expert certification wall time, interleaved."""
     import torch
 
-    from rsbench.cascade import load_cascade
     from rsbench.data import load_dataset
-    from rsbench.dual import load_dual
+    from rsbench.loaders import load_cascade, load_dual
     from rsbench.models import load_model
     from rsbench.smoothing import SmoothedClassifier
     from rsbench.zoo import load_zoo

@@ -36,7 +36,7 @@ DUAL, EXPERT = "embedded-fmnist-dual", "embedded-fmnist-s0.50"
 
 def load(batch: int):
     """(zoo, DualSmoothed, the expert's SmoothedClassifier, the dual entry)."""
-    from rsbench.dual import load_dual
+    from rsbench.loaders import load_dual
     from rsbench.zoo import load_zoo
 
     zoo = load_zoo()

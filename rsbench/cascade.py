@@ -72,7 +72,7 @@ from torch import nn
 from rsbench import stats
 from rsbench.errors import ConfigError, check_alpha, check_count, check_sigma
 from rsbench.noise import UNNAMED_DATASET, noise_keys
-from rsbench.smoothing import SmoothedClassifier
+from rsbench.smoothing import CertifiesOne, SmoothedClassifier
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def combine_cascade(
     alpha = check_alpha(alpha)
     p0 = check_p0(p0)
     check_alpha_split(alpha_split)
-    sigmas = np.asarray([check_sigma(s) for s in sigmas], dtype=np.float64)
+    sigma_of = np.asarray([check_sigma(s) for s in sigmas], dtype=np.float64)
     cA = np.atleast_2d(np.asarray(stage_cA, dtype=np.int64))
     nA = np.atleast_2d(np.asarray(stage_nA, dtype=np.int64))
     counts = np.asarray(stage_counts, dtype=np.int64)
@@ -223,7 +223,7 @@ def combine_cascade(
     own_lower = lower[row_index, safe_stage]
     own_radius = np.where(
         answered,
-        sigmas[safe_stage]
+        sigma_of[safe_stage]
         * (norm.ppf(np.clip(np.nan_to_num(own_lower, nan=p0), p0, 1.0)) - phi_p0),
         0.0,
     )
@@ -242,7 +242,7 @@ def combine_cascade(
         )
         bounds[row_index, np.clip(final_class, 0, classes - 1)] = -np.inf
         largest = bounds.max(axis=1)
-        stage_cap = sigmas[j] * (phi_p0 - norm.ppf(np.clip(largest, 0.0, 1.0)))
+        stage_cap = sigma_of[j] * (phi_p0 - norm.ppf(np.clip(largest, 0.0, 1.0)))
         pB_upper[:, j] = np.where(affected, largest, np.nan)
         cap[:, j] = np.where(affected, stage_cap, np.nan)
         radius = np.where(affected, np.minimum(radius, stage_cap), radius)
@@ -264,7 +264,7 @@ def combine_cascade(
     }
 
 
-class CascadeSmoothed:
+class CascadeSmoothed(CertifiesOne[CascadeCertificate]):
     """A cascade of smoothed experts, largest sigma first, with confidence threshold ``p0``.
 
     ``experts[k]`` maps [0, 1] images to ``num_classes`` logits and is smoothed at ``sigmas[k]``;
@@ -401,32 +401,6 @@ class CascadeSmoothed:
             )
         return results
 
-    def certify(
-        self,
-        image: torch.Tensor,
-        n0: int,
-        n: int,
-        alpha: float,
-        seed: int = 0,
-        index: int = 0,
-        *,
-        dataset: str = UNNAMED_DATASET,
-        split: str = "test",
-        stage: int = 0,
-    ) -> CascadeCertificate:
-        """CASCADE CERTIFY one ``[C, H, W]`` image."""
-        return self.certify_batch(
-            image.unsqueeze(0),
-            n0,
-            n,
-            alpha,
-            seed,
-            [index],
-            dataset=dataset,
-            split=split,
-            stage=stage,
-        )[0]
-
 
 def rescore_rows(
     stage_sigmas: Sequence[Sequence[float]],
@@ -446,13 +420,13 @@ def rescore_rows(
     """
     out: list[dict[str, object]] = [{} for _ in stage_cA]
     groups: dict[tuple, list[int]] = {}
-    for i, counts in enumerate(stage_counts):
+    for i, row_counts in enumerate(stage_counts):
         key = (
             tuple(float(s) for s in stage_sigmas[i]),
             int(n[i]),
             float(p0[i]),
             str(alpha_split[i]),
-            len(counts[0]),
+            len(row_counts[0]),
         )
         groups.setdefault(key, []).append(i)
     for (sigmas, n_value, p0_value, split, classes), members in groups.items():
@@ -499,38 +473,3 @@ def _stage_moves_on(
     low = stats.clopper_pearson_lower(nA, n, a)
     high = stats.clopper_pearson_upper(nA, n, a)
     return (low < p0) & (high < p0)
-
-
-def load_cascade(
-    zoo,
-    entry,
-    device: str | torch.device = "cpu",
-    batch_size: int = 1000,
-    precision: str = "fp32",
-    cache_dir=None,
-    require_pinned: bool = False,
-    p0: float | None = None,
-    alpha_split: str | None = None,
-    channels_last: bool = False,
-) -> CascadeSmoothed:
-    """The :class:`CascadeSmoothed` of a ``cascade`` zoo entry (an id or a ``ZooEntry``): a thin
-    wrapper of :func:`rsbench.load`, which resolves stages (largest sigma first), p0 and the alpha
-    split where ``rsbench certify`` does (:func:`rsbench.runner.resolve_config`)."""
-    from rsbench.api import load
-
-    entry_id = entry if isinstance(entry, str) else entry.id
-    kind = zoo.get(entry_id).kind
-    if kind != "cascade":
-        raise ConfigError(f"{entry_id} is a {kind} entry, not a cascade one")
-    return load(
-        entry_id,
-        zoo,
-        device=str(device),
-        batch_size=batch_size,
-        precision=precision,
-        cache_dir=cache_dir,
-        require_pinned=require_pinned,
-        p0=p0,
-        alpha_split=alpha_split,
-        channels_last=channels_last,
-    )

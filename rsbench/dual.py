@@ -31,6 +31,7 @@ import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,6 +46,8 @@ from rsbench.errors import (
 )
 from rsbench.noise import UNNAMED_DATASET, noise_keys
 from rsbench.smoothing import (
+    CertifiesOne,
+    PredictsOne,
     SmoothedClassifier,
     certify_from_counts,
     decide_certificate,
@@ -141,10 +144,14 @@ def combine_stages(
     """
     if (alpha_router is None) != (alpha_expert is None):
         raise ConfigError("give both alpha_router and alpha_expert, or neither")
-    if alpha_router is None:
-        alpha_router, alpha_expert = split_alpha(alpha, alpha_router_fraction)
+    a_router: float | np.ndarray
+    a_expert: float | np.ndarray
+    if alpha_router is None or alpha_expert is None:
+        a_router, a_expert = split_alpha(alpha, alpha_router_fraction)
+    else:
+        a_router, a_expert = alpha_router, alpha_expert
     router = decide_certificate(
-        router_cA, router_count0, router_nA, router_n, alpha_router, sigma_router
+        router_cA, router_count0, router_nA, router_n, a_router, sigma_router
     )
     expert_nA = np.nan_to_num(np.asarray(expert_nA, dtype=np.float64), nan=-1.0)
     ran = expert_nA >= 0
@@ -153,7 +160,7 @@ def combine_stages(
         np.where(ran, np.nan_to_num(np.asarray(expert_count0, dtype=np.float64), nan=0), 0),
         np.where(ran, expert_nA, 0),
         expert_n,
-        alpha_expert,
+        a_expert,
         np.nan_to_num(np.asarray(expert_sigmas, dtype=np.float64), nan=1.0),
     )
     abstained = router["abstained"] | ~ran | expert["abstained"]
@@ -168,12 +175,12 @@ def combine_stages(
         "expert_pA_lower": np.where(ran, expert["pA_lower"], np.nan),
         "expert_radius": np.where(ran, expert["radius"], np.nan),
         "router_choice": np.where(router["abstained"], -1, router["cA"]).astype(np.int64),
-        "alpha_router": np.broadcast_to(np.asarray(alpha_router, np.float64), radius.shape).copy(),
-        "alpha_expert": np.broadcast_to(np.asarray(alpha_expert, np.float64), radius.shape).copy(),
+        "alpha_router": np.broadcast_to(np.asarray(a_router, np.float64), radius.shape).copy(),
+        "alpha_expert": np.broadcast_to(np.asarray(a_expert, np.float64), radius.shape).copy(),
     }
 
 
-class DualSmoothed:
+class DualSmoothed(CertifiesOne[DualCertificate], PredictsOne[DualPrediction]):
     """A dual randomized-smoothing classifier over a router and ``K`` experts.
 
     ``router`` maps [0, 1] images to ``K`` logits; ``experts[k]`` maps them to ``num_classes``
@@ -212,7 +219,7 @@ class DualSmoothed:
                 UserWarning,
                 stacklevel=2,
             )
-        kwargs = {
+        kwargs: dict[str, Any] = {
             "batch_size": batch_size,
             "precision": precision,
             "input_shape": input_shape,
@@ -266,12 +273,12 @@ class DualSmoothed:
             counts0 = expert.votes(images[chosen], n0, keys(chosen_indices, "select"))
             counts = expert.votes(images[chosen], n, keys(chosen_indices, "estimate"))
             decision = certify_from_counts(counts0, counts, alpha_expert, expert.sigma)
-            for row, i in enumerate(chosen):
-                expert_rows[int(i)] = (decision, counts0[row], counts[row], row)
+            for row, position in enumerate(chosen):
+                expert_rows[int(position)] = (decision, counts0[row], counts[row], row)
 
         results = []
         for i in range(len(indices)):
-            router_fields = {
+            router_fields: dict[str, Any] = {
                 "alpha": alpha,
                 "alpha_router": alpha_router,
                 "alpha_expert": alpha_expert,
@@ -335,32 +342,6 @@ class DualSmoothed:
             )
         return results
 
-    def certify(
-        self,
-        image: torch.Tensor,
-        n0: int,
-        n: int,
-        alpha: float,
-        seed: int = 0,
-        index: int = 0,
-        *,
-        dataset: str = UNNAMED_DATASET,
-        split: str = "test",
-        stage: int = 0,
-    ) -> DualCertificate:
-        """DUAL CERTIFY one ``[C, H, W]`` image, the sample ``(dataset, split, index)``."""
-        return self.certify_batch(
-            image.unsqueeze(0),
-            n0,
-            n,
-            alpha,
-            seed,
-            [index],
-            dataset=dataset,
-            split=split,
-            stage=stage,
-        )[0]
-
     def predict_batch(
         self,
         images: torch.Tensor,
@@ -412,62 +393,3 @@ class DualSmoothed:
                     alpha_expert=alpha_expert,
                 )
         return [r for r in results if r is not None]
-
-    def predict(
-        self,
-        image: torch.Tensor,
-        n: int,
-        alpha: float,
-        seed: int = 0,
-        index: int = 0,
-        *,
-        dataset: str = UNNAMED_DATASET,
-        split: str = "test",
-        stage: int = 0,
-    ) -> DualPrediction:
-        """DUAL PREDICT one ``[C, H, W]`` image, the sample ``(dataset, split, index)``."""
-        return self.predict_batch(
-            image.unsqueeze(0), n, alpha, seed, [index], dataset=dataset, split=split, stage=stage
-        )[0]
-
-
-def load_dual(
-    zoo,
-    entry,
-    device: str | torch.device = "cpu",
-    batch_size: int = 1000,
-    precision: str = "fp32",
-    cache_dir=None,
-    require_pinned: bool = False,
-    sigma_router: float | None = None,
-    alpha_router_fraction: float | None = None,
-    channels_last: bool = False,
-    noise_dtype: str = "auto",
-) -> DualSmoothed:
-    """The :class:`DualSmoothed` of a ``dual`` zoo entry (an id or a ``ZooEntry``) of ``zoo``.
-
-    A thin wrapper of :func:`rsbench.load` (this module itself knows no zoo): the router and each
-    expert are fetched, verified and loaded once; sigmas, ``sigma_router`` and
-    ``alpha_router_fraction`` are resolved where ``rsbench certify`` resolves them
-    (:func:`rsbench.runner.resolve_config`: the entry's values, router ``train_sigma`` and 0.5
-    when it has none).
-    """
-    from rsbench.api import load
-
-    entry_id = entry if isinstance(entry, str) else entry.id
-    kind = zoo.get(entry_id).kind
-    if kind != "dual":
-        raise ConfigError(f"{entry_id} is a {kind} entry, not a dual one")
-    return load(
-        entry_id,
-        zoo,
-        device=str(device),
-        batch_size=batch_size,
-        precision=precision,
-        cache_dir=cache_dir,
-        require_pinned=require_pinned,
-        sigma_router=sigma_router,
-        alpha_router_fraction=alpha_router_fraction,
-        channels_last=channels_last,
-        noise_dtype=noise_dtype,
-    )

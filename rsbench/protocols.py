@@ -75,6 +75,7 @@ class Protocol:
             if split not in info.splits:
                 raise ConfigError(f"{dataset}/{split} has no standard size; pass size")
             size = info.splits[split]
+        assert size is not None  # both branches above set it
         return select_indices(int(size), stride=subset.stride, limit=subset.limit)
 
 

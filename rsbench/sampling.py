@@ -39,7 +39,7 @@ import logging
 import queue
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -137,7 +137,7 @@ class _Stopped(Exception):
 
 def _in_background(
     make: Callable[[], Iterator[_Batch]], stop: threading.Event, depth: int = 1
-) -> Iterator[_Batch]:
+) -> Generator[_Batch, None, None]:
     """Run the iterator ``make()`` in a daemon thread, ``depth`` items ahead of the consumer.
 
     Exceptions of the producer are re-raised in the consumer; when the consumer stops early (or
@@ -301,7 +301,7 @@ class VoteCounter:
         images: torch.Tensor,
         sigma: float,
         finish: bool,
-    ) -> Iterator[_Batch]:
+    ) -> Generator[_Batch, None, None]:
         """The noise, image by image and block by block, packed into forward batches.
 
         With ``finish``, each block is turned into ``sigma * noise + image`` here, in slices of
@@ -423,7 +423,7 @@ class VoteCounter:
         stop = threading.Event()
         pool = _BufferPool(3 if overlap else 1, capacity, shape, dtype, self.device, stop)
 
-        def make() -> Iterator[_Batch]:
+        def make() -> Generator[_Batch, None, None]:
             return self._noise_batches(num, keys, pool, capacity, images, sigma, finish)
 
         batches = _in_background(make, stop) if overlap else make()

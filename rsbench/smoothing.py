@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 import torch
@@ -154,7 +155,96 @@ def check_images(images: torch.Tensor, input_shape: Sequence[int] | None = None)
     return images
 
 
-class SmoothedClassifier:
+CertificateT = TypeVar("CertificateT")
+PredictionT = TypeVar("PredictionT")
+
+
+class CertifiesOne(Generic[CertificateT]):
+    """``certify(image, ...)``, one ``[C, H, W]`` image, in terms of the class's ``certify_batch``.
+
+    The one per-image wrapper of every smoothed model (:class:`SmoothedClassifier`,
+    :class:`rsbench.dual.DualSmoothed`, :class:`rsbench.cascade.CascadeSmoothed`): the image is the
+    sample ``(dataset, split, index)``, certified exactly as in a batch (same noise keys).
+    """
+
+    def certify_batch(
+        self,
+        images: torch.Tensor,
+        n0: int,
+        n: int,
+        alpha: float,
+        seed: int = 0,
+        indices: Sequence[int] | None = None,
+        *,
+        dataset: str = UNNAMED_DATASET,
+        split: str = "test",
+        stage: int = 0,
+    ) -> list[CertificateT]:
+        raise NotImplementedError
+
+    def certify(
+        self,
+        image: torch.Tensor,
+        n0: int,
+        n: int,
+        alpha: float,
+        seed: int = 0,
+        index: int = 0,
+        *,
+        dataset: str = UNNAMED_DATASET,
+        split: str = "test",
+        stage: int = 0,
+    ) -> CertificateT:
+        """CERTIFY one ``[C, H, W]`` image, the sample ``(dataset, split, index)``."""
+        return self.certify_batch(
+            image.unsqueeze(0),
+            n0,
+            n,
+            alpha,
+            seed,
+            [index],
+            dataset=dataset,
+            split=split,
+            stage=stage,
+        )[0]
+
+
+class PredictsOne(Generic[PredictionT]):
+    """``predict(image, ...)``, one ``[C, H, W]`` image, in terms of the class's ``predict_batch``."""
+
+    def predict_batch(
+        self,
+        images: torch.Tensor,
+        n: int,
+        alpha: float,
+        seed: int = 0,
+        indices: Sequence[int] | None = None,
+        *,
+        dataset: str = UNNAMED_DATASET,
+        split: str = "test",
+        stage: int = 0,
+    ) -> list[PredictionT]:
+        raise NotImplementedError
+
+    def predict(
+        self,
+        image: torch.Tensor,
+        n: int,
+        alpha: float,
+        seed: int = 0,
+        index: int = 0,
+        *,
+        dataset: str = UNNAMED_DATASET,
+        split: str = "test",
+        stage: int = 0,
+    ) -> PredictionT:
+        """PREDICT one ``[C, H, W]`` image, the sample ``(dataset, split, index)``."""
+        return self.predict_batch(
+            image.unsqueeze(0), n, alpha, seed, [index], dataset=dataset, split=split, stage=stage
+        )[0]
+
+
+class SmoothedClassifier(CertifiesOne[Certificate], PredictsOne[Prediction]):
     """The smoothed version ``g`` of a base classifier ``f`` at noise level ``sigma``.
 
     ``base`` maps a batch of [0, 1] images to ``num_classes`` logits (normalisation inside it).
@@ -262,32 +352,6 @@ class SmoothedClassifier:
             for i in range(len(indices))
         ]
 
-    def certify(
-        self,
-        image: torch.Tensor,
-        n0: int,
-        n: int,
-        alpha: float,
-        seed: int = 0,
-        index: int = 0,
-        *,
-        dataset: str = UNNAMED_DATASET,
-        split: str = "test",
-        stage: int = 0,
-    ) -> Certificate:
-        """CERTIFY one ``[C, H, W]`` image, the sample ``(dataset, split, index)`` (see the module docstring)."""
-        return self.certify_batch(
-            image.unsqueeze(0),
-            n0,
-            n,
-            alpha,
-            seed,
-            [index],
-            dataset=dataset,
-            split=split,
-            stage=stage,
-        )[0]
-
     def predict_batch(
         self,
         images: torch.Tensor,
@@ -320,20 +384,3 @@ class SmoothedClassifier:
             )
             for i in range(len(indices))
         ]
-
-    def predict(
-        self,
-        image: torch.Tensor,
-        n: int,
-        alpha: float,
-        seed: int = 0,
-        index: int = 0,
-        *,
-        dataset: str = UNNAMED_DATASET,
-        split: str = "test",
-        stage: int = 0,
-    ) -> Prediction:
-        """PREDICT one ``[C, H, W]`` image, the sample ``(dataset, split, index)``."""
-        return self.predict_batch(
-            image.unsqueeze(0), n, alpha, seed, [index], dataset=dataset, split=split, stage=stage
-        )[0]

@@ -338,7 +338,7 @@ def test_denoised_expert_certifies_at_each_sigma_with_its_own_identity(tmp_path)
 
 
 def test_dual_over_one_denoised_expert_routes_between_its_sigmas(tmp_path) -> None:
-    from rsbench.dual import load_dual
+    from rsbench.loaders import load_dual
     from rsbench.results import read_results
     from rsbench.runner import resolve_config, run_certification
     from rsbench.zoo import load_zoo
@@ -402,7 +402,7 @@ def test_small_denoiser_is_registered_small_and_sigma_conditional() -> None:
 
 
 def test_cascade_over_one_denoised_expert_runs_its_stages_at_served_sigmas(tmp_path) -> None:
-    from rsbench.cascade import load_cascade
+    from rsbench.loaders import load_cascade
     from rsbench.results import read_results
     from rsbench.runner import resolve_config, run_certification
     from rsbench.zoo import load_zoo

@@ -262,7 +262,8 @@ def _router_config(tmp_path: Path, **overrides) -> RouterTrainConfig:
 
 
 def test_router_trains_writes_entries_and_dual_certifies(tmp_path, tiny_experts) -> None:
-    from rsbench.dual import DualSmoothed, load_dual
+    from rsbench.dual import DualSmoothed
+    from rsbench.loaders import load_dual
     from rsbench.weights import sha256_file
     from rsbench.zoo import load_zoo, read_zoo_file
 
@@ -362,7 +363,7 @@ def test_cli_router_then_finetune_writes_new_entries_only(tmp_path, tiny_experts
     from click.testing import CliRunner
 
     from rsbench.cli import main_group
-    from rsbench.dual import load_dual
+    from rsbench.loaders import load_dual
     from rsbench.train.finetune import FinetuneConfig, finetune_dual
     from rsbench.zoo import load_zoo, read_zoo_file
 
