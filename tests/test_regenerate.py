@@ -1,0 +1,172 @@
+"""The committed results regenerate bit for bit (issue 16's "done when").
+
+The guard of every refactor: whatever moves in the package, the committed ``results/`` must come out
+of today's code unchanged. The machinery is ``bench/verify_regenerate.py`` (which also runs the
+full re-certifications); these tests drive it on cheap slices:
+
+* every committed run certified from shipped weights (embedded experts, dual, denoised dual,
+  cascade with both alpha splits) is certified again, through ``rsbench certify`` with exactly its
+  recorded configuration, on the images at positions 0, 100, 200, ... of its selection (its first
+  image and later ones): the run id and every column of every row must equal the committed Parquet
+  rows bit for bit, except ``seconds`` (the wall time of the sample on the machine that certified
+  it; no other column depends on the host), and ``run.json`` must be equal but for the host/clock
+  keys (``started``, ``finished``, ``environment``, ``device_name``) and, for a slice, ``status``
+  and ``num_rows``;
+* the ``rsbench`` commands of ``results/regenerate.sh`` (recorded by running the script with a
+  stand-in for ``rsbench``) are replayed on copies of the committed runs, and every table they
+  write (markdown, HTML, CSV, the head to head) must equal the committed file byte for byte; the
+  published logs are imported again and their Parquet parts must be byte-identical (their
+  ``run.json`` equal but for ``created`` and ``source.path``, the time and the absolute path of the
+  import). The slow test adds the 10,000-row CIFAR-10 imports and the PNG curves (byte for byte).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_verify():
+    spec = importlib.util.spec_from_file_location(
+        "verify_regenerate", ROOT / "bench" / "verify_regenerate.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module
+    spec.loader.exec_module(module)
+    return module
+
+
+verify = _load_verify()
+RUNS = verify.committed_runs()
+REBUILDABLE = [r for r in RUNS if r.offline_reason() is None]
+#: positions p % 100 == 0 of each run's selection: 5 of the 500 images of an embedded run
+SHARD = (0, 100)
+#: logs at most this big (the ImageNet ones, ~500 rows) are imported again in the default run; the
+#: CIFAR-10 logs (10,000 rows, ~90 kB) in the slow test
+SMALL_LOG_BYTES = 50_000
+
+
+@pytest.fixture
+def torch_threads():
+    """``rsbench certify --threads`` sets torch's thread count for the process: restore it."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_the_committed_runs_are_all_checked(tmp_path: Path) -> None:
+    """Every committed run is either certified again below or re-imported by regenerate.sh."""
+    assert len(REBUILDABLE) >= 7, [r.run_id for r in REBUILDABLE]  # experts, duals, cascades
+    kinds = {(r.info["config"]["kind"], r.info["config"].get("alpha_split")) for r in REBUILDABLE}
+    assert {
+        ("expert", None),
+        ("dual", None),
+        ("cascade", "union"),
+        ("cascade", "reference"),
+    } <= kinds
+    imports = [a for a in verify.record_regenerate(tmp_path) if a[0] == "import-logs"]
+    prefixes = {
+        (
+            a[a.index("--out") + 1],
+            f"imported-{a[a.index('--model-id') + 1]}-{a[a.index('--protocol') + 1]}-",
+        )
+        for a in imports
+    }
+    for run in RUNS:
+        if run in REBUILDABLE:
+            continue
+        folder = str(run.path.parent.relative_to(ROOT))
+        assert any(folder == out and run.run_id.startswith(p) for out, p in prefixes), (
+            f"{run.path.relative_to(ROOT)} cannot be certified again ({run.offline_reason()}) and "
+            "results/regenerate.sh does not import it"
+        )
+
+
+@pytest.mark.parametrize("run", REBUILDABLE, ids=lambda r: r.path.name)
+def test_a_slice_of_each_committed_run_certifies_to_the_same_rows(
+    run, tmp_path: Path, torch_threads
+) -> None:
+    verdict = verify.recertify(run, tmp_path, SHARD)
+    assert verdict.ok, verdict.summary()
+    committed = run.info["num_rows"]
+    assert verdict.rows == len(range(0, committed, SHARD[1])) > 1
+
+
+def _small_or_table(argv) -> bool:
+    """The default run's share of regenerate.sh: every table, the small imports, no curves."""
+    if argv[0] == "plot":
+        return False
+    if argv[0] == "import-logs":
+        return Path(argv[1]).stat().st_size <= SMALL_LOG_BYTES
+    return True
+
+
+def test_regenerate_sh_tables_and_imports_are_byte_identical(tmp_path: Path) -> None:
+    checked, diffs = verify.verify_render(tmp_path, _small_or_table)
+    assert not diffs, "\n".join(diffs)
+    tables = [
+        p
+        for p in checked
+        if p.endswith((".md", ".csv", ".html")) and not p.startswith("results/ref")
+    ]
+    assert {
+        "results/embedded-leaderboard.md",
+        "results/embedded-leaderboard.html",
+        "results/embedded-leaderboard.csv",
+        "results/embedded-head-to-head.md",
+        "results/embedded-head-to-head.csv",
+    } <= set(tables)
+    assert {
+        "results/reference/leaderboard.md",
+        "results/reference/leaderboard.html",
+        "results/reference/leaderboard.csv",
+    } <= set(checked)
+    assert sum("imported-cohen-imagenet" in p for p in checked) == 3
+
+
+@pytest.mark.slow
+def test_regenerate_sh_every_output_is_byte_identical(tmp_path: Path) -> None:
+    checked, diffs = verify.verify_render(tmp_path)
+    assert not diffs, "\n".join(diffs)
+    assert sum(p.endswith(".png") for p in checked) >= 4
+    assert sum("/imported-cohen-" in p for p in checked) == 7
+
+
+def test_the_row_comparison_is_exact_and_ignores_only_timing() -> None:
+    """One ulp in one radius is a difference; a row equals itself (NaN columns included); a
+    changed ``seconds`` or ``finished`` is not a difference, a changed ``config.n`` is."""
+    import math
+
+    import pyarrow as pa
+
+    run = REBUILDABLE[0]
+    rows = verify.read_rows(run.path).slice(0, 3)
+    assert verify.compare_rows(rows, rows) == []
+    radius = rows.column("radius").to_pylist()
+    radius[1] = math.nextafter(radius[1], math.inf)
+    changed = rows.set_column(rows.column_names.index("radius"), "radius", pa.array(radius))
+    diffs = verify.compare_rows(rows, changed)
+    assert len(diffs) == 1 and diffs[0].startswith("column radius: 1 of 3 rows differ")
+    seconds = rows.column("seconds").to_pylist()
+    slower = rows.set_column(
+        rows.column_names.index("seconds"), "seconds", pa.array([s + 1 for s in seconds])
+    )
+    assert verify.compare_rows(rows, slower) == []  # timing is excluded
+    info = json.loads((run.path / "run.json").read_text())
+    other = {
+        **info,
+        "finished": "later",
+        "config": {**info["config"], "n": info["config"]["n"] + 1},
+    }
+    assert verify.compare_run_json(info, other, verify.RUN_JSON_VOLATILE) == [
+        f"run.json config.n: {info['config']['n'] + 1} (committed {info['config']['n']})"
+    ]
