@@ -85,7 +85,7 @@ from rsbench.archs.small import fmnist_cnn
 
 def _masked(num_classes, input_shape, keep):
     net = fmnist_cnn(num_classes, input_shape)
-    if num_classes != 10:  # built as the router (the default router arch is the first expert's)
+    if num_classes != 10:  # built as a router (when --arch names this file)
         return net
     mask = torch.full((num_classes,), -1e4)
     mask[list(keep)] = 0.0
@@ -151,3 +151,45 @@ def test_default_router_does_not_collapse_when_best_experts_are_split(tmp_path: 
     assert max(final["choice_share"]) <= COLLAPSE_SHARE, final
     assert not final.get("collapsed") and not result.label_stats.get("collapsed")
     assert final["agreement"] > max(shares.values()) + 0.05, final  # it learned the split
+
+
+def _choices_by_label_share(history: dict, shares: dict[str, float]) -> dict[str, tuple]:
+    return {e: (q, c) for (e, q), c in zip(shares.items(), history["choice_share"])}
+
+
+def test_default_recipe_does_not_collapse_when_sigmas_split_the_labels(tmp_path: Path) -> None:
+    """Issue 15 item 6: ``rsbench train router`` with default options, on 400 embedded images whose
+    best expert is s0.25 for ~29% and s1.00 for ~71%, gives each expert with >= 10% of the labels
+    >= 5% of the router's choices; the old default temperature 1 collapses on the same labels."""
+    import json
+
+    from rsbench.train.router import train_router
+
+    cache, out = tmp_path / "labels", tmp_path / "out"
+    data = ["--dataset", "fashion-mnist", "--split", "embedded", "--indices", "0:800:2"]
+    result = CliRunner().invoke(
+        router,
+        [*EXPERTS, *data, "--label-cache", str(cache), "--out", str(out), "--threads", "1"],
+    )  # every recipe option at its default
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "embedded-fmnist-router.train.json").read_text())
+    shares = record["labels"]["best_share"]
+    assert min(shares.values()) >= 0.1, shares  # the labels are split between the experts
+    final = record["history"][-1]
+    for expert, (label_share, chosen) in _choices_by_label_share(final, shares).items():
+        assert chosen >= 0.05, (expert, label_share, final)
+    assert not final.get("collapsed")
+    assert record["config"]["arch"] == "pooled_mlp" and record["config"]["temperature"] == 0.05
+
+    # the cause: at the old default T = 1 the targets of images s0.25 wins are nearly flat (its
+    # radius is at most 0.375), so the best constant output is s1.00 even with 1/q weights
+    old = RouterTrainConfig(
+        experts=EXPERTS,
+        dataset="fashion-mnist",
+        split="embedded",
+        indices=tuple(range(0, 800, 2)),
+        label_cache=str(cache),
+        temperature=1.0,
+    )
+    collapsed = train_router(old, tmp_path / "old").history[-1]
+    assert collapsed.get("collapsed") and max(collapsed["choice_share"]) > COLLAPSE_SHARE

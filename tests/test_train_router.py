@@ -286,19 +286,21 @@ def test_router_trains_writes_entries_and_dual_certifies(tmp_path, tiny_experts)
     router, dual = read_zoo_file(zoo_file)
     assert router.id == "tiny-fmnist-router" and router.kind == "router"
     assert router.experts == ("tiny-fmnist-s0.25", "tiny-fmnist-s1.00")
-    assert router.num_classes == 2 and router.arch == "fmnist_cnn" and router.train_sigma == 1.0
+    assert router.num_classes == 2 and router.arch == "pooled_mlp" and router.train_sigma == 1.0
     assert router.sha256 == result.sha256 == sha256_file(result.weights)
     assert router.input_layer.type == "normalize"
     recipe = router.recipe
     assert recipe["labels"]["n"] == 100 and recipe["labels"]["n0"] == 10
     assert recipe["labels"]["alpha"] == 0.001 and recipe["labels"]["images"] == 160
     assert recipe["lambda"] == 40.0 and recipe["eta"] == 0.5 and recipe["copies"] == 2
+    assert recipe["temperature"] == 0.05  # the default: 0.05 x the largest sigma (1.0)
+    assert "--arch pooled_mlp" in recipe["command"] and "--temperature 0.05" in recipe["command"]
     assert recipe["command"].startswith("rsbench train router tiny-fmnist-s0.25 tiny-fmnist-s1.00")
     assert dual.kind == "dual" and dual.router == router.id and dual.experts == router.experts
     assert dual.sigmas == (0.25, 1.0) and dual.sigma_router == 1.0
     assert dual.alpha_router_fraction == 0.5
     assert sorted(load_file(result.weights)) == sorted(
-        f"{i}.{p}" for i in (0, 2, 5, 7) for p in ("weight", "bias")
+        f"{i}.{p}" for i in (2, 4) for p in ("weight", "bias")
     )
 
     zoo = load_zoo([tiny_experts, zoo_file])

@@ -20,7 +20,8 @@ noise ``sigma_router``, which expert certifies each image best.
    ``label-estimate``, which no certificate ever draws from, so the router's weights are independent
    of the noise that later certifies any test image).
 2. **Targets** (:func:`soft_targets`, :func:`keep_mask`, :func:`class_weights`): ``y =
-   softmax_k(R_k(x) / T)`` (``T = 1``); images whose radius is 0 for every expert are dropped; each
+   softmax_k(R_k(x) / T)`` (default ``T = 0.05 max_k sigma_k``, see :data:`DEFAULT_ROUTER_ARCH`'s
+   notes; the paper's ``T = 1``); images whose radius is 0 for every expert are dropped; each
    kept image is weighted by ``1 / q_k`` where ``q_k`` is the share of kept images whose best expert
    (largest ``R_k``, ties to the lower index) is ``k``. The weights are divided by their mean over
    the kept images (their ratios stay exactly ``1 / q_k``) so the cross-entropy keeps the scale of an
@@ -33,7 +34,8 @@ noise ``sigma_router``, which expert certifies each image best.
 4. **Training** (:func:`train_router`): seeded and deterministic like :mod:`rsbench.train.expert`
    (epoch ``e``'s order and noise come from ``(seed, e)`` alone), checkpointed after every epoch and
    resumable (same weights bit for bit on the same device, threads and versions). The router is any
-   zoo architecture with ``K`` outputs (default: the first expert's architecture and input layer).
+   zoo architecture with ``K`` outputs (default :data:`DEFAULT_ROUTER_ARCH`; the input layer is the
+   first expert's).
    Outputs: ``<out>/<router id>.safetensors`` (the net's state dict), ``<out>/<router id>.train.json``
    and, with a zoo file, a ``router`` entry (experts, ``train_sigma = sigma_router``, recipe with the
    label budget, options and exact command, sha256) and a ``dual`` entry (router, experts, sigmas,
@@ -45,7 +47,7 @@ Cost: the label stage runs ``N * K * (n0 + n)`` forward samples. ``fmnist_cnn`` 
 over three experts cost about 6.6 M samples: the embedded router's label stage took 196 s on one
 thread (676 s when the two cores were shared with other jobs), and its training 22 s (an ``mlp``
 router; a ``fmnist_cnn`` router takes about 4 s per epoch of 17,000 images). With the default
-``fmnist_cnn`` router and 20 epochs the whole run stays around 5-10 minutes on two shared cores.
+``pooled_mlp`` router and 20 epochs the whole run stays around 5-10 minutes on two shared cores.
 
 The library never prints: progress goes to an optional callback receiving :class:`RouterEvent`.
 """
@@ -128,6 +130,37 @@ def point_radius(cA, nA, n, label, sigma: float) -> np.ndarray:
     return np.where(ok, float(sigma) * norm.ppf(np.clip(p, 0.5, 1.0)), 0.0)
 
 
+#: The default router recipe (``rsbench train router`` without options). Chosen so that a router
+#: over experts nobody here trained does not collapse to one expert on a small label set (measured
+#: on 600 embedded Fashion-MNIST images labelled by the s0.25 and s1.00 embedded experts, best-expert
+#: labels 28% / 72%, held-out 400 images; results/dual-embedded.md has the table):
+#:
+#: * temperature ``None`` = :data:`DEFAULT_TEMPERATURE_SCALE` x the largest expert sigma. Label radii
+#:   scale with sigma (at ``n = 100`` at most 1.5 sigma), so at ``T = 1`` an image whose best expert
+#:   is the small sigma gets a nearly flat target (0.375 vs 0.3: 52% / 48%) while an image whose best
+#:   expert is the large sigma gets a clear one (0.3 vs 1.5: 23% / 77%); even with the 1/q class
+#:   weights the best *constant* output then picks the largest sigma, and a router that has not yet
+#:   learned to tell images apart sits there (it collapsed with lambda = eta = 0 too). A temperature
+#:   of 5% of the radius scale makes the targets follow the best expert.
+#: * :data:`DEFAULT_ROUTER_ARCH` ``pooled_mlp``: under ``sigma_router`` noise a router only needs
+#:   coarse features; 4x4 average pooling divides the noise's standard deviation by 4 before the
+#:   first layer, so it learns the choice from few images (the experts' ``fmnist_cnn`` as router
+#:   still collapsed at 20 epochs, 60 steps, and needed 600 steps to learn it), and it costs almost
+#:   nothing next to an expert when certifying. ``--arch`` picks another (e.g. ``cifar_resnet20``).
+#: * ``batch_size = 64`` (4x the optimiser steps of 256 for the same compute) and ``lr = 3e-3``.
+#:
+#: ``lambda = 40``, ``eta = 0.5`` (the paper's) and 20 epochs stay.
+DEFAULT_ROUTER_ARCH = "pooled_mlp"
+DEFAULT_TEMPERATURE_SCALE = 0.05
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_LR = 3e-3
+
+
+def default_temperature(sigmas: Sequence[float]) -> float:
+    """The default soft-target temperature: :data:`DEFAULT_TEMPERATURE_SCALE` x ``max(sigmas)``."""
+    return round(DEFAULT_TEMPERATURE_SCALE * max(float(s) for s in sigmas), 12)
+
+
 #: A label set or a router whose choices give more than this share of the images to one expert is
 #: reported as collapsed (a warning event and log line; the router is still written).
 COLLAPSE_SHARE = 0.9
@@ -143,7 +176,8 @@ def collapse_message(shares: Sequence[float], experts: Sequence[str], what: str)
     return (
         f"{what} collapsed: {100 * float(shares[k]):.1f}% of the images go to {experts[k]} "
         f"(> {100 * COLLAPSE_SHARE:.0f}%); the dual model will behave like that expert. Try a "
-        "lower --temperature (sharper targets), fewer or other experts, or check the labels"
+        "lower --temperature (sharper targets), more epochs, a smaller router (--arch pooled_mlp), "
+        "fewer or other experts, or check the labels"
     )
 
 
@@ -508,9 +542,11 @@ class RouterTrainConfig:
     ``sigmas``: certify sigma per expert (default each expert's ``train_sigma``); labels and the dual
     entry use them. ``dataset``/``split``: the data to label and train on (default the experts'
     dataset, ``train``); ``train_images`` keeps the first ones (``None``: all; capped at the split's
-    size); ``indices``, when given, names the images instead (positions in the split). ``arch``: the router architecture (default the first expert's); its input layer is the
-    first expert's. ``lam``, ``eta``, ``copies``, ``temperature``: see :func:`router_loss` and
-    :func:`soft_targets`.
+    size); ``indices``, when given, names the images instead (positions in the split). ``arch``:
+    the router architecture (default :data:`DEFAULT_ROUTER_ARCH`); its input layer is the first
+    expert's. ``lam``, ``eta``, ``copies``, ``temperature``: see :func:`router_loss` and
+    :func:`soft_targets`; ``temperature`` ``None`` is :func:`default_temperature` of the sigmas
+    (:meth:`resolved` fills it and ``arch`` in).
     """
 
     experts: tuple[str, ...]
@@ -525,14 +561,14 @@ class RouterTrainConfig:
     label_radius: str = "bound"
     train_images: int | None = DEFAULT_TRAIN_IMAGES
     indices: tuple[int, ...] | None = None
-    temperature: float = 1.0
+    temperature: float | None = None
     lam: float = 40.0
     eta: float = 0.5
     copies: int = 2
     epochs: int = 20
-    batch_size: int = 256
+    batch_size: int = DEFAULT_BATCH_SIZE
     optimizer: str = "adam"
-    lr: float = 1e-3
+    lr: float = DEFAULT_LR
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: str = "cosine"
@@ -552,6 +588,17 @@ class RouterTrainConfig:
     def budget(self) -> LabelBudget:
         """The label stage's budget (its seed is the training seed)."""
         return LabelBudget(self.label_n0, self.label_n, self.label_alpha, self.seed)
+
+    def resolved(self, sigmas: Sequence[float]) -> RouterTrainConfig:
+        """This config with its automatic defaults filled in for experts at ``sigmas``: ``arch``
+        (:data:`DEFAULT_ROUTER_ARCH`) and ``temperature`` (:func:`default_temperature`)."""
+        return dataclasses.replace(
+            self,
+            arch=self.arch or DEFAULT_ROUTER_ARCH,
+            temperature=(
+                default_temperature(sigmas) if self.temperature is None else self.temperature
+            ),
+        )
 
     def resolved_ids(self) -> tuple[str, str]:
         """(router id, dual id): given, or the experts' common id prefix + ``-router`` / ``-dual``."""
@@ -618,7 +665,8 @@ def _validate(config: RouterTrainConfig) -> None:
         raise ConfigError(
             f"label radius {config.label_radius!r} is not one of {', '.join(LABEL_RADII)}"
         )
-    check_sigma(config.temperature, "temperature")
+    if config.temperature is not None:
+        check_sigma(config.temperature, "temperature")
     if config.copies < 2 or int(config.copies) != config.copies:
         raise ConfigError(f"copies={config.copies!r} is not allowed; use m >= 2 noisy copies")
     if not (config.lam >= 0 and config.eta >= 0):
@@ -661,7 +709,7 @@ def recipe_options(config: RouterTrainConfig) -> str:
             if config.indices is not None
             else f"--train-images {config.train_images if config.train_images is not None else 'all'}"
         ),
-        f"--temperature {config.temperature:g}",
+        *([f"--temperature {config.temperature:g}"] if config.temperature is not None else []),
         f"--lambda {config.lam:g}",
         f"--eta {config.eta:g}",
         f"--copies {config.copies}",
@@ -775,15 +823,14 @@ def expert_names(experts: Sequence[str], sigmas: Sequence[float]) -> list[str]:
     return [f"{e}@{s:g}" if e in repeated else e for e, s in zip(experts, sigmas)]
 
 
-def router_defaults(entry) -> tuple[str | None, dict[str, Any]]:
-    """(architecture, input layer) a router takes from its first expert by default; for a denoised
-    expert, those of its classifier (``None`` arch for a hub classifier: pass --arch)."""
+def router_input_layer(entry) -> dict[str, Any]:
+    """The input layer a router takes from its first expert; for a denoised expert, that of its
+    classifier."""
     if entry.kind == "denoised":
         spec = entry.classifier or {}
         layer = spec.get("input_layer") or {"type": "none"}
-        layer = {k: list(v) if isinstance(v, tuple) else v for k, v in layer.items()}
-        return spec.get("arch"), layer
-    return entry.arch, entry.input_layer.to_dict()
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in layer.items()}
+    return entry.input_layer.to_dict()
 
 
 def training_data(config: RouterTrainConfig, zoo_dataset: str):
@@ -954,10 +1001,8 @@ def build_router_entries(
     router_id, dual_id = config.resolved_ids()
     first = experts.entries[0]
     expert_ids = [e.id for e in experts.entries]
-    arch, input_layer = router_defaults(first)
+    input_layer = router_input_layer(first)
     names = expert_names(expert_ids, experts.sigmas)  # id@sigma where an id repeats
-    if config.arch is None and arch is None:
-        raise ConfigError(f"{first.id} has no rsbench architecture to copy; pass --arch")
     router_raw = {
         "id": router_id,
         "kind": "router",
@@ -968,7 +1013,7 @@ def build_router_entries(
         ),
         "num_classes": len(expert_ids),
         "input_shape": list(first.input_shape),
-        "arch": config.arch or arch,
+        "arch": config.arch or DEFAULT_ROUTER_ARCH,
         "train_sigma": float(config.sigma_router),
         "experts": expert_ids,
         "input_layer": input_layer,
@@ -1084,6 +1129,8 @@ def fit_router(
     D.activate(device)
     device = device.torch
     data_name, data_split = dataset or config.dataset or UNNAMED_DATASET, config.split
+    if config.temperature is None:
+        raise ConfigError("fit_router needs a resolved config (RouterTrainConfig.resolved)")
     targets = torch.as_tensor(soft_targets(radii, config.temperature), dtype=torch.float32)
     weights_np, _ = class_weights(radii)
     weights = torch.as_tensor(weights_np, dtype=torch.float32)
@@ -1234,6 +1281,7 @@ def train_router(
     _check_ids_free(zoo_path, [router_id, dual_id], overwrite_entries)
     zoo = zoo if zoo is not None else load_zoo(zoo_paths)
     experts = load_experts(zoo, config.experts, config.sigmas, config.device, cache_dir)
+    config = config.resolved(experts.sigmas)
     data, indices = training_data(config, experts.dataset)
     label_began = time.perf_counter()
     radii = compute_labels(config, experts, data, indices, progress)
