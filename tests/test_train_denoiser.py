@@ -90,3 +90,37 @@ def test_cli_writes_a_denoised_entry_that_certifies(tmp_path) -> None:
     assert run.complete and run.written == 2
     bad = CliRunner().invoke(main, [*args[:8], "--sigmas", "a,b"])
     assert bad.exit_code != 0 and "comma list" in bad.output
+
+
+def test_cli_sgd_step_recipe_is_recorded_and_its_command_reproduces_the_weights(tmp_path) -> None:
+    """The shared optimiser options reach the denoiser: momentum and the step schedule are used,
+    recorded in the command, and that command trains the same weights again."""
+    import json
+    import shlex
+
+    from rsbench.cli import main_group as main
+
+    args = [
+        "train", "denoiser", "--dataset", "fashion-mnist-embedded", "--split", "test",
+        "--sigmas", "0.5", "--epochs", "2", "--batch-size", "16", "--limit", "32",
+        "--optimizer", "sgd", "--lr", "0.01", "--momentum", "0.8", "--schedule", "step",
+        "--step-size", "1", "--gamma", "0.5", "--id", "sgd-dn", "--threads", "1",
+        "--out", str(tmp_path / "a"),
+    ]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "a" / "sgd-dn-denoiser.train.json").read_text())
+    assert record["config"]["momentum"] == 0.8 and record["config"]["gamma"] == 0.5
+    assert [h["lr_end"] for h in record["history"]] == pytest.approx([0.005, 0.0025])
+    argv = shlex.split(record["command"])
+    assert argv[:3] == ["rsbench", "train", "denoiser"]
+    assert (
+        "--momentum 0.8" in record["command"] and "--step-size 1 --gamma 0.5" in record["command"]
+    )
+    argv = argv[1 : argv.index("--out")] + ["--out", str(tmp_path / "b")]
+    again = CliRunner().invoke(main, argv)
+    assert again.exit_code == 0, again.output
+    assert (
+        json.loads((tmp_path / "b" / "sgd-dn-denoiser.train.json").read_text())["sha256"]
+        == (record["sha256"])
+    )

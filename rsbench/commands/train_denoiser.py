@@ -6,6 +6,18 @@ import shlex
 
 import click
 
+from rsbench.commands.options import (
+    data_options,
+    device_options,
+    loop_options,
+    optimizer_options,
+    optimizer_values,
+    output_options,
+    resume_options,
+    seed_option,
+    selection_options,
+    zoo_option,
+)
 from rsbench.errors import check_seed
 
 _DATASETS = ["fashion-mnist", "mnist", "cifar10", "fashion-mnist-embedded"]
@@ -46,51 +58,18 @@ denoised zoo entry <id> (denoiser + classifier, serving --sigmas; recipe, sha256
     help="Noise levels to train on (and serve), comma list in [0,1] pixel units.",
 )
 @click.option("--classifier", default=None, help="Zoo expert that classifies the denoised images.")
-@click.option("--epochs", default=10, show_default=True, type=int)
-@click.option("--batch-size", default=128, show_default=True, type=int)
-@click.option("--optimizer", default="adam", show_default=True, type=click.Choice(["sgd", "adam"]))
-@click.option("--lr", default=0.001, show_default=True, type=float, help="Peak learning rate.")
-@click.option("--weight-decay", default=0.0, show_default=True, type=float)
-@click.option(
-    "--schedule", default="cosine", show_default=True, type=click.Choice(["cosine", "constant"])
-)
-@click.option(
-    "--seed",
-    default=0,
-    show_default=True,
-    type=int,
-    help="Seeds weights, order, noise (0 <= SEED < 2**63).",
-)
-@click.option("--split", default="train", show_default=True, help="Training split.")
-@click.option("--limit", default=None, type=int, help="Train on the first N images only.")
-@click.option(
-    "--eval-limit", default=1000, show_default=True, type=int, help="Test images for MSE."
-)
+@loop_options(epochs=10, batch_size=128)
+@optimizer_options(optimizer="adam", lr=0.001, weight_decay=0.0)
+@seed_option()
+@selection_options(eval_help="Test images scored (MSE per sigma) after each epoch (0: none).")
 @click.option(
     "--id", "model_id", default=None, help="Denoised entry id (default <dataset>-denoised)."
 )
-@click.option(
-    "--out", "out_dir", default="runs/train", show_default=True, type=click.Path(file_okay=False)
-)
-@click.option(
-    "--zoo-file",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="Receives the entry (default <out>/zoo.yaml).",
-)
-@click.option(
-    "--zoo",
-    "zoo_paths",
-    multiple=True,
-    type=click.Path(dir_okay=False),
-    help="Extra zoo file(s) defining --classifier.",
-)
-@click.option("--data-root", default=None, type=click.Path(file_okay=False), help="Dataset root.")
-@click.option("--download", is_flag=True, help="Let torchvision download the dataset if missing.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--threads", default=None, type=int, help="CPU threads for torch.")
-@click.option("--resume/--no-resume", default=True, show_default=True)
-@click.option("--keep-checkpoint", is_flag=True)
+@output_options()
+@zoo_option(help="Extra zoo file(s) defining --classifier.")
+@data_options()
+@device_options()
+@resume_options("<out>/<id>-denoiser.checkpoint.pt")
 def denoiser(**options) -> None:
     """Train a noise-conditional denoiser over --sigmas (MSE); seeded, resumable, safetensors.
 
@@ -115,10 +94,7 @@ def denoiser(**options) -> None:
         sigmas=_sigmas(options["sigmas"]),
         epochs=options["epochs"],
         batch_size=options["batch_size"],
-        optimizer=options["optimizer"],
-        lr=options["lr"],
-        weight_decay=options["weight_decay"],
-        schedule=options["schedule"],
+        **optimizer_values(options),
         seed=check_seed(options["seed"]),
         split=options["split"],
         limit=options["limit"],

@@ -6,6 +6,17 @@ import shlex
 
 import click
 
+from rsbench.commands.options import (
+    data_options,
+    device_options,
+    loop_options,
+    optimizer_options,
+    optimizer_values,
+    output_options,
+    resume_options,
+    seed_option,
+    selection_options,
+)
 from rsbench.errors import check_seed
 
 _DATASETS = ["fashion-mnist", "mnist", "cifar10", "imagenet", "fashion-mnist-embedded"]
@@ -44,91 +55,23 @@ The zoo entry (recipe with this command, seed, epochs, data; sha256) goes into -
     help="Gaussian noise level of the augmentation, in [0,1] pixel units (0: no noise, e.g. the "
     "classifier of a denoised expert).",
 )
-@click.option("--epochs", default=20, show_default=True, type=int)
-@click.option("--batch-size", default=128, show_default=True, type=int)
-@click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam"]))
-@click.option("--lr", default=0.05, show_default=True, type=float, help="Peak learning rate.")
-@click.option("--momentum", default=0.9, show_default=True, type=float, help="SGD momentum.")
-@click.option("--weight-decay", default=1e-4, show_default=True, type=float)
-@click.option(
-    "--schedule",
-    default="cosine",
-    show_default=True,
-    type=click.Choice(["cosine", "step", "constant"]),
-)
-@click.option(
-    "--step-size",
-    default=30,
-    show_default=True,
-    type=int,
-    help="Epochs per step (--schedule step).",
-)
-@click.option(
-    "--gamma",
-    default=0.1,
-    show_default=True,
-    type=float,
-    help="LR factor per step (--schedule step).",
-)
-@click.option(
-    "--seed",
-    default=0,
-    show_default=True,
-    type=int,
-    help="Seeds weights, data order and noise (0 <= SEED < 2**63).",
-)
-@click.option("--split", default="train", show_default=True, help="Training split.")
-@click.option("--limit", default=None, type=int, help="Train on the first N images only.")
-@click.option(
-    "--eval-limit",
-    default=1000,
-    show_default=True,
-    type=int,
-    help="Test images scored after each epoch (0: none).",
-)
+@loop_options(epochs=20, batch_size=128)
+@optimizer_options(optimizer="sgd", lr=0.05, weight_decay=1e-4)
+@seed_option()
+@selection_options()
 @click.option(
     "--augment/--no-augment",
     default=None,
     help="Random crop + flip (default: on for cifar10/imagenet).",
 )
 @click.option("--id", "model_id", default=None, help="Zoo id (default <dataset>-<arch>-s<sigma>).")
-@click.option(
-    "--out",
-    "out_dir",
-    default="runs/train",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Output folder.",
-)
-@click.option(
-    "--zoo-file",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="Zoo file that receives the entry (default <out>/zoo.yaml).",
-)
-@click.option(
-    "--data-root",
-    default=None,
-    type=click.Path(file_okay=False),
-    help="Dataset root (default $RSBENCH_DATA, then the user cache; Fashion-MNIST also /usr/share/datasets).",
-)
-@click.option(
-    "--download", is_flag=True, help="Let torchvision download the dataset if it is missing."
-)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option(
-    "--threads", default=None, type=int, help="CPU threads for torch (default: torch's choice)."
-)
+@output_options()
+@data_options()
+@device_options()
 @click.option(
     "--workers", default=0, show_default=True, type=int, help="Data loader worker processes."
 )
-@click.option(
-    "--resume/--no-resume",
-    default=True,
-    show_default=True,
-    help="Continue from <out>/<id>.checkpoint.pt.",
-)
-@click.option("--keep-checkpoint", is_flag=True, help="Keep the resume checkpoint after the run.")
+@resume_options()
 def expert(**options) -> None:
     """Train an expert with Gaussian noise augmentation (Cohen et al. 2019) at --train-sigma.
 
@@ -160,13 +103,7 @@ def expert(**options) -> None:
         train_sigma=options["train_sigma"],
         epochs=options["epochs"],
         batch_size=options["batch_size"],
-        optimizer=options["optimizer"],
-        lr=options["lr"],
-        momentum=options["momentum"],
-        weight_decay=options["weight_decay"],
-        schedule=options["schedule"],
-        step_size=options["step_size"],
-        gamma=options["gamma"],
+        **optimizer_values(options),
         seed=check_seed(options["seed"]),
         split=options["split"],
         limit=options["limit"],

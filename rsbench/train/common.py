@@ -1,7 +1,9 @@
 """What every trainer shares: the optimiser recipe, the epoch/checkpoint loop, seeds and outputs.
 
 Used by :mod:`rsbench.train.expert`, :mod:`rsbench.train.denoiser` and (resume, optimisers)
-:mod:`rsbench.train.router`; imports only ``errors``, ``weights`` and torch.
+:mod:`rsbench.train.router`; imports only ``errors`` and (lazily) ``weights``, torch and
+safetensors: the CLI's option groups (:mod:`rsbench.commands.options`) read :data:`OPTIMIZERS`
+and :data:`SCHEDULES` from here without loading torch.
 
 **Optimiser recipe.** :class:`OptimizerConfig` holds ``optimizer`` (``sgd``/``adam``), ``lr``,
 ``momentum`` (SGD only), ``weight_decay``, ``schedule`` (``cosine``/``step``/``constant``, stepped
@@ -49,12 +51,13 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rsbench.errors import ConfigError, WeightsError, check_count
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 #: optimisers and learning-rate schedules a recipe may name
 OPTIMIZERS = ("sgd", "adam")
@@ -140,6 +143,8 @@ class OptimizerConfig:
 
     def make_optimizer(self, params: Iterable[Any]) -> torch.optim.Optimizer:
         """Adam (``lr``, ``weight_decay``) or SGD (also ``momentum``) over ``params``."""
+        import torch
+
         if self.optimizer == "adam":
             return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
         return torch.optim.SGD(
@@ -151,6 +156,8 @@ class OptimizerConfig:
     ) -> torch.optim.lr_scheduler.LambdaLR:
         """The per-step schedule: cosine to 0 over ``epochs * steps_per_epoch`` steps, ``gamma``
         every ``step_size`` epochs, or constant."""
+        import torch
+
         total = epochs * steps_per_epoch
         if self.schedule == "cosine":
             return torch.optim.lr_scheduler.LambdaLR(
@@ -296,6 +303,8 @@ def save_training_state(
     history: list[dict[str, Any]],
 ) -> None:
     """Write the per-epoch checkpoint that :func:`restore_training_state` reads back (atomically)."""
+    import torch
+
     state = {
         "format": CHECKPOINT_FORMAT,
         "config_key": key,
@@ -322,6 +331,8 @@ def restore_training_state(
     with another configuration (``config_key`` differs from ``key``) is refused with a
     :class:`WeightsError`, so a resumed run always equals an uninterrupted one.
     """
+    import torch
+
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     if state.get("config_key") != key:
         raise WeightsError(

@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import math
 import os
+import shlex
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -164,6 +165,12 @@ def command_line(config: DenoiserTrainConfig) -> str:
         f"--schedule {config.schedule}",
         f"--seed {config.seed}",
     ]
+    if config.split != "train":
+        parts.append(f"--split {shlex.quote(config.split)}")
+    if config.optimizer == "sgd":
+        parts.append(f"--momentum {config.momentum:g}")
+    if config.schedule == "step":
+        parts += [f"--step-size {config.step_size}", f"--gamma {config.gamma:g}"]
     if config.limit is not None:
         parts.append(f"--limit {config.limit}")
     if config.classifier:
@@ -219,6 +226,10 @@ def build_entry(
         "schedule": config.schedule,
         "torch": str(torch.__version__),
     }
+    if config.optimizer == "sgd":
+        recipe["momentum"] = config.momentum
+    if config.schedule == "step":
+        recipe.update(step_size=config.step_size, gamma=config.gamma)
     recipe.update(extra_recipe or {})
     sigmas = ", ".join(f"{s:g}" for s in config.sigmas)
     raw = {
