@@ -357,7 +357,8 @@ def test_dual_over_one_denoised_expert_routes_between_its_sigmas(tmp_path) -> No
 
 
 def test_router_labels_over_a_denoised_expert_at_two_sigmas(tmp_path) -> None:
-    from rsbench.train.router import RouterTrainConfig, load_experts, train_router
+    from rsbench.train.router import train_router
+    from rsbench.train.router_config import RouterTrainConfig, load_experts
     from rsbench.zoo import load_zoo
 
     zoo = load_zoo([_zoo_file(tmp_path)], include_packaged=False)

@@ -155,7 +155,7 @@ class TrainData:
 def test_the_label_stage_draws_from_label_keys_on_the_training_split(tmp_path) -> None:
     """label_radii's counts equal votes from the label-select/label-estimate keys of train images."""
     from rsbench.smoothing import SmoothedClassifier, certify_from_counts
-    from rsbench.train.router import LabelBudget, label_radii
+    from rsbench.train.router_labels import LabelBudget, label_radii
 
     data = TrainData()
     budget = LabelBudget(n0=10, n=50, alpha=0.01, seed=0)
@@ -206,7 +206,7 @@ def test_test_time_streams_are_none_of_the_training_streams() -> None:
 @pytest.mark.parametrize("old", [None, 1])
 def test_a_label_cache_of_another_noise_scheme_is_refused(tmp_path, old) -> None:
     from rsbench.errors import ConfigError
-    from rsbench.train.router import LabelBudget, label_dir, label_key, label_radii
+    from rsbench.train.router_labels import LabelBudget, label_dir, label_key, label_radii
 
     budget = LabelBudget(n0=10, n=50, alpha=0.01, seed=0)
     key = label_key("id", "sha", 0.5, budget, "fashion-mnist", "train", "cpu")

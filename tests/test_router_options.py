@@ -11,13 +11,8 @@ from torch import nn
 
 from rsbench.archs import build_architecture
 from rsbench.commands.train_router import router
-from rsbench.train.router import (
-    COLLAPSE_SHARE,
-    RouterTrainConfig,
-    _indices_text,
-    collapse_message,
-    command_line,
-)
+from rsbench.train.router_config import RouterTrainConfig, command_line, indices_text
+from rsbench.train.router_labels import COLLAPSE_SHARE, collapse_message
 
 EXPERTS = ("embedded-fmnist-s0.25", "embedded-fmnist-s1.00")
 
@@ -30,8 +25,8 @@ def test_collapse_is_reported_above_the_share() -> None:
 
 
 def test_indices_enter_the_recipe_and_the_resume_key() -> None:
-    assert _indices_text(range(0, 60000, 3)) == "0:59998:3"  # same images as 0:60000:3
-    assert _indices_text([1, 2, 7]) == "1,2,7"
+    assert indices_text(range(0, 60000, 3)) == "0:59998:3"  # same images as 0:60000:3
+    assert indices_text([1, 2, 7]) == "1,2,7"
     plain = RouterTrainConfig(experts=EXPERTS)
     chosen = RouterTrainConfig(experts=EXPERTS, indices=tuple(range(10, 20, 2)))
     assert "indices" not in plain.determining() and chosen.determining()["indices"]
@@ -42,7 +37,7 @@ def test_indices_enter_the_recipe_and_the_resume_key() -> None:
 def test_point_label_radius() -> None:
     from scipy.stats import norm
 
-    from rsbench.train.router import point_radius
+    from rsbench.train.router_labels import point_radius
 
     radii = point_radius([1, 1, 2, 1], [100, 50, 100, 80], 100, [1, 1, 1, 1], 0.5)
     assert radii[0] == pytest.approx(0.5 * norm.ppf(100.5 / 101))  # 2.58 sigma, not 1.50

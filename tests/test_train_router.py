@@ -12,21 +12,18 @@ from safetensors.torch import load_file
 from torch import nn
 
 from rsbench.errors import ConfigError, WeightsError, ZooError
-from rsbench.train.router import (
+from rsbench.train.router import paths_for, router_loss, train_router
+from rsbench.train.router_config import RouterTrainConfig, check_experts
+from rsbench.train.router_labels import (
     LabelBudget,
     RouterEvent,
-    RouterTrainConfig,
-    check_experts,
     class_weights,
     keep_mask,
     label_dir,
     label_key,
     label_radii,
-    paths_for,
     read_label_cache,
-    router_loss,
     soft_targets,
-    train_router,
 )
 
 

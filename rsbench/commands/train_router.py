@@ -226,7 +226,7 @@ def _common_options(func):
 
 def _config(experts: tuple[str, ...], options: dict[str, Any], **extra):
     from rsbench.device import resolve as resolve_device
-    from rsbench.train.router import RouterTrainConfig
+    from rsbench.train.router_config import RouterTrainConfig
 
     return RouterTrainConfig(
         experts=tuple(experts),
@@ -366,7 +366,7 @@ class _Bars:
 
 
 def _print_label_plan(config, options: dict[str, Any]) -> None:
-    from rsbench.train.router import label_plan
+    from rsbench.train.router_config import label_plan
 
     plan = label_plan(config, zoo_paths=list(options["zoo_paths"]), cache_dir=options["cache_dir"])
     total = 0.0

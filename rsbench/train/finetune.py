@@ -45,16 +45,10 @@ import torch
 from torch import nn
 
 from rsbench.errors import ConfigError, ZooError, check_count
-from rsbench.train.common import atomic_write
-from rsbench.train.router import (
-    Progress,
-    RouterEvent,
-    RouterTrainConfig,
-    RouterTrainResult,
-    _source,
-    train_router,
-    training_data,
-)
+from rsbench.train.common import atomic_write, weights_source
+from rsbench.train.router import RouterTrainResult, train_router
+from rsbench.train.router_config import RouterTrainConfig, training_data
+from rsbench.train.router_labels import Progress, RouterEvent
 from rsbench.weights import sha256_file
 
 log = logging.getLogger(__name__)
@@ -129,7 +123,7 @@ def _validate(config: FinetuneConfig) -> None:
 
 def command_line(config: FinetuneConfig) -> str:
     """An ``rsbench train finetune`` command that reproduces ``config`` (output paths excluded)."""
-    from rsbench.train.router import recipe_options
+    from rsbench.train.router_config import recipe_options
 
     return (
         f"rsbench train finetune {config.dual_id} --suffix {config.suffix} "
@@ -383,7 +377,7 @@ def finetune_dual(
         raw.update(
             id=new_id,
             description=f"{entry.id} co-trained with router {router_entry.id} (one round, rsbench)",
-            source=_source(weights, zoo_path),
+            source=weights_source(weights, zoo_path),
             sha256=sha256_file(weights),
             recipe={
                 "trainer": "rsbench train finetune (dual-RS co-training, one round)",

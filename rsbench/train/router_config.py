@@ -1,0 +1,496 @@
+"""What determines a router for dual RS: the default recipe, :class:`RouterTrainConfig`, its command
+line, and the experts, data and label stage it names.
+
+* **Default recipe** (:data:`DEFAULT_ROUTER_ARCH`, :func:`default_temperature`, ...): what ``rsbench
+  train router`` does without options, and why (the notes above :data:`DEFAULT_ROUTER_ARCH`).
+* **Config** (:class:`RouterTrainConfig`, :func:`validate_config`, :func:`command_line`,
+  :func:`recipe_options`): every field that determines the router weights, checked with one
+  ``ConfigError`` per bad value, and the command line that reproduces it.
+* **Experts and data** (:func:`load_experts`, :func:`training_data`): zoo experts of one dataset
+  (a denoised expert may serve several sigmas), and the training images (the first
+  ``train_images`` or the given ``indices``).
+* **Label stage of a config** (:func:`compute_labels`, :func:`label_plan`): the ``[N, K]`` label
+  radii (:func:`rsbench.train.router_labels.label_radii`, cached) and, without labelling anything,
+  its cost per expert (``--dry-run``).
+
+Imports ``device``, ``errors``, ``train.common``, ``train.router_labels``; lazily ``data``,
+``denoised``, ``models``, ``noise``, ``smoothing``, ``zoo``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rsbench.errors import (
+    ConfigError,
+    check_alpha_router_fraction,
+    check_count,
+    check_sigma,
+)
+from rsbench.train.common import OPTIMIZERS, SCHEDULES, zoo_dataset_name
+from rsbench.train.router_labels import (
+    LABEL_ALPHA,
+    LABEL_CHUNK,
+    LABEL_N,
+    LABEL_N0,
+    LABEL_RADII,
+    LabelBudget,
+    Progress,
+    default_label_cache,
+    label_dir,
+    label_key,
+    label_radii,
+    read_label_cache,
+)
+
+log = logging.getLogger(__name__)
+
+#: images labelled by default (the first ones in canonical order); see the module docstring
+DEFAULT_TRAIN_IMAGES = 20_000
+
+#: The default router recipe (``rsbench train router`` without options). Chosen so that a router
+#: over experts nobody here trained does not collapse to one expert on a small label set (measured
+#: on 600 embedded Fashion-MNIST images labelled by the s0.25 and s1.00 embedded experts, best-expert
+#: labels 28% / 72%, held-out 400 images; results/dual-embedded.md has the table):
+#:
+#: * temperature ``None`` = :data:`DEFAULT_TEMPERATURE_SCALE` x the largest expert sigma. Label radii
+#:   scale with sigma (at ``n = 100`` at most 1.5 sigma), so at ``T = 1`` an image whose best expert
+#:   is the small sigma gets a nearly flat target (0.375 vs 0.3: 52% / 48%) while an image whose best
+#:   expert is the large sigma gets a clear one (0.3 vs 1.5: 23% / 77%); even with the 1/q class
+#:   weights the best *constant* output then picks the largest sigma, and a router that has not yet
+#:   learned to tell images apart sits there (it collapsed with lambda = eta = 0 too). A temperature
+#:   of 5% of the radius scale makes the targets follow the best expert.
+#: * :data:`DEFAULT_ROUTER_ARCH` ``pooled_mlp``: under ``sigma_router`` noise a router only needs
+#:   coarse features; 4x4 average pooling divides the noise's standard deviation by 4 before the
+#:   first layer, so it learns the choice from few images (the experts' ``fmnist_cnn`` as router
+#:   still collapsed at 20 epochs, 60 steps, and needed 600 steps to learn it), and it costs almost
+#:   nothing next to an expert when certifying. ``--arch`` picks another (e.g. ``cifar_resnet20``).
+#: * ``batch_size = 64`` (4x the optimiser steps of 256 for the same compute) and ``lr = 3e-3``.
+#:
+#: ``lambda = 40``, ``eta = 0.5`` (the paper's) and 20 epochs stay.
+DEFAULT_ROUTER_ARCH = "pooled_mlp"
+DEFAULT_TEMPERATURE_SCALE = 0.05
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_LR = 3e-3
+
+
+def default_temperature(sigmas: Sequence[float]) -> float:
+    """The default soft-target temperature: :data:`DEFAULT_TEMPERATURE_SCALE` x ``max(sigmas)``."""
+    return round(DEFAULT_TEMPERATURE_SCALE * max(float(s) for s in sigmas), 12)
+
+
+@dataclass(frozen=True)
+class RouterTrainConfig:
+    """Everything that determines the router (plus where the data and labels come from).
+
+    ``experts``: zoo ids (one dataset); the router's output ``k`` selects ``experts[k]``.
+    ``sigmas``: certify sigma per expert (default each expert's ``train_sigma``); labels and the dual
+    entry use them. ``dataset``/``split``: the data to label and train on (default the experts'
+    dataset, ``train``); ``train_images`` keeps the first ones (``None``: all; capped at the split's
+    size); ``indices``, when given, names the images instead (positions in the split). ``arch``:
+    the router architecture (default :data:`DEFAULT_ROUTER_ARCH`); its input layer is the first
+    expert's. ``lam``, ``eta``, ``copies``, ``temperature``: see :func:`router_loss` and
+    :func:`soft_targets`; ``temperature`` ``None`` is :func:`default_temperature` of the sigmas
+    (:meth:`resolved` fills it and ``arch`` in).
+    """
+
+    experts: tuple[str, ...]
+    router_id: str | None = None
+    dual_id: str | None = None
+    sigma_router: float = 1.0
+    sigmas: tuple[float, ...] | None = None
+    arch: str | None = None
+    label_n0: int = LABEL_N0
+    label_n: int = LABEL_N
+    label_alpha: float = LABEL_ALPHA
+    label_radius: str = "bound"
+    train_images: int | None = DEFAULT_TRAIN_IMAGES
+    indices: tuple[int, ...] | None = None
+    temperature: float | None = None
+    lam: float = 40.0
+    eta: float = 0.5
+    copies: int = 2
+    epochs: int = 20
+    batch_size: int = DEFAULT_BATCH_SIZE
+    optimizer: str = "adam"
+    lr: float = DEFAULT_LR
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    step_size: int = 30
+    gamma: float = 0.1
+    seed: int = 0
+    dataset: str | None = None
+    split: str = "train"
+    alpha_router_fraction: float = 0.5
+    data_root: str | None = None
+    device: str = "cpu"
+    label_cache: str | None = None
+    label_chunk: int = LABEL_CHUNK
+    label_batch_size: int = 2000
+    command: str | None = None
+
+    def budget(self) -> LabelBudget:
+        """The label stage's budget (its seed is the training seed)."""
+        return LabelBudget(self.label_n0, self.label_n, self.label_alpha, self.seed)
+
+    def resolved(self, sigmas: Sequence[float]) -> RouterTrainConfig:
+        """This config with its automatic defaults filled in for experts at ``sigmas``: ``arch``
+        (:data:`DEFAULT_ROUTER_ARCH`) and ``temperature`` (:func:`default_temperature`)."""
+        return dataclasses.replace(
+            self,
+            arch=self.arch or DEFAULT_ROUTER_ARCH,
+            temperature=(
+                default_temperature(sigmas) if self.temperature is None else self.temperature
+            ),
+        )
+
+    def resolved_ids(self) -> tuple[str, str]:
+        """(router id, dual id): given, or the experts' common id prefix + ``-router`` / ``-dual``."""
+        prefix = os.path.commonprefix(list(self.experts)).rstrip("-_.")
+        prefix = re.sub(r"[-_]s\d*\.?\d*$", "", prefix).rstrip("-_.") or "router"
+        if self.experts and prefix == self.experts[0] and len(self.experts) > 1:
+            prefix = "router"
+        router_id = self.router_id or f"{prefix}-router"
+        dual_id = self.dual_id or (
+            router_id[: -len("-router")] + "-dual"
+            if router_id.endswith("-router")
+            else f"{router_id}-dual"
+        )
+        return router_id, dual_id
+
+    def determining(self) -> dict[str, Any]:
+        """The fields that determine the router weights (a resumed run must match them)."""
+        skip = {"data_root", "device", "label_cache", "label_chunk", "label_batch_size", "command"}
+        if self.indices is None:  # only when set: older checkpoints keep their key
+            skip.add("indices")
+        if self.label_radius == "bound":
+            skip.add("label_radius")
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+
+
+def validate_config(config: RouterTrainConfig) -> None:
+    """Raise :class:`ConfigError` for the first setting of ``config`` that is not allowed."""
+    if len(config.experts) < 2:
+        raise ConfigError(
+            f"got {len(config.experts)} expert(s); a router chooses between at least 2 experts"
+        )
+    if len(set(config.experts)) != len(config.experts):
+        pairs = list(zip(config.experts, config.sigmas or [None] * len(config.experts)))
+        if config.sigmas is None or len(set(pairs)) != len(pairs):
+            raise ConfigError(
+                f"experts {list(config.experts)} repeat an id; an expert may repeat only at "
+                "different --sigmas (a denoised expert serving several sigmas)"
+            )
+    check_sigma(config.sigma_router, "sigma_router")
+    if config.sigmas is not None:
+        if len(config.sigmas) != len(config.experts):
+            raise ConfigError(
+                f"got {len(config.sigmas)} sigmas for {len(config.experts)} experts; give one per expert"
+            )
+        for s in config.sigmas:
+            check_sigma(s, "expert sigma")
+    config.budget().check()
+    if config.label_radius not in LABEL_RADII:
+        raise ConfigError(
+            f"label radius {config.label_radius!r} is not one of {', '.join(LABEL_RADII)}"
+        )
+    if config.temperature is not None:
+        check_sigma(config.temperature, "temperature")
+    if config.copies < 2 or int(config.copies) != config.copies:
+        raise ConfigError(f"copies={config.copies!r} is not allowed; use m >= 2 noisy copies")
+    if not (config.lam >= 0 and config.eta >= 0):
+        raise ConfigError(f"lambda={config.lam} and eta={config.eta} must be >= 0")
+    check_count(config.epochs, "epochs")
+    check_count(config.batch_size, "batch_size")
+    if config.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"optimizer={config.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+    if config.schedule not in SCHEDULES:
+        raise ConfigError(f"schedule={config.schedule!r} is not one of {', '.join(SCHEDULES)}")
+    if not (config.lr > 0 and math.isfinite(config.lr)):
+        raise ConfigError(f"lr={config.lr!r} is not allowed; use a learning rate > 0, e.g. 1e-3")
+    if config.train_images is not None:
+        check_count(config.train_images, "train_images")
+    check_alpha_router_fraction(config.alpha_router_fraction)
+
+
+def command_line(config: RouterTrainConfig) -> str:
+    """An ``rsbench train router`` command that reproduces ``config`` (output paths excluded)."""
+    router_id, dual_id = config.resolved_ids()
+    parts = ["rsbench train router", *config.experts]
+    parts += [f"--id {router_id}", f"--dual-id {dual_id}"]
+    return " ".join(parts) + " " + recipe_options(config)
+
+
+def recipe_options(config: RouterTrainConfig) -> str:
+    """The command-line options of ``config``'s router recipe (no experts, ids or paths)."""
+    parts = [f"--sigma-router {config.sigma_router:g}"]
+    if config.sigmas is not None:
+        parts += [f"--sigmas {','.join(f'{s:g}' for s in config.sigmas)}"]
+    if config.arch:
+        parts.append(f"--arch {config.arch}")
+    parts += [
+        f"--label-n0 {config.label_n0}",
+        f"--label-n {config.label_n}",
+        f"--label-alpha {config.label_alpha:g}",
+        *([f"--label-radius {config.label_radius}"] if config.label_radius != "bound" else []),
+        (
+            f"--indices {indices_text(config.indices)}"
+            if config.indices is not None
+            else f"--train-images {config.train_images if config.train_images is not None else 'all'}"
+        ),
+        *([f"--temperature {config.temperature:g}"] if config.temperature is not None else []),
+        f"--lambda {config.lam:g}",
+        f"--eta {config.eta:g}",
+        f"--copies {config.copies}",
+        f"--epochs {config.epochs}",
+        f"--batch-size {config.batch_size}",
+        f"--optimizer {config.optimizer}",
+        f"--lr {config.lr:g}",
+        f"--weight-decay {config.weight_decay:g}",
+        f"--schedule {config.schedule}",
+        f"--seed {config.seed}",
+    ]
+    if config.optimizer == "sgd":
+        parts.append(f"--momentum {config.momentum:g}")
+    if config.schedule == "step":
+        parts += [f"--step-size {config.step_size}", f"--gamma {config.gamma:g}"]
+    if config.dataset:
+        parts.append(f"--dataset {config.dataset}")
+    if config.split != "train":
+        parts.append(f"--split {config.split}")
+    if config.alpha_router_fraction != 0.5:
+        parts.append(f"--alpha-router-fraction {config.alpha_router_fraction:g}")
+    return " ".join(parts)
+
+
+def indices_text(indices: Sequence[int]) -> str:
+    """Compact ``--indices`` text: ``start:stop:step`` for an arithmetic run, else a comma list."""
+    values = [int(i) for i in indices]
+    if len(values) >= 2:
+        step = values[1] - values[0]
+        if step > 0 and all(b - a == step for a, b in zip(values, values[1:])):
+            return f"{values[0]}:{values[-1] + 1}:{step}"
+    return ",".join(str(v) for v in values)
+
+
+# ------------------------------------------------------------------------------------------------
+# experts and data
+
+
+@dataclass
+class LoadedExperts:
+    """Expert entries, their loaded models, weights digests and certify sigmas."""
+
+    entries: list[Any]
+    models: list[nn.Module]
+    sha256: list[str]
+    sigmas: tuple[float, ...]
+
+    @property
+    def dataset(self) -> str:
+        return self.entries[0].dataset
+
+
+def check_experts(entries: Sequence[Any]) -> None:
+    """Raise :class:`ConfigError` unless the entries are experts of one dataset, classes and shape."""
+    for e in entries:
+        if e.kind not in ("expert", "denoised"):
+            raise ConfigError(f"{e.id} is a {e.kind} entry; a router chooses between experts")
+    datasets = {e.dataset for e in entries}
+    if len(datasets) > 1:
+        listed = ", ".join(f"{e.id} ({e.dataset})" for e in entries)
+        raise ConfigError(
+            f"the experts do not share a dataset: {listed}; a router needs experts of one dataset"
+        )
+    shapes = {(e.num_classes, tuple(e.input_shape or ())) for e in entries}
+    if len(shapes) > 1:
+        listed = ", ".join(
+            f"{e.id} ({e.num_classes} classes, {list(e.input_shape)})" for e in entries
+        )
+        raise ConfigError(f"the experts differ in classes or input shape: {listed}")
+
+
+def load_experts(
+    zoo,
+    expert_ids: Sequence[str],
+    sigmas: Sequence[float] | None = None,
+    device: str | torch.device = "cpu",
+    cache_dir: str | os.PathLike | None = None,
+) -> LoadedExperts:
+    """Look up, check (:func:`check_experts`) and load the experts; sigmas default to train_sigma.
+
+    A denoised expert needs its sigma in ``sigmas`` (one of those it serves); listed at several
+    sigmas it is loaded once and serves each with shared networks.
+    """
+    from rsbench.denoised import check_served, serve
+    from rsbench.models import load_model
+
+    entries = [zoo.get(i) for i in expert_ids]
+    check_experts(entries)
+    if not sigmas:
+        denoised = [e.id for e in entries if e.kind == "denoised"]
+        if denoised:
+            raise ConfigError(
+                f"{denoised[0]} is a denoised expert serving several sigmas; pass --sigmas"
+            )
+    chosen = tuple(float(s) for s in sigmas) if sigmas else tuple(e.train_sigma for e in entries)
+    loaded: dict[str, nn.Module] = {}
+    models = []
+    for e, sigma in zip(entries, chosen):
+        if e.kind == "denoised":
+            check_served(e.id, e.sigmas or (), sigma)
+        if e.id not in loaded:
+            loaded[e.id] = load_model(e, device, cache_dir=cache_dir)
+        models.append(serve(loaded[e.id], sigma))
+    shas = [str(m.weights_sha256) for m in models]
+    return LoadedExperts(entries, models, shas, chosen)
+
+
+def expert_names(experts: Sequence[str], sigmas: Sequence[float]) -> list[str]:
+    """Display names of the router's outputs: the ids, or ``id@sigma`` where an id repeats."""
+    repeated = {e for e in experts if list(experts).count(e) > 1}
+    return [f"{e}@{s:g}" if e in repeated else e for e, s in zip(experts, sigmas)]
+
+
+def router_input_layer(entry) -> dict[str, Any]:
+    """The input layer a router takes from its first expert; for a denoised expert, that of its
+    classifier."""
+    if entry.kind == "denoised":
+        spec = entry.classifier or {}
+        layer = spec.get("input_layer") or {"type": "none"}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in layer.items()}
+    return entry.input_layer.to_dict()
+
+
+def training_data(config: RouterTrainConfig, zoo_dataset: str):
+    """The dataset to label and train on, and the indices used (the first ``train_images``)."""
+    from rsbench.data import load_dataset
+
+    name = config.dataset or zoo_dataset
+    if zoo_dataset_name(name) != zoo_dataset:
+        raise ConfigError(
+            f"dataset {name!r} does not match the experts' dataset {zoo_dataset!r}; "
+            "label and train on the experts' own data"
+        )
+    data = load_dataset(name, config.split, root=config.data_root)
+    if config.indices is not None:
+        from rsbench.data import select_indices
+
+        return data, select_indices(len(data), indices=list(config.indices))
+    count = len(data) if config.train_images is None else min(config.train_images, len(data))
+    if config.train_images is not None and config.train_images > len(data):
+        log.info(
+            "train_images=%d capped at %s/%s's %d images",
+            config.train_images,
+            name,
+            config.split,
+            len(data),
+        )
+    return data, list(range(count))
+
+
+def compute_labels(
+    config: RouterTrainConfig,
+    experts: LoadedExperts,
+    data,
+    indices: Sequence[int],
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """``[N, K]`` label radii of ``indices`` (cached; see :func:`label_radii`)."""
+    cache = Path(config.label_cache) if config.label_cache else default_label_cache()
+    columns = []
+    for k, (entry, model) in enumerate(zip(experts.entries, experts.models)):
+        columns.append(
+            label_radii(
+                model,
+                entry.id,
+                experts.sha256[k],
+                experts.sigmas[k],
+                entry.num_classes,
+                data,
+                indices,
+                config.budget(),
+                cache_dir=cache,
+                chunk_size=config.label_chunk,
+                batch_size=config.label_batch_size,
+                progress=progress,
+                expert_index=k,
+                experts=len(experts.entries),
+                radius_kind=config.label_radius,
+            )
+        )
+    return np.stack(columns, axis=1)
+
+
+def label_plan(
+    config: RouterTrainConfig,
+    zoo=None,
+    zoo_paths: Sequence[str | os.PathLike] = (),
+    cache_dir: str | os.PathLike | None = None,
+    probe_seconds: float = 0.5,
+) -> list[dict[str, Any]]:
+    """What the label stage of ``config`` would cost, without labelling anything.
+
+    Per expert: images wanted, already cached, to compute, forward samples to draw
+    (``missing * (n0 + n)``), the measured throughput of a short probe (noisy samples per second on
+    one training image, this machine, now) and the resulting time estimate in seconds. Loads the
+    experts (fetching weights that are not cached) and the training data.
+    """
+    from rsbench.noise import noise_keys
+    from rsbench.smoothing import SmoothedClassifier
+    from rsbench.zoo import load_zoo
+
+    validate_config(config)
+    zoo = zoo if zoo is not None else load_zoo(zoo_paths)
+    experts = load_experts(zoo, config.experts, config.sigmas, config.device, cache_dir)
+    data, indices = training_data(config, experts.dataset)
+    cache = Path(config.label_cache) if config.label_cache else default_label_cache()
+    wanted = set(int(i) for i in indices)
+    plan = []
+    probe = data.images([indices[0]])
+    for k, (entry, model) in enumerate(zip(experts.entries, experts.models)):
+        key = label_key(
+            entry.id, experts.sha256[k], experts.sigmas[k], config.budget(), data.name, data.split
+        )
+        folder = label_dir(cache, key)
+        cached = len(wanted & set(read_label_cache(folder).index.tolist()))
+        missing = len(wanted) - cached
+        smoothed = SmoothedClassifier(
+            model, entry.num_classes, experts.sigmas[k], batch_size=config.label_batch_size
+        )
+        keys = noise_keys(data.name, data.split, [0], "label-select", config.seed)
+        num = max(1, min(config.label_batch_size, 2000))
+        smoothed.votes(probe, num, keys)  # warm-up
+        drawn, began = 0, time.perf_counter()
+        while time.perf_counter() - began < probe_seconds or drawn == 0:
+            smoothed.votes(probe, num, keys)
+            drawn += num
+        rate = drawn / (time.perf_counter() - began)
+        samples = missing * (config.label_n0 + config.label_n)
+        plan.append(
+            {
+                "expert": entry.id,
+                "sigma": experts.sigmas[k],
+                "images": len(wanted),
+                "cached": cached,
+                "missing": missing,
+                "samples": samples,
+                "samples_per_second": rate,
+                "seconds": samples / rate if rate > 0 else math.nan,
+            }
+        )
+    return plan
