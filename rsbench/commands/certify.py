@@ -14,6 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from rsbench.commands.options import (
+    data_root_option,
+    device_option,
+    download_option,
+    out_option,
+    seed_option,
+    threads_option,
+    zoo_option,
+)
 from rsbench.errors import PRECISIONS, check_count
 
 if TYPE_CHECKING:
@@ -86,17 +95,9 @@ def _common_options(func):
             help="Noisy samples per forward pass; halved automatically after a CUDA out-of-memory "
             "error (does not change results) [default: 1000].",
         ),
-        click.option(
-            "--seed",
-            type=int,
-            default=0,
-            show_default=True,
-            help="Run seed, an integer 0 <= SEED < 2**63 (part of the run identity).",
-        ),
-        click.option(
-            "--device",
+        seed_option("Run seed, an integer 0 <= SEED < 2**63 (part of the run identity)."),
+        device_option(
             default="auto",
-            show_default=True,
             help="auto (the GPU when there is one; under torchrun the local rank's), cpu, cuda, "
             "cuda:N.",
         ),
@@ -130,10 +131,7 @@ def _common_options(func):
             help="torch.compile the networks (static shapes; partial batches are padded, so a run "
             "compiles each network a few times; part of the run identity).",
         ),
-        click.option(
-            "--out",
-            "out_dir",
-            type=click.Path(file_okay=False),
+        out_option(
             default=None,
             help="Parent directory of run directories [default: $RSBENCH_RESULTS, else "
             "./rsbench-results].",
@@ -144,30 +142,15 @@ def _common_options(func):
             show_default=True,
             help="I/N: certify only images at positions p with p % N == I (job arrays).",
         ),
-        click.option(
-            "--zoo",
-            "zoo_paths",
-            multiple=True,
-            type=click.Path(dir_okay=False),
-            help="Extra zoo file (repeatable; also RSBENCH_ZOO).",
-        ),
-        click.option(
-            "--data-root",
-            type=click.Path(file_okay=False),
-            default=None,
-            help="Dataset root folder (also RSBENCH_DATA).",
-        ),
+        zoo_option(),
+        data_root_option("Dataset root folder (also RSBENCH_DATA)."),
         click.option("--require-pinned", is_flag=True, help="Refuse zoo entries without sha256."),
         click.option(
             "--allow-unpinned",
             is_flag=True,
             help="Let Hugging Face sources name a branch or tag instead of a commit.",
         ),
-        click.option(
-            "--download",
-            is_flag=True,
-            help="Let torchvision download CIFAR-10/MNIST data if missing.",
-        ),
+        download_option("Let torchvision download CIFAR-10/MNIST data if missing."),
         click.option(
             "--chunk-size",
             type=int,
@@ -198,11 +181,8 @@ def _common_options(func):
             "reference (the authors' alpha / (k + 1), not covered by a union bound; labelled in the "
             "results).",
         ),
-        click.option(
-            "--threads",
-            type=int,
-            default=None,
-            help="CPU threads for torch (default: 1 on CPU for the small fmnist_cnn/mlp networks, "
+        threads_option(
+            "CPU threads for torch (default: 1 on CPU for the small fmnist_cnn/mlp networks, "
             "e.g. the embedded default run, whose noise thread uses a second core; torch's "
             "default otherwise). See results/perf.md.",
         ),
