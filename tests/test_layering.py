@@ -103,3 +103,17 @@ def test_the_import_check_sees_imports_inside_functions() -> None:
 
     tree = ast.parse("def f():\n    from rsbench.zoo import load_zoo\n    import yaml\n")
     assert _imports(tree) == ({"zoo"}, {"yaml"})
+
+
+#: The zoo registry: entries, validation, files, merging. It builds no model and imports no torch.
+REGISTRY = {"zoo", "zoo_entry", "zoo_parse", "zoo_files"}
+REGISTRY_MAY_IMPORT = REGISTRY | {"errors", "safeyaml", "cascade"}  # cascade: ALPHA_SPLITS, lazily
+
+
+def test_the_zoo_registry_builds_no_model() -> None:
+    import ast
+
+    for name in sorted(REGISTRY):
+        ours, others = _imports(ast.parse((PACKAGE / f"{name}.py").read_text()))
+        assert ours <= REGISTRY_MAY_IMPORT, (name, sorted(ours - REGISTRY_MAY_IMPORT))
+        assert not others & {"torch", "safetensors", "huggingface_hub"}, (name, others)
