@@ -26,6 +26,7 @@ from torch import nn
 from rsbench import results, runner
 from rsbench.dual import DualSmoothed
 from rsbench.errors import ConfigError, ResultsError, RSBenchError
+from rsbench.results import storage
 from rsbench.smoothing import SmoothedClassifier
 from rsbench.zoo import load_zoo
 
@@ -67,7 +68,7 @@ def reference(zoo, tmp_path_factory) -> pd.DataFrame:
 
 def _fill_disk_on_chunk(monkeypatch, failing_call: int) -> list[int]:
     """From the ``failing_call``-th Parquet write on, write a few bytes then raise ENOSPC."""
-    real = results.pq.write_table
+    real = storage.pq.write_table
     calls = [0]
 
     def write_table(table, where, *args, **kwargs):
@@ -78,7 +79,7 @@ def _fill_disk_on_chunk(monkeypatch, failing_call: int) -> list[int]:
             raise OSError(errno.ENOSPC, ENOSPC_MESSAGE)
         return real(table, where, *args, **kwargs)
 
-    monkeypatch.setattr(results.pq, "write_table", write_table)
+    monkeypatch.setattr(storage.pq, "write_table", write_table)
     return calls
 
 
@@ -147,7 +148,7 @@ def test_unwritable_run_json_leaves_no_half_file(zoo, tmp_path, monkeypatch):
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, ENOSPC_MESSAGE)
 
-    monkeypatch.setattr(results.os, "fsync", no_space)
+    monkeypatch.setattr(storage.os, "fsync", no_space)
     with pytest.raises(OSError):
         results.write_json_atomic(path, {"format_version": 1, "status": "broken"})
     monkeypatch.undo()

@@ -1,0 +1,309 @@
+"""Rescoring: certificates recomputed from stored vote counts at another alpha (or alpha split).
+
+Guarantees: nothing runs a network; with the stored alpha (and split) every value is reproduced
+exactly; a rescored run never keeps a standard protocol name it no longer fits (``custom``
+instead), and its ``run.json`` records where it came from. Imports :mod:`rsbench.errors` and the
+other results modules; the decision rules lazily from :mod:`rsbench.smoothing`, :mod:`rsbench.dual`,
+:mod:`rsbench.cascade`, and the protocol registry from :mod:`rsbench.protocols`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rsbench.errors import ResultsError
+from rsbench.results.provenance import environment_info, utc_now
+from rsbench.results.storage import check_run_id, read_results, read_run_json, write_run
+
+
+def _num(frame, column: str, fill: float = np.nan) -> np.ndarray:
+    return frame[column].astype("Float64").to_numpy(dtype=np.float64, na_value=fill)
+
+
+def _expert_ids_of(
+    out, rows: np.ndarray, choice: np.ndarray, expert_ids: Sequence[str] | None
+) -> np.ndarray:
+    """The id of the expert each dual row's router chooses (None where it abstains).
+
+    From ``expert_ids`` (the run's experts in router order) when given, else from the rows
+    themselves (a choice that no stored row names keeps a null id).
+    """
+    if expert_ids:
+        names = dict(enumerate(expert_ids))
+    else:
+        names = {}
+        stored_choice = _num(out, "router_choice", -1)[rows]
+        for k, name in zip(stored_choice, out["expert_id"].astype(object).to_numpy()[rows]):
+            if k >= 0 and isinstance(name, str):
+                names.setdefault(int(k), name)
+    return np.array([names.get(int(k)) if k >= 0 else None for k in choice], dtype=object)
+
+
+def rescore_frame(
+    frame,
+    alpha: float,
+    alpha_router_fraction: float | None = None,
+    expert_ids: Sequence[str] | None = None,
+):
+    """Recompute certificates of ``frame`` (rows of :data:`SCHEMA`) from their stored counts.
+
+    Expert rows: ``pA_lower``, ``radius``, ``prediction``, ``abstained`` and ``correct`` from
+    ``cA``, ``nA``, ``n`` and ``sigma`` at the new ``alpha`` (CERTIFY's decision, see
+    :func:`rsbench.smoothing.decide_certificate`); rows without a count (imported abstentions)
+    stay abstained. Dual rows: both stages are recomputed with ``alpha`` split as
+    ``alpha_router_fraction`` says (default: each row's stored split); a router that abstains makes
+    the row abstain; a row whose expert stage never ran abstains; the composition is
+    :func:`rsbench.dual.combine_stages`, and ``router_choice`` / ``expert_id`` follow the router's
+    new decision (``expert_ids``: the run's experts in router order, else learned from the rows).
+    Cascade rows: every stage decision, cap and the radius are recomputed from the stored stage
+    counts with the row's own p0 and alpha split (:func:`rsbench.cascade.combine_cascade`); a stage
+    that would now be needed but never ran makes the row abstain. Nothing runs a network. With the
+    stored alpha (and split) every value is reproduced exactly.
+    """
+    from rsbench.dual import combine_stages
+    from rsbench.errors import check_alpha, check_alpha_router_fraction
+    from rsbench.smoothing import decide_certificate
+
+    alpha = check_alpha(alpha)
+    if alpha_router_fraction is not None:
+        alpha_router_fraction = check_alpha_router_fraction(alpha_router_fraction)
+    out = frame.copy()
+    if len(out) == 0:
+        return out
+    old_alpha = _num(out, "alpha")
+    split_changed = np.zeros(len(out), dtype=bool)  # dual rows whose alpha split is changed
+    label = _num(out, "label", -2).astype(np.int64)
+    dual = (out["kind"] == "dual").to_numpy(dtype=bool, na_value=False)
+    cascade = (out["kind"] == "cascade").to_numpy(dtype=bool, na_value=False)
+    if cascade.any():
+        _rescore_cascade(out, np.flatnonzero(cascade), alpha, label)
+
+    # expert rows
+    expert = ~dual & ~cascade
+    if expert.any():
+        nA = _num(out, "nA")
+        has = expert & ~np.isnan(nA)
+        if has.any():
+            d = decide_certificate(
+                _num(out, "cA", 0)[has].astype(np.int64),
+                _num(out, "count0", 0)[has].astype(np.int64),
+                nA[has].astype(np.int64),
+                _num(out, "n")[has].astype(np.int64),
+                alpha,
+                _num(out, "sigma")[has],
+            )
+            rows = np.flatnonzero(has)
+            _assign(out, rows, "pA_lower", d["pA_lower"])
+            _assign(out, rows, "radius", d["radius"])
+            _assign(out, rows, "prediction", d["prediction"])
+            _assign(out, rows, "abstained", d["abstained"])
+            _assign(out, rows, "correct", ~d["abstained"] & (d["prediction"] == label[rows]))
+
+    # dual rows
+    if dual.any():
+        rows = np.flatnonzero(dual)
+        stored_router = _num(out, "alpha_router")[rows]
+        stored_expert = _num(out, "alpha_expert")[rows]
+        if alpha_router_fraction is None:
+            fraction = stored_router / old_alpha[rows]
+            same = old_alpha[rows] == alpha
+            alpha_r = np.where(same, stored_router, alpha * fraction)
+            alpha_e = np.where(same, stored_expert, alpha - alpha * fraction)
+        else:
+            alpha_r = np.full(len(rows), alpha * float(alpha_router_fraction))
+            alpha_e = alpha - alpha_r
+            stored_fraction = stored_router / old_alpha[rows]
+            split_changed[rows] = ~np.isclose(stored_fraction, float(alpha_router_fraction))
+        e_nA = _num(out, "expert_nA")[rows]
+        ran = ~np.isnan(e_nA)
+        combined = combine_stages(
+            _num(out, "router_cA", 0)[rows].astype(np.int64),
+            _num(out, "router_count0", 0)[rows].astype(np.int64),
+            _num(out, "router_nA", 0)[rows].astype(np.int64),
+            _num(out, "router_n", 0)[rows].astype(np.int64),
+            _num(out, "expert_cA", 0)[rows],
+            _num(out, "expert_count0", 0)[rows],
+            e_nA,
+            _num(out, "n")[rows].astype(np.int64),
+            _num(out, "sigma")[rows],
+            _num(out, "sigma_router")[rows],
+            alpha,
+            alpha_router=alpha_r,
+            alpha_expert=alpha_e,
+        )
+        abstained, prediction = combined["abstained"], combined["prediction"]
+        choice = combined["router_choice"]
+        _assign(out, rows, "alpha_router", combined["alpha_router"])
+        _assign(out, rows, "alpha_expert", combined["alpha_expert"])
+        _assign(out, rows, "router_pA_lower", combined["router_pA_lower"])
+        _assign(out, rows, "router_radius", combined["router_radius"])
+        _assign(out, rows, "router_choice", choice)
+        _assign(out, rows, "expert_id", _expert_ids_of(out, rows, choice, expert_ids))
+        _assign(out, rows, "expert_pA_lower", combined["expert_pA_lower"])
+        _assign(out, rows, "expert_radius", combined["expert_radius"])
+        _assign(out, rows, "pA_lower", np.where(ran, combined["expert_pA_lower"], np.nan))
+        _assign(out, rows, "radius", combined["radius"])
+        _assign(out, rows, "prediction", prediction)
+        _assign(out, rows, "abstained", abstained)
+        _assign(out, rows, "correct", ~abstained & (prediction == label[rows]))
+
+    out["alpha"] = alpha
+    _recheck_protocols(out, split_changed)
+    return out
+
+
+def _recheck_protocols(out, split_changed: np.ndarray) -> None:
+    """Set each run's ``protocol`` to the one its rescored rows follow (rsbench.protocols.PROTOCOLS).
+
+    A run keeps its protocol when the rows still fit it (n0, n, the new alpha, split, indices),
+    else gets the registered protocol they fit, else ``custom``; rows whose dual alpha split was
+    changed are ``custom``. A deviation is never left under a standard name.
+    """
+    from rsbench.protocols import CUSTOM_PROTOCOL, PROTOCOLS, protocol_deviation, protocol_for
+
+    columns = [out[c].astype(object).to_numpy() for c in ("run_id", "dataset", "split", "n0", "n")]
+    keys = list(zip(*columns))
+    protocols = out["protocol"].astype(object).to_numpy().copy()
+    index = out["index"].astype(object).to_numpy()
+    alpha = float(out["alpha"].iloc[0])
+    for key in dict.fromkeys(keys):
+        rows = np.array([k == key for k in keys])
+        _, dataset, split, n0, n = key
+        stored = protocols[rows][0]
+        args = (str(dataset), str(split), int(n0), int(n), alpha, [int(i) for i in index[rows]])
+        if split_changed[rows].any():
+            name = CUSTOM_PROTOCOL
+        elif stored in PROTOCOLS and protocol_deviation(PROTOCOLS[stored], *args) is None:
+            name = stored
+        else:
+            name = protocol_for(*args)
+        protocols[rows] = name
+    out["protocol"] = _object_series(list(protocols), out.index).astype(out["protocol"].dtype)
+
+
+def _rescore_cascade(out, rows: np.ndarray, alpha: float, label: np.ndarray) -> None:
+    """Recompute cascade rows at ``alpha`` from their stored stage counts (their own p0 and split).
+
+    A stage that did not run in the live certificate but would be needed now makes the row abstain.
+    """
+    from rsbench.cascade import rescore_rows
+
+    def cells(column: str) -> list:
+        return [out[column].iloc[r] for r in rows]
+
+    decided: list[dict[str, Any]] = rescore_rows(
+        cells("stage_sigmas"),
+        cells("stage_cA"),
+        cells("stage_nA"),
+        cells("stage_counts"),
+        [int(v) for v in cells("n")],
+        alpha,
+        [float(v) for v in cells("cascade_p0")],
+        [str(v) for v in cells("alpha_split")],
+    )
+    prediction = np.array([d["prediction"] for d in decided], dtype=np.int64)
+    abstained = np.array([d["abstained"] for d in decided], dtype=bool)
+    _assign(out, rows, "prediction", prediction)
+    _assign(out, rows, "abstained", abstained)
+    _assign(out, rows, "radius", np.array([d["radius"] for d in decided], dtype=np.float64))
+    _assign(out, rows, "correct", ~abstained & (prediction == label[rows]))
+    _assign(out, rows, "cascade_stage", np.array([d["stage"] for d in decided], dtype=np.int64))
+    answering = [d["stage"] if d["stage"] >= 0 else len(d["pA_lower"]) - 1 for d in decided]
+    _assign(out, rows, "pA_lower", np.array([d["pA_lower"][k] for d, k in zip(decided, answering)]))
+    # the base columns name the answering stage (the last stage run when the cascade abstains)
+    for column, stage_column in (
+        ("cA", "stage_cA"),
+        ("count0", "stage_count0"),
+        ("nA", "stage_nA"),
+    ):
+        values = [int(v[k]) for v, k in zip(cells(stage_column), answering)]
+        _assign(out, rows, column, np.array(values, dtype=np.int64))
+    sigmas = [float(v[k]) for v, k in zip(cells("stage_sigmas"), answering)]
+    _assign(out, rows, "sigma", np.array(sigmas, dtype=np.float64))
+    counts = out["counts"].tolist()
+    for r, v, k in zip(rows, cells("stage_counts"), answering):
+        counts[r] = np.asarray(v[k], dtype=np.int64)
+    out["counts"] = _object_series(counts, out.index)
+    for column, key in (
+        ("stage_alpha", "stage_alpha"),
+        ("stage_pA_lower", "pA_lower"),
+        ("stage_pA_upper", "pA_upper"),
+        ("stage_pB_upper", "pB_upper"),
+        ("stage_radius", "stage_radius"),
+    ):
+        values = out[column].tolist()
+        for r, d in zip(rows, decided):
+            values[r] = np.asarray(d[key], dtype=np.float64)
+        out[column] = _object_series(values, out.index)
+
+
+def _object_series(values: list, index):
+    """A pandas object Series holding ``values`` as they are (arrays stay arrays, even of length 1)."""
+    import pandas as pd
+
+    cells = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        cells[i] = value
+    return pd.Series(cells, index=index, dtype=object)
+
+
+def _assign(frame, rows: np.ndarray, column: str, values: np.ndarray) -> None:
+    """Set ``frame[column]`` at positional ``rows``; NaN becomes null in nullable columns."""
+    import pandas as pd
+
+    series = frame[column].copy()
+    values = np.asarray(values)
+    if values.dtype.kind == "f" and not np.issubdtype(series.dtype, np.floating):
+        values = pd.array(values, dtype="Float64")  # NaN -> <NA> in nullable columns
+    series.iloc[rows] = values
+    frame[column] = series
+
+
+def rescore_run(
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    alpha: float,
+    alpha_router_fraction: float | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Rescore one run directory into ``out_dir/<run_id>-rescored-a<alpha>[-f<fraction>]``.
+
+    The new run.json records ``rescored_from`` (the source run's id, identity and path) and the new
+    alpha; the source is not modified.
+    """
+    run_dir = Path(run_dir)
+    frame = read_results(run_dir)
+    if len(frame) == 0:
+        raise ResultsError(f"{run_dir} holds no rows to rescore")
+    try:
+        source = read_run_json(run_dir)
+    except ResultsError:
+        source = {}
+    name = f"{run_dir.name}-rescored-a{alpha:g}"
+    if alpha_router_fraction is not None:
+        name += f"-f{alpha_router_fraction:g}"
+    check_run_id(name)
+    expert_ids = (source.get("config") or {}).get("expert_ids") or None
+    rescored = rescore_frame(frame, alpha, alpha_router_fraction, expert_ids=expert_ids)
+    rescored["run_id"] = name
+    info = {
+        "status": "complete",
+        "rescored_from": {
+            "run_id": source.get("run_id", run_dir.name),
+            "identity": source.get("identity"),
+            "path": os.fspath(run_dir.resolve()),
+        },
+        "alpha": alpha,
+        "alpha_router_fraction": alpha_router_fraction,
+        "created": utc_now(),
+        "environment": environment_info(),
+    }
+    for key in ("config", "zoo_entry", "zoo_entry_digest", "models", "source", "import"):
+        if key in source:
+            info[key] = source[key]
+    return write_run(Path(out_dir) / name, rescored, info, overwrite=overwrite)
