@@ -222,7 +222,7 @@ class EpochLoop:
     ``model`` is trained; ``net`` (default ``model``) is the part whose state is checkpointed, e.g.
     the network behind a fixed input layer. ``steps`` is the number of batches per epoch (for the
     ticks). ``key`` identifies the configuration (:func:`config_key`); ``checkpoint`` ``None``
-    trains without one. ``what`` names the run in the divergence message.
+    trains without one. ``what`` names the run and ``hint`` the fix in the divergence message.
     """
 
     model: nn.Module
@@ -234,6 +234,7 @@ class EpochLoop:
     checkpoint: Path | None = None
     net: nn.Module | None = None
     what: str = "training"
+    hint: str = "lower --lr"
     start_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -274,7 +275,7 @@ class EpochLoop:
                     on_batch(Tick(epoch + 1, step, self.steps, total / seen, lr))
             if not math.isfinite(total):
                 raise ConfigError(
-                    f"{self.what} diverged in epoch {epoch + 1} (loss is {total}); lower --lr"
+                    f"{self.what} diverged in epoch {epoch + 1} (loss is {total}); {self.hint}"
                 )
             record = end_epoch(epoch, total / max(seen, 1))
             self.history.append(record)

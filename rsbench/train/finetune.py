@@ -35,7 +35,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,11 +45,17 @@ import torch
 from torch import nn
 
 from rsbench.errors import ConfigError, ZooError, check_count
-from rsbench.train.common import atomic_write, weights_source
+from rsbench.train.common import (
+    EpochLoop,
+    OptimizerConfig,
+    Step,
+    epoch_seed,
+    save_safetensors,
+    weights_source,
+)
 from rsbench.train.router import RouterTrainResult, train_router
 from rsbench.train.router_config import RouterTrainConfig, training_data
 from rsbench.train.router_labels import Progress, RouterEvent
-from rsbench.weights import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -197,25 +203,29 @@ def finetune_expert(
     ``round(batch_size * (1 - replay))`` assigned images plus enough images drawn at random from
     ``others`` to fill ``batch_size``. Adam at ``lr``, constant. Returns per-epoch loss / accuracy.
     """
-    from rsbench.train.common import epoch_seed
-
     emit = progress or (lambda event: None)
     assigned_t = torch.as_tensor(list(assigned), dtype=torch.long)
     others_t = torch.as_tensor(list(others), dtype=torch.long)
     own = max(1, round(batch_size * (1.0 - replay))) if len(others_t) else batch_size
     extra = batch_size - own if len(others_t) else 0
     steps = math.ceil(len(assigned_t) / own)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    recipe = OptimizerConfig(optimizer="adam", lr=lr, weight_decay=0.0, schedule="constant")
+    optimizer, scheduler = recipe.build(model.parameters(), epochs, steps)
+    what = f"fine-tuning {name}"
+    loop = EpochLoop(
+        model, optimizer, scheduler, epochs, steps, key="", what=what, hint="lower --ft-lr"
+    )
     loss_fn = nn.CrossEntropyLoss()
-    history = []
+    correct = seen = 0  # this epoch's noisy training predictions that are right, and images
     began = time.perf_counter()
     emit(RouterEvent("finetune-start", expert=name, epochs=epochs, steps=steps))
-    for epoch in range(epochs):
-        model.train()
+
+    def batches(epoch: int) -> Iterator[Step]:
+        nonlocal correct, seen
+        correct = seen = 0
         generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
         order = assigned_t[torch.randperm(len(assigned_t), generator=generator)]
-        total, correct, seen = 0.0, 0, 0
-        for step, start in enumerate(range(0, len(order), own), start=1):
+        for start in range(0, len(order), own):
             idx = order[start : start + own]
             if extra:
                 pick = torch.randint(0, len(others_t), (extra,), generator=generator)
@@ -223,40 +233,30 @@ def finetune_expert(
             images, labels = data.images(idx), data.labels[idx]
             noisy = images + torch.randn(images.shape, generator=generator) * sigma
             logits = model(noisy.to(device))
-            loss = loss_fn(logits, labels.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1).cpu() == labels).sum())
             seen += len(idx)
-            emit(
-                RouterEvent(
-                    "finetune-batch",
-                    expert=name,
-                    epoch=epoch + 1,
-                    epochs=epochs,
-                    step=step,
-                    steps=steps,
-                    loss=total / seen,
-                    agreement=correct / seen,
-                    elapsed=time.perf_counter() - began,
-                )
-            )
-        history.append({"epoch": epoch + 1, "loss": total / seen, "noisy_accuracy": correct / seen})
-        emit(
-            RouterEvent(
-                "finetune-epoch",
-                expert=name,
-                epoch=epoch + 1,
-                epochs=epochs,
-                step=steps,
-                steps=steps,
-                loss=total / seen,
-                agreement=correct / seen,
-                elapsed=time.perf_counter() - began,
-            )
+            yield Step(loss_fn(logits, labels.to(device)), len(idx))
+
+    def event(phase: str, epoch: int, step: int, loss: float) -> RouterEvent:
+        elapsed = time.perf_counter() - began
+        return RouterEvent(
+            phase,
+            expert=name,
+            epoch=epoch,
+            epochs=epochs,
+            step=step,
+            steps=steps,
+            loss=loss,
+            agreement=correct / seen,
+            elapsed=elapsed,
         )
+
+    history = loop.run(
+        batches,
+        lambda epoch, loss: {"epoch": epoch + 1, "loss": loss, "noisy_accuracy": correct / seen},
+        on_batch=lambda tick: emit(event("finetune-batch", tick.epoch, tick.step, tick.loss)),
+        on_epoch=lambda epoch, record: emit(event("finetune-epoch", epoch, steps, record["loss"])),
+    )
     model.eval()
     return history
 
@@ -279,7 +279,6 @@ def finetune_dual(
     whose recipe carries the same fine-tuning key. Any other id clash raises
     :class:`~rsbench.errors.ZooError` (existing entries are never overwritten).
     """
-    from safetensors.torch import save_file
 
     from rsbench.models import load_model
     from rsbench.runner import dual_values
@@ -341,6 +340,10 @@ def finetune_dual(
             continue
         new_id = _new_id(entry.id, config.suffix)
         model = load_model(entry, template.device, cache_dir=cache_dir)
+        if not isinstance(model, nn.Sequential):  # not input layer + network (e.g. denoised)
+            log.info("keeping %s unchanged (a %s, not one network)", entry.id, entry.kind)
+            mapping[entry.id] = entry.id
+            continue
         key = config.expert_key(entry.id, str(model.weights_sha256))
         previous = existing.get(new_id) or (zoo.get(new_id) if new_id in zoo else None)
         if previous is not None:
@@ -369,16 +372,15 @@ def finetune_dual(
             name=entry.id,
         )
         weights = out / f"{new_id}.safetensors"
-        tensors = {n: v.detach().cpu().contiguous() for n, v in model[1].state_dict().items()}
-        meta = {"rsbench": json.dumps({"id": new_id, "finetuned_from": entry.id}, sort_keys=True)}
-        atomic_write(weights, lambda tmp, t=tensors, m=meta: save_file(t, str(tmp), metadata=m))
+        info = {"id": new_id, "finetuned_from": entry.id}
+        digest = save_safetensors(model[1].state_dict(), weights, info)
         raw = entry.to_yaml_dict()
         raw.pop("reported", None)
         raw.update(
             id=new_id,
             description=f"{entry.id} co-trained with router {router_entry.id} (one round, rsbench)",
             source=weights_source(weights, zoo_path),
-            sha256=sha256_file(weights),
+            sha256=digest,
             recipe={
                 "trainer": "rsbench train finetune (dual-RS co-training, one round)",
                 "command": config.command or command_line(config),
