@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "rsbench"
 BARS = re.compile(r"^\s*(from|import)\s+(rich\.progress|rich\.live|tqdm)\b", re.MULTILINE)
 
@@ -117,3 +119,23 @@ def test_the_zoo_registry_builds_no_model() -> None:
         ours, others = _imports(ast.parse((PACKAGE / f"{name}.py").read_text()))
         assert ours <= REGISTRY_MAY_IMPORT, (name, sorted(ours - REGISTRY_MAY_IMPORT))
         assert not others & {"torch", "safetensors", "huggingface_hub"}, (name, others)
+
+
+#: What the trainers' shared module may import from rsbench (torch, safetensors only lazily).
+TRAIN_COMMON_MAY_IMPORT = {"errors", "weights"}
+
+
+@pytest.mark.subprocess
+def test_the_shared_training_pieces_load_no_torch() -> None:
+    """train/common.py imports only errors and weights; it and the CLI's shared option groups
+    (commands/options.py, which reads its optimiser names) load no torch on import, so a
+    command's ``--help`` stays fast."""
+    import ast
+    import subprocess
+    import sys
+
+    ours, _ = _imports(ast.parse((PACKAGE / "train" / "common.py").read_text()))
+    assert ours <= TRAIN_COMMON_MAY_IMPORT, sorted(ours - TRAIN_COMMON_MAY_IMPORT)
+    code = "import sys, rsbench.commands.options; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
