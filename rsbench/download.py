@@ -264,7 +264,8 @@ def download(  # noqa: C901, PLR0912 — one resumable transfer: Drive confirmat
     caller holds any lock on ``dest``. See the module docstring for the guarantees.
     """
     from rsbench import __version__
-    from rsbench.weights import sha256_file
+    from rsbench.checkpoints import looks_like_html
+    from rsbench.weights_cache import sha256_file
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -311,7 +312,7 @@ def download(  # noqa: C901, PLR0912 — one resumable transfer: Drive confirmat
                     first = response.read(CHUNK)
                 except (http.client.HTTPException, OSError) as exc:
                     raise WeightsError(f"{what}: download of {url} failed ({exc})") from None
-            html = "text/html" in content_type or _looks_like_html(first[:1024])
+            html = "text/html" in content_type or looks_like_html(first[:1024])
             if html and (drive or _host(final_url) in hosts):
                 page = first + response.read(_PAGE_LIMIT)
                 if _hop >= MAX_PAGES:
@@ -387,13 +388,6 @@ def download(  # noqa: C901, PLR0912 — one resumable transfer: Drive confirmat
     os.replace(part, dest)
     _discard(meta_path)
     return seen
-
-
-def _looks_like_html(head: bytes) -> bool:
-    start = head.lstrip().lower()
-    return start.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or (
-        start.startswith(b"<") and b"<html" in start[:1024]
-    )
 
 
 __all__ = [

@@ -139,3 +139,16 @@ def test_the_shared_training_pieces_load_no_torch() -> None:
     code = "import sys, rsbench.commands.options; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+#: The parts of rsbench.weights: each knows files and bytes, none the zoo registry or a model.
+WEIGHT_PARTS = {"checkpoints", "weights_cache", "weights_archive", "weights_hf", "download"}
+WEIGHT_PARTS_MAY_IMPORT = WEIGHT_PARTS | {"errors", "zoo_entry", "__version__"}
+
+
+def test_the_weights_parts_know_no_zoo_or_model() -> None:
+    import ast
+
+    for name in sorted(WEIGHT_PARTS):
+        ours, _ = _imports(ast.parse((PACKAGE / f"{name}.py").read_text()))
+        assert ours <= WEIGHT_PARTS_MAY_IMPORT, (name, sorted(ours - WEIGHT_PARTS_MAY_IMPORT))
