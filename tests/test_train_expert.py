@@ -135,6 +135,7 @@ def test_outputs_zoo_entry_validates_and_loads(tmp_path):
     assert recipe["seed"] == 3 and recipe["epochs"] == 1 and recipe["optimizer"] == "adam"
     assert recipe["data"]["dataset"] == "fashion-mnist-embedded" and recipe["data"]["limit"] == 256
     assert recipe["command"].startswith("rsbench train expert --dataset fashion-mnist-embedded")
+    assert "--step-size 1 --gamma 0.1 --split test --limit 256" in recipe["command"]
 
     model = load_model(entry)
     x = torch.rand(4, 1, 28, 28)

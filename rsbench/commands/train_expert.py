@@ -116,8 +116,6 @@ def expert(**options) -> None:
         num_workers=options["workers"],
     )
     command = command_line(config)
-    if options["split"] != "train":
-        command += f" --split {shlex.quote(options['split'])}"
     if options["threads"]:
         command += f" --threads {int(options['threads'])}"
     command += f" --out {shlex.quote(str(out_dir))}"

@@ -29,6 +29,7 @@ import dataclasses
 import logging
 import math
 import os
+import shlex
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,8 +42,6 @@ from torch import nn
 from rsbench import device as D
 from rsbench.errors import ConfigError, check_count, check_sigma
 from rsbench.train.common import (
-    OPTIMIZERS,
-    SCHEDULES,
     EpochLoop,
     OptimizerConfig,
     Step,
@@ -59,8 +58,6 @@ from rsbench.train.common import (
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "OPTIMIZERS",
-    "SCHEDULES",
     "ExpertTrainConfig",
     "TrainEvent",
     "TrainResult",
@@ -249,6 +246,8 @@ def command_line(config: ExpertTrainConfig) -> str:
     ]
     if config.schedule == "step":
         parts += [f"--step-size {config.step_size}", f"--gamma {config.gamma:g}"]
+    if config.split != "train":
+        parts.append(f"--split {shlex.quote(config.split)}")
     if config.limit is not None:
         parts.append(f"--limit {config.limit}")
     if config.augment is not None:
