@@ -23,27 +23,30 @@ Names and splits:
 
 Subsets: :func:`select_indices` (``--stride``, ``--limit``, ``--indices``, ``--start``); the
 protocols' subsets live in the protocol registry (:meth:`rsbench.protocols.Protocol.indices`).
+
+This module owns the dataset names and facts, the :class:`ImageDataset` classes, where files are
+looked for and :func:`load_dataset`; the file formats are :mod:`rsbench.data_files` and the index
+subsets :mod:`rsbench.indices` (``select_indices`` and ``parse_indices`` are re-exported here).
 """
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
-import pickle
-import struct
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from rsbench.data_files import read_cifar_batch, read_idx
 from rsbench.errors import DataError
+from rsbench.indices import parse_indices as parse_indices
+from rsbench.indices import select_indices
 
 log = logging.getLogger(__name__)
 
@@ -308,42 +311,8 @@ def _check_split(name: str, split: str) -> str:
 # --------------------------------------------------------------------------------------------
 # idx files (MNIST, Fashion-MNIST)
 
-_IDX_DTYPES: dict[int, Any] = {
-    0x08: np.uint8,
-    0x09: np.int8,
-    0x0B: ">i2",
-    0x0C: ">i4",
-    0x0D: ">f4",
-    0x0E: ">f8",
-}
 _IDX_PREFIX = {"train": "train", "test": "t10k"}
 _TORCHVISION_DIRS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
-
-
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an idx file (``.gz`` or raw) into a numpy array; :class:`DataError` if malformed."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as handle:
-            raw = handle.read()
-    except (OSError, EOFError) as exc:
-        raise DataError(f"cannot read idx file {str(path)!r} ({exc}); re-download it") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DataError(f"{str(path)!r} is not an idx file (bad magic number); re-download it")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{str(path)!r} is truncated (header); re-download it")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    count = int(np.prod(shape)) if shape else 1
-    if len(raw) - header != count * dtype.itemsize:
-        raise DataError(
-            f"{str(path)!r} holds {len(raw) - header} data bytes, expected {count * dtype.itemsize} "
-            f"for shape {list(shape)}; the file is truncated or corrupt, re-download it"
-        )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:
@@ -426,45 +395,6 @@ _CIFAR_DIR = "cifar-10-batches-py"
 _CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickles plain containers and numpy arrays only; anything else is refused (no code runs)."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("_codecs", "encode"),
-    }
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-
-
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, list[int]]:
-    try:
-        with open(path, "rb") as handle:
-            batch = _NumpyOnlyUnpickler(handle, encoding="latin1").load()
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
-        raise DataError(
-            f"cannot read CIFAR-10 batch {str(path)!r} ({exc}); re-download it"
-        ) from None
-    if not isinstance(batch, dict):
-        raise DataError(f"{str(path)!r} is not a CIFAR-10 batch (no dict inside)")
-    data = batch.get("data", batch.get(b"data"))
-    labels = batch.get("labels", batch.get(b"labels"))
-    if data is None or labels is None:
-        raise DataError(f"{str(path)!r} is not a CIFAR-10 batch (no 'data' / 'labels')")
-    data = np.asarray(data, dtype=np.uint8)
-    if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
-        raise DataError(f"{str(path)!r}: data {list(data.shape)} is not [N, 3072] with N labels")
-    return data, [int(v) for v in labels]
-
-
 def _load_cifar10(split: str, root, download: bool) -> TensorImageDataset:
     bases = _roots(root)
     folders = [b / _CIFAR_DIR for b in bases] + [b / "cifar10" / _CIFAR_DIR for b in bases]
@@ -481,7 +411,7 @@ def _load_cifar10(split: str, root, download: bool) -> TensorImageDataset:
         folder = target / _CIFAR_DIR
     if folder is None:
         raise _missing("cifar10", split, folders)
-    parts = [_read_cifar_batch(folder / n) for n in _CIFAR_FILES[split]]
+    parts = [read_cifar_batch(folder / n) for n in _CIFAR_FILES[split]]
     data = np.concatenate([p[0] for p in parts]).reshape(-1, 3, 32, 32)
     labels = torch.tensor([label for p in parts for label in p[1]], dtype=torch.long)
     return TensorImageDataset(
@@ -586,106 +516,3 @@ def load_dataset(
             )
         return _load_imagenet(split, root)
     raise DataError(f"no loader for dataset {name!r}")  # pragma: no cover - DATASETS covers all
-
-
-def select_indices(
-    size: int,
-    stride: int = 1,
-    limit: int | None = None,
-    indices: Sequence[int] | None = None,
-    start: int = 0,
-) -> list[int]:
-    """Deterministic subset of ``range(size)``: explicit ``indices``, or ``start::stride`` cut to ``limit``.
-
-    ``limit`` counts images (the first ``limit`` of the selection). Explicit ``indices`` keep
-    their given order, must be distinct integers in ``[0, size)``, and exclude ``stride``/``start``.
-    Raises :class:`DataError` for a stride, start or limit beyond the dataset and for bad indices.
-    """
-    size = int(size)
-    if size < 1:
-        raise DataError(f"the dataset is empty (size {size}); nothing to select")
-    if isinstance(stride, bool) or int(stride) != stride or stride < 1:
-        raise DataError(f"stride={stride!r} is not allowed; use an integer >= 1")
-    if stride > size:
-        raise DataError(
-            f"stride={stride} is beyond the dataset ({size} images); use a stride <= {size}"
-        )
-    if limit is not None and (isinstance(limit, bool) or int(limit) != limit or limit < 1):
-        raise DataError(f"limit={limit!r} is not allowed; use a number of images >= 1")
-    if indices is not None:
-        if stride != 1 or start != 0:
-            raise DataError("give either explicit indices or stride/start, not both")
-        chosen = []
-        for value in indices:
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise DataError(
-                    f"index {value!r} is not an integer; indices are positions 0..{size - 1}"
-                )
-            if not 0 <= int(value) < size:
-                raise DataError(f"index {value} is outside the dataset (0..{size - 1})")
-            chosen.append(int(value))
-        if len(set(chosen)) != len(chosen):
-            dupes = sorted({i for i in chosen if chosen.count(i) > 1})
-            raise DataError(
-                f"indices repeat ({', '.join(map(str, dupes[:5]))}); give each index once"
-            )
-        if not chosen:
-            raise DataError("the index list is empty; give at least one index")
-    else:
-        if isinstance(start, bool) or int(start) != start or not 0 <= start < size:
-            raise DataError(f"start={start!r} is outside the dataset (0..{size - 1})")
-        chosen = list(range(int(start), size, int(stride)))
-    if limit is not None:
-        if limit > len(chosen):
-            raise DataError(
-                f"limit={limit} is beyond the {len(chosen)} images selected from {size}; "
-                f"use a limit <= {len(chosen)} or a smaller stride"
-            )
-        chosen = chosen[: int(limit)]
-    return chosen
-
-
-def parse_indices(text: str) -> list[int]:
-    """Parse an index list: ``"0,5,10-12"`` (inclusive ranges) and ``"start:stop:step"`` slices.
-
-    ``"0,5,10-12"`` -> ``[0, 5, 10, 11, 12]``; ``"100:200:10"`` -> ``[100, 110, ..., 190]`` (Python's
-    ``range(start, stop, step)``; ``start`` defaults to 0 and ``step`` to 1, ``stop`` is required).
-    Parts combine: ``"0-4,100:200:50"``. An empty or blank text is a :class:`DataError`.
-    """
-    out: list[int] = []
-    example = "write e.g. 0,5,10-12 or 0:2000:8 (start:stop:step)"
-    if not str(text).strip():
-        raise DataError(f"--indices is empty; {example}")
-    for part in str(text).split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            if ":" in part:
-                fields = part.split(":")
-                if len(fields) > 3 or not fields[1].strip():
-                    raise DataError(
-                        f"index slice {part!r} needs start:stop[:step] with a stop; {example}"
-                    )
-                start = int(fields[0]) if fields[0].strip() else 0
-                stop = int(fields[1])
-                step = int(fields[2]) if len(fields) == 3 and fields[2].strip() else 1
-                if step < 1 or start < 0 or stop <= start:
-                    raise DataError(
-                        f"index slice {part!r} selects nothing or runs backwards; use 0 <= start < "
-                        "stop and step >= 1"
-                    )
-                out.extend(range(start, stop, step))
-            elif "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                a, b = int(lo), int(hi)
-                if b < a:
-                    raise DataError(f"index range {part!r} runs backwards; write low-high")
-                out.extend(range(a, b + 1))
-            else:
-                out.append(int(part))
-        except ValueError:
-            raise DataError(f"cannot read index {part!r}; {example}") from None
-    if not out:
-        raise DataError(f"no indices in {text!r}; {example}")
-    return out
