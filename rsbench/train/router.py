@@ -37,13 +37,11 @@ The library never prints: progress goes to an optional callback receiving
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,11 +54,15 @@ from rsbench import device as D
 from rsbench.errors import ConfigError
 from rsbench.noise import NOISE_SCHEME
 from rsbench.train.common import (
-    atomic_write,
-    make_optimizer,
-    make_scheduler,
-    package_relative,
-    restore_training_state,
+    EpochLoop,
+    OptimizerConfig,
+    Step,
+    Tick,
+    config_key,
+    paths_for,
+    save_safetensors,
+    weights_source,
+    write_json,
 )
 from rsbench.train.router_config import (
     DEFAULT_ROUTER_ARCH,
@@ -84,11 +86,8 @@ from rsbench.train.router_labels import (
     label_summary,
     soft_targets,
 )
-from rsbench.weights import sha256_file
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = 1
 
 
 def router_loss(
@@ -144,21 +143,6 @@ class RouterTrainResult:
 # entries
 
 
-def _source(weights: Path, zoo_file: Path | None) -> dict[str, str]:
-    package_path = package_relative(weights)
-    if package_path is not None:
-        return {"type": "package", "path": package_path}
-    if zoo_file is not None:
-        try:
-            return {
-                "type": "file",
-                "path": weights.resolve().relative_to(zoo_file.resolve().parent).as_posix(),
-            }
-        except ValueError:
-            pass
-    return {"type": "file", "path": str(weights.resolve())}
-
-
 def build_router_entries(
     config: RouterTrainConfig,
     experts: LoadedExperts,
@@ -189,7 +173,7 @@ def build_router_entries(
         "train_sigma": float(config.sigma_router),
         "experts": expert_ids,
         "input_layer": input_layer,
-        "source": _source(weights, zoo_file),
+        "source": weights_source(weights, zoo_file),
         "sha256": sha256,
         "license": "weights: MIT (rsbench); training data: see the experts' entries",
         "paper": "Sun, Mao, Vechev. Dual Randomized Smoothing: Beyond Global Noise Variance. ICLR 2026",
@@ -263,16 +247,6 @@ def _check_ids_free(zoo_file: Path | None, ids: Sequence[str], overwrite: bool) 
 # training
 
 
-def paths_for(out_dir: str | os.PathLike, router_id: str) -> dict[str, Path]:
-    """Output paths: ``weights``, ``checkpoint``, ``record`` (train.json)."""
-    out = Path(out_dir).expanduser()
-    return {
-        "weights": out / f"{router_id}.safetensors",
-        "checkpoint": out / f"{router_id}.checkpoint.pt",
-        "record": out / f"{router_id}.train.json",
-    }
-
-
 def fit_router(
     config: RouterTrainConfig,
     model: nn.Sequential,
@@ -286,43 +260,57 @@ def fit_router(
 ) -> list[dict[str, Any]]:
     """Train ``model`` (InputLayer + net with K outputs) on kept ``images`` and their label ``radii``.
 
-    ``images`` ``[N, C, H, W]`` in [0, 1] and ``radii`` ``[N, K]`` are the kept rows of ``dataset``
-    (default ``config.dataset``) / ``config.split``. Epoch ``e`` draws its order and noise from the
+    ``config`` must be resolved (:meth:`RouterTrainConfig.resolved`). ``images`` ``[N, C, H, W]``
+    in [0, 1] and ``radii`` ``[N, K]`` are the kept rows of ``dataset`` (default
+    ``config.dataset``) / ``config.split``. Epoch ``e`` draws its order and noise from the
     ``training`` stream of :class:`rsbench.noise.NoiseKey` ``(dataset, split, e, seed)``, which no
-    certificate draws from; with ``checkpoint`` the state is saved after
-    every epoch and, with ``resume``, restored (a checkpoint with another ``key`` is refused).
-    Returns the per-epoch history.
+    certificate draws from; the epochs run in :class:`rsbench.train.common.EpochLoop`, so with
+    ``checkpoint`` the state is saved after every epoch and, with ``resume``, restored (a
+    checkpoint with another ``key`` is refused). Returns the per-epoch history (loss and its parts,
+    agreement with the best expert, the share of each expert among the router's choices, and
+    ``collapsed`` when one expert takes more than
+    :data:`~rsbench.train.router_labels.COLLAPSE_SHARE` of them).
     """
-
     from rsbench.noise import UNNAMED_DATASET, NoiseKey
 
-    emit = progress or (lambda event: None)
-    device = D.resolve(config.device)
-    D.activate(device)
-    device = device.torch
-    data_name, data_split = dataset or config.dataset or UNNAMED_DATASET, config.split
+    emit: Progress = progress or _ignore
     if config.temperature is None:
         raise ConfigError("fit_router needs a resolved config (RouterTrainConfig.resolved)")
+    device = D.resolve(config.device)
+    D.activate(device)
+    torch_device = device.torch
+    data_name, data_split = dataset or config.dataset or UNNAMED_DATASET, config.split
     targets = torch.as_tensor(soft_targets(radii, config.temperature), dtype=torch.float32)
     weights_np, _ = class_weights(radii)
     weights = torch.as_tensor(weights_np, dtype=torch.float32)
     best = torch.as_tensor(best_expert(radii))
-    size = images.shape[0]
-    net = model[1]
-    optimizer = make_optimizer(config, model.parameters())  # type: ignore[arg-type]
+    size, experts = images.shape[0], radii.shape[1]
     steps = math.ceil(size / config.batch_size)
-    scheduler = make_scheduler(config, optimizer, steps)  # type: ignore[arg-type]
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    resumed_from = None
-    if checkpoint is not None and resume and checkpoint.is_file():
-        start_epoch, history = restore_training_state(checkpoint, key, net, optimizer, scheduler)
-        resumed_from = start_epoch
+    optimizer, scheduler = OptimizerConfig.of(config).build(
+        model.parameters(), config.epochs, steps
+    )
+    loop = EpochLoop(
+        model,
+        optimizer,
+        scheduler,
+        config.epochs,
+        steps,
+        key,
+        checkpoint,
+        model[1],
+        "router training",
+    )
+    resumed_from = loop.resume() if resume else None
+    names = (
+        list(config.experts)
+        if len(config.experts) == experts
+        else [f"expert {k}" for k in range(experts)]
+    )
     began = time.perf_counter()
     emit(
         RouterEvent(
             "train-start",
-            epoch=start_epoch,
+            epoch=loop.start_epoch,
             epochs=config.epochs,
             steps=steps,
             total=size,
@@ -330,83 +318,75 @@ def fit_router(
         )
     )
     m = int(config.copies)
-    for epoch in range(start_epoch, config.epochs):
-        model.train()
+    # the epoch's running tallies (filled before each batch's step; reset by batches())
+    sums = {"ce": 0.0, "kl": 0.0, "entropy": 0.0}
+    tally = {"agree": 0, "seen": 0}
+    chosen = torch.zeros(experts, dtype=torch.long)
+
+    def batches(epoch: int) -> Iterator[Step]:
         # epoch e's order and noise: the training stream of (dataset, split, epoch, seed)
         generator = NoiseKey(data_name, data_split, epoch, "training", config.seed).generator()
         order = torch.randperm(size, generator=generator)
-        sums = {"loss": 0.0, "ce": 0.0, "kl": 0.0, "entropy": 0.0}
-        agree, seen = 0, 0
-        chosen = torch.zeros(radii.shape[1], dtype=torch.long)
-        for step, start in enumerate(range(0, size, config.batch_size), start=1):
+        sums.update(ce=0.0, kl=0.0, entropy=0.0)
+        tally.update(agree=0, seen=0)
+        chosen.zero_()
+        for start in range(0, size, config.batch_size):
             idx = order[start : start + config.batch_size]
             x = images[idx]
             noise = torch.randn((m, *x.shape), generator=generator) * config.sigma_router
-            noisy = (x.unsqueeze(0) + noise).reshape(m * len(idx), *x.shape[1:]).to(device)
+            noisy = (x.unsqueeze(0) + noise).reshape(m * len(idx), *x.shape[1:]).to(torch_device)
             logits = model(noisy).reshape(m, len(idx), -1)
             loss, parts = router_loss(
-                logits, targets[idx].to(device), weights[idx].to(device), config.lam, config.eta
+                logits,
+                targets[idx].to(torch_device),
+                weights[idx].to(torch_device),
+                config.lam,
+                config.eta,
             )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
             b = len(idx)
-            sums["loss"] += float(loss.detach()) * b
             for name, value in parts.items():
                 sums[name] += value * b
             choice = torch.softmax(logits.detach(), -1).mean(0).argmax(-1).cpu()
-            agree += int((choice == best[idx]).sum())
-            chosen += torch.bincount(choice, minlength=radii.shape[1])
-            seen += b
-            emit(
-                RouterEvent(
-                    "batch",
-                    epoch=epoch + 1,
-                    epochs=config.epochs,
-                    step=step,
-                    steps=steps,
-                    loss=sums["loss"] / seen,
-                    agreement=agree / seen,
-                    lr=optimizer.param_groups[0]["lr"],
-                    elapsed=time.perf_counter() - began,
-                )
+            tally["agree"] += int((choice == best[idx]).sum())
+            chosen.add_(torch.bincount(choice, minlength=experts))
+            tally["seen"] += b
+            yield Step(loss, b)
+
+    def on_batch(tick: Tick) -> None:
+        emit(
+            RouterEvent(
+                "batch",
+                epoch=tick.epoch,
+                epochs=config.epochs,
+                step=tick.step,
+                steps=steps,
+                loss=tick.loss,
+                agreement=tally["agree"] / tally["seen"],
+                lr=tick.lr,
+                elapsed=time.perf_counter() - began,
             )
-        if not math.isfinite(sums["loss"]):
-            raise ConfigError(
-                f"router training diverged in epoch {epoch + 1} (loss {sums['loss']}); lower --lr"
-            )
-        record = {"epoch": epoch + 1, **{k: v / seen for k, v in sums.items()}}
-        record["agreement"] = agree / seen
+        )
+
+    def end_epoch(epoch: int, loss: float) -> dict[str, Any]:
+        seen = tally["seen"]
+        record: dict[str, Any] = {"epoch": epoch + 1, "loss": loss}
+        record.update({k: v / seen for k, v in sums.items()})
+        record["agreement"] = tally["agree"] / seen
         record["choice_share"] = [round(float(c) / seen, 4) for c in chosen]
         record["lr_end"] = optimizer.param_groups[0]["lr"]
-        history.append(record)
-        if checkpoint is not None:
-            state = {
-                "format": CHECKPOINT_FORMAT,
-                "config_key": key,
-                "epoch": epoch + 1,
-                "net": net.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "history": json.dumps(history),
-            }
-            atomic_write(checkpoint, lambda tmp, state=state: torch.save(state, tmp))
-        names = (
-            list(config.experts)
-            if len(config.experts) == radii.shape[1]
-            else [f"expert {k}" for k in range(radii.shape[1])]
-        )
-        warning = collapse_message(record["choice_share"], names, f"epoch {epoch + 1}: the router")
-        if warning:
+        if collapse_message(record["choice_share"], names, ""):
             record["collapsed"] = True
+        return record
+
+    def on_epoch(epoch: int, record: dict[str, Any]) -> None:
+        warning = collapse_message(record["choice_share"], names, f"epoch {epoch}: the router")
+        if warning:
             log.warning("%s", warning)
-            emit(RouterEvent("warning", epoch=epoch + 1, epochs=config.epochs, message=warning))
+            emit(RouterEvent("warning", epoch=epoch, epochs=config.epochs, message=warning))
         emit(
             RouterEvent(
                 "epoch",
-                epoch=epoch + 1,
+                epoch=epoch,
                 epochs=config.epochs,
                 step=steps,
                 steps=steps,
@@ -417,8 +397,14 @@ def fit_router(
                 resumed_from=resumed_from,
             )
         )
+
+    history = loop.run(batches, end_epoch, on_batch, on_epoch)
     model.eval()
     return history
+
+
+def _ignore(event: RouterEvent) -> None:
+    """The progress callback when none is given."""
 
 
 def train_router(
@@ -441,8 +427,6 @@ def train_router(
     settings or experts of different datasets, :class:`~rsbench.errors.ZooError` for unknown ids or
     clashes, :class:`~rsbench.errors.WeightsError` for a checkpoint of another configuration.
     """
-    from safetensors.torch import save_file
-
     from rsbench.models import build_model
     from rsbench.zoo import load_zoo, write_entries
 
@@ -485,7 +469,7 @@ def train_router(
         "noise_scheme": NOISE_SCHEME,
         "device_type": D.device_type(config.device),
     }
-    key = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()
+    key = config_key(key_data)
     train_began = time.perf_counter()
     history = fit_router(
         config,
@@ -500,18 +484,8 @@ def train_router(
     )
     train_seconds = time.perf_counter() - train_began
 
-    net = model[1]
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
-    # one metadata key only: safetensors writes a multi-key metadata map in a random order, which
-    # would make the file's sha256 differ between identical runs
-    metadata = {
-        "rsbench": json.dumps(
-            {"id": router_id, "sigma_router": config.sigma_router, "seed": config.seed},
-            sort_keys=True,
-        )
-    }
-    atomic_write(paths["weights"], lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
-    digest = sha256_file(paths["weights"])
+    info = {"id": router_id, "sigma_router": config.sigma_router, "seed": config.seed}
+    digest = save_safetensors(model[1].state_dict(), paths["weights"], info)
     recipe = _recipe(config, experts, stats)
     if history:
         recipe["final_agreement"] = round(float(history[-1]["agreement"]), 4)
@@ -532,15 +506,12 @@ def train_router(
         "torch": str(torch.__version__),
         "threads": torch.get_num_threads(),
     }
-    atomic_write(
-        paths["record"], lambda tmp: tmp.write_text(json.dumps(run_record, indent=2) + "\n")
-    )
+    write_json(paths["record"], run_record)
     if zoo_path is not None:
         write_entries(zoo_path, [router_entry, dual_entry], overwrite=overwrite_entries)
     if not keep_checkpoint:
         paths["checkpoint"].unlink(missing_ok=True)
-    emit = progress or (lambda event: None)
-    emit(RouterEvent("done", epochs=config.epochs, elapsed=seconds))
+    (progress or _ignore)(RouterEvent("done", epochs=config.epochs, elapsed=seconds))
     return RouterTrainResult(
         router_id,
         dual_id,

@@ -40,7 +40,7 @@ from rsbench.errors import (
     check_count,
     check_sigma,
 )
-from rsbench.train.common import OPTIMIZERS, SCHEDULES, zoo_dataset_name
+from rsbench.train.common import OptimizerConfig, zoo_dataset_name
 from rsbench.train.router_labels import (
     LABEL_ALPHA,
     LABEL_CHUNK,
@@ -216,12 +216,7 @@ def validate_config(config: RouterTrainConfig) -> None:
         raise ConfigError(f"lambda={config.lam} and eta={config.eta} must be >= 0")
     check_count(config.epochs, "epochs")
     check_count(config.batch_size, "batch_size")
-    if config.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"optimizer={config.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-    if config.schedule not in SCHEDULES:
-        raise ConfigError(f"schedule={config.schedule!r} is not one of {', '.join(SCHEDULES)}")
-    if not (config.lr > 0 and math.isfinite(config.lr)):
-        raise ConfigError(f"lr={config.lr!r} is not allowed; use a learning rate > 0, e.g. 1e-3")
+    OptimizerConfig.of(config).check(example_lr="3e-3")
     if config.train_images is not None:
         check_count(config.train_images, "train_images")
     check_alpha_router_fraction(config.alpha_router_fraction)

@@ -37,6 +37,7 @@ every image). Imports ``device``, ``errors``, ``noise``, ``train.common``; lazil
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -317,7 +318,7 @@ def label_radii(
     total = len(wanted)
     done = total - len(missing)
     began = time.perf_counter()
-    common = {"expert": expert_id, "expert_index": expert_index, "experts": experts}
+    common: dict[str, Any] = {"expert": expert_id, "expert_index": expert_index, "experts": experts}
     emit(RouterEvent("label-start", done=done, total=total, **common))
     smoothed = SmoothedClassifier(model, num_classes, sigma, batch_size=batch_size)
     groups: dict[int, list[int]] = {}
@@ -355,7 +356,7 @@ def label_radii(
             }
         )
         path = folder / f"idx-{group[0]:09d}-{group[-1]:09d}.parquet"
-        atomic_write(path, lambda tmp, frame=frame: frame.to_parquet(tmp, index=False))
+        atomic_write(path, functools.partial(_write_parquet, frame))
         new_frames.append(frame.set_index("index"))
         computed += len(group)
         done += len(group)
@@ -387,9 +388,13 @@ def label_radii(
     return rows["label_radius"].to_numpy(dtype=np.float64)
 
 
+def _write_parquet(frame: Any, path: Path) -> None:
+    frame.to_parquet(path, index=False)
+
+
 def keep_mask(radii: np.ndarray) -> np.ndarray:
     """Boolean mask of the images (rows of ``[N, K]`` radii) that some expert certifies (R > 0)."""
-    return (np.asarray(radii, dtype=np.float64) > 0).any(axis=1)
+    return np.asarray((np.asarray(radii, dtype=np.float64) > 0).any(axis=1), dtype=bool)
 
 
 def soft_targets(radii: np.ndarray, temperature: float = 1.0) -> np.ndarray:
