@@ -73,7 +73,7 @@ _TRAIN_COMMANDS: dict[str, tuple[str, str]] = {
         "Train a smoothed router over zoo experts (dual RS).",
     ),
     "finetune": (
-        "rsbench.commands.train_router:finetune",
+        "rsbench.commands.finetune:finetune",
         "Co-train: fine-tune experts on router-assigned noise.",
     ),
 }

@@ -1,4 +1,10 @@
-"""``rsbench train router`` and ``rsbench train finetune``: dual-RS routers and co-training."""
+"""``rsbench train router``: train a dual-RS router over zoo experts.
+
+Also the pieces ``rsbench train finetune`` (:mod:`rsbench.commands.finetune`) shares with it: the
+router option list (:func:`router_options`), the config it builds (:func:`router_config`), the
+reproducing command's output options (:func:`io_suffix`), the progress bars (:class:`RouterBars`)
+and the final report (:func:`report_router`).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import click
 
 from rsbench.errors import check_seed
 
-_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _train_images(value: str) -> int | None:
@@ -44,7 +50,7 @@ def _sigmas(value: str | None) -> tuple[float, ...] | None:
         ) from None
 
 
-def _common_options(func):
+def router_options(func):
     """Options shared by ``router`` and ``finetune`` (label stage, router recipe, I/O)."""
     options = [
         click.option(
@@ -224,7 +230,7 @@ def _common_options(func):
     return func
 
 
-def _config(experts: tuple[str, ...], options: dict[str, Any], **extra):
+def router_config(experts: tuple[str, ...], options: dict[str, Any], **extra):
     from rsbench.device import resolve as resolve_device
     from rsbench.train.router_config import RouterTrainConfig
 
@@ -261,7 +267,7 @@ def _config(experts: tuple[str, ...], options: dict[str, Any], **extra):
     )
 
 
-def _io_suffix(options: dict[str, Any], zoo_file: Path) -> str:
+def io_suffix(options: dict[str, Any], zoo_file: Path) -> str:
     parts = [f"--out {shlex.quote(str(options['out_dir']))}"]
     if options["zoo_file"]:
         parts.append(f"--zoo-file {shlex.quote(str(zoo_file))}")
@@ -271,7 +277,7 @@ def _io_suffix(options: dict[str, Any], zoo_file: Path) -> str:
     return " " + " ".join(parts)
 
 
-class _Bars:
+class RouterBars:
     """Rich progress bars for router events: one per expert's label stage (with ETA), one for training."""
 
     def __init__(self, title: str = "") -> None:
@@ -300,7 +306,7 @@ class _Bars:
         self.labels: dict[str, Any] = {}
         self.train: Any = None  # the rich task id of the training bar, once it starts
 
-    def __enter__(self) -> _Bars:
+    def __enter__(self) -> RouterBars:
         self.progress.__enter__()
         return self
 
@@ -386,7 +392,7 @@ def _print_label_plan(config, options: dict[str, Any]) -> None:
     )
 
 
-def _report_router(result) -> None:
+def report_router(result) -> None:
     stats = result.label_stats
     click.echo(
         f"labels: {stats['kept']}/{stats['images']} images certified by some expert; "
@@ -401,7 +407,7 @@ def _report_router(result) -> None:
 
 @click.command(
     "router",
-    context_settings=_SETTINGS,
+    context_settings=SETTINGS,
     epilog="""\b
 Examples:
   # a router over the three embedded Fashion-MNIST experts with the default recipe
@@ -429,7 +435,7 @@ Outputs in --out: <id>.safetensors, <id>.train.json; router + dual entries in --
 @click.argument("expert_ids", nargs=-1, required=True)
 @click.option("--id", "router_id", default=None, help="Router id (default <common prefix>-router).")
 @click.option("--dual-id", default=None, help="Dual entry id (default <common prefix>-dual).")
-@_common_options
+@router_options
 @click.option("--overwrite", is_flag=True, help="Replace entries with the same ids in --zoo-file.")
 @click.option(
     "--dry-run",
@@ -451,15 +457,15 @@ def router(expert_ids: tuple[str, ...], **options) -> None:
         torch.set_num_threads(int(options["threads"]))
     out_dir = Path(options["out_dir"])
     zoo_file = Path(options["zoo_file"]) if options["zoo_file"] else out_dir / "zoo.yaml"
-    config = _config(
+    config = router_config(
         expert_ids, options, router_id=options["router_id"], dual_id=options["dual_id"]
     )
     if options["dry_run"]:
         _print_label_plan(config, options)
         return
-    command = command_line(config) + _io_suffix(options, zoo_file)
+    command = command_line(config) + io_suffix(options, zoo_file)
     config = type(config)(**{**config.__dict__, "command": command})
-    with _Bars() as bars:
+    with RouterBars() as bars:
         result = train_router(
             config,
             out_dir,
@@ -471,89 +477,4 @@ def router(expert_ids: tuple[str, ...], **options) -> None:
             cache_dir=options["cache_dir"],
             progress=bars,
         )
-    _report_router(result)
-
-
-@click.command(
-    "finetune",
-    context_settings=_SETTINGS,
-    epilog="""\b
-Examples:
-  # one co-training round of the embedded dual model: new ids end in -ct
-  rsbench train finetune embedded-fmnist-dual --out runs/ct --zoo-file my_zoo.yaml
-  # fewer images and epochs for a quick try
-  rsbench train finetune my-fmnist-dual --zoo my_zoo.yaml --train-images 5000 --ft-epochs 1
-
-\b
-One round (the paper found one enough): the dual entry's router assigns each training image to an
-expert (argmax of the router's mean softmax over --assign-copies noisy copies at sigma_router);
-each expert with weights of our own is fine-tuned at its sigma on its assigned images, mixed with
---replay of its other training images (so it keeps what it knows), with a small --ft-lr for
---ft-epochs; then labels are recomputed for the new experts and a new router is trained. Writes
-NEW entries (<id><suffix>), never overwrites existing ones.
-""",
-)
-@click.argument("dual_id")
-@click.option("--suffix", default="-ct", show_default=True, help="Appended to every new id.")
-@click.option(
-    "--ft-epochs", default=2, show_default=True, type=int, help="Expert fine-tuning epochs."
-)
-@click.option(
-    "--ft-lr", default=2e-4, show_default=True, type=float, help="Expert fine-tuning LR (Adam)."
-)
-@click.option("--ft-batch-size", default=128, show_default=True, type=int)
-@click.option(
-    "--replay",
-    default=0.5,
-    show_default=True,
-    type=float,
-    help="Share of each fine-tuning batch drawn from images NOT assigned to the expert.",
-)
-@click.option(
-    "--assign-copies",
-    default=8,
-    show_default=True,
-    type=int,
-    help="Noisy copies averaged for the router's assignment.",
-)
-@_common_options
-def finetune(dual_id: str, **options) -> None:
-    """Co-train DUAL_ID's experts with its router for one round; write new -ct entries.
-
-    Experts without weights of our own (not a local file or package source) are kept as they
-    are. The router is always retrained on labels of the new experts.
-    """
-    import torch
-
-    from rsbench.train.finetune import FinetuneConfig, command_line, finetune_dual
-
-    if options["threads"]:
-        torch.set_num_threads(int(options["threads"]))
-    out_dir = Path(options["out_dir"])
-    zoo_file = Path(options["zoo_file"]) if options["zoo_file"] else out_dir / "zoo.yaml"
-    router_config = _config((), options)
-    config = FinetuneConfig(
-        dual_id=dual_id,
-        suffix=options["suffix"],
-        epochs=options["ft_epochs"],
-        lr=options["ft_lr"],
-        batch_size=options["ft_batch_size"],
-        replay=options["replay"],
-        assign_copies=options["assign_copies"],
-        router=router_config,
-    )
-    command = command_line(config) + _io_suffix(options, zoo_file)
-    config = FinetuneConfig(**{**config.__dict__, "command": command})
-    with _Bars() as bars:
-        result = finetune_dual(
-            config,
-            out_dir,
-            zoo_file=zoo_file,
-            zoo_paths=list(options["zoo_paths"]),
-            cache_dir=options["cache_dir"],
-            progress=bars,
-        )
-    for old, new in result.experts.items():
-        click.echo(f"expert {old} -> {new}")
-    click.echo(f"assignment shares: {result.assignment_share}")
-    _report_router(result.router)
+    report_router(result)
