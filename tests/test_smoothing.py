@@ -231,3 +231,33 @@ def test_wide_noise_on_cuda_draws_float64_on_the_device(fake_cuda) -> None:
         blocks.append(block)
     expected = torch.bincount(torch.cat(blocks).flatten(1)[:, :k].argmax(1), minlength=k)
     assert votes[0].tolist() == expected.tolist()
+
+
+def test_the_one_per_image_wrapper_equals_the_batch_for_every_smoothed_model() -> None:
+    """``certify(image, ..., index=i)`` (and ``predict``) of the expert, the dual and the cascade
+    come from one shared wrapper (``CertifiesOne`` / ``PredictsOne``): each equals row ``i`` of a
+    batch with the same dataset, split, seed and stage."""
+    from rsbench.cascade import CascadeSmoothed
+    from rsbench.dual import DualSmoothed
+    from rsbench.smoothing import CertifiesOne, PredictsOne
+
+    torch.manual_seed(3)
+    nets = [nn.Sequential(nn.Flatten(), nn.Linear(12, k)) for k in (4, 4, 2)]
+    models = [
+        SmoothedClassifier(nets[0], 4, sigma=0.5),
+        DualSmoothed(nets[2], nets[:2], [0.25, 0.5], sigma_router=0.5, num_classes=4),
+        CascadeSmoothed(nets[:2], [0.5, 0.25], num_classes=4),
+    ]
+    images, indices = torch.rand(3, 3, 2, 2), [7, 11, 40]
+    where = {"dataset": "toy", "split": "val", "stage": 2}
+    for model in models:
+        assert isinstance(model, CertifiesOne)
+        batch = model.certify_batch(images, 20, 200, 0.01, 5, indices, **where)
+        for image, index, cert in zip(images, indices, batch):
+            one = model.certify(image, 20, 200, 0.01, seed=5, index=index, **where)
+            assert repr(one) == repr(cert)  # repr: NaN fields (cascade stages) compare equal
+        if isinstance(model, PredictsOne):
+            batch = model.predict_batch(images, 200, 0.01, 5, indices, **where)
+            for image, index, pred in zip(images, indices, batch):
+                assert model.predict(image, 200, 0.01, seed=5, index=index, **where) == pred
+    assert not isinstance(models[2], PredictsOne)  # a cascade has no PREDICT

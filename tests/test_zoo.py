@@ -439,6 +439,8 @@ def test_cli_list_json_and_rich():
     result = _cli(["zoo", "list"])
     assert result.exit_code == 0 and "unpinned" in result.output
     assert "smoothadv-imagenet-resnet50-pgd1-eps1024-s1.00" in result.output
+    cascade = next(line for line in result.output.splitlines() if "embedded-fmnist-cascade" in line)
+    assert "3 stages" in cascade and "None" not in cascade  # a cascade has no router
 
 
 def test_cli_show_hash_and_unknown_id(tmp_path):

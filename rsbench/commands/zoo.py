@@ -171,7 +171,9 @@ def list_cmd(
         sigma = f"{row['train_sigma']:.2f}" if row["train_sigma"] is not None else "-"
         if row["sigmas"]:  # a denoised expert: the sigmas it serves
             sigma = ",".join(f"{s:g}" for s in row["sigmas"])
-        arch = row["arch"] or f"router {row['router']}"
+        arch = row["arch"] or (
+            f"router {row['router']}" if row["router"] else f"{len(row['experts'])} stages"
+        )
         cells = [row["id"], row["kind"], row["dataset"], sigma, arch, pinned, cached]
         source = row["source_type"] or "-"
         if row["revision"]:
