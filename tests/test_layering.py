@@ -152,3 +152,62 @@ def test_the_weights_parts_know_no_zoo_or_model() -> None:
     for name in sorted(WEIGHT_PARTS):
         ours, _ = _imports(ast.parse((PACKAGE / f"{name}.py").read_text()))
         assert ours <= WEIGHT_PARTS_MAY_IMPORT, (name, sorted(ours - WEIGHT_PARTS_MAY_IMPORT))
+
+
+def _dotted_imports(tree) -> set[str]:
+    """rsbench modules imported anywhere in ``tree``, as dotted names below ``rsbench``
+    (``from rsbench.report.tables import notes`` -> ``report.tables``)."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "rsbench":
+                found.update(alias.name for alias in node.names)
+            elif node.module.startswith("rsbench."):
+                found.add(node.module.removeprefix("rsbench."))
+        elif isinstance(node, ast.Import):
+            found.update(
+                a.name.removeprefix("rsbench.") for a in node.names if a.name.startswith("rsbench.")
+            )
+    return found
+
+
+#: What each module of the results and report layers may import from rsbench. The results layer
+#: reads and writes rows (schema -> storage -> rescore); it never loads a model or renders. The
+#: report layer only reads rows it is given (leaderboard -> tables -> terminal / page; plots).
+ROWS_MAY_IMPORT = {
+    "results/schema.py": {"errors"},
+    "results/provenance.py": {"__version__"},
+    "results/storage.py": {"errors", "results.schema", "results.provenance"},
+    "results/importers.py": {"errors", "results.schema", "stats", "protocols"},
+    "results/rescore.py": {
+        "errors",
+        "results.storage",
+        "results.provenance",
+        "smoothing",
+        "dual",
+        "cascade",
+        "protocols",
+    },
+    "report/leaderboard.py": {"errors", "metrics", "protocols"},
+    "report/tables.py": {"metrics", "report.leaderboard"},
+    "report/terminal.py": {"report.leaderboard", "report.tables"},
+    "report/plots.py": {"errors", "metrics", "output", "report.leaderboard"},
+    "report/page.py": {"metrics", "report.leaderboard", "report.tables", "report.plots"},
+}
+
+
+def test_results_and_report_modules_import_in_one_direction() -> None:
+    import ast
+
+    listed = {
+        str(p.relative_to(PACKAGE))
+        for folder in ("results", "report")
+        for p in (PACKAGE / folder).glob("*.py")
+        if p.name != "__init__.py"
+    }
+    assert listed == set(ROWS_MAY_IMPORT), "list every new module of results/ and report/ here"
+    for name, allowed in sorted(ROWS_MAY_IMPORT.items()):
+        imported = _dotted_imports(ast.parse((PACKAGE / name).read_text()))
+        assert imported <= allowed, (name, sorted(imported - allowed))
