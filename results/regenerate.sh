@@ -16,7 +16,7 @@
 #     (the sigma 0.25 run stops after 427 images), protocol `cohen-alpha0.01`. Their printed radii
 #     reach 3.91 sigma, above the 3.81 sigma cap of n = 100,000 at alpha = 0.001, but all fit
 #     alpha = 0.01, so they are imported with alpha = 0.01 (docs/results-schema.md, "Imported logs").
-#   The protocol of each import is validated (rsbench.runner.PROTOCOLS); radii are recomputed from
+#   The protocol of each import is validated (rsbench/protocols.yaml); radii are recomputed from
 #   the reconstructed counts (--radius-from count, conservative; the leaderboard's `reported`
 #   column holds the authors' own numbers).
 #   Source: tests/data/reference_logs (gzipped copies of the published logs; override with
