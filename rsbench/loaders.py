@@ -27,7 +27,8 @@ def _checked_id(zoo: Zoo, entry: str | ZooEntry, kind: str) -> str:
     entry_id = entry if isinstance(entry, str) else entry.id
     found = zoo.get(entry_id).kind
     if found != kind:
-        raise ConfigError(f"{entry_id} is a {found} entry, not a {kind} one")
+        article = "an" if found[0] in "aeiou" else "a"
+        raise ConfigError(f"{entry_id} is {article} {found} entry, not a {kind} one")
     return entry_id
 
 
