@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from rsbench import runner
+from rsbench import runconfig, runner
 from rsbench.archs import build_architecture
 from rsbench.smoothing import SmoothedClassifier
 
@@ -31,7 +31,7 @@ def certify_rate(model, images, batch: int, threads: int, n0: int, n: int) -> fl
     """Certified noisy samples per second for ``images``, grouped as the runner groups them."""
     torch.set_num_threads(threads)
     smoothed = SmoothedClassifier(model, 10, 0.5, batch_size=batch)
-    config = runner.RunConfig(
+    config = runconfig.RunConfig(
         model_id="bench", kind="expert", dataset="d", split="s", protocol="cpu", n0=n0, n=n,
         alpha=0.001, batch_size=batch, chunk_size=64,
     )  # fmt: skip

@@ -9,7 +9,7 @@ n0 / n and sigma with
   that classifier),
 
 in interleaved rounds, and prints the median samples per second of each and their ratio. It also
-prints what ``rsbench certify --dry-run`` measures for each (``runner.measure_throughput`` on the
+prints what ``rsbench certify --dry-run`` measures for each (``certifiers.measure_throughput`` on the
 composed model), to show the estimate includes the denoiser. Never asserts.
 
     python bench/denoised_throughput.py                     # 32 images, n0 = 100, n = 1000, sigma 0.5
@@ -43,8 +43,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from rsbench import certifiers
     from rsbench import device as D
-    from rsbench import runner
     from rsbench.data import load_dataset
     from rsbench.models import load_model
     from rsbench.smoothing import SmoothedClassifier
@@ -89,11 +89,11 @@ def main() -> None:
         print(f"  {name:9s} {value:12,.0f} samples/s")
     print(f"  ratio     bare / denoised = {medians['bare'] / medians['denoised']:.1f}x")
     dry = {
-        name: runner.measure_throughput(certifier, images[0])
+        name: certifiers.measure_throughput(certifier, images[0])
         for name, certifier in (("bare", bare), ("denoised", denoised))
     }
     print(
-        "  --dry-run throughput (runner.measure_throughput): "
+        "  --dry-run throughput (certifiers.measure_throughput): "
         + ", ".join(f"{k} {v:,.0f} samples/s" for k, v in dry.items())
     )
 

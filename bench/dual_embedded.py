@@ -81,12 +81,12 @@ def remove_stale_runs(jobs: list[str], out: Path) -> None:
     """Delete run directories of the jobs' models whose configuration is not the current one.
 
     The current run directory of each job is the one ``rsbench certify`` would write now
-    (:meth:`rsbench.runner.RunConfig.run_name`); any other ``<id>-custom-*`` directory of that id is
+    (:meth:`rsbench.runconfig.RunConfig.run_name`); any other ``<id>-custom-*`` directory of that id is
     from an older configuration (e.g. an older noise scheme) and would be scored twice.
     """
     import shutil
 
-    from rsbench import runner
+    from rsbench import runconfig
     from rsbench.zoo import load_zoo
 
     zoo = load_zoo()
@@ -97,7 +97,7 @@ def remove_stale_runs(jobs: list[str], out: Path) -> None:
             continue
         options = JOB_OPTIONS.get(job, [])
         split = options[1] if options[:1] == ["--alpha-split"] else None
-        config = runner.resolve_config(
+        config = runconfig.resolve_config(
             zoo.get(model_id),
             zoo=zoo,
             protocol="cpu",

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from rsbench import runner
+from rsbench import runconfig, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 DUAL, EXPERT = "embedded-fmnist-dual", "embedded-fmnist-s0.50"
@@ -73,9 +73,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=48)
     parser.add_argument("--n0", type=int, default=100)
     parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--batch", type=int, default=runner.DEFAULT_BATCH)
+    parser.add_argument("--batch", type=int, default=runconfig.DEFAULT_BATCH)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=runner.EMBEDDED_DEFAULT_THREADS)
+    parser.add_argument("--threads", type=int, default=runconfig.EMBEDDED_DEFAULT_THREADS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from rsbench.data import load_dataset
@@ -83,7 +83,7 @@ def main() -> None:
     zoo, dual, expert = load(args.batch)
     data = load_dataset("fashion-mnist", "embedded")
     images = data.images(range(args.images))
-    config = runner.RunConfig(
+    config = runconfig.RunConfig(
         model_id=DUAL, kind="dual", dataset="fashion-mnist", split="embedded", protocol="cpu",
         n0=args.n0, n=args.n, alpha=0.001, batch_size=args.batch,
     )  # fmt: skip

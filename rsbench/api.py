@@ -4,7 +4,7 @@
   returns a ready network: a :class:`~rsbench.smoothing.SmoothedClassifier` (expert, or denoised
   expert at one of its sigmas), a :class:`~rsbench.dual.DualSmoothed` or a
   :class:`~rsbench.cascade.CascadeSmoothed`, with verified weights on the device. Sigma,
-  sigma_router, the alpha split and p0 are resolved by :func:`rsbench.runner.resolve_config`, the
+  sigma_router, the alpha split and p0 are resolved by :func:`rsbench.runconfig.resolve_config`, the
   one place ``rsbench certify`` resolves them too, so a loaded model certifies with exactly the
   values a run records.
 * :func:`certify` runs what ``rsbench certify IDS ...`` runs (the same function,
@@ -73,11 +73,11 @@ def load(
     dataset=..., split=...)`` on the result; with the noise keys of a run it returns the run's
     certificates.
     """
-    from rsbench import runner
+    from rsbench import certifiers, runconfig
 
     zoo = _zoo(zoo)
     entry = zoo.get(model_id)
-    config = runner.resolve_config(
+    config = runconfig.resolve_config(
         entry,
         zoo=zoo,
         sigma=sigma,
@@ -86,13 +86,13 @@ def load(
         p0=p0,
         alpha_split=alpha_split,
         device=device,
-        batch_size=runner.DEFAULT_BATCH if batch_size is None else batch_size,
+        batch_size=runconfig.DEFAULT_BATCH if batch_size is None else batch_size,
         precision=precision,
         noise_dtype=noise_dtype,
         channels_last=channels_last,
         compile=compile,
     )
-    certifier, _ = runner.certifier_for(
+    certifier, _ = certifiers.certifier_for(
         config, zoo, config.device, cache_dir=cache_dir, require_pinned=require_pinned
     )
     return certifier

@@ -3,7 +3,7 @@
 They are shortcuts of :func:`rsbench.load` (the one loader, :mod:`rsbench.api`) that refuse an
 entry of another kind, so a script that means a dual model cannot silently get an expert. Every
 value (sigmas, ``sigma_router``, the alpha split, ``p0``, the stage order) is resolved where
-``rsbench certify`` resolves it (:func:`rsbench.runner.resolve_config`), and each network is
+``rsbench certify`` resolves it (:func:`rsbench.runconfig.resolve_config`), and each network is
 fetched, verified and loaded once. They live on the zoo side so that :mod:`rsbench.dual` and
 :mod:`rsbench.cascade` stay pure (no zoo, no files), like :mod:`rsbench.smoothing`.
 """

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from rsbench import runner
+from rsbench import certifiers, runconfig
 from rsbench.commands.certify import certify
 from rsbench.commands.results import rescore
 from rsbench.data import parse_indices
@@ -82,14 +82,14 @@ def _plain(value):
 
 def test_cascade_options_and_identity() -> None:
     zoo = load_zoo()
-    expert = runner.resolve_config(zoo.get("embedded-fmnist-s0.50"), zoo=zoo)
+    expert = runconfig.resolve_config(zoo.get("embedded-fmnist-s0.50"), zoo=zoo)
     assert "p0" not in expert.identity_fields() and "alpha_split" not in expert.identity_fields()
-    union = runner.resolve_config(zoo.get(CASCADE), zoo=zoo)
-    reference = runner.resolve_config(zoo.get(CASCADE), zoo=zoo, alpha_split="reference")
-    higher = runner.resolve_config(zoo.get(CASCADE), zoo=zoo, p0=0.6)
+    union = runconfig.resolve_config(zoo.get(CASCADE), zoo=zoo)
+    reference = runconfig.resolve_config(zoo.get(CASCADE), zoo=zoo, alpha_split="reference")
+    higher = runconfig.resolve_config(zoo.get(CASCADE), zoo=zoo, p0=0.6)
     assert len({union.identity(), reference.identity(), higher.identity()}) == 3
     assert union.sigmas == (1.0, 0.5, 0.25)
-    assert runner.samples_per_image(union) == 3 * (union.n0 + union.n)
+    assert certifiers.samples_per_image(union) == 3 * (union.n0 + union.n)
 
 
 def test_cascade_user_mistakes_are_one_line(tmp_path, capsys) -> None:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from rsbench import runner
+from rsbench import protocols, runconfig
 from rsbench.commands.certify import certify
 from rsbench.commands.results import rescore
 from rsbench.commands.sweep import load_sweep, sweep
@@ -202,8 +202,8 @@ def test_shipped_sweep_files_are_valid():
     for path in files:
         spec = load_sweep(path)
         for protocol in spec["protocols"]:
-            runner.get_protocol(protocol)
-    assert load_sweep(folder / "embedded.yaml")["ids"] == list(runner.EMBEDDED_DEFAULT_IDS)
+            protocols.get_protocol(protocol)
+    assert load_sweep(folder / "embedded.yaml")["ids"] == list(runconfig.EMBEDDED_DEFAULT_IDS)
 
 
 def test_rescore_same_alpha_reproduces_rows_exactly(single, tmp_path):
@@ -275,9 +275,9 @@ def test_embedded_default_plan():
     from rsbench.zoo import load_zoo
 
     zoo = load_zoo()
-    missing = [i for i in runner.EMBEDDED_DEFAULT_IDS if i not in zoo]
+    missing = [i for i in runconfig.EMBEDDED_DEFAULT_IDS if i not in zoo]
     if missing:
         pytest.skip(f"embedded zoo entries not shipped yet: {missing}")
     result = _invoke(certify, ["--dry-run", "--out", "unused-results-dir"])
-    assert all(i in result.output for i in runner.EMBEDDED_DEFAULT_IDS)
+    assert all(i in result.output for i in runconfig.EMBEDDED_DEFAULT_IDS)
     assert not Path("unused-results-dir").exists()

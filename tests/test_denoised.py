@@ -314,7 +314,8 @@ def test_bad_denoised_entries_name_the_field(change, message) -> None:
 
 def test_denoised_expert_certifies_at_each_sigma_with_its_own_identity(tmp_path) -> None:
     from rsbench.results import read_results, read_run_json
-    from rsbench.runner import resolve_config, run_certification
+    from rsbench.runconfig import resolve_config
+    from rsbench.runner import run_certification
     from rsbench.zoo import load_zoo
 
     zoo = load_zoo([_zoo_file(tmp_path)], include_packaged=False)
@@ -340,7 +341,8 @@ def test_denoised_expert_certifies_at_each_sigma_with_its_own_identity(tmp_path)
 def test_dual_over_one_denoised_expert_routes_between_its_sigmas(tmp_path) -> None:
     from rsbench.loaders import load_dual
     from rsbench.results import read_results
-    from rsbench.runner import resolve_config, run_certification
+    from rsbench.runconfig import resolve_config
+    from rsbench.runner import run_certification
     from rsbench.zoo import load_zoo
 
     zoo = load_zoo([_zoo_file(tmp_path)], include_packaged=False)
@@ -405,7 +407,8 @@ def test_small_denoiser_is_registered_small_and_sigma_conditional() -> None:
 def test_cascade_over_one_denoised_expert_runs_its_stages_at_served_sigmas(tmp_path) -> None:
     from rsbench.loaders import load_cascade
     from rsbench.results import read_results
-    from rsbench.runner import resolve_config, run_certification
+    from rsbench.runconfig import resolve_config
+    from rsbench.runner import run_certification
     from rsbench.zoo import load_zoo
 
     zoo = load_zoo([_zoo_file(tmp_path)], include_packaged=False)
@@ -439,7 +442,8 @@ def test_sweep_runs_a_denoised_id_at_every_served_sigma(tmp_path) -> None:
 def test_leaderboard_ranks_a_denoised_expert_at_each_sigma_with_its_time(tmp_path) -> None:
     from rsbench.report import build_leaderboard
     from rsbench.results import read_results
-    from rsbench.runner import resolve_config, run_certification
+    from rsbench.runconfig import resolve_config
+    from rsbench.runner import run_certification
     from rsbench.zoo import load_zoo
 
     zoo = load_zoo([_zoo_file(tmp_path)], include_packaged=False)
@@ -457,7 +461,7 @@ def test_leaderboard_ranks_a_denoised_expert_at_each_sigma_with_its_time(tmp_pat
 
 
 def test_dry_run_throughput_runs_the_denoiser_on_every_sample() -> None:
-    from rsbench.runner import measure_throughput
+    from rsbench.certifiers import measure_throughput
 
     calls = []
 

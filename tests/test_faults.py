@@ -23,7 +23,7 @@ import torch
 from helpers.cli import ARCH, assert_one_clear_error, run_many, write_weights, zoo_text
 from torch import nn
 
-from rsbench import results, runner
+from rsbench import results, runconfig, runner
 from rsbench.dual import DualSmoothed
 from rsbench.errors import ConfigError, ResultsError, RSBenchError
 from rsbench.results import storage
@@ -49,8 +49,8 @@ def zoo(zoo_dir):
     return load_zoo([zoo_dir / "zoo.yaml"])
 
 
-def _config(zoo, **overrides) -> runner.RunConfig:
-    return runner.resolve_config(zoo.get("tiny-s0.25"), zoo=zoo, **{**SMALL, **overrides})
+def _config(zoo, **overrides) -> runconfig.RunConfig:
+    return runconfig.resolve_config(zoo.get("tiny-s0.25"), zoo=zoo, **{**SMALL, **overrides})
 
 
 def _rows(run_dir: Path) -> pd.DataFrame:

@@ -211,3 +211,43 @@ def test_results_and_report_modules_import_in_one_direction() -> None:
     for name, allowed in sorted(ROWS_MAY_IMPORT.items()):
         imported = _dotted_imports(ast.parse((PACKAGE / name).read_text()))
         assert imported <= allowed, (name, sorted(imported - allowed))
+
+
+#: The run layer (docs/architecture.md): what each module may import from rsbench at module level.
+RUNS_MAY_IMPORT = {
+    "runconfig": {"device", "errors", "noise", "protocols", "results"},
+    "store": {"errors", "noise", "results", "runconfig"},
+    "distributed": {"device", "errors"},
+    "certifiers": {"device", "errors", "runconfig"},
+    "runner": {"certifiers", "device", "distributed", "errors", "results", "runconfig", "store"},
+}
+
+
+def _module_level_imports(tree) -> set[str]:
+    """rsbench modules imported at module level (not inside functions or ``if TYPE_CHECKING``)."""
+    import ast
+
+    found = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "rsbench":
+                found.update(alias.name for alias in node.names)
+            elif node.module.startswith("rsbench."):
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("rsbench."))
+    return found
+
+
+def test_the_run_modules_import_downward() -> None:
+    """runconfig -> store | distributed | certifiers -> runner, as the module map says; none of the
+    parts reaches the runner, the API or the CLI, even lazily."""
+    import ast
+
+    for name, allowed in RUNS_MAY_IMPORT.items():
+        tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+        imported = _module_level_imports(tree)
+        assert imported <= allowed, (name, sorted(imported - allowed))
+        if name != "runner":
+            upward = _imports(tree)[0] & {"runner", "api", "commands", "cli"}
+            assert not upward, (name, sorted(upward))

@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from rsbench import runner
+from rsbench import distributed, runconfig, runner
 from rsbench.noise import NoiseKey, noise_keys
 from rsbench.results import read_results, read_run_json
 from rsbench.sampling import NOISE_BLOCK, PAD_LEVELS, VoteCounter, pad_size
@@ -178,7 +178,7 @@ def zoo(zoo_file):
 
 
 def _config(zoo, **overrides):
-    return runner.resolve_config(zoo.get("tiny-s0.25"), zoo=zoo, **{**SMALL, **overrides})
+    return runconfig.resolve_config(zoo.get("tiny-s0.25"), zoo=zoo, **{**SMALL, **overrides})
 
 
 def test_identity_covers_precision_layout_and_compile_only_when_on(zoo) -> None:
@@ -232,7 +232,7 @@ def test_compiled_run_equals_the_eager_run(zoo, tmp_path) -> None:
 
 
 def test_images_per_call() -> None:
-    make = runner.RunConfig
+    make = runconfig.RunConfig
     common = dict(model_id="m", kind="expert", dataset="d", split="s", protocol="p", alpha=0.001)
     assert runner.images_per_call(make(n0=100, n=1000, batch_size=1000, **common)) == 8
     assert runner.images_per_call(make(n0=100, n=100_000, batch_size=1000, **common)) == 1
@@ -279,15 +279,19 @@ def test_gpu_benchmark_script_runs_on_cpu(tmp_path) -> None:
 def test_small_networks_default_to_one_thread_on_cpu(zoo) -> None:
     embedded = load_zoo()
     expert = embedded.get("embedded-fmnist-s0.50")  # fmnist_cnn
-    assert runner.default_threads(expert, embedded, "cpu") == runner.EMBEDDED_DEFAULT_THREADS == 1
-    assert runner.default_threads(expert, embedded, "cuda:0") is None
+    assert (
+        runconfig.default_threads(expert, embedded, "cpu")
+        == runconfig.EMBEDDED_DEFAULT_THREADS
+        == 1
+    )
+    assert runconfig.default_threads(expert, embedded, "cuda:0") is None
     dual = embedded.get("embedded-fmnist-dual")  # pooled_mlp router, fmnist_cnn experts
-    assert runner.default_threads(dual, embedded, "cpu") == 1
-    assert runner.default_threads(zoo.get("tiny-dual"), zoo, "cpu") is None  # a user arch
-    config = runner.resolve_config(expert, zoo=embedded, protocol="cpu", device="cpu")
+    assert runconfig.default_threads(dual, embedded, "cpu") == 1
+    assert runconfig.default_threads(zoo.get("tiny-dual"), zoo, "cpu") is None  # a user arch
+    config = runconfig.resolve_config(expert, zoo=embedded, protocol="cpu", device="cpu")
     assert config.threads == 1 and "threads" not in config.identity_fields()
     before = torch.get_num_threads()
-    with runner.torch_threads(1):
+    with distributed.torch_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from rsbench import protocols, runner
+from rsbench import protocols
 from rsbench.errors import ConfigError
 
 
@@ -16,8 +16,6 @@ def test_packaged_table_loads_with_the_published_numbers() -> None:
     assert cohen.subset_for("cifar10") == protocols.Subset("test", stride=20)
     assert protocols.get_protocol("cpu").subset_for("svhn") == protocols.Subset("test", stride=40)
     assert protocols.get_protocol("cohen-alpha0.01").alpha == 0.01
-    # the runner serves the same objects (one registry)
-    assert runner.PROTOCOLS is protocols.PROTOCOLS and runner.get_protocol is protocols.get_protocol
     with pytest.raises(ConfigError, match="unknown protocol 'nope'; known: cohen"):
         protocols.get_protocol("nope")
 

@@ -387,7 +387,7 @@ def _reported_cells(boards):
 
 
 def test_committed_reference_results_follow_their_protocols_and_the_published_numbers():
-    from rsbench import runner
+    from rsbench import protocols
     from rsbench.results import import_cohen_log, read_results
     from rsbench.zoo import load_zoo
 
@@ -403,8 +403,8 @@ def test_committed_reference_results_follow_their_protocols_and_the_published_nu
     for (protocol, dataset, split, n0, n, alpha), rows in df.groupby(
         ["protocol", "dataset", "split", "n0", "n", "alpha"]
     ):
-        deviation = runner.protocol_deviation(
-            runner.PROTOCOLS[protocol], dataset, split, n0, n, alpha, rows["index"].tolist()
+        deviation = protocols.protocol_deviation(
+            protocols.PROTOCOLS[protocol], dataset, split, n0, n, alpha, rows["index"].tolist()
         )
         assert deviation is None, (protocol, deviation)
     # radii recomputed from the smallest consistent counts: never above the published numbers

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from helpers.tiny_zoo import make_zoo
 
-from rsbench import runner
+from rsbench import distributed, protocols, runconfig, runner
 from rsbench.errors import ConfigError, ResultsError
 from rsbench.results import list_parts, read_results, read_run_json
 from rsbench.zoo import load_zoo
@@ -32,7 +32,7 @@ def zoo(zoo_file):
 
 def _config(zoo, model_id="tiny-s0.25", **overrides):
     kwargs = {**SMALL, **overrides}
-    return runner.resolve_config(zoo.get(model_id), zoo=zoo, **kwargs)
+    return runconfig.resolve_config(zoo.get(model_id), zoo=zoo, **kwargs)
 
 
 def _rows(path) -> pd.DataFrame:
@@ -59,25 +59,25 @@ def reference(zoo, tmp_path_factory):
 
 
 def test_protocols():
-    cohen = runner.PROTOCOLS["cohen"]
+    cohen = protocols.PROTOCOLS["cohen"]
     assert (cohen.n0, cohen.n, cohen.alpha) == (100, 100_000, 0.001)
-    assert cohen.subset_for("cifar10") == runner.Subset("test", stride=20)
-    assert cohen.subset_for("imagenet") == runner.Subset("val", stride=100)
-    dual = runner.PROTOCOLS["dualrs"]
+    assert cohen.subset_for("cifar10") == protocols.Subset("test", stride=20)
+    assert cohen.subset_for("imagenet") == protocols.Subset("val", stride=100)
+    dual = protocols.PROTOCOLS["dualrs"]
     assert (dual.n0, dual.n, dual.alpha) == (100, 10_000, 0.001)
     assert dual.subset_for("cifar10").stride == 1
     assert (
-        runner.PROTOCOLS[runner.EMBEDDED_DEFAULT_PROTOCOL].subset_for("fashion-mnist").split
+        protocols.PROTOCOLS[runconfig.EMBEDDED_DEFAULT_PROTOCOL].subset_for("fashion-mnist").split
         == "embedded"
     )
     with pytest.raises(ConfigError, match="unknown protocol"):
-        runner.get_protocol("nope")
+        protocols.get_protocol("nope")
 
 
 def test_identity_and_protocol_name(zoo):
     base = _config(zoo)
     assert base.protocol == "custom"  # n0/n/limit differ from the cpu protocol
-    named = runner.resolve_config(zoo.get("tiny-s0.25"), protocol="cpu")
+    named = runconfig.resolve_config(zoo.get("tiny-s0.25"), protocol="cpu")
     assert named.protocol == "cpu" and (named.n0, named.n, named.alpha) == (100, 1000, 0.001)
     assert named.sigma == 0.25 and named.split == "embedded" and named.stride == 8
     # batch size and chunk size do not change results, hence not the run
@@ -89,7 +89,7 @@ def test_identity_and_protocol_name(zoo):
     with pytest.raises(ConfigError, match="dual entry"):
         _config(zoo, "tiny-dual", sigma=0.5)
     with pytest.raises(ConfigError, match="router"):
-        runner.resolve_config(zoo.get("tiny-router"), zoo=zoo)
+        runconfig.resolve_config(zoo.get("tiny-router"), zoo=zoo)
 
 
 def test_rows_carry_the_configuration(zoo, reference):
@@ -173,28 +173,31 @@ def test_shards_together_equal_the_unsharded_run(zoo, tmp_path, reference):
 
 
 def test_shard_parsing_and_torchrun_composition():
-    assert runner.parse_shard("1/4") == (1, 4)
+    assert distributed.parse_shard("1/4") == (1, 4)
     for bad in ("4/4", "x", "1/0"):
         with pytest.raises(ConfigError):
-            runner.parse_shard(bad)
-    info = runner.DistInfo(rank=1, world_size=2, local_rank=1)
-    assert runner.combine_shards((0, 1), info) == (1, 2)
+            distributed.parse_shard(bad)
+    info = distributed.DistInfo(rank=1, world_size=2, local_rank=1)
+    assert distributed.combine_shards((0, 1), info) == (1, 2)
     # ranks split shard 1/3 into 1/6 and 4/6: positions p with p % 6 in {1, 4} == p % 3 == 1
-    parts = [runner.combine_shards((1, 3), runner.DistInfo(r, 2, r)) for r in (0, 1)]
+    parts = [distributed.combine_shards((1, 3), distributed.DistInfo(r, 2, r)) for r in (0, 1)]
     assert parts == [(1, 6), (4, 6)]
     covered = sorted(p for i, n in parts for p in range(60) if p % n == i)
     assert covered == [p for p in range(60) if p % 3 == 1]
-    assert runner.rank_device("cuda", info) == "cuda:1" and runner.rank_device("cpu", info) == "cpu"
+    assert (
+        distributed.rank_device("cuda", info) == "cuda:1"
+        and distributed.rank_device("cpu", info) == "cpu"
+    )
     env = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}
-    assert runner.dist_info(env) == info and not runner.dist_info({}).active
+    assert distributed.dist_info(env) == info and not distributed.dist_info({}).active
 
 
 _SCRIPT = """
 import sys, time
-from rsbench import runner
+from rsbench import runconfig, runner
 from rsbench.zoo import load_zoo
 zoo = load_zoo([sys.argv[1]])
-config = runner.resolve_config(zoo.get("tiny-s0.25"), zoo=zoo, protocol="cpu", n0=10, n=100, limit=24,
+config = runconfig.resolve_config(zoo.get("tiny-s0.25"), zoo=zoo, protocol="cpu", n0=10, n=100, limit=24,
                                chunk_size=5, batch_size=100)
 delay = float(sys.argv[3])
 def slow(event):
@@ -302,7 +305,7 @@ def test_identity_records_the_noise_scheme_and_the_device_type(zoo):
 
     fields = _config(zoo).identity_fields()
     assert fields["noise_scheme"] == NOISE_SCHEME and fields["device_type"] == "cpu"
-    assert fields["bounds_version"] == runner.BOUNDS_VERSION == 2  # Clopper-Pearson rounded down
+    assert fields["bounds_version"] == runconfig.BOUNDS_VERSION == 2  # Clopper-Pearson rounded down
     on_cuda = dataclasses.replace(_config(zoo), device="cuda:0")
     assert on_cuda.identity() != _config(zoo).identity()
 

@@ -68,7 +68,8 @@ def test_bad_settings_are_config_errors(tmp_path) -> None:
 
 def test_cli_writes_a_denoised_entry_that_certifies(tmp_path) -> None:
     from rsbench.cli import main_group as main
-    from rsbench.runner import resolve_config, run_certification
+    from rsbench.runconfig import resolve_config
+    from rsbench.runner import run_certification
     from rsbench.zoo import load_zoo
 
     zoo_file = tmp_path / "zoo.yaml"

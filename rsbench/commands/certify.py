@@ -235,17 +235,19 @@ def default_options() -> dict[str, Any]:
 def certify_ids(ids: Sequence[str], sigma: float | None, options: dict[str, Any]) -> list[Any]:
     """What ``rsbench certify IDS`` runs (``rsbench.certify`` calls it too): the embedded default
     when ``ids`` is empty, else each id under ``options``; returns the RunResults."""
-    from rsbench import runner
+    from rsbench import runconfig
 
     options = dict(options)
     embedded = not ids
-    ids = tuple(ids) or runner.EMBEDDED_DEFAULT_IDS
+    ids = tuple(ids) or runconfig.EMBEDDED_DEFAULT_IDS
     if embedded and options["protocol"] is None:
-        options["protocol"] = runner.EMBEDDED_DEFAULT_PROTOCOL
+        options["protocol"] = runconfig.EMBEDDED_DEFAULT_PROTOCOL
     if embedded and options["threads"] is None:
-        options["threads"] = runner.EMBEDDED_DEFAULT_THREADS
+        options["threads"] = runconfig.EMBEDDED_DEFAULT_THREADS
     if options["batch_size"] is None:
-        options["batch_size"] = runner.EMBEDDED_DEFAULT_BATCH if embedded else runner.DEFAULT_BATCH
+        options["batch_size"] = (
+            runconfig.EMBEDDED_DEFAULT_BATCH if embedded else runconfig.DEFAULT_BATCH
+        )
     jobs = [(model_id, sigma, options["protocol"] or "cpu") for model_id in ids]
     return run_jobs(jobs, options, leaderboard=not options["no_leaderboard"])
 
@@ -271,7 +273,7 @@ def _run_jobs(
 ) -> list[Any]:
     from rich.console import Console
 
-    from rsbench import runner
+    from rsbench import distributed, runconfig, runner, store
     from rsbench.commands.certify_view import print_leaderboard, print_plan
     from rsbench.results import default_results_dir
 
@@ -280,18 +282,18 @@ def _run_jobs(
     from rsbench.zoo import load_zoo
 
     console = Console(stderr=True)
-    info = runner.dist_info()
+    info = distributed.dist_info()
     if options.get("threads"):
         import torch
 
         torch.set_num_threads(check_count(options["threads"], "threads"))
     zoo = load_zoo(options["zoo_paths"])
-    shard = runner.parse_shard(options["shard"])
+    shard = distributed.parse_shard(options["shard"])
     indices = parse_indices(options["indices"]) if options["indices"] is not None else None
     prepared_runs = []
     for model_id, sigma, protocol in jobs:
         entry = zoo.get(model_id)
-        config = runner.resolve_config(
+        config = runconfig.resolve_config(
             entry,
             zoo=zoo,
             protocol=protocol,
@@ -330,9 +332,9 @@ def _run_jobs(
     results = []
     quiet = info.rank != 0 or bool(options.get("quiet", False))
     # one process group for all runs of this invocation (under torchrun)
-    with runner.distributed(runner.resolve_device(options["device"])):
+    with distributed.distributed(runconfig.resolve_device(options["device"])):
         for prepared in prepared_runs:
-            if skip_complete and runner.run_status(prepared.run_dir) == "complete":
+            if skip_complete and store.run_status(prepared.run_dir) == "complete":
                 if not quiet:
                     console.print(f"[green]complete[/green] {prepared.run_dir} (skipped)")
                 continue

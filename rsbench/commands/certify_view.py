@@ -2,7 +2,7 @@
 plan (with a measured cost estimate) and the leaderboard of the runs just made.
 
 Rendering only: the plan's numbers come from :mod:`rsbench.runner` (the prepared runs) and
-its throughput measurement; the tables from :mod:`rsbench.report`.
+:mod:`rsbench.certifiers` (throughput, samples per image); the tables from :mod:`rsbench.report`.
 Heavy modules (torch, rich, pandas) are imported inside the functions.
 """
 
@@ -54,7 +54,7 @@ def print_plan(prepared_runs: Sequence[Prepared], shard: tuple[int, int], consol
     per second and estimated time; then each run directory and the estimated total."""
     from rich.table import Table
 
-    from rsbench import runner
+    from rsbench import certifiers
     from rsbench.report import fit_columns
     from rsbench.results import list_parts, read_results
 
@@ -66,7 +66,7 @@ def print_plan(prepared_runs: Sequence[Prepared], shard: tuple[int, int], consol
         done = len(read_results(prepared.run_dir)) if list_parts(prepared.run_dir) else 0
         rate, note = throughput(prepared)
         todo = max(0, len(mine) - done) if shard[1] == 1 else len(mine)
-        seconds = runner.estimate_seconds(config, todo, rate) if rate else float("nan")
+        seconds = certifiers.estimate_seconds(config, todo, rate) if rate else float("nan")
         if math.isfinite(seconds):
             total += seconds
         sigma = (
@@ -124,7 +124,7 @@ def print_plan(prepared_runs: Sequence[Prepared], shard: tuple[int, int], consol
 def throughput(prepared: Prepared) -> tuple[float | None, str]:
     """Samples per second from a short warm-up forward, when the weights are available locally
     (else None and the reason, for the plan's samples/s cell)."""
-    from rsbench import runner, weights
+    from rsbench import certifiers, distributed, runner, weights
 
     entry = prepared.entry
     first = prepared.zoo.get(entry.experts[0]) if entry.kind in ("dual", "cascade") else entry
@@ -134,10 +134,10 @@ def throughput(prepared: Prepared) -> tuple[float | None, str]:
         and not weights.is_cached(first)
     ):
         return None, "weights not cached"
-    with runner.torch_threads(prepared.config.threads):
+    with distributed.torch_threads(prepared.config.threads):
         certifier, _ = runner.build_certifier(prepared, prepared.config.device)
         image = prepared.dataset.images([prepared.positions[0]])[0]
-        return runner.measure_throughput(certifier, image, seconds=0.5), ""
+        return certifiers.measure_throughput(certifier, image, seconds=0.5), ""
 
 
 def duration(seconds: float) -> str:

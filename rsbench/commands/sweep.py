@@ -143,7 +143,7 @@ def sweep(
     no_leaderboard: bool,
 ) -> None:
     """Run a grid of certifications (ids x sigmas x protocols) from a sweep YAML file."""
-    from rsbench.runner import DEFAULT_BATCH
+    from rsbench.runconfig import DEFAULT_BATCH
 
     spec = load_sweep(sweep_file)
     opts = dict(spec["options"])

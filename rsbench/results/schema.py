@@ -110,7 +110,7 @@ COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
 
 
 class RowSource(Protocol):
-    """What a row takes from the run's configuration (:class:`rsbench.runner.RunConfig` has it)."""
+    """What a row takes from the run's configuration (:class:`rsbench.runconfig.RunConfig` has it)."""
 
     @property
     def protocol(self) -> str: ...

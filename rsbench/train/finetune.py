@@ -281,7 +281,7 @@ def finetune_dual(
     """
 
     from rsbench.models import load_model
-    from rsbench.runner import dual_values
+    from rsbench.runconfig import dual_values
     from rsbench.zoo import load_zoo, parse_entry, read_zoo_file, write_entries
 
     _validate(config)
