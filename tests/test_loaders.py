@@ -35,7 +35,7 @@ def test_an_entry_of_another_kind_is_refused_before_anything_loads(zoo, loader, 
 
 
 def test_the_loaders_give_what_rsbench_load_gives(zoo):
-    """Same values (resolved once, by runner.resolve_config) and the same certificates."""
+    """Same values (resolved once, by runconfig.resolve_config) and the same certificates."""
     images, indices = torch.rand(2, 1, 28, 28), [3, 8]
     dual = load_dual(zoo, zoo.get(DUAL), sigma_router=1.0)  # an entry works like its id
     same = rsbench.load(DUAL, zoo, device="cpu", batch_size=1000, sigma_router=1.0)
