@@ -24,9 +24,10 @@ Names and splits:
 Subsets: :func:`select_indices` (``--stride``, ``--limit``, ``--indices``, ``--start``); the
 protocols' subsets live in the protocol registry (:meth:`rsbench.protocols.Protocol.indices`).
 
-This module owns the dataset names and facts, the :class:`ImageDataset` classes, where files are
-looked for and :func:`load_dataset`; the file formats are :mod:`rsbench.data_files` and the index
-subsets :mod:`rsbench.indices` (``select_indices`` and ``parse_indices`` are re-exported here).
+This module owns the :class:`ImageDataset` classes, where files are
+looked for and :func:`load_dataset`; the static facts are :mod:`rsbench.datasets`, the file formats
+:mod:`rsbench.data_files` and the index subsets :mod:`rsbench.indices` (their public names are
+re-exported here).
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -44,6 +44,10 @@ import torch
 from torch.utils.data import Dataset
 
 from rsbench.data_files import read_cifar_batch, read_idx
+from rsbench.datasets import DATASETS, dataset_info
+from rsbench.datasets import EMBEDDED_SIZE as EMBEDDED_SIZE
+from rsbench.datasets import SPLIT_PREFIXES as SPLIT_PREFIXES
+from rsbench.datasets import DatasetInfo as DatasetInfo
 from rsbench.errors import DataError
 from rsbench.indices import parse_indices as parse_indices
 from rsbench.indices import select_indices
@@ -54,100 +58,9 @@ log = logging.getLogger(__name__)
 DATA_ENV = "RSBENCH_DATA"
 #: where Debian's ``dataset-<name>`` packages put the original files
 DEBIAN_DATASETS = Path("/usr/share/datasets")
-#: number of images in the shipped Fashion-MNIST test subset
-EMBEDDED_SIZE = 2000
 
-#: Splits that are the first images of another split of the same dataset: (dataset, split) ->
-#: (the split result rows record, how many images). Rows name each sample in its source split
-#: (``runner`` writes ``fashion-mnist``/``test`` for the embedded subset), so protocol checks
-#: accept that split for indices below the count.
-SPLIT_PREFIXES: dict[tuple[str, str], tuple[str, int]] = {
-    ("fashion-mnist", "embedded"): ("test", EMBEDDED_SIZE),
-}
 #: package-relative file of the shipped subset
 EMBEDDED_FILE = "fashion-mnist-test-first2000.npz"
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """Static facts about a dataset: classes, image shape, split sizes, normalisation, license."""
-
-    name: str
-    num_classes: int
-    input_shape: tuple[int, int, int]
-    splits: dict[str, int | None]  # split -> size (None: depends on the folder)
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    license: str
-    how_to_get: str
-
-
-DATASETS: dict[str, DatasetInfo] = {
-    "cifar10": DatasetInfo(
-        "cifar10",
-        10,
-        (3, 32, 32),
-        {"train": 50000, "test": 10000},
-        (0.4914, 0.4822, 0.4465),
-        (0.2023, 0.1994, 0.2010),
-        "CIFAR-10 (Krizhevsky 2009); see https://www.cs.toronto.edu/~kriz/cifar.html",
-        "pass --data-root DIR holding cifar-10-batches-py/, set RSBENCH_DATA, or add --download",
-    ),
-    "imagenet": DatasetInfo(
-        "imagenet",
-        1000,
-        (3, 224, 224),
-        {"val": 50000, "train": None},
-        (0.485, 0.456, 0.406),
-        (0.229, 0.224, 0.225),
-        "ImageNet terms of access (non-commercial research); see https://image-net.org",
-        "pass --data-root DIR holding imagenet/val/<wnid>/*.JPEG (val sorted into class folders) "
-        "or set RSBENCH_DATA; ImageNet cannot be downloaded automatically",
-    ),
-    "mnist": DatasetInfo(
-        "mnist",
-        10,
-        (1, 28, 28),
-        {"train": 60000, "test": 10000},
-        (0.1307,),
-        (0.3081,),
-        "MNIST (LeCun, Cortes, Burges); CC BY-SA 3.0",
-        "pass --data-root DIR holding the idx files, set RSBENCH_DATA, or add --download",
-    ),
-    "fashion-mnist": DatasetInfo(
-        "fashion-mnist",
-        10,
-        (1, 28, 28),
-        {"train": 60000, "test": 10000},
-        (0.2860,),
-        (0.3530,),
-        "MIT, Copyright (c) 2017 Zalando SE",
-        "run `apt-get install dataset-fashion-mnist`, pass --data-root DIR holding the idx files, "
-        "set RSBENCH_DATA, or add --download",
-    ),
-    "fashion-mnist-embedded": DatasetInfo(
-        "fashion-mnist-embedded",
-        10,
-        (1, 28, 28),
-        {"test": EMBEDDED_SIZE},
-        (0.2860,),
-        (0.3530,),
-        "MIT, Copyright (c) 2017 Zalando SE (rsbench/embedded/LICENSE-fashion-mnist)",
-        "reinstall rsbench: the file ships inside the package",
-    ),
-}
-
-
-def dataset_info(name: str) -> DatasetInfo:
-    """Return the :class:`DatasetInfo` of ``name``; :class:`DataError` naming the known names."""
-    try:
-        return DATASETS[name]
-    except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), list(DATASETS), n=2)
-        hint = f"; did you mean {' or '.join(close)}?" if close else ""
-        raise DataError(f"unknown dataset {name!r}{hint} (known: {', '.join(DATASETS)})") from None
 
 
 class ImageDataset(Dataset, ABC):

@@ -63,8 +63,9 @@ class Protocol:
 
     def indices(self, dataset: str, size: int | None = None) -> list[int]:
         """The image indices this protocol certifies of ``dataset`` (``size``: the split's size,
-        default the standard one from :data:`rsbench.data.DATASETS`)."""
-        from rsbench.data import DATASETS, select_indices
+        default the standard one from :data:`rsbench.datasets.DATASETS`)."""
+        from rsbench.datasets import DATASETS
+        from rsbench.indices import select_indices
 
         subset = self.subset_for(dataset)
         if size is None:
@@ -113,7 +114,7 @@ def protocol_deviation(
             f"alpha={protocol.alpha:g})"
         )
     want = protocol_split(protocol, dataset)
-    from rsbench.data import SPLIT_PREFIXES
+    from rsbench.datasets import SPLIT_PREFIXES
 
     recorded, prefix = SPLIT_PREFIXES.get((dataset, want), (want, None))
     if split not in (want, recorded):
@@ -141,7 +142,7 @@ def protocol_for(
     indices: Sequence[int] | None = None,
 ) -> str:
     """The registered protocol these rows follow (the smallest selection that holds them), else custom."""
-    from rsbench.data import DATASETS
+    from rsbench.datasets import DATASETS
 
     def size(protocol: Protocol) -> float:
         subset = protocol.subset_for(dataset)

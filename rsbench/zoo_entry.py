@@ -19,13 +19,17 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from rsbench.datasets import DATASETS as _DATASETS
+
 KINDS = ("expert", "router", "dual", "cascade", "denoised")
 #: Kinds that compose other entries and hold no weights of their own.
 COMPOSITE_KINDS = ("dual", "cascade")
 #: kinds a router, dual or cascade entry may list as experts (a denoised entry at a served sigma)
 EXPERT_KINDS = ("expert", "denoised")
 HUB_LIBRARIES = {"denoiser": "diffusers", "classifier": "transformers"}
-DATASETS = ("cifar10", "imagenet", "mnist", "fashion-mnist")
+#: datasets an entry may name: all of :mod:`rsbench.datasets` but the embedded subset, which is
+#: loaded as ``fashion-mnist`` split ``embedded``
+DATASETS = tuple(name for name in _DATASETS if name != "fashion-mnist-embedded")
 INPUT_LAYER_TYPES = ("normalize", "center", "none")
 SOURCE_TYPES = ("hf", "url", "archive_url", "package", "file")
 

@@ -21,15 +21,7 @@ from rsbench.commands.zoo import (
     zoo,
     zoo_option,
 )
-
-#: per-dataset defaults for `zoo add`: num_classes, input_shape, mean, std (Cohen et al.'s values)
-_DATASET_DEFAULTS: dict[str, tuple[int, tuple[int, ...], list[float], list[float]]] = {
-    "cifar10": (10, (3, 32, 32), [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]),
-    "imagenet": (1000, (3, 224, 224), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-    "fashion-mnist": (10, (1, 28, 28), [0.2860], [0.3530]),
-    "mnist": (10, (1, 28, 28), [0.1307], [0.3081]),
-}
-
+from rsbench.zoo_entry import DATASETS as ZOO_DATASETS
 
 # --------------------------------------------------------------------------------------------------
 # add
@@ -71,7 +63,7 @@ Examples:
     required=True,
     help="Registry name, timm:NAME, torchvision:NAME, module:fn or file.py:fn.",
 )
-@click.option("--dataset", required=True, type=click.Choice(sorted(_DATASET_DEFAULTS)))
+@click.option("--dataset", required=True, type=click.Choice(sorted(ZOO_DATASETS)))
 @click.option("--train-sigma", required=True, type=float, help="Noise the model was trained with.")
 @click.option(
     "--input-layer",
@@ -134,11 +126,14 @@ def add(ctx: click.Context, **options: Any) -> None:
     """Write a validated entry for a local checkpoint into a user zoo file."""
     import os
 
+    from rsbench.datasets import DATASETS
     from rsbench.errors import ZooError
     from rsbench.weights import sha256_file
     from rsbench.zoo import parse_entry, write_entries
 
-    classes, shape, mean, std = _DATASET_DEFAULTS[options["dataset"]]
+    info = DATASETS[options["dataset"]]  # the defaults: the dataset's classes, shape, mean, std
+    classes, mean, std = info.num_classes, list(info.mean), list(info.std)
+    shape: tuple[int, ...] = info.input_shape
     if options["input_shape"]:
         try:
             shape = tuple(int(v) for v in options["input_shape"].split(","))
