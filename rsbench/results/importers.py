@@ -15,12 +15,16 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from rsbench.errors import ConfigError, ResultsError
 from rsbench.results.schema import columns_to_table, pandas_types
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +68,7 @@ def import_cohen_log(  # noqa: C901, PLR0912 — one pass over a foreign log: ea
     run_id: str | None = None,
     significant_digits: int = 3,
     radius_from: str = "count",
-):
+) -> pd.DataFrame:
     """Read a Cohen-format certification log into a ``pandas.DataFrame`` of :data:`SCHEMA`.
 
     The log (plain text, or gzipped when its name ends in ``.gz``) is tab-separated with the header

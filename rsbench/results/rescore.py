@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,13 +20,16 @@ from rsbench.errors import ResultsError
 from rsbench.results.provenance import environment_info, utc_now
 from rsbench.results.storage import check_run_id, read_results, read_run_json, write_run
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-def _num(frame, column: str, fill: float = np.nan) -> np.ndarray:
+
+def _num(frame: pd.DataFrame, column: str, fill: float = np.nan) -> np.ndarray:
     return frame[column].astype("Float64").to_numpy(dtype=np.float64, na_value=fill)
 
 
 def _expert_ids_of(
-    out, rows: np.ndarray, choice: np.ndarray, expert_ids: Sequence[str] | None
+    out: pd.DataFrame, rows: np.ndarray, choice: np.ndarray, expert_ids: Sequence[str] | None
 ) -> np.ndarray:
     """The id of the expert each dual row's router chooses (None where it abstains).
 
@@ -45,11 +48,11 @@ def _expert_ids_of(
 
 
 def rescore_frame(
-    frame,
+    frame: pd.DataFrame,
     alpha: float,
     alpha_router_fraction: float | None = None,
     expert_ids: Sequence[str] | None = None,
-):
+) -> pd.DataFrame:
     """Recompute certificates of ``frame`` (rows of :data:`SCHEMA`) from their stored counts.
 
     Expert rows: ``pA_lower``, ``radius``, ``prediction``, ``abstained`` and ``correct`` from
@@ -157,7 +160,7 @@ def rescore_frame(
     return out
 
 
-def _recheck_protocols(out, split_changed: np.ndarray) -> None:
+def _recheck_protocols(out: pd.DataFrame, split_changed: np.ndarray) -> None:
     """Set each run's ``protocol`` to the one its rescored rows follow (rsbench.protocols.PROTOCOLS).
 
     A run keeps its protocol when the rows still fit it (n0, n, the new alpha, split, indices),
@@ -186,7 +189,7 @@ def _recheck_protocols(out, split_changed: np.ndarray) -> None:
     out["protocol"] = _object_series(list(protocols), out.index).astype(out["protocol"].dtype)
 
 
-def _rescore_cascade(out, rows: np.ndarray, alpha: float, label: np.ndarray) -> None:
+def _rescore_cascade(out: pd.DataFrame, rows: np.ndarray, alpha: float, label: np.ndarray) -> None:
     """Recompute cascade rows at ``alpha`` from their stored stage counts (their own p0 and split).
 
     A stage that did not run in the live certificate but would be needed now makes the row abstain.
@@ -242,7 +245,7 @@ def _rescore_cascade(out, rows: np.ndarray, alpha: float, label: np.ndarray) -> 
         out[column] = _object_series(values, out.index)
 
 
-def _object_series(values: list, index):
+def _object_series(values: list, index: pd.Index) -> pd.Series:
     """A pandas object Series holding ``values`` as they are (arrays stay arrays, even of length 1)."""
     import pandas as pd
 
@@ -252,7 +255,7 @@ def _object_series(values: list, index):
     return pd.Series(cells, index=index, dtype=object)
 
 
-def _assign(frame, rows: np.ndarray, column: str, values: np.ndarray) -> None:
+def _assign(frame: pd.DataFrame, rows: np.ndarray, column: str, values: np.ndarray) -> None:
     """Set ``frame[column]`` at positional ``rows``; NaN becomes null in nullable columns."""
     import pandas as pd
 

@@ -11,12 +11,15 @@ network. Imports only :mod:`rsbench.errors` (and NumPy, Arrow).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 
 from rsbench.errors import ResultsError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Version of the on-disk results format (columns, file names, run.json layout).
 RESULTS_FORMAT_VERSION = 1
@@ -291,7 +294,7 @@ def columns_to_table(columns: Mapping[str, Any], num_rows: int) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 
-def _frame_to_table(frame) -> pa.Table:
+def _frame_to_table(frame: pd.DataFrame) -> pa.Table:
     arrays = []
     for field in SCHEMA:
         values = [plain(v) for v in frame[field.name].tolist()]
@@ -299,7 +302,7 @@ def _frame_to_table(frame) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 
-def frame_to_table(frame) -> pa.Table:
+def frame_to_table(frame: pd.DataFrame) -> pa.Table:
     """A ``pandas.DataFrame`` with the columns of :data:`SCHEMA` (as from :func:`read_results`) to Arrow."""
     missing = [name for name in COLUMNS if name not in frame.columns]
     if missing:

@@ -23,7 +23,7 @@ import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
@@ -40,6 +40,9 @@ from rsbench.results.schema import (
     pandas_types,
     rows_to_table,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _PART_RE = re.compile(r"^part-(?P<shard>[A-Za-z0-9]+)-(?P<seq>\d+)\.parquet$")
 RUN_JSON = "run.json"
@@ -115,7 +118,7 @@ def write_chunk(
 
 def write_run(
     run_dir: str | os.PathLike,
-    rows,
+    rows: pd.DataFrame | pa.Table,
     run_info: Mapping[str, Any],
     *,
     shard: str = "0",
@@ -275,7 +278,7 @@ def read_tables(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pa.Ta
     return pa.concat_tables(tables)
 
 
-def read_results(paths: str | os.PathLike | Iterable[str | os.PathLike]):
+def read_results(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:
     """Read results into a ``pandas.DataFrame`` with the columns of :data:`SCHEMA`, in that order.
 
     ``paths`` is a run directory, a parent directory of runs (searched recursively), or a list of
