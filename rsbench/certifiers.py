@@ -14,6 +14,7 @@ Imports torch, the zoo, the models and the engine lazily.
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -57,11 +58,11 @@ def _required(value: T | None, name: str, config: RunConfig) -> T:
 
 def certifier_for(
     config: RunConfig,
-    zoo,
+    zoo: Zoo,
     device: str,
     *,
     probe_image: Any = None,
-    cache_dir=None,
+    cache_dir: str | os.PathLike | None = None,
     require_pinned: bool = False,
     weights_progress: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
@@ -144,8 +145,9 @@ def certifier_for(
         }
     from rsbench.dual import DualSmoothed
 
-    router, router_info = load(zoo.get(config.router_id))
-    router = checked(zoo.get(config.router_id), router)
+    router_entry = zoo.get(_required(config.router_id, "router_id", config))
+    router, router_info = load(router_entry)
+    router = checked(router_entry, router)
     from rsbench.denoised import serve
 
     loaded: dict[str, tuple[Any, dict[str, Any]]] = {}

@@ -20,13 +20,12 @@ chunk of a fresh run leaves no directory behind.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rsbench import device as D
 from rsbench import results as R
@@ -43,7 +42,9 @@ from rsbench.distributed import (
 from rsbench.errors import ConfigError
 from rsbench.runconfig import RunConfig
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from rsbench.data import ImageDataset
+    from rsbench.zoo import Zoo, ZooEntry
 
 #: The runner hands each CERTIFY call enough images for about this many forward batches of the
 #: estimation stage, so that noise drawing overlaps the forward passes (results/perf.md).
@@ -89,17 +90,20 @@ class Prepared:
 
     config: RunConfig
     run_dir: Path
-    dataset: Any
+    dataset: ImageDataset
     positions: list[int]
-    entry: Any
-    zoo: Any
+    entry: ZooEntry
+    zoo: Zoo
 
     @property
     def num_images(self) -> int:
+        """Images the whole run certifies (all shards)."""
         return len(self.positions)
 
 
-def prepare(config: RunConfig, zoo, out_dir: str | os.PathLike, download: bool = False) -> Prepared:
+def prepare(
+    config: RunConfig, zoo: Zoo, out_dir: str | os.PathLike, download: bool = False
+) -> Prepared:
     """Load the dataset and resolve the subset of ``config`` (no model is loaded).
 
     ``download`` lets torchvision fetch CIFAR-10 / MNIST / Fashion-MNIST when not found locally.
@@ -128,7 +132,7 @@ def build_certifier(
     prepared: Prepared,
     device: str,
     *,
-    cache_dir=None,
+    cache_dir: str | os.PathLike | None = None,
     require_pinned: bool = False,
     weights_progress: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
@@ -148,12 +152,12 @@ def build_certifier(
 
 def run_certification(
     config: RunConfig,
-    zoo,
+    zoo: Zoo,
     out_dir: str | os.PathLike,
     *,
     shard: tuple[int, int] = (0, 1),
     progress: ProgressCallback | None = None,
-    cache_dir=None,
+    cache_dir: str | os.PathLike | None = None,
     require_pinned: bool = False,
     weights_progress: Any = None,
     prepared: Prepared | None = None,
@@ -315,20 +319,7 @@ def execute(
                     certified += bool(row["correct"])
                 report(done, len(mine), certified)
             with lock:
-                parts.refresh(repair=False)
-                rows = [r for r in pending if r["index"] not in parts.done]
-                if len(rows) < len(pending):
-                    logger.warning(
-                        "%d samples were already written by another process; dropped",
-                        len(pending) - len(rows),
-                    )
-                if rows:
-                    seq = parts.next_seq(name)
-                    path = R.write_chunk(run_dir, rows, name, seq)
-                    parts.seen.add(path.name)
-                    parts.done.update(r["index"] for r in rows)
-                    parts.rows += len(rows)
-                    written += len(rows)
+                written += parts.write_new(pending, name)
             pending = []
         complete = False
         if finalize:

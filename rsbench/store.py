@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -152,6 +152,24 @@ class PartIndex:
             self.done.update(idx)
             self.rows += len(idx)
             self.correct += sum(bool(c) for c in table.column("correct").to_pylist())
+
+    def write_new(self, rows: Sequence[Mapping[str, Any]], shard: str) -> int:
+        """Write the ``rows`` whose samples no process has written yet as ``shard``'s next part
+        (rows of samples already written are dropped with a warning); return how many were
+        written. Call it under :func:`run_lock`: no sample is ever written twice."""
+        self.refresh(repair=False)
+        fresh = [r for r in rows if r["index"] not in self.done]
+        if len(fresh) < len(rows):
+            logger.warning(
+                "%d samples were already written by another process; dropped",
+                len(rows) - len(fresh),
+            )
+        if fresh:
+            path = R.write_chunk(self.run_dir, fresh, shard, self.next_seq(shard))
+            self.seen.add(path.name)
+            self.done.update(r["index"] for r in fresh)
+            self.rows += len(fresh)
+        return len(fresh)
 
     def next_seq(self, shard: str) -> int:
         """The sequence number of ``shard``'s next part (one more than its last)."""
