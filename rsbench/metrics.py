@@ -326,7 +326,9 @@ def dual_sigma_label(df: pd.DataFrame, sigmas: Iterable[float] | None = None) ->
     return f"{DUAL_SIGMA_KEY} " + "/".join(format_sigma(s) for s in sorted(sigma))
 
 
-def _single_value(rows: pd.DataFrame, column: str) -> object:
+def single_value(rows: pd.DataFrame, column: str) -> object:
+    """The one value ``column`` takes in ``rows`` (a Python scalar), None when absent or all null,
+    else the sorted distinct values joined by commas (e.g. ``"1000,10000"``: a group mixes them)."""
     if column not in rows.columns:
         return None
     values = rows[column].dropna().unique()
@@ -361,7 +363,7 @@ def summarize(df: pd.DataFrame, radii: Iterable[float]) -> pd.DataFrame:
     grid = check_radii(radii)
     records = []
     for key, rows in iter_groups(df):
-        kind = _single_value(rows, "kind") or "expert"
+        kind = single_value(rows, "kind") or "expert"
         record: dict[str, object] = {
             "protocol": key["protocol"],
             "dataset": key["dataset"],
@@ -371,11 +373,11 @@ def summarize(df: pd.DataFrame, radii: Iterable[float]) -> pd.DataFrame:
             if key["sigma_key"] == DUAL_SIGMA_KEY
             else key["sigma_key"],
             "sigma_key": key["sigma_key"],
-            "n0": _single_value(rows, "n0"),
+            "n0": single_value(rows, "n0"),
             "n": _plain_count(key["n"]),
             "alpha": key["alpha"],
             "images": int(len(rows)),
-            "runs": _single_value(rows, "run_id"),
+            "runs": single_value(rows, "run_id"),
             "clean_accuracy": clean_accuracy(rows),
             "abstain_rate": abstain_rate(rows),
             "acr": acr(rows),
@@ -488,8 +490,8 @@ def router_choice_frequencies(
             if value < 0:
                 expert, sigma = "router abstained", float("nan")
             else:
-                expert = str(_single_value(chosen, "expert_id") or f"expert {value}")
-                sig = _single_value(chosen, "sigma")
+                expert = str(single_value(chosen, "expert_id") or f"expert {value}")
+                sig = single_value(chosen, "sigma")
                 sigma = float(sig) if isinstance(sig, (int, float)) else float("nan")
             records.append(
                 (protocol, model_id, int(value), expert, sigma, int(count), count / len(rows))

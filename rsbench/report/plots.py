@@ -174,7 +174,7 @@ def _curve_labels(
         for name, column in (("n0", "n0"), ("n", "n"), ("alpha", "alpha"), ("run", "run_id")):
             if name == "run" and any(extras.values()):
                 break  # the settings tell them apart; the run id is only the last resort
-            values = {i: metrics._single_value(groups[i][1], column) for i in clash}
+            values = {i: metrics.single_value(groups[i][1], column) for i in clash}
             if len({str(v) for v in values.values()}) > 1:
                 for i in clash:
                     extras[i].append(
