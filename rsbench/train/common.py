@@ -1,7 +1,7 @@
 """What every trainer shares: the optimiser recipe, the epoch/checkpoint loop, seeds and outputs.
 
-Used by :mod:`rsbench.train.expert`, :mod:`rsbench.train.denoiser` and (resume, optimisers)
-:mod:`rsbench.train.router`; imports only ``errors`` and (lazily) ``weights``, torch and
+Used by :mod:`rsbench.train.expert`, :mod:`rsbench.train.denoiser`, :mod:`rsbench.train.finetune`
+and (resume, optimisers) :mod:`rsbench.train.router`; imports only ``errors`` and (lazily) ``weights``, torch and
 safetensors: the CLI's option groups (:mod:`rsbench.commands.options`) read :data:`OPTIMIZERS`
 and :data:`SCHEDULES` from here without loading torch.
 
@@ -23,17 +23,20 @@ and ``.build(params, epochs, steps_per_epoch)`` returns ``(optimizer, scheduler)
 ``batches(epoch)`` (0-based) draws the epoch's data order and noise from its own seeded generator
 and yields one :class:`Step` (the batch's mean loss, still attached to the graph, and the batch
 size) per batch; the loop does ``zero_grad``, ``backward``, ``optimizer.step`` and
-``scheduler.step`` before it asks for the next batch, then reports a :class:`Tick`. After the last
-batch it refuses a non-finite loss sum (``ConfigError``: lower ``--lr``), asks ``end_epoch(epoch,
-mean_loss)`` for the epoch's history record, saves the checkpoint (when ``checkpoint`` is set) and
-calls ``on_epoch(epoch + 1, record)``. Between epochs the model is put back in training mode.
+``scheduler.step`` and reports a :class:`Tick` before it asks for the next batch. After the last
+batch it refuses a non-finite loss sum (a ``ConfigError`` ending in ``hint``, by default "lower
+--lr"), asks ``end_epoch(epoch, mean_loss)`` for the epoch's history record, saves the checkpoint
+(when ``checkpoint`` is set) and calls ``on_epoch(epoch + 1, record)``. Each epoch starts with the
+model in training mode.
 
 Guarantees: the loop draws no randomness of its own, so the weights depend only on the model's
-initial state, the batches and the recipe; after every epoch the checkpoint (``net``, optimiser,
-scheduler, torch's global RNG state, history; written atomically, read back with
-``weights_only=True``) lets a resumed run finish with the same weights bit for bit as an
-uninterrupted one (same device, thread count and library versions). A checkpoint whose ``key``
-differs (another configuration) is refused with a :class:`~rsbench.errors.WeightsError`.
+initial state, the batches and the recipe. When ``batches`` seeds each epoch from (seed, epoch)
+alone (:func:`epoch_seed`, or a ``training`` :class:`rsbench.noise.NoiseKey`), the checkpoint
+written after every epoch (``net``, optimiser, scheduler, torch's global RNG state, history;
+atomically, read back with ``weights_only=True``) lets a resumed run finish with the same weights
+bit for bit as an uninterrupted one (same device, thread count and library versions). A
+checkpoint whose ``key`` differs (another configuration) is refused with a
+:class:`~rsbench.errors.WeightsError`.
 
 Outputs: :func:`paths_for`, :func:`config_key`, :func:`weights_source`, :func:`save_safetensors`
 and :func:`write_json` are the trainers' shared way to name, key, locate and write their files;
