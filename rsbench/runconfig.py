@@ -2,8 +2,10 @@
 
 :func:`resolve_config` is the one place a run's values are resolved (the protocol's n0, n, alpha
 and subset, an expert's sigma, a dual model's sigmas, sigma_router and alpha split through
-:func:`dual_values`, a cascade's stages, p0 and alpha split); ``rsbench certify``, ``rsbench.load``
-and co-training (:mod:`rsbench.train.finetune`) all go through it.
+:func:`dual_values`, a cascade's stages, p0 and alpha split); ``rsbench certify`` and
+``rsbench.load`` go through it, co-training (:mod:`rsbench.train.finetune`) through
+:func:`dual_values`. A resumed run directory made under another noise scheme is refused by
+:func:`rsbench.store.prepare_run_dir`.
 
 Guarantee
 ---------
@@ -15,8 +17,8 @@ protocol, and channels-last / compile when they are on. The same configuration r
 directory; a changed one starts a new directory. Batch size, chunk size and CPU threads do not
 change any result (per-sample seeding, :mod:`rsbench.sampling`) and are not part of the identity.
 
-Imports the protocol registry (:mod:`rsbench.protocols`), the value checks and the results format
-version; the zoo, cascade and denoised modules only lazily.
+Imports the protocol registry (:mod:`rsbench.protocols`), the value checks, the noise scheme and
+the results format version; the zoo, cascade and denoised modules only lazily.
 """
 
 from __future__ import annotations

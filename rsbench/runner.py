@@ -209,10 +209,8 @@ def run_certification(
                 finalize=not info.active,
             )
         except Exception:
-            if fresh and not info.active:
-                store.discard_empty_run(
-                    prepared.run_dir
-                )  # a failed first chunk leaves nothing behind
+            if fresh and not info.active:  # a failed first chunk leaves nothing behind
+                store.discard_empty_run(prepared.run_dir)
             raise
         if info.active:
             import torch.distributed as dist
