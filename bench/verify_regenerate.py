@@ -184,6 +184,46 @@ def certify_argv(info: dict[str, Any], out: Path, shard: str = "0/1") -> list[st
     return argv + ["--no-leaderboard"]
 
 
+def certify_kwargs(info: dict[str, Any], out: Path, shard: str = "0/1") -> dict[str, Any]:
+    """The ``rsbench.certify`` keywords of :func:`certify_argv` (the Python API's route)."""
+    c = info["config"]
+    kwargs: dict[str, Any] = dict(
+        dataset=c["dataset"],
+        split=c["split"],
+        n0=c["n0"],
+        n=c["n"],
+        alpha=c["alpha"],
+        seed=c["seed"],
+        precision=c["precision"],
+        noise_dtype=c["noise_dtype"],
+        batch_size=c["batch_size"],
+        chunk_size=c["chunk_size"],
+        threads=c.get("threads"),
+        device=c["device"],
+        shard=shard,
+        out_dir=os.fspath(out),
+    )
+    if c["protocol"] != "custom":
+        kwargs["protocol"] = c["protocol"]
+    if c.get("indices") is not None:
+        kwargs["indices"] = list(c["indices"])
+    else:
+        kwargs.update(stride=c["stride"], limit=c.get("limit"))
+    if c["kind"] == "expert":
+        kwargs["sigma"] = c["sigma"]
+    if c["kind"] == "dual":
+        kwargs.update(
+            sigma_router=c["sigma_router"], alpha_router_fraction=c["alpha_router_fraction"]
+        )
+    if c["kind"] == "cascade":
+        kwargs.update(p0=c["p0"], alpha_split=c["alpha_split"])
+    if c.get("channels_last"):
+        kwargs["channels_last"] = True
+    if c.get("compile"):
+        kwargs["compile_models"] = True
+    return kwargs
+
+
 def run_cli(argv: Sequence[str]) -> None:
     """``rsbench ARGV`` in this process (the console entry point); raises on a non-zero exit."""
     from rsbench.cli import main

@@ -11,7 +11,8 @@ full re-certifications); these tests drive it on cheap slices:
   rows bit for bit, except ``seconds`` (the wall time of the sample on the machine that certified
   it; no other column depends on the host), and ``run.json`` must be equal but for the host/clock
   keys (``started``, ``finished``, ``environment``, ``device_name``) and, for a slice, ``status``
-  and ``num_rows``;
+  and ``num_rows``; the dual is also certified through the Python API (``rsbench.certify``) on
+  other images (positions 1, 101, ...), with the same outcome;
 * the ``rsbench`` commands of ``results/regenerate.sh`` (recorded by running the script with a
   stand-in for ``rsbench``) are replayed on copies of the committed runs, and every table they
   write (markdown, HTML, CSV, the head to head) must equal the committed file byte for byte; the
@@ -100,6 +101,23 @@ def test_a_slice_of_each_committed_run_certifies_to_the_same_rows(
     assert verdict.ok, verdict.summary()
     committed = run.info["num_rows"]
     assert verdict.rows == len(range(0, committed, SHARD[1])) > 1
+
+
+def test_rsbench_certify_regenerates_the_committed_dual_rows(tmp_path: Path, torch_threads) -> None:
+    """The Python API route (``rsbench.certify``) gives the committed rows too."""
+    import rsbench
+
+    run = next(r for r in REBUILDABLE if r.info["config"]["model_id"] == "embedded-fmnist-dual")
+    frame = rsbench.certify(
+        run.info["config"]["model_id"], **verify.certify_kwargs(run.info, tmp_path, "1/100")
+    )
+    assert set(frame["run_id"]) == {run.run_id}
+    committed = verify.read_rows(run.path)
+    indices = committed.column("index").to_pylist()
+    assert sorted(frame["index"]) == indices[1::100]
+    made = verify.read_rows(tmp_path / run.run_id)
+    expected = committed.take([indices.index(i) for i in made.column("index").to_pylist()])
+    assert verify.compare_rows(expected, made) == []
 
 
 def _small_or_table(argv) -> bool:
