@@ -20,6 +20,7 @@ full re-certifications); these tests drive it on cheap slices:
   ``run.json`` equal but for ``created`` and ``source.path``, the time and the absolute path of the
   import). The slow tests add the 10,000-row CIFAR-10 imports, the PNG curves (byte for byte) and
   ``results/dual-embedded.md`` (byte for byte but for its section of wall times measured as it runs).
+* the README's tables of models (leaderboards, head to head) are copies of committed results rows.
 """
 
 from __future__ import annotations
@@ -199,3 +200,31 @@ def test_the_row_comparison_is_exact_and_ignores_only_timing() -> None:
     assert verify.compare_run_json(info, other, verify.RUN_JSON_VOLATILE) == [
         f"run.json config.n: {info['config']['n'] + 1} (committed {info['config']['n']})"
     ]
+
+
+def _tables(text: str) -> list[list[str]]:
+    """The markdown tables of ``text``: lists of consecutive lines starting with ``|``."""
+    tables: list[list[str]] = []
+    previous = False
+    for line in text.splitlines():
+        row = line.startswith("|")
+        if row and not previous:
+            tables.append([])
+        if row:
+            tables[-1].append(line)
+        previous = row
+    return tables
+
+
+def test_readme_result_tables_are_copies_of_committed_results() -> None:
+    """Every row of a README table of models (a leaderboard or head to head pasted from results/)
+    is a row of a committed results/*.md file: the README shows the numbers that regenerate."""
+    committed = {
+        line
+        for p in sorted((ROOT / "results").rglob("*.md"))
+        for line in p.read_text().splitlines()
+    }
+    tables = [t for t in _tables((ROOT / "README.md").read_text()) if "| model |" in t[0]]
+    assert len(tables) >= 2  # the embedded head to head and the CIFAR-10 reference rows
+    stale = [row for t in tables for row in t if row not in committed]
+    assert not stale, "README rows not in any results/*.md:\n" + "\n".join(stale)
