@@ -13,14 +13,12 @@ from typing import Any
 
 import click
 
+from rsbench.commands import options
+
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
-zoo_option = click.option(
-    "--zoo",
-    "zoo_files",
-    multiple=True,
-    type=click.Path(dir_okay=False),
-    help="Extra zoo file (repeatable); also $RSBENCH_ZOO (os.pathsep-separated).",
+zoo_option = options.zoo_option(
+    help="Extra zoo file (repeatable); also $RSBENCH_ZOO (os.pathsep-separated)."
 )
 cache_option = click.option(
     "--cache-dir",
@@ -30,12 +28,12 @@ cache_option = click.option(
 )
 
 
-def load_group_zoo(ctx: click.Context, zoo_files: tuple[str, ...]):
+def load_group_zoo(ctx: click.Context, zoo_paths: tuple[str, ...]):
     """The zoo of the group's ``--zoo`` files and the command's own."""
     from rsbench.zoo import load_zoo
 
-    group_files = tuple((ctx.obj or {}).get("zoo_files", ()))
-    return load_zoo(extra_paths=group_files + tuple(zoo_files))
+    group_files = tuple((ctx.obj or {}).get("zoo_paths", ()))
+    return load_zoo(extra_paths=group_files + tuple(zoo_paths))
 
 
 def make_console():
@@ -64,10 +62,10 @@ Examples:
 )
 @zoo_option
 @click.pass_context
-def zoo(ctx: click.Context, zoo_files: tuple[str, ...]) -> None:
+def zoo(ctx: click.Context, zoo_paths: tuple[str, ...]) -> None:
     """List, inspect, check, hash, import and add zoo models (packaged zoo + --zoo / $RSBENCH_ZOO)."""
     ctx.ensure_object(dict)
-    ctx.obj["zoo_files"] = zoo_files
+    ctx.obj["zoo_paths"] = zoo_paths
 
 
 # --------------------------------------------------------------------------------------------------
@@ -142,7 +140,7 @@ def list_cmd(
     dataset: str | None,
     kind: str | None,
     fmt: str,
-    zoo_files: tuple[str, ...],
+    zoo_paths: tuple[str, ...],
     cache_dir: str | None,
 ) -> None:
     """List zoo entries: PATTERN is a substring or glob of the id.
@@ -150,7 +148,7 @@ def list_cmd(
     "unpinned" means the entry has no sha256: its bytes are checked only when someone pins it
     (`rsbench zoo hash`). "cached" means the checkpoint is present locally (verified on load).
     """
-    entries = load_group_zoo(ctx, zoo_files).select(pattern, dataset=dataset, kind=kind)
+    entries = load_group_zoo(ctx, zoo_paths).select(pattern, dataset=dataset, kind=kind)
     rows = [_row(e, cache_dir) for e in entries]
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
@@ -209,13 +207,13 @@ Examples:
 @cache_option
 @click.pass_context
 def show(
-    ctx: click.Context, model_id: str, zoo_files: tuple[str, ...], cache_dir: str | None
+    ctx: click.Context, model_id: str, zoo_paths: tuple[str, ...], cache_dir: str | None
 ) -> None:
     """Show one entry as YAML, with its provenance digest and cache state."""
     from rsbench import weights
     from rsbench.zoo import dump_entries, entry_digest
 
-    entry = load_group_zoo(ctx, zoo_files).get(model_id)
+    entry = load_group_zoo(ctx, zoo_paths).get(model_id)
     click.echo(dump_entries([entry], indent=0).rstrip())
     click.echo(f"# zoo file:     {entry.zoo_file}")
     click.echo(f"# entry digest: {entry_digest(entry)}")
@@ -354,7 +352,7 @@ def check(
     allow_unpinned: bool,
     refetch: bool,
     device: str,
-    zoo_files: tuple[str, ...],
+    zoo_paths: tuple[str, ...],
     cache_dir: str | None,
 ) -> None:
     """Check entries: schema, download (--download), sha256, strict load, one forward pass.
@@ -367,7 +365,7 @@ def check(
     device = str(resolve(device))
     from rsbench import weights
 
-    zoo_ = load_group_zoo(ctx, zoo_files)
+    zoo_ = load_group_zoo(ctx, zoo_paths)
     entries = [zoo_.get(i) for i in model_ids] if model_ids else list(zoo_)
     console = make_console()
     failed = 0

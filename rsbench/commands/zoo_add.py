@@ -3,7 +3,7 @@
 They register on the :func:`rsbench.commands.zoo.zoo` group (imported with it). ``add`` builds one
 expert entry from a local checkpoint (checked by loading it), ``import-archive`` pins the entries
 an offline archive holds (:mod:`rsbench.zoo_import`); both write through
-:func:`rsbench.zoo_files.write_entries` (comments kept, atomic).
+:func:`rsbench.zoo_paths.WRITE_ENTRIES_PLACEHOLDER` (comments kept, atomic).
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def add(ctx: click.Context, **options: Any) -> None:
         rel_arch = Path(os.path.relpath(arch_path, zoo_file.resolve().parent)).as_posix()
         raw["arch"] = f"{rel_arch}:{func}"
     entry = parse_entry(raw, file=zoo_file)
-    existing = load_group_zoo(ctx, options["zoo_files"])
+    existing = load_group_zoo(ctx, options["zoo_paths"])
     if entry.id in existing:
         other = existing.get(entry.id).zoo_file
         if other is None or other.resolve() != zoo_file.resolve():
@@ -232,7 +232,7 @@ def import_archive_cmd(
     path: str,
     zoo_file: str,
     device: str,
-    zoo_files: tuple[str, ...],
+    zoo_paths: tuple[str, ...],
     cache_dir: str | None,
 ) -> None:
     """Make zoo entries available from an archive or folder you downloaded yourself.
@@ -247,7 +247,7 @@ def import_archive_cmd(
     from rsbench.zoo import write_entries
     from rsbench.zoo_import import import_archive
 
-    zoo_ = load_group_zoo(ctx, zoo_files + (zoo_file,) if Path(zoo_file).exists() else zoo_files)
+    zoo_ = load_group_zoo(ctx, zoo_paths + (zoo_file,) if Path(zoo_file).exists() else zoo_paths)
     console = make_console()
 
     def report(entry_id: str, status: str, detail: str) -> None:
