@@ -169,10 +169,12 @@ def test_ctrl_c_keeps_rows_records_interrupted_and_the_rerun_resumes(
     zoo = make_zoo(tmp_path / "zoo")
     with (tmp_path / "zoo" / "tiny_arch.py").open("a") as handle:
         handle.write(SLOW_ARCH)
+    # 3 forward passes of 0.25 s per image: uninterrupted, the child would run for 30 s, so the
+    # signal (sent once the first 2-image chunk is written) lands mid-run even on a loaded machine
     args = ["certify", "tiny-s0.25", "--zoo", str(zoo), "--limit", "40", "--chunk-size", "2",
             "--n0", "10", "--n", "200", "--batch", "100", "--device", "cpu", "--no-leaderboard"]  # fmt: skip
     out = tmp_path / "out"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "RSBENCH_TEST_FORWARD_SLEEP": "0.05"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RSBENCH_TEST_FORWARD_SLEEP": "0.25"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "rsbench", *args, "--out", str(out)],
         stdout=subprocess.PIPE,
