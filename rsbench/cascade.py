@@ -70,39 +70,21 @@ from scipy.stats import norm
 from torch import nn
 
 from rsbench import stats
-from rsbench.errors import ConfigError, check_alpha, check_count, check_sigma
+from rsbench.errors import ALPHA_SPLITS as ALPHA_SPLITS
+from rsbench.errors import (
+    DEFAULT_ALPHA_SPLIT,
+    DEFAULT_P0,
+    ConfigError,
+    check_alpha,
+    check_alpha_split,
+    check_count,
+    check_p0,
+    check_sigma,
+)
 from rsbench.noise import UNNAMED_DATASET, noise_keys
 from rsbench.smoothing import CertifiesOne, SmoothedClassifier
 
 logger = logging.getLogger(__name__)
-
-#: Alpha splits: ``union`` (sound for every input) and ``reference`` (the reference code's).
-ALPHA_SPLITS = ("union", "reference")
-DEFAULT_P0 = 0.5
-DEFAULT_ALPHA_SPLIT = "union"
-
-
-def check_p0(p0: float) -> float:
-    """Return ``p0`` as float if ``1/2 <= p0 < 1``, else raise :class:`ConfigError`."""
-    try:
-        value = float(p0)
-    except (TypeError, ValueError):
-        raise ConfigError(f"p0={p0!r} is not a number; use a threshold in [0.5, 1)") from None
-    if not 0.5 <= value < 1.0:
-        raise ConfigError(
-            f"p0={p0!r} is not allowed; the cascade threshold must lie in [0.5, 1) (below 1/2 two "
-            "classes could both pass it)"
-        )
-    return value
-
-
-def check_alpha_split(split: str) -> str:
-    """Return ``split`` if it names an alpha split, else raise :class:`ConfigError`."""
-    if split not in ALPHA_SPLITS:
-        raise ConfigError(
-            f"alpha split {split!r} is not known; use one of {', '.join(ALPHA_SPLITS)}"
-        )
-    return split
 
 
 def answer_alpha(alpha: float, stage: int, stages: int, split: str) -> float:

@@ -144,3 +144,33 @@ def check_count(value: int, name: str) -> int:
     if value < 1:
         raise ConfigError(f"{name}={value!r} is not allowed; {name} must be an integer >= 1")
     return value
+
+
+#: Cascade alpha splits (:mod:`rsbench.cascade`): ``union`` (sound for every input) and
+#: ``reference`` (the reference code's); the cascade's default threshold p0 and split.
+ALPHA_SPLITS = ("union", "reference")
+DEFAULT_P0 = 0.5
+DEFAULT_ALPHA_SPLIT = "union"
+
+
+def check_p0(p0: float) -> float:
+    """Return ``p0`` as float if ``1/2 <= p0 < 1``, else raise :class:`ConfigError`."""
+    try:
+        value = float(p0)
+    except (TypeError, ValueError):
+        raise ConfigError(f"p0={p0!r} is not a number; use a threshold in [0.5, 1)") from None
+    if not 0.5 <= value < 1.0:
+        raise ConfigError(
+            f"p0={p0!r} is not allowed; the cascade threshold must lie in [0.5, 1) (below 1/2 two "
+            "classes could both pass it)"
+        )
+    return value
+
+
+def check_alpha_split(split: str) -> str:
+    """Return ``split`` if it names an alpha split, else raise :class:`ConfigError`."""
+    if split not in ALPHA_SPLITS:
+        raise ConfigError(
+            f"alpha split {split!r} is not known; use one of {', '.join(ALPHA_SPLITS)}"
+        )
+    return split

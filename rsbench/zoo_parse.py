@@ -18,7 +18,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rsbench.errors import ConfigError, ZooError, check_alpha_router_fraction
+from rsbench.errors import (
+    ALPHA_SPLITS,
+    ConfigError,
+    ZooError,
+    check_alpha_router_fraction,
+    check_p0,
+)
 from rsbench.zoo_entry import (
     DATASETS,
     HUB_LIBRARIES,
@@ -410,8 +416,6 @@ def _parse_dual(where: Where, data: Mapping) -> dict[str, Any]:
 
 
 def _parse_cascade(where: Where, data: Mapping) -> dict[str, Any]:
-    from rsbench.cascade import ALPHA_SPLITS
-
     values: dict[str, Any] = {"experts": _id_list(where, "experts", data["experts"], True)}
     if data.get("sigmas") is not None:
         sigmas = data["sigmas"]
@@ -424,9 +428,12 @@ def _parse_cascade(where: Where, data: Mapping) -> dict[str, Any]:
             )
     if data.get("p0") is not None:
         p0 = data["p0"]
-        if not _is_number(p0) or not 0.5 <= p0 < 1:
-            raise where.error("p0", f"{p0!r} is not a threshold in [0.5, 1)")
-        values["p0"] = float(p0)
+        try:
+            if not _is_number(p0):
+                raise ConfigError("not a number")
+            values["p0"] = check_p0(p0)
+        except ConfigError:
+            raise where.error("p0", f"{p0!r} is not a threshold in [0.5, 1)") from None
     if data.get("alpha_split") is not None:
         split = data["alpha_split"]
         if split not in ALPHA_SPLITS:

@@ -109,7 +109,7 @@ def test_the_import_check_sees_imports_inside_functions() -> None:
 
 #: The zoo registry: entries, validation, files, merging. It builds no model and imports no torch.
 REGISTRY = {"zoo", "zoo_entry", "zoo_parse", "zoo_files"}
-REGISTRY_MAY_IMPORT = REGISTRY | {"errors", "safeyaml", "datasets", "cascade"}  # cascade: lazily
+REGISTRY_MAY_IMPORT = REGISTRY | {"errors", "safeyaml", "datasets"}
 
 
 def test_the_zoo_registry_builds_no_model() -> None:
@@ -119,6 +119,22 @@ def test_the_zoo_registry_builds_no_model() -> None:
         ours, others = _imports(ast.parse((PACKAGE / f"{name}.py").read_text()))
         assert ours <= REGISTRY_MAY_IMPORT, (name, sorted(ours - REGISTRY_MAY_IMPORT))
         assert not others & {"torch", "safetensors", "huggingface_hub"}, (name, others)
+
+
+@pytest.mark.subprocess
+def test_zoo_protocols_and_dataset_facts_load_no_torch() -> None:
+    """Reading the zoo, the dataset facts and a protocol's indices (what `rsbench zoo list`, the
+    leaderboard's checks and `--help` do) imports no torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from rsbench import datasets, protocols, zoo; zoo.load_zoo(); "
+        "protocols.get_protocol('cohen').indices('cifar10'); datasets.dataset_info('mnist'); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 #: What the trainers' shared module may import from rsbench (torch, safetensors only lazily).
