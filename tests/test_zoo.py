@@ -540,3 +540,11 @@ def test_cli_add_writes_a_checked_entry(tmp_path):
     wrong = _cli(args[:-2] + ["--strip-prefix", "2.", "--zoo-file", str(tmp_path / "o.yaml")])
     assert "lacks checkpoint.strip_prefix" in str(wrong.exception)
     assert not (tmp_path / "o.yaml").exists()
+
+
+@pytest.mark.parametrize("p0", [0.3, 1.0, "high", True])
+def test_a_cascade_p0_outside_its_range_names_the_field(p0):
+    raw = {"id": "c", "kind": "cascade", "dataset": "mnist", "experts": ["a", "b"], "p0": p0}
+    with pytest.raises(ZooError, match=r"field 'p0': .* is not a threshold in \[0.5, 1\)"):
+        parse_entry(raw, file="z.yaml")
+    assert parse_entry({**raw, "p0": 0.75}).p0 == 0.75
