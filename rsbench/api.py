@@ -18,14 +18,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rsbench.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from rsbench.zoo import Zoo
 
 ZooLike = Any  # a rsbench.zoo.Zoo, a zoo YAML path, or a sequence of paths
 
 
-def _zoo(zoo: ZooLike):
+def _zoo(zoo: ZooLike) -> Zoo:
     from rsbench.zoo import Zoo, load_zoo
 
     if isinstance(zoo, Zoo):
@@ -60,7 +65,7 @@ def load(
     compile: bool = False,
     cache_dir: str | os.PathLike | None = None,
     require_pinned: bool = False,
-):
+) -> Any:
     """The ready smoothed model of zoo entry ``model_id``.
 
     ``zoo``: a :class:`~rsbench.zoo.Zoo`, or zoo YAML file(s) read after the packaged zoo (None:
@@ -105,7 +110,7 @@ def certify(
     sigma: float | None = None,
     indices: str | Sequence[int] | None = None,
     **options: Any,
-):
+) -> pd.DataFrame:
     """Run ``rsbench certify IDS`` and return the rows of its runs (a pandas frame, in run order).
 
     ``ids``: one id or several (empty: the embedded default run). Every other option of

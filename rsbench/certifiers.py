@@ -23,6 +23,8 @@ from rsbench.errors import ConfigError
 from rsbench.runconfig import RunConfig
 
 if TYPE_CHECKING:
+    import torch
+
     from rsbench.zoo import Zoo, ZooEntry
 
 T = TypeVar("T")
@@ -86,7 +88,7 @@ def certifier_for(
         noise_dtype=config.noise_dtype,
     )
 
-    def load(e, sigma=None):
+    def load(e: ZooEntry, sigma: float | None = None) -> tuple[Any, dict[str, Any]]:
         model = load_model(
             e,
             device=device,
@@ -103,7 +105,7 @@ def certifier_for(
             "weights_pinned": getattr(model, "weights_pinned", None),
         }
 
-    def checked(e, model):
+    def checked(e: ZooEntry, model: Any) -> Any:
         if probe_image is not None:
             probe(model, probe_image, e.num_classes, what=e.id, device=device)
         return for_speed(model, config)
@@ -229,7 +231,7 @@ def samples_per_image(config: RunConfig) -> int:
     return per_stage * (2 if config.kind == "dual" else 1)
 
 
-def measure_throughput(certifier: Any, image, seconds: float = 1.0) -> float:
+def measure_throughput(certifier: Any, image: torch.Tensor, seconds: float = 1.0) -> float:
     """Noisy samples per second of ``certifier`` on one ``image`` (a short warm-up, then timed)."""
     if hasattr(certifier, "experts"):
         expert = certifier.experts[0]

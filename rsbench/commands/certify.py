@@ -9,8 +9,8 @@ Heavy modules (torch, pandas, pyarrow) are imported inside the commands.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -47,7 +47,11 @@ new run directory under --out.
 """
 
 
-def _common_options(func):
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _common_options(func: F) -> F:
+    """``func`` with certify's options (also read by :func:`default_options`)."""
     options = [
         click.option(
             "--protocol",
