@@ -64,7 +64,7 @@ DEFAULT_TRAIN_IMAGES = 20_000
 #: The default router recipe (``rsbench train router`` without options). Chosen so that a router
 #: over experts nobody here trained does not collapse to one expert on a small label set (measured
 #: on 600 embedded Fashion-MNIST images labelled by the s0.25 and s1.00 embedded experts, best-expert
-#: labels 28% / 72%, held-out 400 images; results/dual-embedded.md has the table):
+#: labels 28% / 72%, held-out 400 images; the figures are in results/dual-embedded.md's notes):
 #:
 #: * temperature ``None`` = :data:`DEFAULT_TEMPERATURE_SCALE` x the largest expert sigma. Label radii
 #:   scale with sigma (at ``n = 100`` at most 1.5 sigma), so at ``T = 1`` an image whose best expert
