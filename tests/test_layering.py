@@ -267,3 +267,47 @@ def test_the_run_modules_import_downward() -> None:
         if name != "runner":
             upward = _imports(tree)[0] & {"runner", "api", "commands", "cli"}
             assert not upward, (name, sorted(upward))
+
+
+#: Router training (docs/architecture.md): labels <- config <- fitting <- co-training, anywhere in
+#: the module (lazy imports included); none of them reaches the CLI, the runner or the API.
+ROUTER_MAY_IMPORT = {
+    "router_labels": {
+        "device",
+        "errors",
+        "noise",
+        "sampling",
+        "smoothing",
+        "train.common",
+        "weights",
+    },
+    "router_config": {
+        "data",
+        "denoised",
+        "errors",
+        "models",
+        "noise",
+        "smoothing",
+        "train.common",
+        "train.router_labels",
+        "zoo",
+    },
+    "router": {
+        "device",
+        "errors",
+        "models",
+        "noise",
+        "train.common",
+        "train.router_config",
+        "train.router_labels",
+        "zoo",
+    },
+}
+
+
+def test_the_router_modules_import_in_one_direction() -> None:
+    import ast
+
+    for name, allowed in ROUTER_MAY_IMPORT.items():
+        imported = _dotted_imports(ast.parse((PACKAGE / "train" / f"{name}.py").read_text()))
+        assert imported <= allowed, (name, sorted(imported - allowed))

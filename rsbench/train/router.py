@@ -31,7 +31,7 @@ Cost: labels as in :mod:`rsbench.train.router_labels`; training took 22 s for th
 
 The library never prints: progress goes to an optional callback receiving
 :class:`~rsbench.train.router_labels.RouterEvent`. Imports ``device``, ``errors``, ``noise``,
-``train.common``, the two router modules and ``weights``; lazily ``models``, ``zoo``, safetensors.
+``train.common`` and the two router modules; lazily ``models``, ``zoo``.
 """
 
 from __future__ import annotations

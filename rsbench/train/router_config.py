@@ -13,8 +13,8 @@ line, and the experts, data and label stage it names.
   radii (:func:`rsbench.train.router_labels.label_radii`, cached) and, without labelling anything,
   its cost per expert (``--dry-run``).
 
-Imports ``device``, ``errors``, ``train.common``, ``train.router_labels``; lazily ``data``,
-``denoised``, ``models``, ``noise``, ``smoothing``, ``zoo``.
+Imports ``errors``, ``train.common``, ``train.router_labels``; lazily ``data``, ``denoised``,
+``models``, ``noise``, ``smoothing``, ``zoo``.
 """
 
 from __future__ import annotations
