@@ -282,14 +282,16 @@ NOTES = """
   runs/embedded-ct/ct-entries.yaml --out runs/embedded-ct` rebuilds it (deterministic); this script
   certifies it again when that zoo file exists.
 - Router recipe variants (issue 15 item 5): `results/router-variants.md` (`python
-  bench/router_variants.py`) compares 17 recipes (temperature 0.02 / 0.05 / 0.1 / 0.2, lambda 20 /
-  40 / 80, eta 0, sigma_router 1.25, `mlp` router, 60 epochs, 4 and 8 noisy copies, point label
+  bench/router_variants.py`) compares 19 recipes (temperature 0.02 / 0.05 / 0.1 / 0.2, lambda 20 /
+  40 / 80, eta 0, sigma_router 0.5 / 0.75 / 1.25, `mlp` router, 60 epochs, 4 and 8 noisy copies, point label
   radii, 37,000 instead of 17,000 labelled images) trained on train images 0-16,999 and scored on
   300 held-out training images (router stage certified, expert stage from the experts' stored
-  certificates at alpha/2), so that no recipe is chosen on the test images. None sends a held-out
-  image to s0.25 (0-0.3% of the choices) and none beats the majority expert by much (training
-  agreement 0.62-0.65 with s1.00 at 62% of the labels); a higher temperature moves the choices to
-  s1.00 (T = 0.2: all of them), eta = 0 halves the router's radius. The best on held-out are within
+  certificates at alpha/2), so that no recipe is chosen on the test images. None at sigma_router >= 0.75 sends
+  a held-out image to s0.25 (0-0.3% of the choices) and none beats the majority expert by much (training
+  agreement 0.62-0.66 with s1.00 at 62% of the labels); a higher temperature moves the choices to
+  s1.00 (T = 0.2: all of them), with eta = 0 R_router cuts 4-9 points at r >= 0.5, a smaller sigma_router sees
+  more but caps the router's radius (0.5: 4% of the choices go to s0.25, nothing certified beyond
+  r = 1.33; 0.75: +2 points at r <= 0.25, -0.6 to -2.3 from r = 1). The best on held-out are within
   1-2 points (3-6 images) of the shipped recipe at every radius: `mlp` (81.3 / 72.7 / 61.0 / 52.7 /
   45.7 vs 80.0 / 70.0 / 60.7 / 51.7 / 44.3 at r = 0 ... 1; but an `mlp` router made the dual
   1.51x one expert's time, over target 2's 1.4x, see below) and 4 noisy copies (80.3 / 71.3 / 61.7 / 52.0 / 45.3,
@@ -305,7 +307,7 @@ NOTES = """
   8.2%); an oracle choosing only between s0.50 and s1.00 would reach 89.6 / 83.2 / 76.0 / 69.4 /
   60.2% at r = 0 ... 1, the dual reaches 84.2 / 76.6 / 69.8 / 63.4 / 54.4. Under sigma_router = 1
   noise the router cannot tell which images a small sigma wins (agreement with the best expert on
-  its training images 0.62-0.65 for every recipe, 0.62 for always-s1.00), so it never picks s0.25 and sends
+  its training images 0.62-0.66 for every recipe, 0.62 for always-s1.00), so it never picks s0.25 and sends
   26% of the images to s0.50, whose radius stops at 1.33 (3.8% of all images are routed to s0.50
   while s1.00 certifies them at >= 1.25). Ignoring R_router (the table above) lifts the dual by
   0.2-2.8 points at r >= 0.25 but still leaves it behind the cascade at r = 1.25-1.75. The cascade

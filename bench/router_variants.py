@@ -59,6 +59,8 @@ VARIANTS: dict[str, list[str]] = {
     "lam20": ["--lambda", "20"],
     "lam80": ["--lambda", "80"],
     "sr125": ["--sigma-router", "1.25"],
+    "sr075": ["--sigma-router", "0.75"],
+    "sr050": ["--sigma-router", "0.5"],
     "eta0": ["--eta", "0"],
     "mlp": ["--arch", "mlp"],
     "ep60": ["--epochs", "60"],
