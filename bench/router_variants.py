@@ -189,7 +189,8 @@ def render(rows: list[dict], full: np.ndarray, half: np.ndarray) -> str:
     lines += [
         "",
         "Defaults (`rsbench.train.router_config`): `pooled_mlp` router, temperature 0.05 x the largest "
-        "sigma (here 0.05), batch 64, Adam lr 3e-3 cosine, lambda 40, eta 0.5, 2 copies, 20 epochs, "
+        "sigma (here 0.05), batch 64, Adam lr 3e-3 cosine, lambda 40, eta 0.5, 2 copies, 20 epochs "
+        "(at least 500 steps), "
         "sigma_router 1, labels n0 = 10, n = 100, alpha = 0.001 (Clopper-Pearson label radii). One "
         "image is 0.33 points. `train agreement`: the last epoch's share of training images whose "
         "router choice (mean softmax over the noisy copies) is the best expert of the labels.",

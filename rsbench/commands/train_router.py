@@ -138,7 +138,13 @@ def router_options(func):
             type=int,
             help="Noisy copies per image (m >= 2).",
         ),
-        click.option("--epochs", default=20, show_default=True, type=int),
+        click.option(
+            "--epochs",
+            default=None,
+            type=int,
+            help="Router training epochs (default: 20, or more on a small set so that the router "
+            "takes at least 500 optimiser steps).",
+        ),
         click.option("--batch-size", default=64, show_default=True, type=int),
         click.option(
             "--optimizer", default="adam", show_default=True, type=click.Choice(["adam", "sgd"])
@@ -388,7 +394,8 @@ def _print_label_plan(config, options: dict[str, Any]) -> None:
         )
     click.echo(
         f"estimated label time: {total:.0f} s ({total / 60:.1f} min) on this machine now; "
-        f"then {config.epochs} epochs of router training. Nothing was labelled or trained."
+        f"then {config.epochs or 'at least 20'} epochs of router training (at least 500 optimiser "
+        "steps by default). Nothing was labelled or trained."
     )
 
 
@@ -426,7 +433,7 @@ Stages: (1) each expert certifies each training image at its sigma with n0/n dra
 --label-cache and reused by later runs and other routers sharing an expert. (2) soft targets
 softmax(R / T), images certified by no expert dropped, class weights 1/q_k. (3) the router
 trains on --copies noisy copies at --sigma-router: soft cross-entropy + lambda KL + eta entropy.
-Defaults (pooled_mlp, T = 0.05 x the largest sigma, batch 64, lr 3e-3) are chosen so that a
+Defaults (pooled_mlp, T = 0.05 x the largest sigma, batch 64, lr 3e-3, >= 500 steps) are chosen so that a
 router over experts nobody here trained does not collapse to the largest sigma on a few hundred
 labelled images (rsbench.train.router, results/dual-embedded.md).
 Outputs in --out: <id>.safetensors, <id>.train.json; router + dual entries in --zoo-file.

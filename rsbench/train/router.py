@@ -27,7 +27,7 @@ noise ``sigma_router``, which expert certifies each image best. Three modules, o
 
 Cost: labels as in :mod:`rsbench.train.router_labels`; training took 22 s for the embedded router (an
 ``mlp`` router; a ``fmnist_cnn`` router takes about 4 s per epoch of 17,000 images). With the default
-``pooled_mlp`` router and 20 epochs the whole run stays around 5-10 minutes on two shared cores.
+``pooled_mlp`` router and 20 epochs (at least 500 steps) the whole run stays around 5-10 minutes on two shared cores.
 
 The library never prints: progress goes to an optional callback receiving
 :class:`~rsbench.train.router_labels.RouterEvent`. Imports ``device``, ``errors``, ``noise``,
@@ -274,8 +274,11 @@ def fit_router(
     from rsbench.noise import UNNAMED_DATASET, NoiseKey
 
     emit: Progress = progress or _ignore
-    if config.temperature is None:
-        raise ConfigError("fit_router needs a resolved config (RouterTrainConfig.resolved)")
+    if config.temperature is None or config.epochs is None:
+        raise ConfigError(
+            "fit_router needs a resolved config (RouterTrainConfig.resolved, .with_epochs_for)"
+        )
+    epochs: int = config.epochs
     device = D.resolve(config.device)
     D.activate(device)
     torch_device = device.torch
@@ -286,14 +289,12 @@ def fit_router(
     best = torch.as_tensor(best_expert(radii))
     size, experts = images.shape[0], radii.shape[1]
     steps = math.ceil(size / config.batch_size)
-    optimizer, scheduler = OptimizerConfig.of(config).build(
-        model.parameters(), config.epochs, steps
-    )
+    optimizer, scheduler = OptimizerConfig.of(config).build(model.parameters(), epochs, steps)
     loop = EpochLoop(
         model,
         optimizer,
         scheduler,
-        config.epochs,
+        epochs,
         steps,
         key,
         checkpoint,
@@ -311,7 +312,7 @@ def fit_router(
         RouterEvent(
             "train-start",
             epoch=loop.start_epoch,
-            epochs=config.epochs,
+            epochs=epochs,
             steps=steps,
             total=size,
             resumed_from=resumed_from,
@@ -357,7 +358,7 @@ def fit_router(
             RouterEvent(
                 "batch",
                 epoch=tick.epoch,
-                epochs=config.epochs,
+                epochs=epochs,
                 step=tick.step,
                 steps=steps,
                 loss=tick.loss,
@@ -382,12 +383,12 @@ def fit_router(
         warning = collapse_message(record["choice_share"], names, f"epoch {epoch}: the router")
         if warning:
             log.warning("%s", warning)
-            emit(RouterEvent("warning", epoch=epoch, epochs=config.epochs, message=warning))
+            emit(RouterEvent("warning", epoch=epoch, epochs=epochs, message=warning))
         emit(
             RouterEvent(
                 "epoch",
                 epoch=epoch,
-                epochs=config.epochs,
+                epochs=epochs,
                 step=steps,
                 steps=steps,
                 loss=record["loss"],
@@ -456,6 +457,7 @@ def train_router(
             f"none of the {len(indices)} training images is certified by any expert; "
             "check the experts and their sigmas"
         )
+    config = config.with_epochs_for(int(keep.sum()))
     kept_indices = [i for i, k in zip(indices, keep) if k]
     images = data.images(kept_indices)
 
@@ -511,7 +513,7 @@ def train_router(
         write_entries(zoo_path, [router_entry, dual_entry], overwrite=overwrite_entries)
     if not keep_checkpoint:
         paths["checkpoint"].unlink(missing_ok=True)
-    (progress or _ignore)(RouterEvent("done", epochs=config.epochs, elapsed=seconds))
+    (progress or _ignore)(RouterEvent("done", epochs=config.epochs or 0, elapsed=seconds))
     return RouterTrainResult(
         router_id,
         dual_id,
