@@ -202,6 +202,21 @@ def test_import_logs_command_writes_a_readable_run(tmp_path):
     info = read_run_json(run_dirs[0])
     assert info["source"]["sha256"] and info["import"]["rows_with_ambiguous_count"] > 0
     assert abs(100 * float(df["correct"].mean()) - 76.6) <= 0.05 + 1e-9
+    assert Path(info["source"]["path"]).resolve() == log  # relative to the working directory
+
+
+def test_recorded_source_path_is_relative_under_the_working_directory(tmp_path, monkeypatch):
+    """A result made from a checkout names its source the same way in every clone."""
+    from rsbench.results import recorded_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "logs").mkdir()
+    assert recorded_path(tmp_path / "logs" / "a.tsv") == "logs/a.tsv"
+    assert recorded_path("logs/../logs/a.tsv") == "logs/a.tsv"
+    (tmp_path / "linked").symlink_to(tmp_path.parent)  # under the working directory by a link
+    assert recorded_path(tmp_path / "linked" / "x.tsv") == "linked/x.tsv"
+    outside = tmp_path.parent / "elsewhere.tsv"
+    assert recorded_path(outside) == str(outside.resolve())
 
 
 def test_imagenet_logs_import_with_their_alpha():

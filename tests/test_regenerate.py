@@ -17,8 +17,8 @@ full re-certifications); these tests drive it on cheap slices:
   stand-in for ``rsbench``) are replayed on copies of the committed runs, and every table they
   write (markdown, HTML, CSV, the head to head) must equal the committed file byte for byte; the
   published logs are imported again and their Parquet parts must be byte-identical (their
-  ``run.json`` equal but for ``created`` and ``source.path``, the time and the absolute path of the
-  import). The slow tests add the 10,000-row CIFAR-10 imports, the PNG curves (byte for byte) and
+  ``run.json`` equal but for ``created``, the time of the import). The slow tests add the
+  10,000-row CIFAR-10 imports, the PNG curves (byte for byte) and
   ``results/dual-embedded.md`` (byte for byte but for its section of wall times measured as it runs).
 * the README's tables of models (leaderboards, head to head) are copies of committed results rows.
 """

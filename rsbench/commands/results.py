@@ -93,7 +93,14 @@ def import_logs(
     """Import Cohen-format TSV certification logs into rsbench results (one run per log)."""
     from rich.console import Console
 
-    from rsbench.results import check_run_id, digest, import_cohen_log, utc_now, write_run
+    from rsbench.results import (
+        check_run_id,
+        digest,
+        import_cohen_log,
+        recorded_path,
+        utc_now,
+        write_run,
+    )
     from rsbench.weights import sha256_file
 
     console = Console(stderr=True)
@@ -130,7 +137,7 @@ def import_logs(
         info = {
             "status": "complete",
             "config": params,
-            "source": {"path": str(log_path.resolve()), "sha256": file_hash, "format": "cohen-tsv"},
+            "source": {"path": recorded_path(log_path), "sha256": file_hash, "format": "cohen-tsv"},
             "import": frame.attrs.get("import", {}),
             "created": utc_now(),
         }

@@ -25,6 +25,7 @@ from rsbench.results.provenance import (
     environment_info,
     git_commit,
     package_versions,
+    recorded_path,
     utc_now,
 )
 from rsbench.results.rescore import rescore_frame, rescore_run
@@ -102,6 +103,7 @@ __all__ = [
     "read_results",
     "read_run_json",
     "read_tables",
+    "recorded_path",
     "rescore_frame",
     "rescore_run",
     "rows_to_table",

@@ -90,6 +90,20 @@ def environment_info() -> dict[str, Any]:
     }
 
 
+def recorded_path(path: str | os.PathLike) -> str:
+    """How a source file or folder is recorded in a run.json: relative to the working directory
+    when it lies under it (so a result made from a checkout names the same file in every clone),
+    else absolute. A path that reaches the working directory only through a symlink is still
+    under it (tried as given, then with links resolved)."""
+    given, cwd = Path(os.path.abspath(path)), Path.cwd()
+    for candidate, base in ((given, cwd), (given.resolve(), cwd.resolve())):
+        try:
+            return candidate.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return os.fspath(given.resolve())
+
+
 def digest(data: Any) -> str:
     """sha256 of the canonical JSON of ``data`` (sorted keys): a stable content hash."""
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=json_default)

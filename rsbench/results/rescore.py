@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rsbench.errors import ResultsError
-from rsbench.results.provenance import environment_info, utc_now
+from rsbench.results.provenance import environment_info, recorded_path, utc_now
 from rsbench.results.storage import check_run_id, read_results, read_run_json, write_run
 
 if TYPE_CHECKING:
@@ -299,7 +299,7 @@ def rescore_run(
         "rescored_from": {
             "run_id": source.get("run_id", run_dir.name),
             "identity": source.get("identity"),
-            "path": os.fspath(run_dir.resolve()),
+            "path": recorded_path(run_dir),
         },
         "alpha": alpha,
         "alpha_router_fraction": alpha_router_fraction,
