@@ -120,7 +120,8 @@ def certify(
     ``alpha_router_fraction``, ``threads``, ``noise_dtype``, ...); ``zoo`` takes zoo YAML file(s)
     (``--zoo``), ``indices`` a string like ``"0:100:2"`` or a list of indices. Runs resume and are
     written where the CLI writes them (``out_dir``, default :func:`rsbench.results.default_results_dir`);
-    nothing is printed. A bad option is a :class:`~rsbench.errors.ConfigError`.
+    nothing is printed; torch's thread count is as it was afterwards. A bad option is a
+    :class:`~rsbench.errors.ConfigError`.
     """
     import pandas as pd
 
@@ -142,7 +143,13 @@ def certify(
     run_options["indices"] = indices
     run_options.update(quiet=True, no_leaderboard=True, dry_run=False)
     model_ids = (ids,) if isinstance(ids, str) else tuple(ids)
-    results = certify_ids(model_ids, sigma, run_options)
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        results = certify_ids(model_ids, sigma, run_options)
+    finally:  # ``threads`` sets torch's process-wide pool for the run; a library call gives it back
+        torch.set_num_threads(threads)
     frames = [read_results(result.run_dir) for result in results]
     if not frames:
         return pd.DataFrame()

@@ -93,6 +93,22 @@ def test_load_resolves_like_certify() -> None:
         rsbench.load("embedded-fmnist-s0.50", sigma_router=0.5)
 
 
+def test_certify_gives_back_torch_threads(tmp_path) -> None:
+    """``threads=`` sets torch's process-wide pool for the run only (the CLI's process ends)."""
+    import torch
+
+    before = torch.get_num_threads()
+    wanted = 2 if before != 2 else 3
+    torch.set_num_threads(wanted)
+    try:
+        rsbench.certify(
+            "embedded-fmnist-s0.25", n0=10, n=20, limit=1, threads=1, out_dir=str(tmp_path)
+        )
+        assert torch.get_num_threads() == wanted
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_certify_refuses_an_unknown_option(tmp_path) -> None:
     with pytest.raises(ConfigError, match="unknown option\\(s\\) num_samples"):
         rsbench.certify(IDS[0], num_samples=10, out_dir=str(tmp_path))
