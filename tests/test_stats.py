@@ -131,3 +131,7 @@ def test_clopper_pearson_upper_is_never_below_the_exact_bound() -> None:
         ours = float(stats.clopper_pearson_upper(k, n, alpha))
         # exact upper bound u*: P[Bin(n, u*) <= k] = alpha, decreasing in u
         assert 1 - _binomial_tail_at_least(k + 1, n, ours) <= alpha, (k, n, alpha, ours)
+        # ... and tight: a hair below ours (1e-9 relative) is already below u*, so the same check
+        # fails there (a bound rounded or computed loosely upward would pass the line above)
+        below = ours * (1 - 1e-9)
+        assert 1 - _binomial_tail_at_least(k + 1, n, below) > alpha, (k, n, alpha, ours)
