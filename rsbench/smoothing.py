@@ -21,6 +21,7 @@ Both are pure functions of the vote counts (:func:`certify_from_counts`,
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -159,7 +160,7 @@ CertificateT = TypeVar("CertificateT")
 PredictionT = TypeVar("PredictionT")
 
 
-class CertifiesOne(Generic[CertificateT]):
+class CertifiesOne(ABC, Generic[CertificateT]):
     """``certify(image, ...)``, one ``[C, H, W]`` image, in terms of the class's ``certify_batch``.
 
     The one per-image wrapper of every smoothed model (:class:`SmoothedClassifier`,
@@ -167,6 +168,7 @@ class CertifiesOne(Generic[CertificateT]):
     sample ``(dataset, split, index)``, certified exactly as in a batch (same noise keys).
     """
 
+    @abstractmethod
     def certify_batch(
         self,
         images: torch.Tensor,
@@ -180,7 +182,7 @@ class CertifiesOne(Generic[CertificateT]):
         split: str = "test",
         stage: int = 0,
     ) -> list[CertificateT]:
-        raise NotImplementedError
+        """The model's batch CERTIFY, which every subclass defines."""
 
     def certify(
         self,
@@ -209,9 +211,10 @@ class CertifiesOne(Generic[CertificateT]):
         )[0]
 
 
-class PredictsOne(Generic[PredictionT]):
+class PredictsOne(ABC, Generic[PredictionT]):
     """``predict(image, ...)``, one ``[C, H, W]`` image, in terms of the class's ``predict_batch``."""
 
+    @abstractmethod
     def predict_batch(
         self,
         images: torch.Tensor,
@@ -224,7 +227,7 @@ class PredictsOne(Generic[PredictionT]):
         split: str = "test",
         stage: int = 0,
     ) -> list[PredictionT]:
-        raise NotImplementedError
+        """The model's batch PREDICT, which every subclass defines."""
 
     def predict(
         self,
