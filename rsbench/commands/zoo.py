@@ -20,6 +20,9 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 zoo_option = options.zoo_option(
     help="Extra zoo file (repeatable); also $RSBENCH_ZOO (os.pathsep-separated)."
 )
+device_option = options.device_option(
+    help="Device for the forward pass: cpu, cuda, cuda:N or auto."
+)
 cache_option = click.option(
     "--cache-dir",
     default=None,
@@ -335,12 +338,7 @@ Examples:
     is_flag=True,
     help="Forget the cached file (and a changed archive) first; with --download, fetch it again.",
 )
-@click.option(
-    "--device",
-    default="cpu",
-    show_default=True,
-    help="Device for the forward pass: cpu, cuda, cuda:N or auto.",
-)
+@device_option
 @zoo_option
 @cache_option
 @click.pass_context

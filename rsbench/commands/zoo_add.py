@@ -16,6 +16,7 @@ import click
 from rsbench.commands.zoo import (
     CONTEXT,
     cache_option,
+    device_option,
     load_group_zoo,
     make_console,
     zoo,
@@ -218,12 +219,7 @@ Examples:
     type=click.Path(dir_okay=False),
     help="User zoo file that records the sha256 of each imported entry (created if missing).",
 )
-@click.option(
-    "--device",
-    default="cpu",
-    show_default=True,
-    help="Device for the forward pass: cpu, cuda, cuda:N or auto.",
-)
+@device_option
 @zoo_option
 @cache_option
 @click.pass_context
