@@ -20,9 +20,9 @@ import time
 
 import torch
 
-from rsbench import runconfig, runner
-from rsbench.archs import build_architecture
-from rsbench.smoothing import SmoothedClassifier
+from rsbench.engine.smoothing import SmoothedClassifier
+from rsbench.models.archs import build_architecture
+from rsbench.run import runconfig, runner
 
 SHAPE = (1, 28, 28)
 

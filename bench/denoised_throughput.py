@@ -43,12 +43,12 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from rsbench import certifiers
-    from rsbench import device as D
-    from rsbench.data import load_dataset
-    from rsbench.models import load_model
-    from rsbench.smoothing import SmoothedClassifier
-    from rsbench.zoo import load_zoo
+    from rsbench.data.dataset import load_dataset
+    from rsbench.engine import device as D
+    from rsbench.engine.smoothing import SmoothedClassifier
+    from rsbench.models.loading import load_model
+    from rsbench.run import certifiers
+    from rsbench.zoo.registry import load_zoo
 
     device = D.resolve(args.device)
     D.activate(device)

@@ -19,7 +19,7 @@ done). Then, from those rows:
 The cascade ``embedded-fmnist-cascade`` (sigma 1.00 -> 0.50 -> 0.25, p0 = 0.5) is certified under
 the same protocol twice: with the default union alpha split and with the reference code's
 ``--alpha-split reference`` (labelled as such). The head-to-head section compares every model on the
-images all of them certified (:mod:`rsbench.headtohead`), with mean and worst-case samples per image.
+images all of them certified (:mod:`rsbench.report.headtohead`), with mean and worst-case samples per image.
 Run directories of these models left by an older configuration (another identity, e.g. an older
 noise scheme) are removed before certifying, so every model is scored once.
 
@@ -62,7 +62,8 @@ OPTIONAL_JOBS = ["embedded-fmnist-denoised-dual"]
 
 def extra_zoos() -> list[Path]:
     """Embedded zoo files whose entries are not yet merged into the packaged model_zoo.yaml."""
-    from rsbench.zoo import load_zoo, read_zoo_file
+    from rsbench.zoo.files import read_zoo_file
+    from rsbench.zoo.registry import load_zoo
 
     packaged = set(load_zoo(include_packaged=True).ids())
     return [
@@ -81,13 +82,13 @@ def remove_stale_runs(jobs: list[str], out: Path) -> None:
     """Delete run directories of the jobs' models whose configuration is not the current one.
 
     The current run directory of each job is the one ``rsbench certify`` would write now
-    (:meth:`rsbench.runconfig.RunConfig.run_name`); any other ``<id>-custom-*`` directory of that id is
+    (:meth:`rsbench.run.runconfig.RunConfig.run_name`); any other ``<id>-custom-*`` directory of that id is
     from an older configuration (e.g. an older noise scheme) and would be scored twice.
     """
     import shutil
 
-    from rsbench import runconfig
-    from rsbench.zoo import load_zoo
+    from rsbench.run import runconfig
+    from rsbench.zoo.registry import load_zoo
 
     zoo = load_zoo()
     expected: dict[str, set[str]] = {}
@@ -151,8 +152,8 @@ def certify(ids: list[str], zoos: list[Path], out: Path, threads: int, run: bool
 
 def curves(out: Path, experts: list[str], duals: list[str]):
     """Certified accuracy per model, envelope and oracle of the experts, from the stored rows."""
-    from rsbench import metrics
-    from rsbench.results import read_results
+    from rsbench.report import metrics
+    from rsbench.results.storage import read_results
 
     df = read_results(out)
     df = df[(df["n"] == N) & (df["n0"] == N0) & (df["alpha"] == ALPHA)]
@@ -188,11 +189,11 @@ def timing(zoos: list[Path], dual_id: str, images: int, rounds: int, n0: int, n:
     """Median ratio of dual (and cascade) to single-expert certification wall time, interleaved."""
     import torch
 
-    from rsbench.data import load_dataset
-    from rsbench.loaders import load_cascade, load_dual
-    from rsbench.models import load_model
-    from rsbench.smoothing import SmoothedClassifier
-    from rsbench.zoo import load_zoo
+    from rsbench.api import load_cascade, load_dual
+    from rsbench.data.dataset import load_dataset
+    from rsbench.engine.smoothing import SmoothedClassifier
+    from rsbench.models.loading import load_model
+    from rsbench.zoo.registry import load_zoo
 
     zoo = load_zoo(zoos)
     dual_entry = zoo.get(dual_id)
@@ -339,21 +340,21 @@ NOTES = """
 
 
 def head_to_head_section(out: Path) -> list[str]:
-    """The head-to-head table (rsbench.headtohead) and the dual-vs-cascade targets of issue 15."""
-    from rsbench import headtohead, metrics
-    from rsbench.results import read_results
+    """The head-to-head table (rsbench.report.headtohead) and the dual-vs-cascade targets of issue 15."""
+    from rsbench.report import headtohead, metrics
+    from rsbench.results.storage import read_results
 
     df = read_results(out)
     df = df[(df["n"] == N) & (df["n0"] == N0) & (df["alpha"] == ALPHA)]
     table = headtohead.compare(df, RADII)
     lines = ["", "## Head to head: experts, envelope, oracle, dual, cascade", ""]
     lines.append(
-        "`rsbench compare results/embedded` (rsbench.headtohead): every model on the images all of "
+        "`rsbench compare results/embedded` (rsbench.report.headtohead): every model on the images all of "
         "them certified; samples = forward passes per image (worst: observed, bound in "
         "parentheses); s/img from the stored per-sample times (runs made one after another on "
         "this shared machine; the interleaved timing below is the fairer time comparison). The "
         "`cascade reference-split` row uses the authors' alpha/(k+1) budget, which a union bound "
-        "does not cover (rsbench/cascade.py); the `cascade` row is the sound default."
+        "does not cover (rsbench/engine/cascade.py); the `cascade` row is the sound default."
     )
     lines += ["", headtohead.to_markdown(table).rstrip(), ""]
     rows = table.set_index(["model", "sigma"])
@@ -408,7 +409,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from rsbench.zoo import load_zoo
+    from rsbench.zoo.registry import load_zoo
 
     zoos = extra_zoos()
     zoo = load_zoo(zoos)

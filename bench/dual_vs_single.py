@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from rsbench import runconfig, runner
+from rsbench.run import runconfig, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 DUAL, EXPERT = "embedded-fmnist-dual", "embedded-fmnist-s0.50"
@@ -36,8 +36,8 @@ DUAL, EXPERT = "embedded-fmnist-dual", "embedded-fmnist-s0.50"
 
 def load(batch: int):
     """(zoo, DualSmoothed, the expert's SmoothedClassifier, the dual entry)."""
-    from rsbench.loaders import load_dual
-    from rsbench.zoo import load_zoo
+    from rsbench.api import load_dual
+    from rsbench.zoo.registry import load_zoo
 
     zoo = load_zoo()
     dual = load_dual(zoo, DUAL, batch_size=batch)
@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=runconfig.EMBEDDED_DEFAULT_THREADS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from rsbench.data import load_dataset
+    from rsbench.data.dataset import load_dataset
 
     zoo, dual, expert = load(args.batch)
     data = load_dataset("fashion-mnist", "embedded")

@@ -8,7 +8,7 @@ For each embedded Fashion-MNIST expert of the packaged zoo (or the ids given wit
   generator seeded with ``--seed`` (default 0) and drawn in canonical order, batch 1000;
 * the same noisy accuracy at the other embedded sigmas (cross table), useful for dual RS;
 * speed: seconds to CERTIFY one image with n0 = 100, n = 10,000 (median of ``--repeats`` images)
-  through :class:`rsbench.smoothing.SmoothedClassifier`, with ``--threads`` torch threads.
+  through :class:`rsbench.engine.smoothing.SmoothedClassifier`, with ``--threads`` torch threads.
 
 Prints a Markdown report; ``--out FILE`` also writes it there.
 
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _entries(ids: list[str]):
-    from rsbench.zoo import load_zoo
+    from rsbench.zoo.registry import load_zoo
 
     zoo = load_zoo()
     ids = ids or [e.id for e in zoo if e.id.startswith("embedded-fmnist-") and e.kind == "expert"]
@@ -41,7 +41,7 @@ def _certify_seconds(
     model, sigma: float, images: torch.Tensor, repeats: int
 ) -> tuple[float, float]:
     """(median seconds per certificate with n0=100, n=10,000; share of non-abstained)."""
-    from rsbench.smoothing import SmoothedClassifier
+    from rsbench.engine.smoothing import SmoothedClassifier
 
     smoothed = SmoothedClassifier(model, 10, sigma, batch_size=1000, input_shape=(1, 28, 28))
     smoothed.certify(images[0], n0=100, n=1000, alpha=0.001, seed=0, index=0)  # warm-up
@@ -83,15 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from rsbench.data import load_dataset
-    from rsbench.models import load_model
+    from rsbench.data.dataset import load_dataset
+    from rsbench.models.loading import load_model
     from rsbench.train.expert import evaluate
-    from rsbench.weights import fetch
+    from rsbench.weights.sources import fetch
 
     test_set = load_dataset("fashion-mnist", "test", root=args.data_root)
     entries = _entries(args.id)
     for extra in args.zoo:
-        from rsbench.zoo import read_zoo_file
+        from rsbench.zoo.files import read_zoo_file
 
         entries += [e for e in read_zoo_file(extra) if e.kind == "expert"]
     sigmas = sorted({float(e.train_sigma) for e in entries})

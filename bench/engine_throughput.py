@@ -27,9 +27,9 @@ import time
 
 import torch
 
-from rsbench.archs import build_architecture
-from rsbench.sampling import compile_model, precision_context
-from rsbench.smoothing import SmoothedClassifier
+from rsbench.engine.device import compile_model, precision_context
+from rsbench.engine.smoothing import SmoothedClassifier
+from rsbench.models.archs import build_architecture
 
 #: name -> (arch, input shape, images, n0, n, batch)
 NETS = {

@@ -10,7 +10,7 @@ torch, numpy and scipy (no install, no network):
     PYTHONPATH=. python3 bench/gpu_certify.py --device cpu --arch fmnist_cnn --images 2 --n 200 \
         --batch 100 --options fp32,bf16+cl                      # smoke test on a CPU
 
-``--compile`` options use :func:`rsbench.device.compile_model` (static shapes) and warm up on the
+``--compile`` options use :func:`rsbench.engine.device.compile_model` (static shapes) and warm up on the
 batch shapes of the timed run, so no compilation is timed. Stops starting new options once
 ``--budget`` seconds have passed. Never asserts a time.
 """
@@ -23,11 +23,11 @@ import time
 
 import torch
 
-from rsbench import device as D
-from rsbench.archs import build_architecture
-from rsbench.device import compile_model, precision_context
-from rsbench.models import InputLayer
-from rsbench.smoothing import SmoothedClassifier
+from rsbench.engine import device as D
+from rsbench.engine.device import compile_model, precision_context
+from rsbench.engine.smoothing import SmoothedClassifier
+from rsbench.models.archs import build_architecture
+from rsbench.models.network import InputLayer
 
 CIFAR_MEAN, CIFAR_STD = [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]
 

@@ -50,9 +50,9 @@ import torch
 import transformers
 from torch import nn
 
-from rsbench.denoised import DenoisedClassifier, DiffusionDenoiser, HubClassifier
-from rsbench.models import InputLayer
-from rsbench.smoothing import SmoothedClassifier
+from rsbench.models.denoised import DenoisedClassifier, DiffusionDenoiser, HubClassifier
+from rsbench.models.network import InputLayer
+from rsbench.engine.smoothing import SmoothedClassifier
 
 dev = torch.device(sys.argv[1] if sys.argv[1] != "cuda" else "cuda:0")
 

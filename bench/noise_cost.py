@@ -28,9 +28,9 @@ import time
 import torch
 from torch import nn
 
-from rsbench.archs import build_architecture
-from rsbench.noise import NoiseKey
-from rsbench.sampling import VoteCounter
+from rsbench.engine.noise import NoiseKey
+from rsbench.engine.sampling import VoteCounter
+from rsbench.models.archs import build_architecture
 
 
 class OneValue(nn.Module):

@@ -12,7 +12,7 @@ Prints (see docs/reliability.md, "Floating point"):
    ``eps_d = 1 - (1 - q)^d`` (``q`` = mass folded per coordinate pair, counted per coordinate for a
    conservative bound), for d = 784, 3072, 150528;
 4. what a sound correction ``pA_lower - eps_d`` would cost in radius at typical pA_lower;
-5. the float64 Clopper-Pearson bound of rsbench.stats against 50-digit mpmath (is it ever above the
+5. the float64 Clopper-Pearson bound of rsbench.engine.stats against 50-digit mpmath (is it ever above the
    exact bound, and by how much in radius?);
 6. the cost of the proposed fix (draw float64 noise, cast to float32) against float32 noise.
 
@@ -107,7 +107,7 @@ def clopper_pearson_check() -> tuple[float, float, int, int]:
     """
     import mpmath
 
-    from rsbench import stats
+    from rsbench.engine import stats
 
     mpmath.mp.dps = 50
     worst_p, worst_r, above, cases = 0.0, 0.0, 0, 0
@@ -206,7 +206,7 @@ def main() -> None:
 
     if not args.skip_stats:
         worst_p, worst_r, above, cases = clopper_pearson_check()
-        print("\n5. float64 Clopper-Pearson (rsbench.stats) against 50-digit mpmath")
+        print("\n5. float64 Clopper-Pearson (rsbench.engine.stats) against 50-digit mpmath")
         print(
             f"   {cases} cases: max |error| {worst_p:.2e} in p, {worst_r:.2e} sigma in radius; "
             f"{above} cases above the exact bound"

@@ -9,9 +9,9 @@ compared on Fashion-MNIST *training* images that none of them trains on:
   them once with the benchmark's budget (``rsbench certify --n0 100 --n 2000 --alpha 0.001``);
 * each variant's dual is then scored without re-running the experts: its router stage is certified
   for real (``n0 = 100``, ``n = 2000``, ``alpha/2 = 0.0005`` at its ``sigma_router``, on the router
-  noise streams of :class:`rsbench.smoothing.SmoothedClassifier`), and the chosen expert's stage is
+  noise streams of :class:`rsbench.engine.smoothing.SmoothedClassifier`), and the chosen expert's stage is
   the stored expert certificate rescored at ``alpha/2`` (its counts with a Clopper-Pearson bound at
-  0.0005). The dual's radius is ``min(R_router, R_expert)`` as in :mod:`rsbench.dual`. The expert
+  0.0005). The dual's radius is ``min(R_router, R_expert)`` as in :mod:`rsbench.engine.dual`. The expert
   stage's noise differs from the one a dual certificate draws (another purpose key), so this is a
   proxy with the same distribution, not the certificate itself; the winner is certified for real
   on the test protocol by ``bench/dual_embedded.py``.
@@ -100,8 +100,8 @@ def train(name: str, options: list[str], out: Path) -> None:
 
 def expert_radii(certs: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(indices, radii at alpha [N, K], radii at alpha/2 [N, K]); 0 where wrong or abstaining."""
-    from rsbench.results import read_results
-    from rsbench.stats import certified_radius
+    from rsbench.engine.stats import certified_radius
+    from rsbench.results.storage import read_results
 
     full, half, index = [], [], None
     for expert, sigma in zip(EXPERTS, SIGMAS):
@@ -127,10 +127,10 @@ def curve(radius: np.ndarray) -> list[float]:
 def score(name: str, out: Path, index: np.ndarray, half: np.ndarray) -> dict:
     import torch
 
-    from rsbench.data import load_dataset
-    from rsbench.models import load_model
-    from rsbench.smoothing import SmoothedClassifier
-    from rsbench.zoo import load_zoo
+    from rsbench.data.dataset import load_dataset
+    from rsbench.engine.smoothing import SmoothedClassifier
+    from rsbench.models.loading import load_model
+    from rsbench.zoo.registry import load_zoo
 
     torch.set_num_threads(1)
     entry = load_zoo([out / "zoo.yaml"]).get(f"v-{name}-router")

@@ -196,12 +196,12 @@ def certify_kwargs(info: dict[str, Any], out: Path, shard: str = "0/1") -> dict[
         seed=c["seed"],
         precision=c["precision"],
         noise_dtype=c["noise_dtype"],
-        batch_size=c["batch_size"],
+        batch=c["batch_size"],
         chunk_size=c["chunk_size"],
         threads=c.get("threads"),
         device=c["device"],
         shard=shard,
-        out_dir=os.fspath(out),
+        out=os.fspath(out),
     )
     if c["protocol"] != "custom":
         kwargs["protocol"] = c["protocol"]
@@ -220,13 +220,13 @@ def certify_kwargs(info: dict[str, Any], out: Path, shard: str = "0/1") -> dict[
     if c.get("channels_last"):
         kwargs["channels_last"] = True
     if c.get("compile"):
-        kwargs["compile_models"] = True
+        kwargs["compile"] = True
     return kwargs
 
 
 def run_cli(argv: Sequence[str]) -> None:
     """``rsbench ARGV`` in this process (the console entry point); raises on a non-zero exit."""
-    from rsbench.cli import main
+    from rsbench.cli.main import main
 
     try:
         main(list(argv))

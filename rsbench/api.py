@@ -1,17 +1,20 @@
 """The Python API: ``rsbench.load`` and ``rsbench.certify``, the CLI's two verbs as functions.
 
 * :func:`load` returns a ready smoothed model of a zoo id, the way RobustBench's ``load_model``
-  returns a ready network: a :class:`~rsbench.smoothing.SmoothedClassifier` (expert, or denoised
-  expert at one of its sigmas), a :class:`~rsbench.dual.DualSmoothed` or a
-  :class:`~rsbench.cascade.CascadeSmoothed`, with verified weights on the device. Sigma,
-  sigma_router, the alpha split and p0 are resolved by :func:`rsbench.runconfig.resolve_config`, the
+  returns a ready network: a :class:`~rsbench.engine.smoothing.SmoothedClassifier` (expert, or denoised
+  expert at one of its sigmas), a :class:`~rsbench.engine.dual.DualSmoothed` or a
+  :class:`~rsbench.engine.cascade.CascadeSmoothed`, with verified weights on the device. Sigma,
+  sigma_router, the alpha split and p0 are resolved by :func:`rsbench.run.runconfig.resolve_config`, the
   one place ``rsbench certify`` resolves them too, so a loaded model certifies with exactly the
   values a run records.
-* :func:`certify` runs what ``rsbench certify IDS ...`` runs (the same function,
-  :func:`rsbench.commands.certify.certify_ids`, with the same defaults, read from the CLI's
-  options) and returns the rows it stored as a pandas frame: the CLI and the API cannot drift.
+* :func:`certify` runs what ``rsbench certify IDS ...`` runs (the same library functions,
+  :mod:`rsbench.run.jobs`, with the same option names and defaults, :data:`rsbench.run.jobs.DEFAULTS`)
+  and returns the rows it stored as a pandas frame: the CLI and the API cannot drift.
+* :func:`load_dual` and :func:`load_cascade` are kind-checked shortcuts of :func:`load`: they refuse
+  an entry of another kind, so a script that means a dual model cannot silently get an expert.
 
-Both are reached lazily from the package (``rsbench.load``), so ``import rsbench`` stays light.
+``load`` and ``certify`` are reached lazily from the package (``rsbench.load``), so ``import
+rsbench`` stays light. This module is the API layer: it calls :mod:`rsbench.run`, never the CLI.
 """
 
 from __future__ import annotations
@@ -24,14 +27,18 @@ from rsbench.errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
+    import torch
 
-    from rsbench.zoo import Zoo
+    from rsbench.engine.cascade import CascadeSmoothed
+    from rsbench.engine.dual import DualSmoothed
+    from rsbench.zoo.entry import ZooEntry
+    from rsbench.zoo.registry import Zoo
 
-ZooLike = Any  # a rsbench.zoo.Zoo, a zoo YAML path, or a sequence of paths
+ZooLike = Any  # a rsbench.zoo.registry.Zoo, a zoo YAML path, or a sequence of paths
 
 
 def _zoo(zoo: ZooLike) -> Zoo:
-    from rsbench.zoo import Zoo, load_zoo
+    from rsbench.zoo.registry import Zoo, load_zoo
 
     if isinstance(zoo, Zoo):
         return zoo
@@ -68,17 +75,17 @@ def load(
 ) -> Any:
     """The ready smoothed model of zoo entry ``model_id``.
 
-    ``zoo``: a :class:`~rsbench.zoo.Zoo`, or zoo YAML file(s) read after the packaged zoo (None:
+    ``zoo``: a :class:`~rsbench.zoo.registry.Zoo`, or zoo YAML file(s) read after the packaged zoo (None:
     the packaged zoo and ``$RSBENCH_ZOO``). The optional values default as in ``rsbench certify``:
     an expert certifies at its ``train_sigma`` (a denoised expert at its only served sigma, else
     pass ``sigma``); a dual model at its experts' sigmas, ``sigma_router`` and
     ``alpha_router_fraction`` from the entry (router ``train_sigma`` and 0.5 when it has none); a
     cascade with the entry's ``p0`` and ``alpha_split``. Weights are fetched and verified
-    (:mod:`rsbench.weights`). Call ``certify_batch(images, n0, n, alpha, seed, indices,
+    (:mod:`rsbench.weights.sources`). Call ``certify_batch(images, n0, n, alpha, seed, indices,
     dataset=..., split=...)`` on the result; with the noise keys of a run it returns the run's
     certificates.
     """
-    from rsbench import certifiers, runconfig
+    from rsbench.run import certifiers, runconfig
 
     zoo = _zoo(zoo)
     entry = zoo.get(model_id)
@@ -103,6 +110,10 @@ def load(
     return certifier
 
 
+#: Names ``rsbench.certify`` took before they were spelled as the CLI's flags (0.1): still accepted.
+_OLD_NAMES = {"out_dir": "out", "batch_size": "batch", "compile_models": "compile"}
+
+
 def certify(
     ids: str | Sequence[str] = (),
     *,
@@ -114,43 +125,123 @@ def certify(
     """Run ``rsbench certify IDS`` and return the rows of its runs (a pandas frame, in run order).
 
     ``ids``: one id or several (empty: the embedded default run). Every other option of
-    ``rsbench certify`` is a keyword with the same name and default (``protocol``, ``n0``, ``n``,
-    ``alpha``, ``seed``, ``stride``, ``limit``, ``dataset``, ``split``, ``device``, ``precision``,
-    ``batch_size``, ``out_dir``, ``shard``, ``p0``, ``alpha_split``, ``sigma_router``,
-    ``alpha_router_fraction``, ``threads``, ``noise_dtype``, ...); ``zoo`` takes zoo YAML file(s)
-    (``--zoo``), ``indices`` a string like ``"0:100:2"`` or a list of indices. Runs resume and are
-    written where the CLI writes them (``out_dir``, default :func:`rsbench.results.default_results_dir`);
-    nothing is printed; torch's thread count is as it was afterwards. A bad option is a
-    :class:`~rsbench.errors.ConfigError`.
+    ``rsbench certify`` is a keyword with the flag's name, ``_`` for ``-``, and the same default
+    (:data:`rsbench.run.jobs.DEFAULTS`: ``protocol``, ``n0``, ``n``, ``alpha``, ``seed``,
+    ``stride``, ``limit``, ``dataset``, ``split``, ``device``, ``precision``, ``batch``, ``out``,
+    ``shard``, ``p0``, ``alpha_split``, ``sigma_router``, ``alpha_router_fraction``, ``threads``,
+    ``noise_dtype``, ``compile``, ...); ``zoo`` takes zoo YAML file(s) (``--zoo``) or a
+    :class:`~rsbench.zoo.registry.Zoo`'s files, ``indices`` a string like ``"0:100:2"`` or a list
+    of indices. Runs resume and are written where the CLI writes them (``out``, default
+    :func:`rsbench.results.default_results_dir`); nothing is printed; torch's thread count is as it
+    was afterwards. A bad option is a :class:`~rsbench.errors.ConfigError`.
     """
+    import warnings
+
     import pandas as pd
 
-    from rsbench.commands.certify import certify_ids, default_options
-    from rsbench.results import read_results
+    from rsbench.results.storage import read_results
+    from rsbench.run import jobs
 
-    run_options = default_options()
-    unknown = sorted(set(options) - set(run_options) - {"quiet"})
-    if unknown or {"dry_run", "zoo_paths", "indices"} & set(options):
-        bad = unknown or sorted({"dry_run", "zoo_paths", "indices"} & set(options))
+    for old, new in _OLD_NAMES.items():
+        if old in options:
+            warnings.warn(
+                f"rsbench.certify({old}=...) is spelled {new}= now (the CLI's --{new})",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            options[new] = options.pop(old)
+    if {"dry_run", "no_leaderboard"} & set(options):
+        bad = sorted({"dry_run", "no_leaderboard"} & set(options))
         raise ConfigError(
-            f"rsbench.certify got unknown option(s) {', '.join(bad)}; use the names of "
-            "`rsbench certify --help` with _ for - (zoo= for --zoo; no dry_run)"
+            f"rsbench.certify got option(s) {', '.join(bad)} that only the CLI has (use "
+            "rsbench.load and the certifier's estimate instead of a dry run)"
         )
-    run_options.update(options)
-    run_options["zoo_paths"] = _zoo_paths(zoo)
+    run_options = jobs.options_with_defaults(options, "rsbench.certify")
+    run_options["zoo"] = _zoo_paths(zoo)
     if indices is not None and not isinstance(indices, str):
         indices = ",".join(str(int(i)) for i in indices)
     run_options["indices"] = indices
-    run_options.update(quiet=True, no_leaderboard=True, dry_run=False)
     model_ids = (ids,) if isinstance(ids, str) else tuple(ids)
     import torch
 
     threads = torch.get_num_threads()
     try:
-        results = certify_ids(model_ids, sigma, run_options)
+        results = jobs.certify(*jobs.default_jobs(model_ids, sigma, run_options))
     finally:  # ``threads`` sets torch's process-wide pool for the run; a library call gives it back
         torch.set_num_threads(threads)
     frames = [read_results(result.run_dir) for result in results]
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames, ignore_index=True)
+
+
+def _checked_id(zoo: Zoo, entry: str | ZooEntry, kind: str) -> str:
+    entry_id = entry if isinstance(entry, str) else entry.id
+    found = zoo.get(entry_id).kind
+    if found != kind:
+        article = "an" if found[0] in "aeiou" else "a"
+        raise ConfigError(f"{entry_id} is {article} {found} entry, not a {kind} one")
+    return entry_id
+
+
+def load_dual(
+    zoo: Zoo,
+    entry: str | ZooEntry,
+    device: str | torch.device = "cpu",
+    batch_size: int = 1000,
+    precision: str = "fp32",
+    cache_dir: str | os.PathLike | None = None,
+    require_pinned: bool = False,
+    sigma_router: float | None = None,
+    alpha_router_fraction: float | None = None,
+    channels_last: bool = False,
+    noise_dtype: str = "auto",
+) -> DualSmoothed:
+    """The :class:`~rsbench.engine.dual.DualSmoothed` of a ``dual`` entry (an id or a ``ZooEntry``) of
+    ``zoo``: router and experts loaded once; sigmas, ``sigma_router`` and
+    ``alpha_router_fraction`` as ``rsbench certify`` resolves them (the entry's values, else the
+    router's ``train_sigma`` and 0.5)."""
+    loaded: Any = load(
+        _checked_id(zoo, entry, "dual"),
+        zoo,
+        device=str(device),
+        batch_size=batch_size,
+        precision=precision,
+        cache_dir=cache_dir,
+        require_pinned=require_pinned,
+        sigma_router=sigma_router,
+        alpha_router_fraction=alpha_router_fraction,
+        channels_last=channels_last,
+        noise_dtype=noise_dtype,
+    )
+    return loaded
+
+
+def load_cascade(
+    zoo: Zoo,
+    entry: str | ZooEntry,
+    device: str | torch.device = "cpu",
+    batch_size: int = 1000,
+    precision: str = "fp32",
+    cache_dir: str | os.PathLike | None = None,
+    require_pinned: bool = False,
+    p0: float | None = None,
+    alpha_split: str | None = None,
+    channels_last: bool = False,
+) -> CascadeSmoothed:
+    """The :class:`~rsbench.engine.cascade.CascadeSmoothed` of a ``cascade`` entry (an id or a
+    ``ZooEntry``) of ``zoo``: stages largest sigma first, ``p0`` and the alpha split as
+    ``rsbench certify`` resolves them."""
+    loaded: Any = load(
+        _checked_id(zoo, entry, "cascade"),
+        zoo,
+        device=str(device),
+        batch_size=batch_size,
+        precision=precision,
+        cache_dir=cache_dir,
+        require_pinned=require_pinned,
+        p0=p0,
+        alpha_split=alpha_split,
+        channels_last=channels_last,
+    )
+    return loaded

@@ -146,7 +146,7 @@ def check_count(value: int, name: str) -> int:
     return value
 
 
-#: Cascade alpha splits (:mod:`rsbench.cascade`): ``union`` (sound for every input) and
+#: Cascade alpha splits (:mod:`rsbench.engine.cascade`): ``union`` (sound for every input) and
 #: ``reference`` (the reference code's); the cascade's default threshold p0 and split.
 ALPHA_SPLITS = ("union", "reference")
 DEFAULT_P0 = 0.5

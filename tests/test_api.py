@@ -32,8 +32,8 @@ def both(tmp_path_factory):
     command = [sys.executable, "-m", "rsbench", "certify", *IDS, *ARGS, "--out", str(cli_out)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
-    frame = rsbench.certify(IDS, n0=50, n=200, limit=3, threads=1, seed=7, out_dir=str(api_out))
-    from rsbench.results import read_results
+    frame = rsbench.certify(IDS, n0=50, n=200, limit=3, threads=1, seed=7, out=str(api_out))
+    from rsbench.results.storage import read_results
 
     return read_results(cli_out), frame
 
@@ -48,7 +48,7 @@ def test_cli_and_certify_give_identical_rows(both) -> None:
 @pytest.mark.subprocess
 def test_load_certifies_the_rows_of_the_run(both) -> None:
     """rsbench.load(id).certify_batch with the run's sample names reproduces its rows."""
-    from rsbench.data import load_dataset
+    from rsbench.data.dataset import load_dataset
 
     _, rows = both
     dataset = load_dataset("fashion-mnist", "embedded")
@@ -101,9 +101,7 @@ def test_certify_gives_back_torch_threads(tmp_path) -> None:
     wanted = 2 if before != 2 else 3
     torch.set_num_threads(wanted)
     try:
-        rsbench.certify(
-            "embedded-fmnist-s0.25", n0=10, n=20, limit=1, threads=1, out_dir=str(tmp_path)
-        )
+        rsbench.certify("embedded-fmnist-s0.25", n0=10, n=20, limit=1, threads=1, out=str(tmp_path))
         assert torch.get_num_threads() == wanted
     finally:
         torch.set_num_threads(before)
@@ -111,8 +109,41 @@ def test_certify_gives_back_torch_threads(tmp_path) -> None:
 
 def test_certify_refuses_an_unknown_option(tmp_path) -> None:
     with pytest.raises(ConfigError, match="unknown option\\(s\\) num_samples"):
-        rsbench.certify(IDS[0], num_samples=10, out_dir=str(tmp_path))
+        rsbench.certify(IDS[0], num_samples=10, out=str(tmp_path))
+    with pytest.raises(ConfigError, match="only the CLI has"):
+        rsbench.certify(IDS[0], dry_run=True, out=str(tmp_path))
     assert not any(tmp_path.iterdir())
+
+
+def _flag_names(param) -> set[str]:
+    """A Click option's flags as keyword names (``--chunk-size`` -> ``chunk_size``)."""
+    return {flag.lstrip("-").replace("-", "_") for flag in param.opts}
+
+
+def test_the_cli_the_api_and_sweep_files_share_one_set_of_option_names_and_defaults() -> None:
+    """Every option of `rsbench certify` is a key of run.jobs.DEFAULTS under its flag's name
+    (--out is out, --batch is batch), with the same default; a sweep file takes the same names."""
+    from rsbench.cli.certify import certify
+    from rsbench.run.jobs import DEFAULTS
+    from rsbench.run.sweep import _SWEEP_OPTIONS
+
+    params = [p for p in certify.params if p.name not in ("ids", "sigma")]
+    assert {p.name for p in params} == set(DEFAULTS)
+    for param in params:
+        assert param.name in _flag_names(param), (param.name, param.opts)
+        default = param.default
+        if getattr(param, "multiple", False):  # Click's "unset" sentinel is no sequence
+            default = tuple(default) if isinstance(default, (list, tuple)) else ()
+        elif getattr(param, "is_flag", False) and not isinstance(default, bool):
+            default = False  # Click's "unset" flag
+        assert default == DEFAULTS[param.name], (param.name, default)
+    assert set(DEFAULTS) - {"protocol", "dry_run", "no_leaderboard"} == _SWEEP_OPTIONS
+
+
+def test_certify_takes_the_old_keyword_names_with_a_warning(tmp_path) -> None:
+    with pytest.warns(DeprecationWarning, match="spelled out= now"):
+        rows = rsbench.certify(IDS[0], n0=10, n=20, limit=1, threads=1, out_dir=str(tmp_path))
+    assert len(rows) == 1 and any(tmp_path.iterdir())
 
 
 @pytest.mark.subprocess

@@ -5,9 +5,9 @@ classifiers whose smoothed behaviour is known. This file attacks real networks i
 
 Models (trained here in a few seconds, seeded): two ReLU MLP experts (784-128-10, rsbench's
 ``mlp`` architecture) trained with Gaussian noise augmentation at sigma = 0.25 and 0.5 on the first
-1,500 images of the embedded Fashion-MNIST subset; a dual model (:class:`rsbench.dual.DualSmoothed`)
+1,500 images of the embedded Fashion-MNIST subset; a dual model (:class:`rsbench.engine.dual.DualSmoothed`)
 over both with a hand-made linear router (mean brightness above / below the median of the attacked
-images; smoothed at sigma_r = 0.5); a cascade (:class:`rsbench.cascade.CascadeSmoothed`, sigma 0.5
+images; smoothed at sigma_r = 0.5); a cascade (:class:`rsbench.engine.cascade.CascadeSmoothed`, sigma 0.5
 first, then 0.25) over both, whose answering stage and earlier stages are attacked separately
 (see ``_cascade_campaign``).
 
@@ -40,12 +40,12 @@ import pytest
 import torch
 from torch import nn
 
-from rsbench.archs.small import mlp
-from rsbench.cascade import CascadeSmoothed
-from rsbench.data import load_dataset
-from rsbench.dual import DualSmoothed
-from rsbench.noise import UNNAMED_DATASET, NoiseKey
-from rsbench.smoothing import SmoothedClassifier
+from rsbench.data.dataset import load_dataset
+from rsbench.engine.cascade import CascadeSmoothed
+from rsbench.engine.dual import DualSmoothed
+from rsbench.engine.noise import UNNAMED_DATASET, NoiseKey
+from rsbench.engine.smoothing import SmoothedClassifier
+from rsbench.models.archs.small import mlp
 
 SHAPE = (1, 28, 28)
 TRAIN = 1500  # embedded images 0..1499 train the experts; the attacked points come after them

@@ -1,4 +1,4 @@
-"""Soundness tests with known answers for cascaded (multiscale) smoothing (rsbench.cascade)."""
+"""Soundness tests with known answers for cascaded (multiscale) smoothing (rsbench.engine.cascade)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from helpers.toy_models import Bins, Constant, Linear, Threshold
 from scipy.stats import norm
 from torch import nn
 
-from rsbench import stats
-from rsbench.cascade import CascadeSmoothed, combine_cascade
+from rsbench.engine import stats
+from rsbench.engine.cascade import CascadeSmoothed, combine_cascade
+from rsbench.engine.smoothing import SmoothedClassifier
 from rsbench.errors import ConfigError
-from rsbench.smoothing import SmoothedClassifier
 
 
 class Exploding(nn.Module):
@@ -53,7 +53,7 @@ def test_constant_experts_give_the_closed_form_radius(p0: float) -> None:
     expected = 1.0 * (norm.ppf(share ** (1 / n)) - norm.ppf(p0))
     for r in results:
         assert r.prediction == 1 and r.stage == 0 and r.stages_run == 1 and r.samples == n + 10
-        # the Clopper-Pearson bound is rounded down by 2**-40 relative (rsbench.stats)
+        # the Clopper-Pearson bound is rounded down by 2**-40 relative (rsbench.engine.stats)
         assert r.radius == pytest.approx(expected, rel=1e-8) and r.radius <= expected
         assert r.stage_alpha == (pytest.approx(share),)
 

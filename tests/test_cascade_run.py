@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from rsbench import certifiers, runconfig
-from rsbench.commands.certify import certify
-from rsbench.commands.results import rescore
-from rsbench.data import parse_indices
+from rsbench.cli.certify import certify
+from rsbench.cli.results import rescore
+from rsbench.data.indices import parse_indices
 from rsbench.errors import DataError
-from rsbench.results import read_results, read_run_json
-from rsbench.zoo import load_zoo
+from rsbench.results.storage import read_results, read_run_json
+from rsbench.run import certifiers, runconfig
+from rsbench.zoo.registry import load_zoo
 
 CASCADE = "embedded-fmnist-cascade"
 ARGS = ["--n0", "10", "--n", "200", "--batch", "400", "--device", "cpu", "--no-leaderboard"]
@@ -93,7 +93,7 @@ def test_cascade_options_and_identity() -> None:
 
 
 def test_cascade_user_mistakes_are_one_line(tmp_path, capsys) -> None:
-    from rsbench.cli import main
+    from rsbench.cli.main import main
 
     cases = [
         (["certify", CASCADE, "--p0", "0.3"], "p0=0.3"),

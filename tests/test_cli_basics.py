@@ -8,11 +8,11 @@ import sys
 import pytest
 
 from rsbench import __version__
-from rsbench.cli import _COMMANDS, _TRAIN_COMMANDS, main_group
+from rsbench.cli.main import _COMMANDS, _TRAIN_COMMANDS, main_group
 
 pytestmark = pytest.mark.subprocess  # every test runs `python -m rsbench`
 
-LIGHT = "import sys, rsbench.cli; print(sorted(m for m in ('torch', 'pandas', 'pyarrow', 'matplotlib') if m in sys.modules))"
+LIGHT = "import sys, rsbench.cli.main; print(sorted(m for m in ('torch', 'pandas', 'pyarrow', 'matplotlib') if m in sys.modules))"
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -52,7 +52,7 @@ def test_every_command_loads_and_has_help(name: str) -> None:
 def test_every_train_command_loads(name: str) -> None:
     import click
 
-    from rsbench.cli import train
+    from rsbench.cli.main import train
 
     command = train.get_command(click.Context(train), name)
     assert isinstance(command, click.Command) and command.help

@@ -12,12 +12,14 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from rsbench import protocols, runconfig
-from rsbench.commands.certify import certify
-from rsbench.commands.results import rescore
-from rsbench.commands.sweep import load_sweep, sweep
+from rsbench.cli.certify import certify
+from rsbench.cli.results import rescore
+from rsbench.cli.sweep import sweep
+from rsbench.data import protocols
 from rsbench.errors import ConfigError
-from rsbench.results import read_results, read_run_json
+from rsbench.results.storage import read_results, read_run_json
+from rsbench.run import runconfig
+from rsbench.run.sweep import load_sweep
 
 ARGS = ["--n0", "10", "--limit", "16", "--chunk-size", "4", "--batch", "100", "--device", "cpu"]
 
@@ -143,7 +145,7 @@ def test_dry_run_plans_and_writes_nothing(zoo_file, tmp_path):
 
 
 def test_user_mistakes_are_one_line(zoo_file, tmp_path, capsys):
-    from rsbench.cli import main
+    from rsbench.cli.main import main
 
     cases = [
         (["certify", "tiny-s0.2", "--zoo", str(zoo_file)], "unknown model id"),
@@ -246,7 +248,7 @@ def test_rescore_smaller_alpha_never_increases_a_radius(single, tmp_path):
 
 def test_rescore_updates_the_router_choice_and_the_expert_id(single):
     """router_choice / expert_id follow the router's rescored decision (dual.combine_stages)."""
-    from rsbench.results import rescore_frame
+    from rsbench.results.rescore import rescore_frame
 
     df = read_results(single)
     dual = df[(df["kind"] == "dual") & (df["router_choice"] >= 0)].reset_index(drop=True)
@@ -272,7 +274,7 @@ def test_rescore_updates_the_router_choice_and_the_expert_id(single):
 
 
 def test_embedded_default_plan():
-    from rsbench.zoo import load_zoo
+    from rsbench.zoo.registry import load_zoo
 
     zoo = load_zoo()
     missing = [i for i in runconfig.EMBEDDED_DEFAULT_IDS if i not in zoo]

@@ -16,8 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from rsbench import data
-from rsbench.data import DataError, load_dataset, select_indices
+from rsbench.data import catalog, indices
+from rsbench.data import dataset as data
+from rsbench.data.dataset import load_dataset
+from rsbench.data.indices import select_indices
+from rsbench.errors import DataError
 
 #: the first 10 real CIFAR-10 test images (tests/data/README.md)
 CIFAR_CSV = (
@@ -269,7 +272,7 @@ def test_debian_location_is_searched_by_default(monkeypatch, tmp_path):
 def test_embedded_subset_ships_with_the_package():
     ds = load_dataset("fashion-mnist-embedded", "test")
     alias = load_dataset("fashion-mnist", "embedded")
-    assert len(ds) == data.EMBEDDED_SIZE >= 1000
+    assert len(ds) == catalog.EMBEDDED_SIZE >= 1000
     assert (ds.name, ds.split, ds.source_name) == (
         "fashion-mnist-embedded",
         "test",
@@ -325,7 +328,7 @@ def test_select_indices_stride_limit_start_and_indices():
     assert select_indices(10, indices=[7, 2, 9]) == [7, 2, 9]
     assert select_indices(10, indices=[7, 2, 9], limit=2) == [7, 2]
     assert select_indices(10, stride=10) == [0]
-    assert data.parse_indices("0,5, 10-12") == [0, 5, 10, 11, 12]
+    assert indices.parse_indices("0,5, 10-12") == [0, 5, 10, 11, 12]
 
 
 @pytest.mark.parametrize(
@@ -352,13 +355,13 @@ def test_select_indices_errors(kwargs, message):
 
 def test_parse_indices_errors():
     with pytest.raises(DataError, match="cannot read index"):
-        data.parse_indices("1,x")
+        indices.parse_indices("1,x")
     with pytest.raises(DataError, match="backwards"):
-        data.parse_indices("5-2")
+        indices.parse_indices("5-2")
 
 
 def test_standard_protocol_subsets():
-    from rsbench.protocols import get_protocol
+    from rsbench.data.protocols import get_protocol
 
     cifar = get_protocol("cohen").indices("cifar10")
     assert len(cifar) == 500 and cifar[:3] == [0, 20, 40] and cifar[-1] == 9980

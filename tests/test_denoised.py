@@ -17,17 +17,17 @@ import yaml
 from helpers.toy_models import Constant, Threshold
 from torch import nn
 
-from rsbench import stats
-from rsbench.denoised import (
+from rsbench.engine import stats
+from rsbench.engine.dual import DualSmoothed
+from rsbench.engine.smoothing import SmoothedClassifier
+from rsbench.errors import ConfigError, ZooError
+from rsbench.models.denoised import (
     DenoisedClassifier,
     DenoisedExpert,
     DiffusionDenoiser,
     diffusion_timestep,
     serve,
 )
-from rsbench.dual import DualSmoothed
-from rsbench.errors import ConfigError, ZooError
-from rsbench.smoothing import SmoothedClassifier
 
 
 @pytest.fixture(autouse=True)
@@ -181,8 +181,8 @@ _CLEAN_SHA = "a74d918e33bdfc7035f7cfb9585b8386037ac9b7daa7f0f2c38b0b8845fb2c21"
 def _write_components(folder):
     from safetensors.torch import save_file
 
-    from rsbench.archs import build_architecture
-    from rsbench.weights import sha256_file
+    from rsbench.models.archs import build_architecture
+    from rsbench.weights.cache import sha256_file
 
     torch.manual_seed(0)
     paths = {}
@@ -259,7 +259,9 @@ def _zoo_file(folder, sigmas=(0.25, 0.5), dual_sigmas=(0.25, 0.5), classifier_sh
 
 
 def test_zoo_entry_round_trips_and_is_pinned(tmp_path) -> None:
-    from rsbench.zoo import entry_digest, load_zoo, parse_entry
+    from rsbench.zoo.entry import entry_digest
+    from rsbench.zoo.parse import parse_entry
+    from rsbench.zoo.registry import load_zoo
 
     zoo = load_zoo([_zoo_file(tmp_path)], include_packaged=False)
     entry = zoo.get("toy-denoised")
@@ -276,7 +278,7 @@ def test_zoo_entry_round_trips_and_is_pinned(tmp_path) -> None:
 def test_dual_over_a_denoised_expert_needs_served_distinct_sigmas(
     tmp_path, dual_sigmas, message
 ) -> None:
-    from rsbench.zoo import load_zoo
+    from rsbench.zoo.registry import load_zoo
 
     with pytest.raises(ZooError, match=message):
         load_zoo([_zoo_file(tmp_path, dual_sigmas=dual_sigmas)], include_packaged=False)
@@ -295,7 +297,7 @@ def test_dual_over_a_denoised_expert_needs_served_distinct_sigmas(
     ],
 )
 def test_bad_denoised_entries_name_the_field(change, message) -> None:
-    from rsbench.zoo import parse_entry
+    from rsbench.zoo.parse import parse_entry
 
     raw = {
         "id": "d",
@@ -313,10 +315,10 @@ def test_bad_denoised_entries_name_the_field(change, message) -> None:
 
 
 def test_denoised_expert_certifies_at_each_sigma_with_its_own_identity(tmp_path) -> None:
-    from rsbench.results import read_results, read_run_json
-    from rsbench.runconfig import resolve_config
-    from rsbench.runner import run_certification
-    from rsbench.zoo import load_zoo
+    from rsbench.results.storage import read_results, read_run_json
+    from rsbench.run.runconfig import resolve_config
+    from rsbench.run.runner import run_certification
+    from rsbench.zoo.registry import load_zoo
 
     zoo = load_zoo([_zoo_file(tmp_path)], include_packaged=False)
     entry = zoo.get("toy-denoised")
@@ -339,11 +341,11 @@ def test_denoised_expert_certifies_at_each_sigma_with_its_own_identity(tmp_path)
 
 
 def test_dual_over_one_denoised_expert_routes_between_its_sigmas(tmp_path) -> None:
-    from rsbench.loaders import load_dual
-    from rsbench.results import read_results
-    from rsbench.runconfig import resolve_config
-    from rsbench.runner import run_certification
-    from rsbench.zoo import load_zoo
+    from rsbench.api import load_dual
+    from rsbench.results.storage import read_results
+    from rsbench.run.runconfig import resolve_config
+    from rsbench.run.runner import run_certification
+    from rsbench.zoo.registry import load_zoo
 
     zoo = load_zoo([_zoo_file(tmp_path)], include_packaged=False)
     config = resolve_config(zoo.get("toy-dual"), zoo=zoo, n0=10, n=60, limit=4, stride=1)
@@ -361,7 +363,7 @@ def test_dual_over_one_denoised_expert_routes_between_its_sigmas(tmp_path) -> No
 def test_router_labels_over_a_denoised_expert_at_two_sigmas(tmp_path) -> None:
     from rsbench.train.router import train_router
     from rsbench.train.router_config import RouterTrainConfig, load_experts
-    from rsbench.zoo import load_zoo
+    from rsbench.zoo.registry import load_zoo
 
     zoo = load_zoo([_zoo_file(tmp_path)], include_packaged=False)
     with pytest.raises(ConfigError, match="pass --sigmas"):
@@ -389,7 +391,7 @@ def test_router_labels_over_a_denoised_expert_at_two_sigmas(tmp_path) -> None:
 
 
 def test_small_denoiser_is_registered_small_and_sigma_conditional() -> None:
-    from rsbench.archs import DENOISER_ARCHITECTURES, build_architecture
+    from rsbench.models.archs import DENOISER_ARCHITECTURES, build_architecture
 
     assert "small_denoiser" in DENOISER_ARCHITECTURES
     torch.manual_seed(0)
@@ -405,11 +407,11 @@ def test_small_denoiser_is_registered_small_and_sigma_conditional() -> None:
 
 
 def test_cascade_over_one_denoised_expert_runs_its_stages_at_served_sigmas(tmp_path) -> None:
-    from rsbench.loaders import load_cascade
-    from rsbench.results import read_results
-    from rsbench.runconfig import resolve_config
-    from rsbench.runner import run_certification
-    from rsbench.zoo import load_zoo
+    from rsbench.api import load_cascade
+    from rsbench.results.storage import read_results
+    from rsbench.run.runconfig import resolve_config
+    from rsbench.run.runner import run_certification
+    from rsbench.zoo.registry import load_zoo
 
     zoo = load_zoo([_zoo_file(tmp_path)], include_packaged=False)
     config = resolve_config(zoo.get("toy-cascade"), zoo=zoo, n0=10, n=60, limit=3, stride=1)
@@ -425,7 +427,7 @@ def test_cascade_over_one_denoised_expert_runs_its_stages_at_served_sigmas(tmp_p
 def test_sweep_runs_a_denoised_id_at_every_served_sigma(tmp_path) -> None:
     from click.testing import CliRunner
 
-    from rsbench.cli import main_group
+    from rsbench.cli.main import main_group
 
     zoo = _zoo_file(tmp_path)
     sweep = tmp_path / "sweep.yaml"
@@ -440,11 +442,11 @@ def test_sweep_runs_a_denoised_id_at_every_served_sigma(tmp_path) -> None:
 
 
 def test_leaderboard_ranks_a_denoised_expert_at_each_sigma_with_its_time(tmp_path) -> None:
-    from rsbench.report import build_leaderboard
-    from rsbench.results import read_results
-    from rsbench.runconfig import resolve_config
-    from rsbench.runner import run_certification
-    from rsbench.zoo import load_zoo
+    from rsbench.report.leaderboard import build_leaderboard
+    from rsbench.results.storage import read_results
+    from rsbench.run.runconfig import resolve_config
+    from rsbench.run.runner import run_certification
+    from rsbench.zoo.registry import load_zoo
 
     zoo = load_zoo([_zoo_file(tmp_path)], include_packaged=False)
     dirs = []
@@ -461,7 +463,7 @@ def test_leaderboard_ranks_a_denoised_expert_at_each_sigma_with_its_time(tmp_pat
 
 
 def test_dry_run_throughput_runs_the_denoiser_on_every_sample() -> None:
-    from rsbench.certifiers import measure_throughput
+    from rsbench.run.certifiers import measure_throughput
 
     calls = []
 

@@ -17,8 +17,8 @@ import yaml
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 
-from rsbench import stats  # noqa: E402
-from rsbench.denoised import DenoisedClassifier, DiffusionDenoiser, diffusion_timestep  # noqa: E402
+from rsbench.engine import stats  # noqa: E402
+from rsbench.models.denoised import DenoisedClassifier, DiffusionDenoiser, diffusion_timestep  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +71,9 @@ def hub_zoo(tmp_path_factory):
 
 
 def test_hub_denoised_entry_loads_and_certifies_offline(hub_zoo, monkeypatch) -> None:
-    from rsbench.models import load_model
-    from rsbench.smoothing import SmoothedClassifier
-    from rsbench.zoo import load_zoo
+    from rsbench.engine.smoothing import SmoothedClassifier
+    from rsbench.models.loading import load_model
+    from rsbench.zoo.registry import load_zoo
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     entry = load_zoo([hub_zoo], include_packaged=False).get("tiny-cifar10-ddpm-vit")
@@ -100,8 +100,8 @@ def test_hub_denoised_entry_loads_and_certifies_offline(hub_zoo, monkeypatch) ->
 
 def test_one_step_formula_on_the_tiny_unet(hub_zoo) -> None:
     # With the UNet's output as eps: x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar), mapped to [0, 1].
-    from rsbench.models import load_model
-    from rsbench.zoo import load_zoo
+    from rsbench.models.loading import load_model
+    from rsbench.zoo.registry import load_zoo
 
     entry = load_zoo([hub_zoo], include_packaged=False).get("tiny-cifar10-ddpm-vit")
     denoiser = load_model(entry).denoiser
@@ -116,13 +116,13 @@ def test_one_step_formula_on_the_tiny_unet(hub_zoo) -> None:
 
 
 def test_published_cifar10_entry_is_pinned_and_not_cached_in_an_empty_cache(tmp_path) -> None:
-    from rsbench import denoised
-    from rsbench.zoo import load_zoo
+    from rsbench.models import components
+    from rsbench.zoo.registry import load_zoo
 
     entry = load_zoo().get("cifar10-ddpm-vit-denoised")
     assert entry.pinned and entry.sigmas == (0.25, 0.5, 1.0)
     assert all(len(getattr(entry, role)["revision"]) == 40 for role in ("denoiser", "classifier"))
-    assert not denoised.is_cached(entry, tmp_path)  # an empty cache: nothing fetched, no network
+    assert not components.is_cached(entry, tmp_path)  # an empty cache: nothing fetched, no network
 
 
 def _cifar_root(tmp_path):
@@ -148,8 +148,8 @@ def _cifar_root(tmp_path):
 def test_cli_certifies_the_hub_denoised_entry_on_real_cifar10_images(hub_zoo, tmp_path) -> None:
     from click.testing import CliRunner
 
-    from rsbench.cli import main_group
-    from rsbench.results import read_results
+    from rsbench.cli.main import main_group
+    from rsbench.results.storage import read_results
 
     out = tmp_path / "runs"
     args = [

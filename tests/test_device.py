@@ -11,10 +11,10 @@ import pytest
 import torch
 from helpers import fake_cuda as fake
 
-from rsbench import device as D
-from rsbench.cli import main
+from rsbench.cli.main import main
+from rsbench.engine import device as D
 from rsbench.errors import ConfigError
-from rsbench.results import read_results, read_run_json
+from rsbench.results.storage import read_results, read_run_json
 
 ARGS = ["--n0", "10", "--n", "100", "--limit", "4", "--chunk-size", "2", "--batch", "100"]
 MODELS = ["tiny-s0.25", "tiny-dual"]

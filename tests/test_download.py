@@ -16,11 +16,13 @@ import pytest
 import torch
 from helpers.drive_server import UUID, File
 
-from rsbench.archs.cifar_resnet import cifar_resnet20
-from rsbench.download import download, drive_download_url, partial_meta_path, partial_path
 from rsbench.errors import WeightsError
-from rsbench.weights import archive_cache_path, cache_path, fetch, is_cached, remove_cached
-from rsbench.zoo import SourceSpec, parse_entry
+from rsbench.models.archs.cifar_resnet import cifar_resnet20
+from rsbench.weights.cache import archive_cache_path, cache_path
+from rsbench.weights.download import download, drive_download_url, partial_meta_path, partial_path
+from rsbench.weights.sources import fetch, is_cached, remove_cached
+from rsbench.zoo.entry import SourceSpec
+from rsbench.zoo.parse import parse_entry
 
 
 @pytest.fixture(autouse=True)
@@ -226,7 +228,7 @@ def test_corrupted_unpinned_member_is_detected(drive, archive_on_drive, caplog):
     path = fetch(b).path
     good = path.read_bytes()
     path.write_bytes(good[:-10] + b"0123456789")  # same size, other bytes
-    with caplog.at_level(logging.WARNING, logger="rsbench.weights"):
+    with caplog.at_level(logging.WARNING, logger="rsbench.weights.sources"):
         assert fetch(b).path.read_bytes() == good  # extracted again from the intact archive
     assert "fetching it again" in caplog.text and len(drive.file_hits()) == 1
     archive = archive_cache_path(b.source.url)
@@ -255,8 +257,8 @@ def test_corrupted_unpinned_url_file_is_detected(drive):
 
 
 def test_cli_zoo_check_downloads_through_drive_and_reports_quota(drive, tmp_path, capsys):
-    from rsbench.cli import main
-    from rsbench.zoo import write_entries
+    from rsbench.cli.main import main
+    from rsbench.zoo.files import write_entries
 
     members = {"models/cifar10/resnet20/noise_0.25/checkpoint.pth.tar": checkpoint(0)}
     drive.state.files["ARCH"] = File(tar_gz(members), truncate_first=1000)

@@ -1,4 +1,4 @@
-"""Soundness tests with known answers for dual randomized smoothing (rsbench.dual)."""
+"""Soundness tests with known answers for dual randomized smoothing (rsbench.engine.dual)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import torch
 from helpers.toy_models import Constant, Linear, Threshold
 from torch import nn
 
-from rsbench import stats
-from rsbench.dual import DualSmoothed, combine_stages, split_alpha
+from rsbench.engine import stats
+from rsbench.engine.dual import DualSmoothed, combine_stages, split_alpha
+from rsbench.engine.smoothing import SmoothedClassifier
 from rsbench.errors import ConfigError
-from rsbench.smoothing import SmoothedClassifier
 
 
 class Exploding(nn.Module):

@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 from helpers.tiny_zoo import make_zoo
 
-from rsbench.cli import main, main_group
-from rsbench.results import list_parts, read_results, read_run_json
+from rsbench.cli.main import main, main_group
+from rsbench.results.storage import list_parts, read_results, read_run_json
 
 TINY = ["--n0", "10", "--n", "100", "--batch", "100", "--device", "cpu"]
 

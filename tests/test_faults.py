@@ -23,12 +23,13 @@ import torch
 from helpers.cli import ARCH, assert_one_clear_error, run_many, write_weights, zoo_text
 from torch import nn
 
-from rsbench import results, runconfig, runner
-from rsbench.dual import DualSmoothed
+from rsbench import results
+from rsbench.engine.dual import DualSmoothed
+from rsbench.engine.smoothing import SmoothedClassifier
 from rsbench.errors import ConfigError, ResultsError, RSBenchError
 from rsbench.results import storage
-from rsbench.smoothing import SmoothedClassifier
-from rsbench.zoo import load_zoo
+from rsbench.run import runconfig, runner
+from rsbench.zoo.registry import load_zoo
 
 SMALL = dict(protocol="cpu", n0=10, n=50, limit=6, chunk_size=2, batch_size=500, device="cpu")
 ENOSPC_MESSAGE = os.strerror(errno.ENOSPC)  # "No space left on device"
@@ -234,7 +235,7 @@ def test_bad_pixels_are_refused_before_any_forward_pass(value):
 
 def test_bad_pixels_in_a_dataset_stop_the_run_with_earlier_chunks_kept(zoo, tmp_path):
     """A dataset whose 5th selected image holds NaN: chunks before it are written, then ConfigError."""
-    from rsbench.data import load_dataset
+    from rsbench.data.dataset import load_dataset
 
     config = _config(zoo)
     prepared = runner.prepare(config, zoo, tmp_path)

@@ -1,12 +1,12 @@
-"""Head-to-head comparison (rsbench.headtohead, ``rsbench compare``) on hand-made result rows."""
+"""Head-to-head comparison (rsbench.report.headtohead, ``rsbench compare``) on hand-made result rows."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from rsbench import headtohead
 from rsbench.errors import ResultsError
+from rsbench.report import headtohead
 
 
 def _rows(model, kind, sigma, indices, radius, correct=True, **extra):

@@ -14,10 +14,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
-from rsbench.archs.cifar_resnet import cifar_resnet20
 from rsbench.errors import WeightsError
-from rsbench.weights import allowing_unpinned_revisions, fetch, is_cached, remove_cached
-from rsbench.zoo import parse_entry
+from rsbench.models.archs.cifar_resnet import cifar_resnet20
+from rsbench.weights.hf import allowing_unpinned_revisions
+from rsbench.weights.sources import fetch, is_cached, remove_cached
+from rsbench.zoo.parse import parse_entry
 
 COMMIT = "4c1c0ffee0ddba11c0de5eed0123456789abcdef"
 REPO = "rs-org/cifar-experts"
@@ -155,8 +156,8 @@ def test_corrupted_cached_blob_of_an_unpinned_entry_is_detected(hub, payload):
 
 
 def test_cli_lists_the_revision_and_check_honours_allow_unpinned(hub, tmp_path, capsys):
-    from rsbench.cli import main
-    from rsbench.zoo import write_entries
+    from rsbench.cli.main import main
+    from rsbench.zoo.files import write_entries
 
     zoo_file = write_entries(tmp_path / "z.yaml", [hf_entry(revision="main")])
 

@@ -8,15 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rsbench.engine.stats import certified_radius, counts_from_radii
 from rsbench.errors import ConfigError, ResultsError
-from rsbench.results import (
-    import_cohen_log,
-    parse_log_time,
-    read_results,
-    read_run_json,
-    rescore_frame,
-)
-from rsbench.stats import certified_radius, counts_from_radii
+from rsbench.results.importers import import_cohen_log, parse_log_time
+from rsbench.results.rescore import rescore_frame
+from rsbench.results.storage import read_results, read_run_json
 
 #: the published logs, gzipped copies in tests/data (MIT; tests/data/README.md)
 LOGS = Path(__file__).resolve().parent / "data" / "reference_logs" / "smoothadv_mit"
@@ -167,7 +163,7 @@ def test_malformed_logs_are_clear_errors(tmp_path):
 def test_import_logs_command_writes_a_readable_run(tmp_path):
     from click.testing import CliRunner
 
-    from rsbench.commands.results import import_logs
+    from rsbench.cli.results import import_logs
 
     log = LOGS / "cifar10" / "cohen_resnet110" / "noise_0.25" / "test_sigma_0.25.tsv.gz"
     out = tmp_path / "results"
@@ -207,7 +203,7 @@ def test_import_logs_command_writes_a_readable_run(tmp_path):
 
 def test_recorded_source_path_is_relative_under_the_working_directory(tmp_path, monkeypatch):
     """A result made from a checkout names its source the same way in every clone."""
-    from rsbench.results import recorded_path
+    from rsbench.results.provenance import recorded_path
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "logs").mkdir()

@@ -16,9 +16,10 @@ import pandas as pd
 import pytest
 from helpers.rows import E1, E2, expert_rows, invoke, write_run
 
-from rsbench import metrics, report
+from rsbench import report
 from rsbench.errors import ResultsError
-from rsbench.results import RunState
+from rsbench.report import metrics
+from rsbench.results.storage import RunState
 
 
 def _frames():

@@ -1,4 +1,4 @@
-"""rsbench.loaders: load_dual / load_cascade are kind-checked rsbench.load, nothing more."""
+"""rsbench.api: load_dual / load_cascade are kind-checked rsbench.load, nothing more."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import rsbench
-from rsbench.cascade import CascadeSmoothed
-from rsbench.dual import DualSmoothed
+from rsbench.api import load_cascade, load_dual
+from rsbench.engine.cascade import CascadeSmoothed
+from rsbench.engine.dual import DualSmoothed
 from rsbench.errors import ConfigError
-from rsbench.loaders import load_cascade, load_dual
-from rsbench.zoo import load_zoo
+from rsbench.zoo.registry import load_zoo
 
 DUAL = "embedded-fmnist-dual"
 CASCADE = "embedded-fmnist-cascade"

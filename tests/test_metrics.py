@@ -1,4 +1,4 @@
-"""Known-answer tests for rsbench.metrics (certified accuracy, ACR, envelope, oracle, routers)."""
+"""Known-answer tests for rsbench.report.metrics (certified accuracy, ACR, envelope, oracle, routers)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rsbench import metrics
 from rsbench.errors import ResultsError
+from rsbench.report import metrics
 
 
 def rows(
@@ -184,7 +184,7 @@ def test_oracle_is_per_image_best_expert_and_bounds_the_envelope():
 
 
 def test_oracle_uses_images_common_to_all_models(caplog):
-    caplog.set_level("INFO", logger="rsbench.metrics")
+    caplog.set_level("INFO", logger="rsbench.report.metrics")
     a = rows("m", 0.25, [(1, True, 0.3), (1, True, 0.3), (1, True, 0.3)])
     b = rows("m", 1.0, [(2, False, 0.0), (2, False, 0.0)])
     orc, images = metrics.oracle(pd.concat([a, b]), [0.0])

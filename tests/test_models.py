@@ -9,10 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from rsbench.archs import ARCHITECTURES, build_architecture
 from rsbench.errors import WeightsError, ZooError
-from rsbench.models import InputLayer, build_model, check_state_dict, load_model
-from rsbench.zoo import SourceSpec, load_zoo, parse_entry
+from rsbench.models.archs import ARCHITECTURES, build_architecture
+from rsbench.models.loading import load_model
+from rsbench.models.network import InputLayer, build_model, check_state_dict
+from rsbench.zoo.entry import SourceSpec
+from rsbench.zoo.parse import parse_entry
+from rsbench.zoo.registry import load_zoo
 
 LAYOUTS = Path(__file__).resolve().parent / "data" / "checkpoint_layouts.tsv"
 PREFIX = {"cifar_resnet20": "1.", "cifar_resnet110": "1.", "resnet50": "1.module."}

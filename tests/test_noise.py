@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from rsbench.noise import NOISE_SCHEME, PURPOSES, NoiseKey, _mt_generator, noise_keys
+from rsbench.engine.noise import NOISE_SCHEME, PURPOSES, NoiseKey, _mt_generator, noise_keys
 
 BASE = NoiseKey("fashion-mnist", "test", 7, "estimate", 0)
 
@@ -109,7 +109,7 @@ class Identity(nn.Module):
 
 def _label_and_test_noise(rows: int):
     """The first draws of the router label stage on training image i, and of test image i."""
-    from rsbench.smoothing import SmoothedClassifier
+    from rsbench.engine.smoothing import SmoothedClassifier
 
     smoothed = SmoothedClassifier(Identity(), 3, sigma=1.0, batch_size=rows)
     seen: dict[str, torch.Tensor] = {}
@@ -154,7 +154,7 @@ class TrainData:
 
 def test_the_label_stage_draws_from_label_keys_on_the_training_split(tmp_path) -> None:
     """label_radii's counts equal votes from the label-select/label-estimate keys of train images."""
-    from rsbench.smoothing import SmoothedClassifier, certify_from_counts
+    from rsbench.engine.smoothing import SmoothedClassifier, certify_from_counts
     from rsbench.train.router_labels import LabelBudget, label_radii
 
     data = TrainData()

@@ -14,11 +14,11 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from rsbench import distributed, runconfig, runner
-from rsbench.noise import NoiseKey, noise_keys
-from rsbench.results import read_results, read_run_json
-from rsbench.sampling import NOISE_BLOCK, PAD_LEVELS, VoteCounter, pad_size
-from rsbench.zoo import load_zoo
+from rsbench.engine.noise import NoiseKey, noise_keys
+from rsbench.engine.sampling import NOISE_BLOCK, PAD_LEVELS, VoteCounter, pad_size
+from rsbench.results.storage import read_results, read_run_json
+from rsbench.run import distributed, runconfig, runner
+from rsbench.zoo.registry import load_zoo
 
 SMALL = dict(protocol="cpu", n0=10, n=60, limit=3, chunk_size=5, batch_size=50)
 
@@ -90,7 +90,7 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_votes(caplog) -> None:
     oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
     flaky = FailsAbove(net, 96, oom)
     counter = VoteCounter(flaky, 5, batch_size=400)
-    with caplog.at_level(logging.WARNING, logger="rsbench.sampling"):
+    with caplog.at_level(logging.WARNING, logger="rsbench.engine.sampling"):
         votes = counter.count(images, 0.25, 1500, seeds)
     assert torch.equal(votes, expected)
     assert counter.forward_batch == 50  # 400 -> 200 -> 100 -> 50, the first size <= 96
@@ -240,7 +240,7 @@ def test_images_per_call() -> None:
 
 
 def test_cli_records_precision_and_channels_last(zoo_file, tmp_path) -> None:
-    from rsbench.commands.certify import certify
+    from rsbench.cli.certify import certify
 
     args = ["tiny-s0.25", "--zoo", str(zoo_file), "--out", str(tmp_path), "--limit", "2"]
     args += ["--n0", "10", "--n", "50", "--precision", "bf16", "--channels-last", "--threads", "1"]
@@ -297,7 +297,7 @@ def test_small_networks_default_to_one_thread_on_cpu(zoo) -> None:
 
 
 def test_noise_dtype_is_in_the_identity_and_the_opt_out_is_recorded(zoo_file, tmp_path) -> None:
-    from rsbench.commands.certify import certify
+    from rsbench.cli.certify import certify
     from rsbench.errors import ConfigError
 
     zoo = load_zoo([zoo_file])

@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 from helpers.rows import E1, E2, dual_rows, expert_rows, write_run
 
-from rsbench import metrics, report
-from rsbench.results import RunState
+from rsbench import report
+from rsbench.report import metrics
+from rsbench.results.storage import RunState
 
 EXPERTS = (("e-s0.12", 0.12), ("e-s0.25", 0.25), ("e-s0.50", 0.5), ("e-s1.00", 1.0))
 

@@ -1,11 +1,11 @@
-"""The protocol registry (rsbench/protocols.yaml + rsbench.protocols): loading, validation, use."""
+"""The protocol registry (rsbench/protocols.yaml + rsbench.data.protocols): loading, validation, use."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from rsbench import protocols
+from rsbench.data import protocols
 from rsbench.errors import ConfigError
 
 
@@ -91,7 +91,7 @@ def test_leaderboard_warns_about_rows_under_a_protocol_they_deviate_from(caplog)
 def test_rows_of_the_embedded_subset_fit_the_cpu_protocol() -> None:
     # The embedded default run records its samples as fashion-mnist/test (their source split):
     # the cpu protocol's fashion-mnist/embedded subset is the first 2,000 of those.
-    from rsbench.data import EMBEDDED_SIZE
+    from rsbench.data.catalog import EMBEDDED_SIZE
 
     def rows(indices: list[int]) -> pd.DataFrame:
         return _rows("cpu", 1000, indices).assign(dataset="fashion-mnist")

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from helpers.rows import E1, E2, dual_rows, expert_rows, invoke, write_run
 
-from rsbench import metrics, report
+from rsbench import report
 from rsbench.errors import ResultsError
+from rsbench.report import metrics
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
@@ -320,7 +321,7 @@ def test_cli_leaderboard_html_and_plot_files(results_dir, tmp_path):
 
 
 def test_cli_shows_reported_numbers_from_a_zoo_file(results_dir, tmp_path):
-    zoo_module = pytest.importorskip("rsbench.zoo")
+    zoo_module = pytest.importorskip("rsbench.zoo.registry")
     entry = {
         "id": "e-s0.25",
         "kind": "expert",
@@ -387,9 +388,10 @@ def _reported_cells(boards):
 
 
 def test_committed_reference_results_follow_their_protocols_and_the_published_numbers():
-    from rsbench import protocols
-    from rsbench.results import import_cohen_log, read_results
-    from rsbench.zoo import load_zoo
+    from rsbench.data import protocols
+    from rsbench.results.importers import import_cohen_log
+    from rsbench.results.storage import read_results
+    from rsbench.zoo.registry import load_zoo
 
     df = read_results(REFERENCE / "runs")
     zoo = load_zoo()

@@ -9,13 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from rsbench.errors import ResultsError
-from rsbench.results import (
-    COLUMNS,
-    SCHEMA,
+from rsbench.results.schema import COLUMNS, SCHEMA, rows_to_table
+from rsbench.results.storage import (
     list_parts,
     read_results,
     read_run_json,
-    rows_to_table,
     write_chunk,
     write_json_atomic,
 )

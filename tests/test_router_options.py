@@ -9,8 +9,8 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from rsbench.archs import build_architecture
-from rsbench.commands.train_router import router
+from rsbench.cli.train_router import router
+from rsbench.models.archs import build_architecture
 from rsbench.train.router_config import RouterTrainConfig, command_line, indices_text
 from rsbench.train.router_labels import COLLAPSE_SHARE, collapse_message
 
@@ -75,7 +75,7 @@ def test_user_architecture_receives_the_input_shape(tmp_path: Path) -> None:
 
 HALF_NETS = """
 import torch
-from rsbench.archs.small import fmnist_cnn
+from rsbench.models.archs.small import fmnist_cnn
 
 
 def _masked(num_classes, input_shape, keep):
@@ -100,7 +100,7 @@ def high(num_classes, input_shape):  # only ever answers classes 5-9
 def _half_zoo(tmp_path: Path) -> Path:
     """Two experts nobody here trained for this: the embedded sigma-0.50 network restricted to
     classes 0-4 and to classes 5-9, so the best expert of an image is decided by its class."""
-    from rsbench.zoo import load_zoo
+    from rsbench.zoo.registry import load_zoo
 
     (tmp_path / "nets.py").write_text(HALF_NETS)
     weights = load_zoo().get("embedded-fmnist-s0.50")
@@ -128,7 +128,7 @@ def _half_zoo(tmp_path: Path) -> Path:
 @pytest.mark.slow
 def test_default_router_does_not_collapse_when_best_experts_are_split(tmp_path: Path) -> None:
     from rsbench.train.router import train_router
-    from rsbench.zoo import load_zoo
+    from rsbench.zoo.registry import load_zoo
 
     zoo = load_zoo([_half_zoo(tmp_path)])
     config = RouterTrainConfig(

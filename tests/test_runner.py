@@ -17,10 +17,11 @@ import pandas as pd
 import pytest
 from helpers.tiny_zoo import make_zoo
 
-from rsbench import distributed, protocols, runconfig, runner
+from rsbench.data import protocols
 from rsbench.errors import ConfigError, ResultsError
-from rsbench.results import list_parts, read_results, read_run_json
-from rsbench.zoo import load_zoo
+from rsbench.results.storage import list_parts, read_results, read_run_json
+from rsbench.run import distributed, runconfig, runner
+from rsbench.zoo.registry import load_zoo
 
 SMALL = dict(protocol="cpu", n0=10, n=100, limit=24, chunk_size=5, batch_size=100)
 
@@ -98,7 +99,7 @@ def test_rows_carry_the_configuration(zoo, reference):
     assert set(df["dataset"]) == {"fashion-mnist"} and set(df["split"]) == {"test"}
     assert (df["sigma"] == 0.25).all() and (df["n"] == 100).all() and (df["n0"] == 10).all()
     assert (df["protocol"] == "custom").all() and (df["kind"] == "expert").all()
-    from rsbench.data import load_dataset
+    from rsbench.data.dataset import load_dataset
 
     labels = load_dataset("fashion-mnist", "embedded").labels
     assert list(df["label"]) == [int(labels[i]) for i in df["index"]]
@@ -194,8 +195,8 @@ def test_shard_parsing_and_torchrun_composition():
 
 _SCRIPT = """
 import sys, time
-from rsbench import runconfig, runner
-from rsbench.zoo import load_zoo
+from rsbench.run import runconfig, runner
+from rsbench.zoo.registry import load_zoo
 zoo = load_zoo([sys.argv[1]])
 config = runconfig.resolve_config(zoo.get("tiny-s0.25"), zoo=zoo, protocol="cpu", n0=10, n=100, limit=24,
                                chunk_size=5, batch_size=100)
@@ -301,7 +302,7 @@ def test_a_network_that_cannot_take_the_images_is_one_clear_error(tmp_path):
 
 
 def test_identity_records_the_noise_scheme_and_the_device_type(zoo):
-    from rsbench.noise import NOISE_SCHEME
+    from rsbench.engine.noise import NOISE_SCHEME
 
     fields = _config(zoo).identity_fields()
     assert fields["noise_scheme"] == NOISE_SCHEME and fields["device_type"] == "cpu"

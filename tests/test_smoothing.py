@@ -1,4 +1,4 @@
-"""Known-answer tests of Cohen et al.'s CERTIFY / PREDICT as implemented by rsbench.smoothing."""
+"""Known-answer tests of Cohen et al.'s CERTIFY / PREDICT as implemented by rsbench.engine.smoothing."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from helpers.toy_models import Constant, Linear, Threshold
 from scipy.stats import binom, norm
 from torch import nn
 
-from rsbench import stats
+from rsbench.engine import stats
+from rsbench.engine.smoothing import SmoothedClassifier, certify_from_counts, predict_from_counts
 from rsbench.errors import ConfigError
-from rsbench.smoothing import SmoothedClassifier, certify_from_counts, predict_from_counts
 
 
 def test_constant_classifier_reaches_the_maximal_radius() -> None:
@@ -161,8 +161,8 @@ class FirstCoordinates(nn.Module):
 def test_noise_stream_is_float32_randn_below_and_cast_float64_above_the_wide_threshold(
     shape, noise_dtype
 ) -> None:
-    from rsbench.noise import NoiseKey
-    from rsbench.sampling import NOISE_BLOCK, SERIAL_ELEMENTS, WIDE_NOISE_MIN_DIM
+    from rsbench.engine.noise import NoiseKey
+    from rsbench.engine.sampling import NOISE_BLOCK, SERIAL_ELEMENTS, WIDE_NOISE_MIN_DIM
 
     d, k, num, seed, index = int(np.prod(shape)), 7, 2500, 4, 11
     assert 784 < WIDE_NOISE_MIN_DIM <= 3072  # Fashion-MNIST keeps float32 draws; CIFAR-10 is wide
@@ -190,8 +190,8 @@ def test_noise_stream_is_float32_randn_below_and_cast_float64_above_the_wide_thr
 
 
 def test_float64_noise_on_every_device_and_the_opt_out() -> None:
+    from rsbench.engine.sampling import WIDE_NOISE_MIN_DIM, VoteCounter
     from rsbench.errors import ConfigError
-    from rsbench.sampling import WIDE_NOISE_MIN_DIM, VoteCounter
 
     net = FirstCoordinates(3)
     for device in ("cpu", "cuda:0"):  # constructing a counter allocates nothing on the device
@@ -209,8 +209,8 @@ def test_float64_noise_on_every_device_and_the_opt_out() -> None:
 def test_wide_noise_on_cuda_draws_float64_on_the_device(fake_cuda) -> None:
     """The CUDA path (torch faked at its boundary, tests/helpers/fake_cuda.py) draws float64 and
     casts."""
-    from rsbench.noise import NoiseKey
-    from rsbench.sampling import CUDA_WIDE_SLICE, NOISE_BLOCK, VoteCounter
+    from rsbench.engine.noise import NoiseKey
+    from rsbench.engine.sampling import CUDA_WIDE_SLICE, NOISE_BLOCK, VoteCounter
 
     shape, k, num = (3, 32, 32), 7, 2300
     key = NoiseKey("cifar10", "test", 5, "estimate", 0)
@@ -237,9 +237,9 @@ def test_the_one_per_image_wrapper_equals_the_batch_for_every_smoothed_model() -
     """``certify(image, ..., index=i)`` (and ``predict``) of the expert, the dual and the cascade
     come from one shared wrapper (``CertifiesOne`` / ``PredictsOne``): each equals row ``i`` of a
     batch with the same dataset, split, seed and stage."""
-    from rsbench.cascade import CascadeSmoothed
-    from rsbench.dual import DualSmoothed
-    from rsbench.smoothing import CertifiesOne, PredictsOne
+    from rsbench.engine.cascade import CascadeSmoothed
+    from rsbench.engine.dual import DualSmoothed
+    from rsbench.engine.smoothing import CertifiesOne, PredictsOne
 
     torch.manual_seed(3)
     nets = [nn.Sequential(nn.Flatten(), nn.Linear(12, k)) for k in (4, 4, 2)]

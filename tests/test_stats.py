@@ -1,4 +1,4 @@
-"""Known answers for rsbench.stats (Clopper–Pearson, binomial test, radius)."""
+"""Known answers for rsbench.engine.stats (Clopper–Pearson, binomial test, radius)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest, norm
 
-from rsbench import stats
+from rsbench.engine import stats
 
 
 @pytest.mark.parametrize("n", [1, 7, 100, 1000])

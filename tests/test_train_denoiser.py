@@ -67,10 +67,10 @@ def test_bad_settings_are_config_errors(tmp_path) -> None:
 
 
 def test_cli_writes_a_denoised_entry_that_certifies(tmp_path) -> None:
-    from rsbench.cli import main_group as main
-    from rsbench.runconfig import resolve_config
-    from rsbench.runner import run_certification
-    from rsbench.zoo import load_zoo
+    from rsbench.cli.main import main_group as main
+    from rsbench.run.runconfig import resolve_config
+    from rsbench.run.runner import run_certification
+    from rsbench.zoo.registry import load_zoo
 
     zoo_file = tmp_path / "zoo.yaml"
     args = [
@@ -99,7 +99,7 @@ def test_cli_sgd_step_recipe_is_recorded_and_its_command_reproduces_the_weights(
     import json
     import shlex
 
-    from rsbench.cli import main_group as main
+    from rsbench.cli.main import main_group as main
 
     args = [
         "train", "denoiser", "--dataset", "fashion-mnist-embedded", "--split", "test",

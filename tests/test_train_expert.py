@@ -12,8 +12,9 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from rsbench.errors import ConfigError, WeightsError
-from rsbench.train.expert import ExpertTrainConfig, TrainEvent, paths_for, train_expert
-from rsbench.weights import sha256_file
+from rsbench.train.common import paths_for
+from rsbench.train.expert import ExpertTrainConfig, TrainEvent, train_expert
+from rsbench.weights.cache import sha256_file
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "rsbench" / "embedded"
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -113,8 +114,8 @@ def test_bad_settings_are_config_errors(tmp_path):
 
 
 def test_outputs_zoo_entry_validates_and_loads(tmp_path):
-    from rsbench.models import load_model
-    from rsbench.zoo import read_zoo_file
+    from rsbench.models.loading import load_model
+    from rsbench.zoo.files import read_zoo_file
 
     zoo_file = tmp_path / "zoo" / "my_zoo.yaml"
     config = _tiny(epochs=1, optimizer="adam", lr=1e-3, schedule="step", step_size=1)
@@ -139,7 +140,7 @@ def test_outputs_zoo_entry_validates_and_loads(tmp_path):
 
     model = load_model(entry)
     x = torch.rand(4, 1, 28, 28)
-    from rsbench.models import build_model
+    from rsbench.models.network import build_model
 
     reference = build_model(entry)
     reference[1].load_state_dict(tensors)
@@ -155,8 +156,8 @@ def test_outputs_zoo_entry_validates_and_loads(tmp_path):
 
 
 def test_cli_trains_and_writes_entry(tmp_path):
-    from rsbench.cli import main_group
-    from rsbench.zoo import read_zoo_file
+    from rsbench.cli.main import main_group
+    from rsbench.zoo.files import read_zoo_file
 
     runner = CliRunner()
     help_text = runner.invoke(main_group, ["train", "expert", "--help"]).output
@@ -217,7 +218,7 @@ def test_augment_is_seeded_and_keeps_shapes():
 
 
 def _embedded_entries():
-    from rsbench.zoo import load_zoo
+    from rsbench.zoo.registry import load_zoo
 
     zoo = load_zoo()
     return [
@@ -227,7 +228,7 @@ def _embedded_entries():
 
 
 def test_embedded_experts_match_their_entries():
-    from rsbench.models import load_model
+    from rsbench.models.loading import load_model
 
     entries = _embedded_entries()
     assert [e.id for e in entries][:3] == [
@@ -252,11 +253,11 @@ REPRODUCE_TOLERANCE = 0.015
 @pytest.mark.slow
 def test_recorded_command_reproduces_an_embedded_expert(tmp_path):
     """Retrain embedded-fmnist-s0.50 with its recorded command (minutes on 2 CPU cores)."""
-    from rsbench.cli import main_group
-    from rsbench.data import load_dataset
-    from rsbench.models import load_model
+    from rsbench.cli.main import main_group
+    from rsbench.data.dataset import load_dataset
+    from rsbench.models.loading import load_model
     from rsbench.train.expert import evaluate
-    from rsbench.zoo import read_zoo_file
+    from rsbench.zoo.files import read_zoo_file
 
     if not (DEBIAN_FMNIST / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip("needs Debian's dataset-fashion-mnist (the full training set)")

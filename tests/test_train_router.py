@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from rsbench.errors import ConfigError, WeightsError, ZooError
-from rsbench.train.router import paths_for, router_loss, train_router
+from rsbench.train.common import paths_for
+from rsbench.train.router import router_loss, train_router
 from rsbench.train.router_config import RouterTrainConfig, check_experts
 from rsbench.train.router_labels import (
     LabelBudget,
@@ -120,7 +121,7 @@ def test_router_loss_known_answers() -> None:
 
 
 def _embedded():
-    from rsbench.data import load_dataset
+    from rsbench.data.dataset import load_dataset
 
     return load_dataset("fashion-mnist-embedded", "test")
 
@@ -186,7 +187,7 @@ def test_label_cache_reused_and_interrupted_stage_resumes_identically(tmp_path) 
 
 
 def test_experts_must_share_a_dataset() -> None:
-    from rsbench.zoo import parse_entry
+    from rsbench.zoo.parse import parse_entry
 
     def entry(entry_id: str, dataset: str):
         return parse_entry(
@@ -259,10 +260,11 @@ def _router_config(tmp_path: Path, **overrides) -> RouterTrainConfig:
 
 
 def test_router_trains_writes_entries_and_dual_certifies(tmp_path, tiny_experts) -> None:
-    from rsbench.dual import DualSmoothed
-    from rsbench.loaders import load_dual
-    from rsbench.weights import sha256_file
-    from rsbench.zoo import load_zoo, read_zoo_file
+    from rsbench.api import load_dual
+    from rsbench.engine.dual import DualSmoothed
+    from rsbench.weights.cache import sha256_file
+    from rsbench.zoo.files import read_zoo_file
+    from rsbench.zoo.registry import load_zoo
 
     zoo_file = tmp_path / "routers.yaml"
     config = _router_config(tmp_path)
@@ -361,10 +363,11 @@ def test_bad_router_settings(tmp_path, tiny_experts) -> None:
 def test_cli_router_then_finetune_writes_new_entries_only(tmp_path, tiny_experts) -> None:
     from click.testing import CliRunner
 
-    from rsbench.cli import main_group
-    from rsbench.loaders import load_dual
+    from rsbench.api import load_dual
+    from rsbench.cli.main import main_group
     from rsbench.train.finetune import FinetuneConfig, finetune_dual
-    from rsbench.zoo import load_zoo, read_zoo_file
+    from rsbench.zoo.files import read_zoo_file
+    from rsbench.zoo.registry import load_zoo
 
     runner = CliRunner()
     help_text = runner.invoke(main_group, ["train", "router", "--help"]).output
@@ -432,7 +435,7 @@ def test_cli_router_then_finetune_writes_new_entries_only(tmp_path, tiny_experts
 
 
 def test_pooled_mlp_router_is_small_and_loads_by_name() -> None:
-    from rsbench.archs import build_architecture
+    from rsbench.models.archs import build_architecture
 
     net = build_architecture("pooled_mlp", 3, (1, 28, 28))
     assert sum(p.numel() for p in net.parameters()) == 49 * 128 + 128 + 128 * 3 + 3

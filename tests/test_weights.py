@@ -18,22 +18,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from rsbench.archs.cifar_resnet import cifar_resnet20
 from rsbench.errors import WeightsError, ZooError
-from rsbench.models import build_model, load_model
-from rsbench.weights import (
-    allowing_unpinned_revisions,
-    cache_path,
-    extract_member,
-    fetch,
-    fetch_weights,
-    is_cached,
-    load_checkpoint,
-    load_state_dict,
-    sha256_file,
-    sniff_format,
-)
-from rsbench.zoo import SourceSpec, parse_entry
+from rsbench.models.archs.cifar_resnet import cifar_resnet20
+from rsbench.models.loading import load_model
+from rsbench.models.network import build_model
+from rsbench.weights.archive import extract_member
+from rsbench.weights.cache import cache_path, sha256_file
+from rsbench.weights.checkpoints import load_checkpoint, load_state_dict, sniff_format
+from rsbench.weights.hf import allowing_unpinned_revisions
+from rsbench.weights.sources import fetch, fetch_weights, is_cached
+from rsbench.zoo.entry import SourceSpec
+from rsbench.zoo.parse import parse_entry
 
 MEMBER = "models/cifar10/resnet20/noise_0.25/checkpoint.pth.tar"
 
@@ -211,7 +206,7 @@ def test_unpinned_warns_records_digest_and_require_pinned_refuses(
     with pytest.raises(WeightsError, match="unpinned .* --require-pinned"):
         fetch(entry, require_pinned=True)
     assert server.hits == []  # refused before any download
-    with caplog.at_level(logging.WARNING, logger="rsbench.weights"):
+    with caplog.at_level(logging.WARNING, logger="rsbench.weights.sources"):
         fetched = fetch(entry)
     assert not fetched.pinned and fetched.sha256 == sha(data)
     assert "unpinned" in caplog.text and sha(data) in caplog.text
@@ -403,7 +398,10 @@ def test_hub_download_offline_from_local_cache(tmp_path, checkpoint_bytes, offli
         WeightsError, match="'main' is a branch or tag, not a commit.*--allow-unpin"
     ):
         fetch(on_main)
-    with caplog.at_level(logging.WARNING, logger="rsbench.weights"), allowing_unpinned_revisions():
+    with (
+        caplog.at_level(logging.WARNING, logger="rsbench.weights.sources"),
+        allowing_unpinned_revisions(),
+    ):
         assert fetch(on_main).path.read_bytes() == data
     assert "not a commit hash" in caplog.text
     absent = entry_for({**source, "revision": commit, "filename": "s0.50/ck.pth"})
@@ -513,7 +511,7 @@ def test_safetensors_whose_header_length_starts_like_a_pickle_is_safetensors(tmp
 
     from safetensors.torch import load_file, save_file
 
-    from rsbench.weights import load_checkpoint, sniff_format
+    from rsbench.weights.checkpoints import load_checkpoint, sniff_format
 
     path = tmp_path / "w.safetensors"
     for pad in range(0, 600):

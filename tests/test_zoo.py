@@ -12,16 +12,10 @@ import torch
 from click.testing import CliRunner
 
 from rsbench.errors import ZooError
-from rsbench.zoo import (
-    dump_entries,
-    entry_digest,
-    load_zoo,
-    packaged_zoo_path,
-    parse_entry,
-    read_zoo_file,
-    sigma_in_id,
-    write_entries,
-)
+from rsbench.zoo.entry import entry_digest
+from rsbench.zoo.files import dump_entries, read_zoo_file, write_entries
+from rsbench.zoo.parse import parse_entry, sigma_in_id
+from rsbench.zoo.registry import load_zoo, packaged_zoo_path
 
 REPO = Path(__file__).resolve().parents[1]
 COHEN_DRIVE_ID = "1h_TpbXm5haY5f-l4--IKylmdz6tvPoR4"
@@ -420,7 +414,7 @@ def test_dump_entries_round_trips(tmp_path):
 
 
 def _cli(args: list[str], env: dict | None = None):
-    from rsbench.cli import main_group
+    from rsbench.cli.main import main_group
 
     result = CliRunner().invoke(main_group, args, env=env, catch_exceptions=True)
     return result
@@ -483,7 +477,7 @@ def test_cli_user_architecture_from_file_loads_through_user_zoo(tmp_path):
     """A net defined in a user's .py file + a user zoo file + `zoo check` is all it takes."""
     from safetensors.torch import save_file
 
-    from rsbench.weights import sha256_file
+    from rsbench.weights.cache import sha256_file
 
     (tmp_path / "nets.py").write_text(USER_ARCH)
     torch.manual_seed(0)
@@ -503,7 +497,7 @@ def test_cli_user_architecture_from_file_loads_through_user_zoo(tmp_path):
     assert "ok user-tiny-s0.50: strict load + forward (2, 10)" in result.output
     assert "(pinned)" in result.output
     # the same model through the library gives the net's outputs behind the input layer
-    from rsbench.models import load_model
+    from rsbench.models.loading import load_model
 
     model = load_model(load_zoo([zoo_file]).get("user-tiny-s0.50"))
     x = torch.rand(3, 1, 28, 28)
@@ -515,7 +509,7 @@ def test_cli_user_architecture_from_file_loads_through_user_zoo(tmp_path):
 
 
 def test_cli_add_writes_a_checked_entry(tmp_path):
-    from rsbench.archs.cifar_resnet import cifar_resnet20
+    from rsbench.models.archs.cifar_resnet import cifar_resnet20
 
     net = cifar_resnet20(num_classes=10)
     ck = tmp_path / "ck" / "checkpoint.pth.tar"

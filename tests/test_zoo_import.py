@@ -24,11 +24,11 @@ import torch
 import torchvision
 import yaml
 
-from rsbench.archs.cifar_resnet import cifar_resnet20, cifar_resnet110
-from rsbench.cli import main
-from rsbench.weights import cache_path, first_seen, sha256_file
-from rsbench.zoo import load_zoo
-from rsbench.zoo_import import match_members
+from rsbench.cli.main import main
+from rsbench.models.archs.cifar_resnet import cifar_resnet20, cifar_resnet110
+from rsbench.models.import_archive import match_members
+from rsbench.weights.cache import cache_path, first_seen, sha256_file
+from rsbench.zoo.registry import load_zoo
 
 DATA = Path(__file__).resolve().parent / "data"
 COHEN_CIFAR = "models/cifar10/resnet110/noise_0.25/checkpoint.pth.tar"

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from rsbench.archs import build_architecture
-from rsbench.models import input_layer_for
-from rsbench.zoo import load_zoo
+from rsbench.models.archs import build_architecture
+from rsbench.models.network import input_layer_for
+from rsbench.zoo.registry import load_zoo
 
 DATA = Path(__file__).resolve().parent / "data"
 PUBLISHED = [

@@ -7,13 +7,13 @@ pick one (``protocol=`` / ``dataset=``) or explicitly ask for all of them (``all
 in which case each section is its own table with its own ranking.
 
 Each table has one row per ``(model_id, sigma, protocol)`` (plus n and alpha; see
-:mod:`rsbench.metrics`), ranked by the mean certified accuracy over the radius grid (the area under
+:mod:`rsbench.report.metrics`), ranked by the mean certified accuracy over the radius grid (the area under
 the certified-accuracy curve up to the largest grid radius: unlike ACR it cannot be inflated by
 radii beyond the grid). Where a mapping ``model_id -> reported`` is given (the zoo's ``reported``
 field), the paper's numbers stand next to the measured ones. With two or more experts in a section,
 two unranked *bound* rows follow: the experts' per-radius envelope and their oracle (best expert in
 hindsight per image; an upper bound, not a certificate). Imports :mod:`rsbench.errors`,
-:mod:`rsbench.metrics`; :mod:`rsbench.protocols` lazily. Renders nothing.
+:mod:`rsbench.report.metrics`; :mod:`rsbench.data.protocols` lazily. Renders nothing.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rsbench import metrics
 from rsbench.errors import ResultsError
+from rsbench.report import metrics
 
 ENVELOPE_ID = "envelope (experts)"
 ORACLE_ID = "oracle (experts)"
@@ -105,14 +105,14 @@ def build_leaderboard(
 ) -> Leaderboard:
     """Rank the rows of ``df``, which must hold exactly one section (protocol, dataset).
 
-    ``radii`` defaults to the dataset's grid (:func:`rsbench.metrics.default_radii`). ``reported``
+    ``radii`` defaults to the dataset's grid (:func:`rsbench.report.metrics.default_radii`). ``reported``
     maps model ids to the zoo's ``reported`` dicts (``{protocol, certified_accuracy: {r: fraction}}``);
     entries without ``certified_accuracy`` are ignored. ``states`` maps run ids to
     :class:`rsbench.results.RunState`: a row with a run that has not finished is marked
     (``complete`` false, ``planned_images``) and, unless ``include_incomplete``, left unranked
     below the ranked rows and out of the envelope and oracle. Raises ResultsError for an empty
     frame or rows of several protocols or datasets. Rows recorded under a registered protocol
-    they deviate from (:func:`rsbench.protocols.first_deviation`) are ranked as recorded, with a
+    they deviate from (:func:`rsbench.data.protocols.first_deviation`) are ranked as recorded, with a
     logged warning.
     """
     if df is None or len(df) == 0:
@@ -122,7 +122,7 @@ def build_leaderboard(
     found = metrics.sections(df)
     if len(found) != 1:
         raise ResultsError(_mixed_message(found))
-    from rsbench.protocols import first_deviation
+    from rsbench.data.protocols import first_deviation
 
     deviation = first_deviation(df)
     if deviation is not None:

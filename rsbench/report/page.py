@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from rsbench import metrics
+from rsbench.report import metrics
 from rsbench.report.leaderboard import BOUND_KIND, Leaderboard, missing, rows_of_section
 from rsbench.report.plots import plot_curves
 from rsbench.report.tables import NUMERIC, jsonable, notes, table_cells

@@ -4,7 +4,7 @@ models the router's choices and router-vs-expert radii.
 Guarantees: a figure is built without pyplot state (:class:`matplotlib.figure.Figure`, Agg);
 legend labels are unique within a section; colours are the colour-blind-safe Okabe-Ito palette;
 :func:`save_figure` writes PNG, SVG or PDF all or nothing, without dates or software stamps, so the
-committed plots regenerate byte for byte. Imports :mod:`rsbench.errors`, :mod:`rsbench.metrics`,
+committed plots regenerate byte for byte. Imports :mod:`rsbench.errors`, :mod:`rsbench.report.metrics`,
 :mod:`rsbench.report.leaderboard`; :mod:`rsbench.output` and matplotlib lazily.
 """
 
@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from rsbench import metrics
 from rsbench.errors import ResultsError
+from rsbench.report import metrics
 from rsbench.report.leaderboard import (
     ENVELOPE_ID,
     ORACLE_ID,

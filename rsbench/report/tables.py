@@ -3,7 +3,7 @@
 Guarantees: accuracies are shown in percent with enough decimals to resolve one image
 (:attr:`Leaderboard.decimals`), "measured (reported)" where the zoo records the paper's number;
 CSV and JSON carry fractions in [0, 1] (NaN as null in JSON). Output is deterministic: the committed
-``results/*leaderboard*`` files are rendered by these functions. Imports :mod:`rsbench.metrics` and
+``results/*leaderboard*`` files are rendered by these functions. Imports :mod:`rsbench.report.metrics` and
 :mod:`rsbench.report.leaderboard`.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rsbench import metrics
+from rsbench.report import metrics
 from rsbench.report.leaderboard import BOUND_KIND, Leaderboard, missing, reported_column
 
 

@@ -4,8 +4,8 @@
 ``nA`` is reconstructed from the printed radius (the *smallest* consistent count, see there), so
 an imported row is as conservative as the log allows and rescores like a native one. A malformed
 log is refused with one :class:`~rsbench.errors.ResultsError` naming the file and line. Imports
-:mod:`rsbench.errors` and :mod:`rsbench.results.schema`; lazily :mod:`rsbench.stats` and
-:mod:`rsbench.protocols`. Write the rows with :func:`rsbench.results.write_run`.
+:mod:`rsbench.errors` and :mod:`rsbench.results.schema`; lazily :mod:`rsbench.engine.stats` and
+:mod:`rsbench.data.protocols`. Write the rows with :func:`rsbench.results.write_run`.
 """
 
 from __future__ import annotations
@@ -88,14 +88,14 @@ def import_cohen_log(  # noqa: C901, PLR0912 — one pass over a foreign log: ea
 
     ``protocol``: None records the registered protocol the rows follow (n0, n, alpha, split and
     every index in its selection), else ``custom``; a given name is validated
-    (:func:`rsbench.protocols.check_protocol`: a deviation is a :class:`ConfigError`).
+    (:func:`rsbench.data.protocols.check_protocol`: a deviation is a :class:`ConfigError`).
     ``count0``, ``counts``, ``seed``, ``precision``, ``batch_size`` are null: logs do not record them.
     Raises :class:`ResultsError` on a malformed file, a ``correct`` that disagrees with
     ``predict == label``, or a radius no count can produce.
     """
+    from rsbench.data.protocols import check_protocol
+    from rsbench.engine.stats import clopper_pearson_lower, counts_from_radii, radius_from_bound
     from rsbench.errors import check_alpha, check_count, check_sigma
-    from rsbench.protocols import check_protocol
-    from rsbench.stats import clopper_pearson_lower, counts_from_radii, radius_from_bound
 
     if radius_from not in RADIUS_FROM:
         raise ConfigError(

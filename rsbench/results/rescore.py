@@ -3,8 +3,8 @@
 Guarantees: nothing runs a network; with the stored alpha (and split) every value is reproduced
 exactly; a rescored run never keeps a standard protocol name it no longer fits (``custom``
 instead), and its ``run.json`` records where it came from. Imports :mod:`rsbench.errors` and the
-other results modules; the decision rules lazily from :mod:`rsbench.smoothing`, :mod:`rsbench.dual`,
-:mod:`rsbench.cascade`, and the protocol registry from :mod:`rsbench.protocols`.
+other results modules; the decision rules lazily from :mod:`rsbench.engine.smoothing`, :mod:`rsbench.engine.dual`,
+:mod:`rsbench.engine.cascade`, and the protocol registry from :mod:`rsbench.data.protocols`.
 """
 
 from __future__ import annotations
@@ -57,20 +57,20 @@ def rescore_frame(
 
     Expert rows: ``pA_lower``, ``radius``, ``prediction``, ``abstained`` and ``correct`` from
     ``cA``, ``nA``, ``n`` and ``sigma`` at the new ``alpha`` (CERTIFY's decision, see
-    :func:`rsbench.smoothing.decide_certificate`); rows without a count (imported abstentions)
+    :func:`rsbench.engine.smoothing.decide_certificate`); rows without a count (imported abstentions)
     stay abstained. Dual rows: both stages are recomputed with ``alpha`` split as
     ``alpha_router_fraction`` says (default: each row's stored split); a router that abstains makes
     the row abstain; a row whose expert stage never ran abstains; the composition is
-    :func:`rsbench.dual.combine_stages`, and ``router_choice`` / ``expert_id`` follow the router's
+    :func:`rsbench.engine.dual.combine_stages`, and ``router_choice`` / ``expert_id`` follow the router's
     new decision (``expert_ids``: the run's experts in router order, else learned from the rows).
     Cascade rows: every stage decision, cap and the radius are recomputed from the stored stage
-    counts with the row's own p0 and alpha split (:func:`rsbench.cascade.combine_cascade`); a stage
+    counts with the row's own p0 and alpha split (:func:`rsbench.engine.cascade.combine_cascade`); a stage
     that would now be needed but never ran makes the row abstain. Nothing runs a network. With the
     stored alpha (and split) every value is reproduced exactly.
     """
-    from rsbench.dual import combine_stages
+    from rsbench.engine.dual import combine_stages
+    from rsbench.engine.smoothing import decide_certificate
     from rsbench.errors import check_alpha, check_alpha_router_fraction
-    from rsbench.smoothing import decide_certificate
 
     alpha = check_alpha(alpha)
     if alpha_router_fraction is not None:
@@ -161,13 +161,13 @@ def rescore_frame(
 
 
 def _recheck_protocols(out: pd.DataFrame, split_changed: np.ndarray) -> None:
-    """Set each run's ``protocol`` to the one its rescored rows follow (rsbench.protocols.PROTOCOLS).
+    """Set each run's ``protocol`` to the one its rescored rows follow (rsbench.data.protocols.PROTOCOLS).
 
     A run keeps its protocol when the rows still fit it (n0, n, the new alpha, split, indices),
     else gets the registered protocol they fit, else ``custom``; rows whose dual alpha split was
     changed are ``custom``. A deviation is never left under a standard name.
     """
-    from rsbench.protocols import CUSTOM_PROTOCOL, PROTOCOLS, protocol_deviation, protocol_for
+    from rsbench.data.protocols import CUSTOM_PROTOCOL, PROTOCOLS, protocol_deviation, protocol_for
 
     columns = [out[c].astype(object).to_numpy() for c in ("run_id", "dataset", "split", "n0", "n")]
     keys = list(zip(*columns))
@@ -194,7 +194,7 @@ def _rescore_cascade(out: pd.DataFrame, rows: np.ndarray, alpha: float, label: n
 
     A stage that did not run in the live certificate but would be needed now makes the row abstain.
     """
-    from rsbench.cascade import rescore_rows
+    from rsbench.engine.cascade import rescore_rows
 
     def cells(column: str) -> list:
         return [out[column].iloc[r] for r in rows]

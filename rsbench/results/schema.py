@@ -113,7 +113,7 @@ COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
 
 
 class RowSource(Protocol):
-    """What a row takes from the run's configuration (:class:`rsbench.runconfig.RunConfig` has it)."""
+    """What a row takes from the run's configuration (:class:`rsbench.run.runconfig.RunConfig` has it)."""
 
     @property
     def protocol(self) -> str: ...
@@ -214,7 +214,7 @@ def certificate_row(
 
 
 def _cascade_row(row: dict[str, Any], cert: Any, expert_ids: Sequence[str]) -> dict[str, Any]:
-    """Fill a results row from a :class:`rsbench.cascade.CascadeCertificate` (base columns hold the
+    """Fill a results row from a :class:`rsbench.engine.cascade.CascadeCertificate` (base columns hold the
     answering stage, or the last stage run when the cascade abstained)."""
     last = cert.stage if cert.stage >= 0 else cert.stages_run - 1
     row.update(

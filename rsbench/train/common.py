@@ -2,7 +2,7 @@
 
 Used by :mod:`rsbench.train.expert`, :mod:`rsbench.train.denoiser`, :mod:`rsbench.train.finetune`
 and (resume, optimisers) :mod:`rsbench.train.router`; imports only ``errors`` and (lazily) ``weights``, torch and
-safetensors: the CLI's option groups (:mod:`rsbench.commands.options`) read :data:`OPTIMIZERS`
+safetensors: the CLI's option groups (:mod:`rsbench.cli.options`) read :data:`OPTIMIZERS`
 and :data:`SCHEDULES` from here without loading torch.
 
 **Optimiser recipe.** :class:`OptimizerConfig` holds ``optimizer`` (``sgd``/``adam``), ``lr``,
@@ -31,7 +31,7 @@ model in training mode.
 
 Guarantees: the loop draws no randomness of its own, so the weights depend only on the model's
 initial state, the batches and the recipe. When ``batches`` seeds each epoch from (seed, epoch)
-alone (:func:`epoch_seed`, or a ``training`` :class:`rsbench.noise.NoiseKey`), the checkpoint
+alone (:func:`epoch_seed`, or a ``training`` :class:`rsbench.engine.noise.NoiseKey`), the checkpoint
 written after every epoch (``net``, optimiser, scheduler, torch's global RNG state, history;
 atomically, read back with ``weights_only=True``) lets a resumed run finish with the same weights
 bit for bit as an uninterrupted one (same device, thread count and library versions). A
@@ -401,7 +401,7 @@ def save_safetensors(state_dict: dict[str, torch.Tensor], path: Path, info: dict
     """
     from safetensors.torch import save_file
 
-    from rsbench.weights import sha256_file
+    from rsbench.weights.cache import sha256_file
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     metadata = {"rsbench": json.dumps(info, sort_keys=True)}

@@ -8,7 +8,7 @@ Guarantees (as for :mod:`rsbench.train.expert`):
 
 * Seeded and deterministic: the initial weights come from ``seed``; epoch ``e``'s data order, noise
   levels and noise come from the stream ``NoiseKey(dataset, split, e, "training", seed)``
-  (:mod:`rsbench.noise`: the training purpose, never a certification stream). On the same device,
+  (:mod:`rsbench.engine.noise`: the training purpose, never a certification stream). On the same device,
   thread count and library versions an interrupted-and-resumed run gives the same weights.
 * Resumable: a checkpoint after every epoch (``<out>/<id>.checkpoint.pt``, ``weights_only`` load);
   one made with another configuration is refused.
@@ -33,9 +33,9 @@ from typing import Any
 
 import torch
 
-from rsbench import device as D
+from rsbench.engine import device as D
+from rsbench.engine.noise import NoiseKey
 from rsbench.errors import ConfigError, check_count, check_sigma
-from rsbench.noise import NoiseKey
 from rsbench.train.common import (
     EpochLoop,
     OptimizerConfig,
@@ -208,8 +208,8 @@ def build_entry(
     extra_recipe: dict[str, Any] | None = None,
 ):
     """The ``denoised`` entry: this denoiser (at ``weights``) + the ``classifier`` zoo expert."""
-    from rsbench.data import dataset_info
-    from rsbench.zoo import parse_entry
+    from rsbench.data.catalog import dataset_info
+    from rsbench.zoo.parse import parse_entry
 
     info = dataset_info(config.dataset)
     recipe: dict[str, Any] = {
@@ -293,8 +293,9 @@ def train_denoiser(
 ) -> DenoiserTrainResult:
     """Train a denoiser as ``config`` says; write its weights and (with a classifier and
     ``zoo_file``) the denoised zoo entry. ``zoo`` resolves ``config.classifier``."""
-    from rsbench.archs import build_architecture
-    from rsbench.data import DATASETS, dataset_info, load_dataset
+    from rsbench.data.catalog import DATASETS, dataset_info
+    from rsbench.data.dataset import load_dataset
+    from rsbench.models.archs import build_architecture
 
     _validate(config)
     emit = progress or (lambda event: None)
@@ -413,7 +414,7 @@ def train_denoiser(
     }
     write_json(paths["record"], record_out)
     if entry is not None and zoo_path is not None:
-        from rsbench.zoo import write_entries
+        from rsbench.zoo.files import write_entries
 
         write_entries(zoo_path, [entry], overwrite=overwrite_entry)
     if not keep_checkpoint:
@@ -428,7 +429,7 @@ def _classifier(config: DenoiserTrainConfig, zoo: Any) -> Any:
     """The zoo expert named by ``config.classifier`` (``zoo`` default: the default zoo), checked
     to be an expert for the training data's dataset."""
     if zoo is None:
-        from rsbench.zoo import load_zoo
+        from rsbench.zoo.registry import load_zoo
 
         zoo = load_zoo()
     classifier = zoo.get(config.classifier)

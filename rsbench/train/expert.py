@@ -2,7 +2,7 @@
 
 Every training image is replaced by ``x + N(0, train_sigma^2 I)`` in [0, 1] pixel space (no
 clipping) before the model, which is ``nn.Sequential(InputLayer, net)`` built from a zoo entry by
-:func:`rsbench.models.build_model`, so the input layer (normalisation) sits after the noise exactly
+:func:`rsbench.models.network.build_model`, so the input layer (normalisation) sits after the noise exactly
 as at certification time.
 
 Guarantees:
@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rsbench import device as D
+from rsbench.engine import device as D
 from rsbench.errors import ConfigError, check_count, check_sigma
 from rsbench.train.common import (
     EpochLoop,
@@ -73,7 +73,7 @@ __all__ = [
 class ExpertTrainConfig:
     """Everything that determines the trained weights (plus where to write them).
 
-    ``dataset``/``split``: the training data (:func:`rsbench.data.load_dataset` names; ``limit``
+    ``dataset``/``split``: the training data (:func:`rsbench.data.dataset.load_dataset` names; ``limit``
     keeps the first ``limit`` images). ``eval_limit`` test images (first ones, canonical order) are
     scored after each epoch, clean and under one seeded noise draw at ``train_sigma`` (0: no eval).
     ``augment``: random crop (padding 4) and horizontal flip, as Cohen et al. did for CIFAR-10;
@@ -144,7 +144,7 @@ class TrainResult:
     model_id: str
     weights: Path
     sha256: str
-    entry: Any  # rsbench.zoo.ZooEntry
+    entry: Any  # rsbench.zoo.registry.ZooEntry
     zoo_file: Path | None
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
@@ -167,7 +167,7 @@ def _validate(config: ExpertTrainConfig) -> None:
 
 
 def _default_input_layer(dataset: str) -> dict[str, Any]:
-    from rsbench.data import dataset_info
+    from rsbench.data.catalog import dataset_info
 
     info = dataset_info(dataset)
     return {"type": "normalize", "mean": list(info.mean), "std": list(info.std)}
@@ -181,8 +181,8 @@ def build_entry(
     extra_recipe: dict[str, Any] | None = None,
 ):
     """The zoo entry for ``config``'s trained weights at ``weights`` (validated by the zoo parser)."""
-    from rsbench.data import dataset_info
-    from rsbench.zoo import parse_entry
+    from rsbench.data.catalog import dataset_info
+    from rsbench.zoo.parse import parse_entry
 
     info = dataset_info(config.dataset)
     recipe: dict[str, Any] = {
@@ -339,8 +339,8 @@ def train_expert(
     unknown architecture or an entry clash, and :class:`~rsbench.errors.WeightsError` for a
     checkpoint in ``out_dir`` that belongs to another configuration.
     """
-    from rsbench.data import load_dataset
-    from rsbench.models import build_model
+    from rsbench.data.dataset import load_dataset
+    from rsbench.models.network import build_model
 
     _validate(config)
     emit = progress or (lambda event: None)
@@ -474,7 +474,7 @@ def train_expert(
     }
     write_json(paths["record"], run_record)
     if zoo_path is not None:
-        from rsbench.zoo import write_entries
+        from rsbench.zoo.files import write_entries
 
         write_entries(zoo_path, [entry], overwrite=overwrite_entry)
     if not keep_checkpoint:
@@ -486,7 +486,8 @@ def train_expert(
 def _eval_set(config: ExpertTrainConfig) -> Any:
     """The split scored after each epoch (``val`` or ``test``), or ``None`` (no eval, or it is
     the training split)."""
-    from rsbench.data import DATASETS, load_dataset
+    from rsbench.data.catalog import DATASETS
+    from rsbench.data.dataset import load_dataset
 
     if config.eval_limit <= 0:
         return None

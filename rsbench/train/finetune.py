@@ -156,10 +156,10 @@ def assign_images(
 
     ``images_of(list_of_indices)`` returns ``[B, C, H, W]`` images in [0, 1]. Image ``i``'s noise
     comes from the ``router-assign`` stream of the sample ``(dataset, split, i)`` and ``seed``
-    (:class:`rsbench.noise.NoiseKey`), so the answer does not depend on batching, and no
+    (:class:`rsbench.engine.noise.NoiseKey`), so the answer does not depend on batching, and no
     certificate draws from that stream.
     """
-    from rsbench.noise import NoiseKey
+    from rsbench.engine.noise import NoiseKey
 
     router.eval()
     out = np.empty(len(indices), dtype=np.int64)
@@ -280,9 +280,11 @@ def finetune_dual(
     :class:`~rsbench.errors.ZooError` (existing entries are never overwritten).
     """
 
-    from rsbench.models import load_model
-    from rsbench.runconfig import dual_values
-    from rsbench.zoo import load_zoo, parse_entry, read_zoo_file, write_entries
+    from rsbench.models.loading import load_model
+    from rsbench.run.runconfig import dual_values
+    from rsbench.zoo.files import read_zoo_file, write_entries
+    from rsbench.zoo.parse import parse_entry
+    from rsbench.zoo.registry import load_zoo
 
     _validate(config)
     began = time.perf_counter()

@@ -50,9 +50,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from rsbench import device as D
+from rsbench.engine import device as D
+from rsbench.engine.noise import NOISE_SCHEME
 from rsbench.errors import ConfigError
-from rsbench.noise import NOISE_SCHEME
 from rsbench.train.common import (
     EpochLoop,
     OptimizerConfig,
@@ -131,7 +131,7 @@ class RouterTrainResult:
     dual_id: str
     weights: Path
     sha256: str
-    router_entry: Any  # rsbench.zoo.ZooEntry
+    router_entry: Any  # rsbench.zoo.registry.ZooEntry
     dual_entry: Any
     zoo_file: Path | None
     label_stats: dict[str, Any] = field(default_factory=dict)
@@ -152,7 +152,7 @@ def build_router_entries(
     recipe: dict[str, Any] | None = None,
 ):
     """(router entry, dual entry) for ``config``'s router at ``weights`` (validated by the zoo parser)."""
-    from rsbench.zoo import parse_entry
+    from rsbench.zoo.parse import parse_entry
 
     router_id, dual_id = config.resolved_ids()
     first = experts.entries[0]
@@ -231,7 +231,7 @@ def _recipe(config: RouterTrainConfig, experts: LoadedExperts, stats: dict[str, 
 
 def _check_ids_free(zoo_file: Path | None, ids: Sequence[str], overwrite: bool) -> None:
     from rsbench.errors import ZooError
-    from rsbench.zoo import read_zoo_file
+    from rsbench.zoo.files import read_zoo_file
 
     if zoo_file is None or overwrite or not zoo_file.exists():
         return
@@ -263,7 +263,7 @@ def fit_router(
     ``config`` must be resolved (:meth:`RouterTrainConfig.resolved`). ``images`` ``[N, C, H, W]``
     in [0, 1] and ``radii`` ``[N, K]`` are the kept rows of ``dataset`` (default
     ``config.dataset``) / ``config.split``. Epoch ``e`` draws its order and noise from the
-    ``training`` stream of :class:`rsbench.noise.NoiseKey` ``(dataset, split, e, seed)``, which no
+    ``training`` stream of :class:`rsbench.engine.noise.NoiseKey` ``(dataset, split, e, seed)``, which no
     certificate draws from; the epochs run in :class:`rsbench.train.common.EpochLoop`, so with
     ``checkpoint`` the state is saved after every epoch and, with ``resume``, restored (a
     checkpoint with another ``key`` is refused). Returns the per-epoch history (loss and its parts,
@@ -271,7 +271,7 @@ def fit_router(
     ``collapsed`` when one expert takes more than
     :data:`~rsbench.train.router_labels.COLLAPSE_SHARE` of them).
     """
-    from rsbench.noise import UNNAMED_DATASET, NoiseKey
+    from rsbench.engine.noise import UNNAMED_DATASET, NoiseKey
 
     emit: Progress = progress or _ignore
     if config.temperature is None or config.epochs is None:
@@ -422,14 +422,15 @@ def train_router(
 ) -> RouterTrainResult:
     """Label, train and write a router over ``config.experts``, plus its router and dual entries.
 
-    ``zoo`` (a :class:`rsbench.zoo.Zoo`) or ``zoo_paths`` (extra zoo files for :func:`load_zoo`)
+    ``zoo`` (a :class:`rsbench.zoo.registry.Zoo`) or ``zoo_paths`` (extra zoo files for :func:`load_zoo`)
     resolve the experts; ``cache_dir`` is the weights cache. Entry ids already in ``zoo_file`` are
     refused before any work unless ``overwrite_entries``. Raises :class:`ConfigError` for bad
     settings or experts of different datasets, :class:`~rsbench.errors.ZooError` for unknown ids or
     clashes, :class:`~rsbench.errors.WeightsError` for a checkpoint of another configuration.
     """
-    from rsbench.models import build_model
-    from rsbench.zoo import load_zoo, write_entries
+    from rsbench.models.network import build_model
+    from rsbench.zoo.files import write_entries
+    from rsbench.zoo.registry import load_zoo
 
     validate_config(config)
     began = time.perf_counter()

@@ -34,12 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rsbench.errors import (
-    ConfigError,
-    check_alpha_router_fraction,
-    check_count,
-    check_sigma,
-)
+from rsbench.errors import ConfigError, check_alpha_router_fraction, check_count, check_sigma
 from rsbench.train.common import OptimizerConfig, zoo_dataset_name
 from rsbench.train.router_labels import (
     LABEL_ALPHA,
@@ -354,8 +349,8 @@ def load_experts(
     A denoised expert needs its sigma in ``sigmas`` (one of those it serves); listed at several
     sigmas it is loaded once and serves each with shared networks.
     """
-    from rsbench.denoised import check_served, serve
-    from rsbench.models import load_model
+    from rsbench.models.denoised import check_served, serve
+    from rsbench.models.loading import load_model
 
     entries = [zoo.get(i) for i in expert_ids]
     check_experts(entries)
@@ -396,7 +391,7 @@ def router_input_layer(entry) -> dict[str, Any]:
 
 def training_data(config: RouterTrainConfig, zoo_dataset: str):
     """The dataset to label and train on, and the indices used (the first ``train_images``)."""
-    from rsbench.data import load_dataset
+    from rsbench.data.dataset import load_dataset
 
     name = config.dataset or zoo_dataset
     if zoo_dataset_name(name) != zoo_dataset:
@@ -406,7 +401,7 @@ def training_data(config: RouterTrainConfig, zoo_dataset: str):
         )
     data = load_dataset(name, config.split, root=config.data_root)
     if config.indices is not None:
-        from rsbench.data import select_indices
+        from rsbench.data.indices import select_indices
 
         return data, select_indices(len(data), indices=list(config.indices))
     count = len(data) if config.train_images is None else min(config.train_images, len(data))
@@ -468,9 +463,9 @@ def label_plan(
     one training image, this machine, now) and the resulting time estimate in seconds. Loads the
     experts (fetching weights that are not cached) and the training data.
     """
-    from rsbench.noise import noise_keys
-    from rsbench.smoothing import SmoothedClassifier
-    from rsbench.zoo import load_zoo
+    from rsbench.engine.noise import noise_keys
+    from rsbench.engine.smoothing import SmoothedClassifier
+    from rsbench.zoo.registry import load_zoo
 
     validate_config(config)
     zoo = zoo if zoo is not None else load_zoo(zoo_paths)

@@ -12,7 +12,7 @@
    device type; a folder whose key.json names another noise scheme is refused); a rerun or another
    router sharing an expert computes only the images not yet cached (so an interrupted label stage
    resumes, and gives exactly what an uninterrupted one gives: each image's noise comes from its own
-   :class:`rsbench.noise.NoiseKey` with the label stage's purposes ``label-select`` and
+   :class:`rsbench.engine.noise.NoiseKey` with the label stage's purposes ``label-select`` and
    ``label-estimate``, which no certificate ever draws from, so the router's weights are independent
    of the noise that later certifies any test image).
 2. **Targets** (:func:`soft_targets`, :func:`keep_mask`, :func:`class_weights`): ``y =
@@ -53,9 +53,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from rsbench import device as D
+from rsbench.engine import device as D
+from rsbench.engine.noise import NOISE_SCHEME
 from rsbench.errors import ConfigError, check_alpha, check_count, check_sigma
-from rsbench.noise import NOISE_SCHEME
 from rsbench.train.common import atomic_write
 
 #: label budget defaults: selection draws, estimation draws (the paper's n = 100), alpha
@@ -224,7 +224,7 @@ def label_dir(cache_dir: str | os.PathLike, key: dict[str, Any]) -> Path:
 
 def default_label_cache(cache_dir: str | os.PathLike | None = None) -> Path:
     """``<rsbench cache>/router-labels`` (``cache_dir``, ``$RSBENCH_CACHE`` or the user cache)."""
-    from rsbench.weights import cache_root
+    from rsbench.weights.cache import cache_root
 
     return cache_root(cache_dir) / "router-labels"
 
@@ -288,9 +288,9 @@ def label_radii(
     """
     import pandas as pd
 
-    from rsbench.noise import noise_keys
-    from rsbench.sampling import model_device
-    from rsbench.smoothing import SmoothedClassifier, certify_from_counts
+    from rsbench.engine.noise import noise_keys
+    from rsbench.engine.sampling import model_device
+    from rsbench.engine.smoothing import SmoothedClassifier, certify_from_counts
 
     budget = budget.check()
     chunk_size = check_count(chunk_size, "label chunk size")
@@ -330,7 +330,7 @@ def label_radii(
         images = dataset.images(group)
         labels = dataset.labels[torch.as_tensor(group)].numpy()
         # the label stage's own streams (purposes label-select/label-estimate of the training
-        # samples): never the noise that certifies any test image (rsbench.noise)
+        # samples): never the noise that certifies any test image (rsbench.engine.noise)
         sources = [int(dataset.source_indices[i]) for i in group]
         source_name = str(getattr(dataset, "source_name", None) or dataset.name)
 

@@ -163,7 +163,7 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.Comp
 #: uncaught exception is printed as the interpreter prints it, with exit status 1).
 DRIVER = r"""
 import json, os, sys, traceback
-import torch, rsbench.cli, rsbench.runner, rsbench.data, rsbench.zoo, rsbench.models  # noqa: F401
+import torch, rsbench.cli.main, rsbench.run.runner, rsbench.data.dataset, rsbench.zoo.registry, rsbench.models.network  # noqa: F401
 
 jobs = json.load(sys.stdin)
 codes = {}

@@ -119,6 +119,6 @@ def write_run(directory: Path, df: pd.DataFrame, **info) -> Path:
 def invoke(*args):
     from click.testing import CliRunner
 
-    from rsbench.cli import main_group
+    from rsbench.cli.main import main_group
 
     return CliRunner().invoke(main_group, list(args), catch_exceptions=True)

@@ -28,7 +28,7 @@ def write_weights(path: Path, num_classes: int, seed: int) -> None:
 
     gen = torch.Generator().manual_seed(seed)
     if num_classes == 10:
-        from rsbench.data import load_dataset
+        from rsbench.data.dataset import load_dataset
 
         data = load_dataset("fashion-mnist", "embedded")
         x = data.images(range(len(data))).flatten(1)

@@ -1,1 +1,0 @@
-"""Click command families of the rsbench CLI (imported lazily by :mod:`rsbench.cli`)."""
