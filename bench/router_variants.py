@@ -70,6 +70,13 @@ VARIANTS: dict[str, list[str]] = {
     "c4ep60": ["--copies", "4", "--epochs", "60"],
     "more": ["--indices", "0:17000,20000:40000"],  # 37,000 labelled images instead of 17,000
     "mlpmore": ["--arch", "mlp", "--indices", "0:17000,20000:40000"],
+    # issue 24: routers that see the experts (a head over their outputs on the same noisy copy)
+    "x-logsm": ["--router-input", "experts", "--features", "log-softmax"],
+    "x-softmax": ["--router-input", "experts", "--features", "softmax"],
+    "x-logits": ["--router-input", "experts", "--features", "logits"],
+    "x-lam10": ["--router-input", "experts", "--lambda", "10"],
+    "top-logsm": ["--router-input", "experts-top", "--features", "log-softmax"],
+    "top-softmax": ["--router-input", "experts-top", "--features", "softmax"],
 }
 
 
@@ -130,11 +137,13 @@ def score(name: str, out: Path, index: np.ndarray, half: np.ndarray) -> dict:
     from rsbench.data.dataset import load_dataset
     from rsbench.engine.smoothing import SmoothedClassifier
     from rsbench.models.loading import load_model
+    from rsbench.models.router_input import router_forwards
     from rsbench.zoo.registry import load_zoo
 
     torch.set_num_threads(1)
-    entry = load_zoo([out / "zoo.yaml"]).get(f"v-{name}-router")
-    model = load_model(entry, "cpu")
+    zoo = load_zoo([out / "zoo.yaml"])
+    entry = zoo.get(f"v-{name}-router")
+    model = load_model(entry, "cpu", zoo=zoo)
     smoothed = SmoothedClassifier(model, len(EXPERTS), entry.train_sigma, batch_size=2100)
     images = load_dataset("fashion-mnist", "train").images([int(i) for i in index])
     certs = smoothed.certify_batch(
@@ -151,6 +160,7 @@ def score(name: str, out: Path, index: np.ndarray, half: np.ndarray) -> dict:
         "expert_only": curve(r_expert),
         "share": [float((choice == k).mean()) for k in range(-1, len(EXPERTS))],
         "agreement": record["history"][-1]["agreement"],
+        "forwards": router_forwards(entry),
     }
 
 
@@ -166,15 +176,16 @@ def render(rows: list[dict], full: np.ndarray, half: np.ndarray) -> str:
         "the stored expert certificate rescored at alpha/2. Certified accuracy in %.",
         "",
         f"| variant (options on top of the defaults) | {head} | largest shortfall (at r) "
-        "| choices abstain / s0.25 / s0.50 / s1.00 (%) | train agreement |",
-        "|---|" + "---|" * len(RADII) + "---|---|---|",
+        "| choices abstain / s0.25 / s0.50 / s1.00 (%) | train agreement "
+        "| worst cost (x one expert) |",
+        "|---|" + "---|" * len(RADII) + "---|---|---|---|",
     ]
     for k, expert in enumerate(EXPERTS):
         lines.append(
-            f"| {expert} | " + " | ".join(f"{v:.1f}" for v in curve(full[:, k])) + " | | | |"
+            f"| {expert} | " + " | ".join(f"{v:.1f}" for v in curve(full[:, k])) + " | | | | 1 |"
         )
     lines.append(
-        "| envelope of the experts | " + " | ".join(f"{v:.1f}" for v in envelope) + " | | | |"
+        "| envelope of the experts | " + " | ".join(f"{v:.1f}" for v in envelope) + " | | | | |"
     )
     for row in rows:
         short = envelope - np.array(row["dual"])
@@ -184,7 +195,8 @@ def render(rows: list[dict], full: np.ndarray, half: np.ndarray) -> str:
         lines.append(
             f"| `{row['name']}`: {options} | "
             + " | ".join(f"{v:.1f}" for v in row["dual"])
-            + f" | {short[at]:.1f} ({RADII[at]:g}) | {shares} | {row['agreement']:.3f} |"
+            + f" | {short[at]:.1f} ({RADII[at]:g}) | {shares} | {row['agreement']:.3f} "
+            + f"| {row['forwards'] + 1:g} |"
         )
     lines += [
         "",
@@ -193,7 +205,10 @@ def render(rows: list[dict], full: np.ndarray, half: np.ndarray) -> str:
         "(at least 500 steps), "
         "sigma_router 1, labels n0 = 10, n = 100, alpha = 0.001 (Clopper-Pearson label radii). One "
         "image is 0.33 points. `train agreement`: the last epoch's share of training images whose "
-        "router choice (mean softmax over the noisy copies) is the best expert of the labels.",
+        "router choice (mean softmax over the noisy copies) is the best expert of the labels. "
+        "`worst cost`: (router forwards per sample + 1 expert) x (n0 + n), in units of one "
+        "expert's certificate (`rsbench.models.router_input.router_forwards`; a pixel router "
+        "counts as one forward).",
     ]
     return "\n".join(lines) + "\n"
 
