@@ -151,6 +151,15 @@ def router_options(func):
             help="Entropy weight of the mean prediction.",
         ),
         click.option(
+            "--class-weights",
+            "class_weighting",
+            type=click.Choice(["inverse", "none"]),
+            default="inverse",
+            show_default=True,
+            help="Per-image loss weights: inverse = 1/q of the image's best expert (the paper's), "
+            "none = all 1 (a router more concentrated on the majority expert).",
+        ),
+        click.option(
             "--copies",
             default=2,
             show_default=True,
@@ -319,6 +328,7 @@ def router_config(experts: tuple[str, ...], options: dict[str, Any], **extra):
         router_input=options.get("router_input", "pixels"),
         features=options.get("features", "log-softmax"),
         training_noise=options.get("training_noise", "router-training"),
+        class_weighting=options.get("class_weighting", "inverse"),
         **extra,
     )
 

@@ -276,6 +276,7 @@ def _recipe(config: RouterTrainConfig, experts: LoadedExperts, stats: dict[str, 
         "temperature": config.temperature,
         "lambda": config.lam,
         "eta": config.eta,
+        "class_weights": config.class_weighting,
         "copies": config.copies,
         "epochs": config.epochs,
         "batch_size": config.batch_size,
@@ -346,6 +347,8 @@ def fit_router(
     data_name, data_split = dataset or config.dataset or UNNAMED_DATASET, config.split
     targets = torch.as_tensor(soft_targets(radii, config.temperature), dtype=torch.float32)
     weights_np, _ = class_weights(radii)
+    if config.class_weighting == "none":
+        weights_np = np.ones_like(weights_np)
     weights = torch.as_tensor(weights_np, dtype=torch.float32)
     best = torch.as_tensor(best_expert(radii))
     size, experts = images.shape[0], radii.shape[1]

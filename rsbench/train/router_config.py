@@ -102,6 +102,11 @@ DEFAULT_HEAD_ARCH = "head_mlp"
 #: recorded commands reproduce them with ``--training-noise training`` (their recipe says so).
 TRAINING_NOISE = ("router-training", "training")
 DEFAULT_TRAINING_NOISE = "router-training"
+#: Per-image loss weights: ``inverse`` (the paper's ``1 / q_k`` of the image's best expert, so every
+#: expert carries the same total weight) or ``none`` (all 1: the router follows the label shares and
+#: is more concentrated on the majority expert, which keeps its own radius up where that expert's
+#: radius is large).
+CLASS_WEIGHTINGS = ("inverse", "none")
 
 
 def default_epochs(images: int, batch_size: int) -> int:
@@ -170,6 +175,7 @@ class RouterTrainConfig:
     router_input: str = "pixels"
     features: str = "log-softmax"
     training_noise: str = DEFAULT_TRAINING_NOISE
+    class_weighting: str = "inverse"
 
     def budget(self) -> LabelBudget:
         """The label stage's budget (its seed is the training seed)."""
@@ -219,6 +225,8 @@ class RouterTrainConfig:
             skip.update({"router_input", "features"})
         if self.training_noise == "training":
             skip.add("training_noise")
+        if self.class_weighting == "inverse":
+            skip.add("class_weighting")
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
@@ -242,6 +250,10 @@ def _validate_input(config: RouterTrainConfig) -> None:
         raise ConfigError(
             f"--arch {config.arch} is a pixel network; a router over experts takes a head: "
             f"{', '.join(ROUTER_HEADS)}"
+        )
+    if config.class_weighting not in CLASS_WEIGHTINGS:
+        raise ConfigError(
+            f"class weights {config.class_weighting!r} are not one of {', '.join(CLASS_WEIGHTINGS)}"
         )
     if config.training_noise not in TRAINING_NOISE:
         raise ConfigError(
@@ -334,6 +346,8 @@ def recipe_options(config: RouterTrainConfig) -> str:
         parts += [f"--step-size {config.step_size}", f"--gamma {config.gamma:g}"]
     if config.router_input != "pixels":
         parts += [f"--router-input {config.router_input}", f"--features {config.features}"]
+    if config.class_weighting != "inverse":
+        parts.append(f"--class-weights {config.class_weighting}")
     if config.training_noise != DEFAULT_TRAINING_NOISE:
         parts.append(f"--training-noise {config.training_noise}")
     if config.dataset:
