@@ -80,6 +80,8 @@ VARIANTS: dict[str, list[str]] = {
     "top-logsm": ["--router-input", "experts-top", "--features", "log-softmax", "--epochs", "6"],
     "x-noweights": ["--router-input", "experts", "--class-weights", "none", "--epochs", "6"],
     "top-noweights": ["--router-input", "experts-top", "--class-weights", "none", "--epochs", "6"],
+    "top-lam80": ["--router-input", "experts-top", "--lambda", "80", "--epochs", "6"],
+    "top-t10": ["--router-input", "experts-top", "--temperature", "0.1", "--epochs", "6"],
     "top-softmax": ["--router-input", "experts-top", "--features", "softmax", "--epochs", "6"],
 }
 
@@ -168,6 +170,23 @@ def score(name: str, out: Path, index: np.ndarray, half: np.ndarray) -> dict:
     }
 
 
+def cached_score(name: str, out: Path, index: np.ndarray, half: np.ndarray) -> dict:
+    """:func:`score`, kept in ``<out>/v-<name>.score.json`` next to the router (keyed by its
+    weights' sha256), so a report over many variants certifies each router stage once."""
+    import hashlib
+
+    weights = (out / f"v-{name}-router.safetensors").read_bytes()
+    digest = hashlib.sha256(weights).hexdigest()
+    path = out / f"v-{name}.score.json"
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored.get("sha256") == digest:
+            return stored["row"]
+    row = score(name, out, index, half)
+    path.write_text(json.dumps({"sha256": digest, "row": row}))
+    return row
+
+
 def render(rows: list[dict], full: np.ndarray, half: np.ndarray) -> str:
     envelope = np.max([curve(full[:, k]) for k in range(len(EXPERTS))], axis=0)
     head = " | ".join(f"{r:g}" for r in RADII)
@@ -222,6 +241,12 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="variant names (default: all)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "router-variants")
     parser.add_argument("--report", type=Path, default=ROOT / "results" / "router-variants.md")
+    parser.add_argument(
+        "--section",
+        default=None,
+        help="write the table as the section '## SECTION' of --report (replacing a section of "
+        "that title, keeping the rest) instead of overwriting the file",
+    )
     args = parser.parse_args()
     names = args.only or list(VARIANTS)
     certs, routers = args.work / "certs", args.work / "routers"
@@ -229,10 +254,29 @@ def main() -> None:
     for name in names:
         train(name, VARIANTS[name], routers)
     index, full, half = expert_radii(certs)
-    rows = [score(name, routers, index, half) for name in names]
+    rows = [cached_score(name, routers, index, half) for name in names]
     text = render(rows, full, half)
+    if args.section:
+        text = with_section(args.report, args.section, text, names)
     args.report.write_text(text)
     print(text)
+
+
+def with_section(report: Path, title: str, rendered: str, names: list[str]) -> str:
+    """``report``'s text with the section ``## title`` set to ``rendered`` (its first heading dropped;
+    an existing section of that title is replaced, everything else kept)."""
+    body = rendered.split("\n", 2)[2] if rendered.startswith("# ") else rendered
+    heading = f"## {title}"
+    command = shlex.join(["python", "bench/router_variants.py", "--only", *names])
+    command += " --section " + shlex.quote(title)
+    section = f"{heading}\n\nCommand: `{command}`.\n\n{body.strip()}\n"
+    old = report.read_text() if report.is_file() else ""
+    if heading in old:
+        before, rest = old.split(heading, 1)
+        after = rest.split("\n## ", 1)
+        tail = "\n## " + after[1] if len(after) > 1 else ""
+        return before + section + tail
+    return old.rstrip() + "\n\n" + section
 
 
 if __name__ == "__main__":
