@@ -255,7 +255,7 @@ NOTES = """
 
 - `embedded-fmnist-xdual` is the dual over the same three experts whose router
   (`embedded-fmnist-xrouter`, `--router-input experts-top --features softmax`) is a small head
-  (`head_mlp`, 3-64-3) over the softmax of the largest-sigma expert (`embedded-fmnist-s1.00`) on the
+  (`head_mlp`, 10-64-3) over the softmax of the largest-sigma expert (`embedded-fmnist-s1.00`) on the
   same noisy copy at sigma_router = 1: a deterministic function of that copy, so its certificate is
   the router certificate of any router. One router sample costs one expert forward, so its worst
   case is 2 x 2,100 expert forwards = 2.00x one expert (the head over all three experts would cost
