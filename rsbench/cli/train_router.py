@@ -79,9 +79,10 @@ def router_options(func):
         click.option(
             "--features",
             type=click.Choice(["log-softmax", "softmax", "logits"]),
-            default="log-softmax",
+            default="softmax",
             show_default=True,
-            help="Which expert outputs a router over experts sees.",
+            help="Which expert outputs a router over experts sees (softmax: up to 2.7 points above "
+            "log-softmax on held-out training images, results/router-variants.md).",
         ),
         click.option(
             "--arch",
@@ -326,7 +327,7 @@ def router_config(experts: tuple[str, ...], options: dict[str, Any], **extra):
         device=str(resolve_device(options["device"])),
         label_cache=options["label_cache"],
         router_input=options.get("router_input", "pixels"),
-        features=options.get("features", "log-softmax"),
+        features=options.get("features", "softmax"),
         training_noise=options.get("training_noise", "router-training"),
         class_weighting=options.get("class_weighting", "inverse"),
         **extra,
