@@ -157,3 +157,25 @@ def test_router_input_round_trips_and_counts_its_forwards() -> None:
 def test_router_input_schema_errors_name_the_field(overrides: dict, message: str) -> None:
     with pytest.raises(ZooError, match=message):
         parse_entry(_router_raw(**overrides))
+
+
+@pytest.mark.parametrize("dual", ["embedded-fmnist-xdual", "embedded-fmnist-dual"])
+def test_shipped_duals_are_refused_on_their_routers_training_images(dual: str, capsys) -> None:
+    """The new router records ``trained_on``; the older one is read from its recipe's labels."""
+    from rsbench.cli.main import main
+
+    args = [
+        "certify",
+        dual,
+        "--dataset",
+        "fashion-mnist",
+        "--split",
+        "train",
+        "--indices",
+        "5,19999",
+    ]
+    with pytest.raises(SystemExit) as refused:
+        main([*args, "--n0", "10", "--n", "20", "--out", "/nonexistent-rsbench-out"])
+    assert refused.value.code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "was labelled and trained on 2 of the 2 images" in err[0], err
