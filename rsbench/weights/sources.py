@@ -331,7 +331,7 @@ def remove_cached(entry: ZooEntry, cache_dir: str | os.PathLike | None = None) -
     """Forget what makes the next fetch reuse cached bytes; return what went (``--refetch``).
 
     Removes the digest recorded for an unpinned entry (the next fetch takes the bytes it gets as
-    first seen) and any partial download. Files in the content-addressed store are never deleted
+    first seen; a pinned entry never touches it) and any partial download. Files in the content-addressed store are never deleted
     (a pinned entry's verified file is simply found again; one that changed on disk is moved aside
     when it is read). An old-layout file goes only when it no longer has the digest recorded with
     it, and a downloaded archive only when it no longer has its recorded digest (an intact archive
@@ -345,7 +345,7 @@ def remove_cached(entry: ZooEntry, cache_dir: str | os.PathLike | None = None) -
     path = cache_path(entry, cache_dir)
     if path is None:
         return []
-    removed = forget_ref(entry, cache_dir)
+    removed = forget_ref(entry, cache_dir) if entry.sha256 is None else []
     targets = [partial_path(path), partial_meta_path(path)]
     if path.is_file() and first_seen(path) not in (None, sha256_file(path)):
         targets += [path, sidecar(path)]
