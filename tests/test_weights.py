@@ -435,6 +435,36 @@ def test_hub_file_with_wrong_digest_is_an_error_and_the_hub_cache_untouched(
     assert remove_cached(entry) == [] and blob.exists()  # an intact Hub blob is never removed
 
 
+def test_cli_hub_pin_mismatch_is_one_line_and_the_hub_cache_is_untouched(
+    tmp_path, checkpoint_bytes, offline_hub, capsys
+):
+    from rsbench.cli.main import main
+    from rsbench.zoo.files import write_entries
+
+    data, _ = checkpoint_bytes
+    commit = "fedcba9876543210fedcba9876543210fedcba98"
+    build_hf_cache(offline_hub, "org/y", "ck.pth", data, commit)
+    entry = entry_for(
+        {"type": "hf", "repo_id": "org/y", "filename": "ck.pth", "revision": commit}, "d" * 64
+    )
+    zoo_file = write_entries(tmp_path / "z.yaml", [entry])
+    before = {p: p.read_bytes() for p in [*offline_hub.rglob("*"), zoo_file] if p.is_file()}
+    for extra in ((), ("--download", "--refetch")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main(["zoo", "check", entry.id, "--zoo", str(zoo_file), *extra])
+        out, err = capsys.readouterr()
+        assert exit_info.value.code == 1
+        [line] = out.splitlines()
+        assert line.startswith(f"FAIL {entry.id}: {entry.id}: sha256 mismatch for 'ck.pth'")
+        assert "d" * 64 in line and sha(data) in line and "left as it is" in line
+        assert err.splitlines() == [
+            "error: 1 of 1 checked entries failed (the FAIL lines above say why)"
+        ]
+        after = {p: p.read_bytes() for p in [*offline_hub.rglob("*"), zoo_file] if p.is_file()}
+        assert after == before  # the shared Hub cache and the zoo file, byte for byte
+
+
 # --------------------------------------------------------------------------------------------------
 # safe loading
 
