@@ -229,6 +229,7 @@ def _add(ctx: click.Context, options: dict[str, Any], written: list[Path]) -> No
 Examples:
   rsbench zoo import-archive ~/Downloads/models.tar.gz --zoo-file my_zoo.yaml
   rsbench zoo import-archive ~/smoothing/models --zoo-file my_zoo.yaml    # an extracted folder
+  rsbench zoo import-archive big.tar --zoo-file my_zoo.yaml --max-member-size 2G
   rsbench certify cohen-cifar10-resnet110-s0.25 --zoo my_zoo.yaml
 """,
 )
