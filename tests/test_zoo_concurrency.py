@@ -265,3 +265,19 @@ def test_interrupted_zoo_add_writes_nothing_and_says_so(workdir, signum, code, w
         f"{word}; nothing was written to same.yaml (it is as it was); run it again"
     ]
     assert out == "" and same.read_text() == "# mine\nmodels: []\n"
+
+
+def test_interrupted_import_archive_writes_nothing_and_says_so(workdir):
+    zoo_file = workdir / "z.yaml"
+    zoo_file.write_text("# mine\nmodels: []\n")
+    fifo = workdir / "models.tar"  # the archive never arrives
+    args = ["zoo", "import-archive", str(fifo), "--zoo-file", "z.yaml"]
+    proc, writer = blocked_on_fifo(args, fifo, workdir)
+    code, out, err = interrupt(proc, writer, signal.SIGINT)
+    assert code == 130, err
+    assert err.splitlines() == [
+        "interrupted; nothing was written to z.yaml (it is as it was); members already checked "
+        "stay in the cache; run it again"
+    ]
+    assert out == "" and zoo_file.read_text() == "# mine\nmodels: []\n"
+    assert not (workdir / ".cache").exists()
