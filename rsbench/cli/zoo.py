@@ -210,6 +210,9 @@ def show(
     click.echo(f"# weights:      {'pinned' if entry.pinned else 'UNPINNED (no sha256)'}")
     click.echo(f"# cached:       {'yes' if weights.is_cached(entry, cache_dir) else 'no'}")
     path = cache.cached_file(entry, cache_dir)
+    source_type = entry.source.type if entry.source is not None else None
+    if path is None and entry.sha256 is not None and source_type in ("url", "archive_url"):
+        path = cache.blob_path(entry.sha256, cache_dir)  # where the pinned file will be
     if path is not None:
         click.echo(f"# cache path:   {path}")
     if entry.source is not None and entry.source.type == "archive_url":

@@ -23,8 +23,9 @@ Older caches (up to rsbench 0.2) kept a checkpoint at :func:`cache_path` (``url/
 ``archives/<key>/members/<member>``) with its first-seen digest in ``<file>.sha256``. They keep
 working: when the store has no blob for an entry, that file is read, and if it has the entry's
 pin (or, unpinned, the digest its sidecar recorded) it is copied into the store once
-(:func:`adopt_legacy`); the old file is left where it is, untouched. New files are written only in
-the new layout.
+(:func:`adopt_legacy`); the old file is left where it is, untouched (only ``--refetch`` removes
+one that no longer has the digest its sidecar recorded). New files are written only in the new
+layout.
 """
 
 from __future__ import annotations
