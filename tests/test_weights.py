@@ -561,3 +561,24 @@ def test_safetensors_whose_header_length_starts_like_a_pickle_is_safetensors(tmp
     assert size % 256 == 0x80 and json.loads(path.read_bytes()[8 : 8 + size])
     assert sniff_format(path) == "safetensors"
     assert torch.equal(load_checkpoint(path)["w"], load_file(str(path))["w"])
+
+
+def test_only_stale_temporary_files_are_cleaned_from_the_store(tmp_path):
+    from rsbench.weights.cache import clean_stale_stages, commit, stage_path, store_dir
+
+    staged = stage_path()
+    staged.write_bytes(b"abc")
+    blob = commit(staged, sha(b"abc"))
+    old_stage, old_extract, fresh = (
+        stage_path(),
+        store_dir() / f".{stage_path().name}.0123abcd.part",  # extract_member's tmp of a stage
+        stage_path(),
+    )
+    for path in (old_stage, old_extract, fresh):
+        path.write_bytes(b"partial")
+    for path in (old_stage, old_extract):
+        os.utime(path, (0, 0))  # left by a process killed long ago
+    os.utime(blob, (0, 0))
+    clean_stale_stages()
+    assert not old_stage.exists() and not old_extract.exists()
+    assert fresh.read_bytes() == b"partial" and blob.read_bytes() == b"abc"

@@ -256,7 +256,7 @@ def clean_stale_stages(cache_dir: str | os.PathLike | None = None, age_s: float 
     if not folder.is_dir():
         return
     now = time.time()
-    for path in folder.glob(".incoming-*.part"):
+    for path in folder.glob(".*incoming-*.part"):  # staged, and extract_member's own tmp
         with suppress(OSError):
             if now - path.stat().st_mtime > age_s:
                 path.unlink()
