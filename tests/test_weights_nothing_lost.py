@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -230,6 +231,19 @@ def test_an_archive_with_two_members_of_the_entrys_name_is_refused(work, cli):
         f"FAIL {ID}: the archive holds 2 members named {MEMBER!r}; refusing it (which one is "
         "meant is ambiguous: extract the right one and import that file)"
     ]  # reported once, never both ok and FAIL
+    assert work.snapshot() == before and not zoo_file.exists()
+    zipped = work.root / "dup.zip"  # a regular file and a link of that one name count as two
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr(MEMBER, work.good)
+        link = zipfile.ZipInfo(MEMBER)
+        link.external_attr = 0o120777 << 16
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            archive.writestr(link, "/etc/passwd")
+    run = imported(cli, work, zipped, zoo_file)
+    assert run.code == 1 and [line for line in run.lines if ID in line] == [
+        f"FAIL {ID}: the archive holds 2 members named {MEMBER!r}; refusing it (which one is "
+        "meant is ambiguous: extract the right one and import that file)"
+    ]
     assert work.snapshot() == before and not zoo_file.exists()
 
 

@@ -246,14 +246,14 @@ def import_archive(  # noqa: C901 - one pass over the members; each refusal is o
         raise WeightsError(f"{path} does not exist; pass the downloaded archive or its folder")
     members = survey(path)
     names = [m.name for m in members if m.kind == "file"]
-    counts = Counter(names)
+    counts = Counter(m.name for m in members)  # a file and a link of one name count as two
     sizes: dict[str, int] = {}
     for m in members:
         if m.kind == "file":
             sizes[m.name] = max(sizes.get(m.name, 0), m.size)
     links = {m.name: m for m in members if m.kind != "file"}
     candidates = [e for e in zoo if e.source is not None and e.source.type == "archive_url"]
-    found, ambiguous = match_members(counts, candidates)
+    found, ambiguous = match_members(dict.fromkeys(names), candidates)
     result = ImportResult(members=dict(found))
     report = on_entry or (lambda *_: None)
 
