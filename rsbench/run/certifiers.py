@@ -108,7 +108,7 @@ def certifier_for(
 
     def checked(e: ZooEntry, model: Any) -> Any:
         if probe_image is not None:
-            probe(model, probe_image, e.num_classes, what=e.id, device=device)
+            probe(model, probe_image, e.num_classes, what=e.id, device=device, arch=e.arch)
         return for_speed(model, config)
 
     if config.kind == "expert":
@@ -198,7 +198,13 @@ def for_speed(model: Any, config: RunConfig) -> Any:
 
 
 def probe(
-    model: Any, images: Any, num_classes: int | None, *, what: str, device: str = "cpu"
+    model: Any,
+    images: Any,
+    num_classes: int | None,
+    *,
+    what: str,
+    device: str = "cpu",
+    arch: str | None = None,
 ) -> None:
     """One forward pass on real ``images``; :class:`ConfigError` when the network cannot take them.
 
@@ -210,11 +216,11 @@ def probe(
     try:
         with torch.no_grad():
             logits = model(D.to_device(images, device))
-    except (RuntimeError, ValueError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a user's forward may raise anything (AssertionError...)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ConfigError(
             f"{what}: the network fails on a {shape} image ({type(exc).__name__}: {first}); check the "
-            "entry's arch and input_shape"
+            f"entry's arch{f' ({arch})' if arch else ''} and input_shape"
         ) from None
     if logits.dim() != 2 or (num_classes is not None and logits.shape[1] != int(num_classes)):
         raise ConfigError(
