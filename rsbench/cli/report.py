@@ -171,6 +171,9 @@ def leaderboard(
         fmt = _SUFFIX_FORMATS.get(Path(output).suffix.lower(), "rich") if output else "rich"
     from rsbench.results.storage import run_states
 
+    if output:
+        _check_output(output, results)
+
     df = _read(results)
     states = run_states(_paths(results))
     reported = {} if no_reported else _reported(zoo_paths, df["model_id"].dropna().astype(str))
@@ -201,6 +204,14 @@ def leaderboard(
         _write(Path(output), text)
     else:
         click.echo(text, nl=False)
+
+
+def _check_output(output: str, results: Sequence[str], option: str = "-o/--output") -> None:
+    """Refuse, before anything is read, an output that is an input, lies inside a run folder or
+    takes a name rsbench uses for results (:func:`rsbench.output.check_output_path`)."""
+    from rsbench.output import check_output_path
+
+    check_output_path(output, _paths(results), option=option)
 
 
 def _write(path: Path, text: str) -> None:
@@ -275,6 +286,7 @@ def plot(
         raise ResultsError(
             f"cannot write a plot to {output!r}: the extension must be one of .png, .svg, .pdf"
         )
+    _check_output(output, results)
     df = _read(results)
     for column, value in (("protocol", protocol), ("dataset", dataset)):
         if value is not None and value != "all":
