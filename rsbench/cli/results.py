@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import click
@@ -193,7 +194,8 @@ def rescore(results_path, alpha, alpha_router_fraction, out_dir, overwrite) -> N
     if out == source or any(out == d.resolve() or d.resolve() in out.parents for d in run_dirs):
         raise ResultsError(
             f"--out {out_dir} is {results_path} itself or lies inside one of its runs; rescored "
-            f"runs go next to the originals, never into them: use e.g. --out {source.name}-rescored"
+            f"runs go next to the originals, never into them: use e.g. --out "
+            f"{shlex.quote(source.name + '-rescored')}"
         )
     from rsbench.output import check_output_path
 

@@ -234,9 +234,10 @@ def _image_sets(df: pd.DataFrame) -> list[frozenset[tuple[str, ...]] | None]:
 def _mark_other_images(summary: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
     """Mark (``other_images``) the ranked rows evaluated on another image set than the most
     common one among ranked rows (ties: the larger set); return the frame and the note to print
-    under the table, None when every ranked row has the same images."""
+    under the table, None when every ranked row has the same images. Rows of runs that have not
+    finished are left to their own mark (``incomplete``, ranked only with --include-incomplete)."""
     sets = summary.pop("_image_set")
-    ranked = summary["rank"].notna().to_numpy()
+    ranked = (summary["rank"].notna() & summary["complete"].astype(bool)).to_numpy()
     known = [s for s, r in zip(sets, ranked) if r and s is not None]
     summary["other_images"] = False
     if len(set(known)) <= 1:

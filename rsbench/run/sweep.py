@@ -91,6 +91,13 @@ def check_options(path: Path, options: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"sweep file {path}: option {name}: {value!r:.60} is not {_WANTED[kind]}"
             )
+        if name == "indices" and isinstance(value, str):
+            from rsbench.data.indices import parse_indices
+
+            try:  # refused here, naming the file, before any list is built
+                parse_indices(value)
+            except RSBenchError as exc:
+                raise ConfigError(f"sweep file {path}: option indices: {exc}") from None
     from rsbench.data.catalog import DATASETS, SPLIT_PREFIXES, dataset_info
 
     dataset, split = options.get("dataset"), options.get("split")
