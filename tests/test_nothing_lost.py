@@ -520,3 +520,47 @@ def test_throughput_is_measured_after_the_warm_up() -> None:
 
     rate = measure_throughput(Expert(), torch.zeros(1, 28, 28), seconds=0.2)
     assert rate > 100 / 0.02, rate  # the slow first calls would give at most 500 samples/s
+
+
+# -------------------------------------------------------------------- honest leaderboards
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_leaderboard_never_ranks_an_unsound_row_and_marks_other_images(cli_workdir) -> None:
+    embedded, reference = ROOT / "results" / "embedded", ROOT / "results" / "reference" / "runs"
+    jobs = {
+        "embedded": ["leaderboard", str(embedded), "--format", "markdown"],
+        "imagenet": [
+            *("leaderboard", str(reference), "--protocol", "cohen-alpha0.01"),
+            *("--dataset", "imagenet", "--format", "markdown"),
+        ],
+    }
+    before = _snapshot(embedded, reference)
+    results = run_many(jobs, cli_workdir)
+    assert _snapshot(embedded, reference) == before
+    for result in results.values():
+        assert result.returncode == 0, result.stderr
+    rows = [line for line in results["embedded"].stdout.splitlines() if line.startswith("| ")]
+    unsound = [r for r in rows if "reference-split" in r]
+    assert len(unsound) == 1 and "(unsound, not ranked)" in unsound[0]
+    assert unsound[0].startswith("|  |"), "an unsound row carries no rank"
+    ranked = [r for r in rows if r[2:3].isdigit()]
+    assert rows.index(unsound[0]) > rows.index(ranked[-1]), "listed below every ranked row"
+    assert "Rows marked unsound" in results["embedded"].stdout
+    imagenet = results["imagenet"].stdout
+    marked = [line for line in imagenet.splitlines() if "(other images)" in line]
+    assert len(marked) == 1 and "cohen-imagenet-resnet50-s0.25" in marked[0]
+    assert "427 (other images)" in marked[0]
+    assert "were evaluated on other images than the 500 of the other ranked rows" in imagenet
+
+
+def test_router_choice_bars_of_a_denoised_dual_carry_their_sigma() -> None:
+    from rsbench import report
+    from rsbench.results import read_results, run_states
+
+    runs = sorted((ROOT / "results" / "embedded").glob("embedded-fmnist-denoised-dual-*"))
+    fig = report.plot_curves(read_results(runs), states=run_states(runs))
+    labels = [t.get_text() for t in fig.axes[1].get_xticklabels()]
+    expected = [f"embedded-fmnist-denoised (σ={s})" for s in ("0.25", "0.5", "1")]
+    assert [label for label in labels if "denoised" in label] == expected, labels

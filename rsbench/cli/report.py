@@ -108,8 +108,12 @@ one with --protocol / --dataset, or pass --protocol all for one separately ranke
 section. With two or more experts, an envelope row (best expert per radius) and an oracle row
 (best expert per image in hindsight; an upper bound, not a certificate) follow, both over the
 images every ranked expert evaluated. A run that has not finished is marked (e.g. "32/160
-incomplete" under images) and not ranked unless --include-incomplete. Where the zoo
-records the paper's numbers (`reported:`), cells read "measured (reported)".
+incomplete" under images) and not ranked unless --include-incomplete. A configuration known to
+be unsound (the cascade under --alpha-split reference) is marked "unsound, not ranked" and listed
+below the ranked rows; a ranked row over other images than the rest reads "N (other images)",
+with a note under the table. Where the zoo records the paper's numbers (`reported:`), cells read
+"measured (reported)". -o never writes inside a run folder, onto an input, or to a file named
+run.json or part-*.parquet.
 Radius grid defaults: CIFAR-10 and Fashion-MNIST 0..2 by 0.25, ImageNet 0..3 by 0.5.
 """,
 )
