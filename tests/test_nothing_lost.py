@@ -459,37 +459,46 @@ def test_full_disk_during_rescore_and_import_says_nothing_resumes(cli_workdir, b
     assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
 
 
-def test_compare_says_what_it_wrote_when_the_plot_fails(cli_workdir, base, tmp_path) -> None:
-    (tmp_path / "a-file").write_text("not a folder\n")
-    table = tmp_path / "c.md"
-    args = [
-        "compare",
-        str(base["mine"]),
-        "-o",
-        str(table),
-        "--plot",
-        str(tmp_path / "a-file/x.png"),
-    ]
-    result = run_many({"compare": args}, cli_workdir)["compare"]
-    line = assert_one_clear_error(result, ("a-file", f"the table was written to {table}"))
+@pytest.fixture(scope="module")
+def messages(cli_workdir, base, tmp_path_factory):
+    """compare with a failing --plot, bare groups and a suggested command, in one driver."""
+    root = tmp_path_factory.mktemp("messages")
+    (root / "a-file").write_text("not a folder\n")
+    table = root / "c.md"
+    source = root / "my runs"
+    shutil.copytree(base["mine"], source)
+    jobs = {
+        "compare": [
+            *("compare", str(base["mine"]), "-o", str(table)),
+            *("--plot", str(root / "a-file" / "x.png")),
+        ],
+        "rescore": ["rescore", str(source), "--alpha", "0.01", "--out", str(source)],
+        **{f"bare-{'-'.join(group)}": list(group) for group in BARE},
+    }
+    return run_many(jobs, cli_workdir), table
+
+
+BARE = [(), ("zoo",), ("train",)]
+
+
+def test_compare_says_what_it_wrote_when_the_plot_fails(messages) -> None:
+    results, table = messages
+    line = assert_one_clear_error(
+        results["compare"], ("a-file", f"the table was written to {table}")
+    )
     assert "nothing was written" not in line and table.is_file()
 
 
-@pytest.mark.parametrize("group", [(), ("zoo",), ("train",)])
-def test_a_bare_group_prints_its_help(cli_workdir, group) -> None:
-    result = run_many({"bare": list(group)}, cli_workdir)["bare"]
+@pytest.mark.parametrize("group", BARE)
+def test_a_bare_group_prints_its_help(messages, group) -> None:
+    result = messages[0][f"bare-{'-'.join(group)}"]
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"Usage: rsbench {' '.join(group)}".rstrip() + " [OPTIONS]")
     assert "Commands:" in result.stdout and "error:" not in result.stderr
 
 
-def test_follow_up_commands_quote_paths(cli_workdir, base, tmp_path) -> None:
-    source = tmp_path / "my runs"
-    shutil.copytree(base["mine"], source)
-    result = run_many(
-        {"rescore": ["rescore", str(source), "--alpha", "0.01", "--out", str(source)]}, cli_workdir
-    )["rescore"]
-    assert_one_clear_error(result, ("--out 'my runs-rescored'",))
+def test_follow_up_commands_quote_paths(messages) -> None:
+    assert_one_clear_error(messages[0]["rescore"], ("--out 'my runs-rescored'",))
 
 
 def test_progress_without_a_terminal_prints_lines(cli_workdir, tmp_path, monkeypatch) -> None:
