@@ -573,3 +573,16 @@ def test_router_choice_bars_of_a_denoised_dual_carry_their_sigma() -> None:
     labels = [t.get_text() for t in fig.axes[1].get_xticklabels()]
     expected = [f"embedded-fmnist-denoised (σ={s})" for s in ("0.25", "0.5", "1")]
     assert [label for label in labels if "denoised" in label] == expected, labels
+
+
+def test_the_curves_mark_the_unsound_cascade_in_their_legend() -> None:
+    from rsbench import report
+    from rsbench.results import read_results, run_states
+
+    runs = sorted((ROOT / "results" / "embedded").glob("embedded-fmnist-cascade-*"))
+    fig = report.plot_curves(read_results(runs), states=run_states(runs), bounds=False)
+    labels = sorted(line.get_label() for line in fig.axes[0].get_lines())
+    assert labels == [
+        "embedded-fmnist-cascade (cascade reference-split) [unsound]",
+        "embedded-fmnist-cascade (cascade)",
+    ], labels

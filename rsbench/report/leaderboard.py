@@ -167,7 +167,7 @@ def build_leaderboard(
     for model_id, experts in dual_experts(df, states).items():
         at = (summary["model_id"] == model_id) & (summary["kind"] == "dual")
         summary.loc[at, "sigma"] = metrics.dual_sigma_label(df, [s for _, s in experts])
-    sound = ~summary["sigma_key"].astype(str).map(_unsound)
+    sound = ~summary["sigma_key"].astype(str).map(is_unsound)
     summary.loc[~sound, "sigma"] = summary.loc[~sound, "sigma"].astype(str) + f" ({UNSOUND_MARK})"
     ranked = (summary["complete"] | include_incomplete) & sound
     summary = pd.concat([summary[ranked], summary[~ranked]], ignore_index=True)
@@ -210,8 +210,9 @@ def build_leaderboard(
     )
 
 
-def _unsound(sigma_key: str) -> bool:
-    """Whether a group's sigma key names a configuration known to be unsound."""
+def is_unsound(sigma_key: str) -> bool:
+    """Whether a group's sigma key (:func:`rsbench.report.metrics.add_sigma_key`) names a
+    configuration known to be unsound (:data:`UNSOUND_ALPHA_SPLITS`)."""
     return any(
         sigma_key.startswith(metrics.CASCADE_SIGMA_KEY) and f" {split}-split" in sigma_key
         for split in UNSOUND_ALPHA_SPLITS

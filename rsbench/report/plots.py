@@ -23,6 +23,7 @@ from rsbench.report.leaderboard import (
     ENVELOPE_ID,
     ORACLE_ID,
     dual_experts,
+    is_unsound,
     kind_mask,
     rows_of_section,
 )
@@ -194,6 +195,9 @@ def _curve_labels(
                 done = int(group["run_id"].astype(str).isin(unfinished).sum())
                 total = f"/{sum(planned)}" if None not in planned else ""
                 labels[i] += f" [{done}{total} images, incomplete]"
+    for i, (key, _) in enumerate(groups):  # as in the leaderboard: known unsound, say so
+        if is_unsound(str(key["sigma_key"])):
+            labels[i] += " [unsound]"
     return labels
 
 
