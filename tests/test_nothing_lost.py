@@ -374,7 +374,38 @@ def test_bad_input_is_one_line_and_changes_nothing(cli_workdir, base, tmp_path) 
                 ("n=10000", "1,000,000"),
             ),
             "import-n-1e8": ([*imp, "--model-id", "m", "--n", str(10**8)], ("n=100000000",)),
-            "import-empty-id": ([*imp, "--model-id", ""], ("model id", "empty")),
+            "import-empty-id": ([*imp, "--model-id", ""], ("--model-id is empty",)),
+            "import-blank-id": ([*imp, "--model-id", "  "], ("--model-id is empty",)),
+            "import-unknown-dataset": (
+                [
+                    "import-logs",
+                    str(log),
+                    "--dataset",
+                    "cifar100",
+                    "--split",
+                    "test",
+                    "--model-id",
+                    "m",
+                    "--out",
+                    str(out),
+                ],
+                ("--dataset", "'cifar100'"),
+            ),  # fmt: skip
+            "import-unknown-split": (
+                [
+                    "import-logs",
+                    str(log),
+                    "--dataset",
+                    "cifar10",
+                    "--split",
+                    "valid",
+                    "--model-id",
+                    "m",
+                    "--out",
+                    str(out),
+                ],
+                ("--split", "'valid'", "cifar10"),
+            ),  # fmt: skip
             "certify-indices-1e12": (
                 [*_args(out, "--indices", "0:1000000000000")],
                 ("999999999999", "--indices"),

@@ -106,6 +106,11 @@ def import_logs(
 
         out_dir = default_results_dir() / "imported"
     check_output_path(out_dir, logs, option="--out", folder=True)
+    from rsbench.run.sweep import check_dataset_split
+
+    check_dataset_split(dataset, split, "import-logs --")
+    if not model_id.strip():
+        raise ConfigError("import-logs: --model-id is empty; give the model's id, e.g. my-model")
     for log_path in map(Path, logs):
         sigma_text = f"{sigma:g}" if sigma is not None else _sigma_from_name(log_path)
         if sigma_text is None:

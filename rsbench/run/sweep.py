@@ -98,22 +98,28 @@ def check_options(path: Path, options: Mapping[str, Any]) -> None:
                 parse_indices(value)
             except RSBenchError as exc:
                 raise ConfigError(f"sweep file {path}: option indices: {exc}") from None
+    check_dataset_split(options.get("dataset"), options.get("split"), f"sweep file {path}: option ")
+
+
+def check_dataset_split(dataset: str | None, split: str | None, where: str = "option ") -> None:
+    """Refuse a dataset rsbench does not know, or a split that ``dataset`` (without one: any
+    dataset) does not have, with one :class:`ConfigError` line starting with ``where`` followed by
+    the option's name (``where`` is e.g. ``"--"`` or ``"sweep file F: option "``)."""
     from rsbench.data.catalog import DATASETS, SPLIT_PREFIXES, dataset_info
 
-    dataset, split = options.get("dataset"), options.get("split")
     if dataset is not None:
         try:
             dataset_info(dataset)
         except RSBenchError as exc:
-            raise ConfigError(f"sweep file {path}: option dataset: {exc}") from None
+            raise ConfigError(f"{where}dataset: {exc}") from None
     if split is not None:
         names = [dataset] if dataset is not None else list(DATASETS)
         splits = {s for d in names for s in DATASETS[d].splits}
         splits |= {s for (d, s) in SPLIT_PREFIXES if d in names}
         if split not in splits:
-            where = f"dataset {dataset}" if dataset is not None else "any dataset"
+            of = f"dataset {dataset}" if dataset is not None else "any dataset"
             raise ConfigError(
-                f"sweep file {path}: option split: {split!r} is not a split of {where} "
+                f"{where}split: {split!r} is not a split of {of} "
                 f"(known: {', '.join(sorted(splits))})"
             )
 
