@@ -75,8 +75,8 @@ def check_output_path(
     fix = f"write it elsewhere, e.g. {option} outside the results folders"
     if not folder and (target.name == RUN_JSON or PART_PATTERN.match(target.name)):
         raise ResultsError(
-            f"{option} {target}: {target.name!r} is a file name rsbench uses for results (run.json, "
-            f"part-*.parquet); {fix} (nothing was written)"
+            f"{option} {target}: {target.name!r} is a file name rsbench uses for results "
+            f"(run.json, part-*.parquet); {fix} (nothing was written)"
         )
     for given in inputs:
         if _resolved(given) == absolute:

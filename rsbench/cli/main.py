@@ -6,7 +6,9 @@ Sub-commands live in :mod:`rsbench.cli` and are imported only when invoked, so t
 non-zero exit status.
 
 A group called with no sub-command (``rsbench``, ``rsbench zoo``, ``rsbench train``) prints its
-help, as ``--help`` does, with status 0. Exit status: 0 on success; 1 when a command ran but found failures (:class:`CheckFailed`, or a
+help, as ``--help`` does, with status 0.
+
+Exit status: 0 on success; 1 when a command ran but found failures (:class:`CheckFailed`, or a
 command's own ``ctx.exit(N)``); 2 for a user mistake or usage error; 130 after Ctrl-C, which prints
 that the results written so far are kept and that rerunning resumes; 143 after SIGTERM, handled
 the same way (a scheduler's preemption, torchrun stopping its workers). Click runs with

@@ -349,8 +349,9 @@ def check_counts(table: pa.Table) -> str | None:
     Refused (the first problem found, with a sample index): a negative count; ``nA > n``,
     ``count0 > n0``, ``router_nA > router_n``, ``router_count0 > router_n0``; an estimation vote
     vector (``counts``, ``router_counts``) with a negative entry or whose entries do not sum to
-    its ``n`` (``router_n``). Nulls (counts a log does not record) are not checked. Every row rsbench writes passes; a row that fails was
-    altered, and rescoring or ranking it would certify from counts no run drew.
+    its ``n`` (``router_n``). Nulls (counts a log does not record) are not checked. Every row
+    rsbench writes passes; a row that fails was altered, and rescoring or ranking it would certify
+    from counts no run drew.
     """
     import numpy as np
 

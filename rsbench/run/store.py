@@ -15,7 +15,8 @@ Guarantees
   it, mode 000; not Parquet; a foreign Parquet file named ``part-*``; other column types;
   impossible counts) stops the run with one :class:`ResultsError` line naming the file, and the
   file stays as it was. A chunk in flight when a process dies leaves only a ``.tmp`` file that is
-  removed (:func:`remove_stale_tmp`): the rename into place is the commit. A run directory made under another configuration, another results
+  removed (:func:`remove_stale_tmp`): the rename into place is the commit.
+* **Identity.** A run directory made under another configuration, another results
   format or another noise scheme (or before the scheme was recorded), or whose weights changed
   since it started, is refused, never resumed (:func:`prepare_run_dir`).
 * **Concurrency.** Each shard holds a lock for its whole run (:func:`shard_lock`: a second process
