@@ -617,3 +617,54 @@ def test_the_curves_mark_the_unsound_cascade_in_their_legend() -> None:
         "embedded-fmnist-cascade (cascade reference-split) [unsound]",
         "embedded-fmnist-cascade (cascade)",
     ], labels
+
+
+def test_the_output_guard_knows_the_names_storage_writes(tmp_path) -> None:
+    """rsbench/output.py (layer 0) keeps its own copy of the run folder's file names."""
+    from rsbench import output
+    from rsbench.results import storage
+
+    assert output.RUN_JSON == storage.RUN_JSON
+    for name in (storage.part_name("0of1", 0), storage.part_name("3of8", 123456)):
+        assert output.PART_PATTERN.match(name) and storage.parse_part_name(name) is not None
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert not output.is_run_folder(run_dir)
+    (run_dir / storage.part_name("0", 0)).write_bytes(b"")
+    assert output.is_run_folder(run_dir)
+
+
+def test_only_a_truncated_part_naming_this_run_counts_as_its_own(base) -> None:
+    from rsbench.results import declared_run_id, truncated_part_of
+
+    run_dir = _only_run(base["mine"])
+    mine = declared_run_id(run_dir)
+    part = run_dir / "part-0of1-000001.parquet"
+    data = part.read_bytes()
+    assert not truncated_part_of(part, mine)  # intact: its footer is there
+    cut = base["mine"].parent / "cut.parquet"
+    cut.write_bytes(data[: len(data) // 2])
+    assert truncated_part_of(cut, mine)
+    assert not truncated_part_of(cut, None)  # no run id to compare with
+    assert not truncated_part_of(cut, mine + "x") and not truncated_part_of(cut, mine[:-1])
+    cut.write_bytes(b"PAR1" + b"\0" * 40)  # Parquet's magic, but no run id
+    assert not truncated_part_of(cut, mine)
+    cut.unlink()
+
+
+def test_impossible_router_counts_are_refused() -> None:
+    from rsbench.results import SCHEMA, check_counts
+
+    row = {name: None for name in SCHEMA.names}
+    row.update(index=7, n=100, nA=60, n0=10, count0=9, counts=[40, 60], router_n=50)
+    row.update(router_nA=30, router_n0=10, router_count0=9, router_counts=[20, 30])
+    assert check_counts(pa.Table.from_pylist([row], schema=SCHEMA)) is None
+    for change, found in (
+        ({"router_nA": 51}, "router_nA > router_n at index 7"),
+        ({"router_counts": [20, 31]}, "router_counts do not sum to router_n at index 7"),
+        ({"router_counts": [-1, 51]}, "a negative entry in router_counts at index 7"),
+        ({"expert_nA": 101}, "expert_nA > n at index 7"),
+        ({"router_count0": 11}, "router_count0 > router_n0 at index 7"),
+    ):
+        table = pa.Table.from_pylist([{**row, **change}], schema=SCHEMA)
+        assert check_counts(table) == found
