@@ -8,6 +8,7 @@ an offline archive holds (:mod:`rsbench.models.import_archive`); both write thro
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -215,7 +216,7 @@ def _add(ctx: click.Context, options: dict[str, Any], written: list[Path]) -> No
     written.append(write_entries(zoo_file, [entry], overwrite=options["overwrite"]))
     pin = f"sha256 {entry.sha256}" if entry.sha256 else "UNPINNED"
     click.echo(f"wrote {entry.id} ({pin}) to {zoo_file}")
-    click.echo(f"check it with: rsbench zoo check {entry.id} --zoo {zoo_file}")
+    click.echo(f"check it with: rsbench zoo check {entry.id} --zoo {shlex.quote(str(zoo_file))}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -322,7 +323,7 @@ def import_archive_cmd(
     if result.imported:
         console.print(
             f"pinned in {zoo_file}; use them with --zoo {zoo_file} (or RSBENCH_ZOO={zoo_file}), "
-            f"e.g. rsbench certify {result.imported[0].id} --zoo {zoo_file}",
+            f"e.g. rsbench certify {result.imported[0].id} --zoo {shlex.quote(str(zoo_file))}",
             highlight=False,
             soft_wrap=True,
         )
