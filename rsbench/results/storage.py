@@ -36,6 +36,7 @@ from rsbench.results.schema import (
     OPTIONAL_COLUMNS,
     RESULTS_FORMAT_VERSION,
     SCHEMA,
+    for_writing,
     frame_to_table,
     pandas_types,
     rows_to_table,
@@ -92,9 +93,7 @@ def write_chunk(
     into place (``os.replace``); the directory is fsync'ed too. Refuses to overwrite an existing part.
     """
     run_dir = Path(run_dir)
-    table = rows if isinstance(rows, pa.Table) else rows_to_table(rows)
-    if not table.schema.equals(SCHEMA):
-        table = table.cast(SCHEMA)
+    table = for_writing(rows if isinstance(rows, pa.Table) else rows_to_table(rows))
     final = run_dir / part_name(shard, seq)
     if final.exists():
         raise ResultsError(f"{final} already exists; chunk numbers must not be reused")
