@@ -2,7 +2,7 @@
 
 For every expert run given (a fixed-n run directory, or a parent of several), each image's top-class
 probability is estimated from its stored estimation counts, ``pA = nA / n``; sequential estimation
-(:mod:`rsbench.sequential`) is then simulated from that ``pA`` with a seeded NumPy generator
+(:mod:`rsbench.engine.sequential`) is then simulated from that ``pA`` with a seeded NumPy generator
 (Binomial increments per stage, ``n_max`` = the run's n, the dataset's leaderboard radius grid), and
 compared with fixed-n CERTIFY: mean and worst-case estimation samples per image, and certified
 accuracy at each grid radius (only images whose stored prediction is correct count, as in the
@@ -287,7 +287,7 @@ def header(args: argparse.Namespace, command: str) -> list[str]:
         "",
         "**What is simulated.** For each image of a fixed-n run, its top-class probability is "
         "estimated from the run's stored estimation counts, `pA = nA / n`, and sequential "
-        "estimation (`rsbench/sequential.py`) is simulated from it: Binomial increments per "
+        "estimation (`rsbench/engine/sequential.py`) is simulated from it: Binomial increments per "
         "stage from a seeded NumPy generator, `n_max` = the run's n, alpha = the run's alpha, the "
         "dataset's leaderboard radius grid (CIFAR-10 and Fashion-MNIST 0..2 by 0.25, ImageNet 0..3 by "
         "0.5). Plan: geometric stages from a first block of "

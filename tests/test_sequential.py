@@ -1,4 +1,4 @@
-"""rsbench.sequential: coverage of the staged Clopper–Pearson bound at any stopping time, the stopping
+"""rsbench.engine.sequential: coverage of the staged Clopper–Pearson bound at any stopping time, the stopping
 rule, and the plan's validation.
 
 Coverage tests draw seeded Bernoulli streams with known p (vectorised: Binomial increments per

@@ -352,3 +352,36 @@ def test_pvalue_is_rounded_up_against_the_exact_value() -> None:
         assert value <= float(exact) * (1 + 1e-11)
         raw_below += int(mpmath.mpf(float(2 * binom.cdf(low, trials, 0.5))) < exact)
     assert raw_below >= 4
+
+
+def test_leaderboard_and_compare_never_rank_the_two_modes_together(zoo, tmp_path, reference):
+    from rsbench import report
+    from rsbench.errors import ResultsError
+    from rsbench.report import headtohead
+
+    fixed_config = runconfig.resolve_config(
+        zoo.get("tiny-s0.25"), zoo=zoo, **{**SEQ, "estimation": "fixed", "n_max": None, "n": 2000}
+    )
+    fixed = read_results(runner.run_certification(fixed_config, zoo, tmp_path).run_dir)
+    both = pd.concat([fixed, reference["tiny-s0.25"]], ignore_index=True)
+    with pytest.raises(ResultsError, match="custom-sequential"):
+        report.build_leaderboards(both)
+    boards = report.build_leaderboards(both, all_sections=True)
+    assert [(b.protocol, b.sequential) for b in boards] == [
+        ("custom", False),
+        ("custom-sequential", True),
+    ]
+    headers, body = report.table_cells(boards[1])
+    samples = reference["tiny-s0.25"]["samples"]
+    row = dict(zip(headers, body[0]))
+    assert row["samples/img"] == f"{samples.mean():,.0f}" and row["max samples"] == str(
+        samples.max()
+    )
+    assert row["n_max"] == "2000"
+    assert any("never ranked with fixed-n runs" in line for line in report.notes(boards[1]))
+    assert "samples/img" not in report.table_cells(boards[0])[0]
+    with pytest.raises(ResultsError, match="mix fixed-n and sequential"):
+        headtohead.compare(both)
+    table = headtohead.compare(reference["tiny-s0.25"])
+    assert "n_max = 2000" in headtohead.to_markdown(table)
+    assert table["mean_samples"].iloc[0] == pytest.approx(samples.mean())

@@ -6,7 +6,7 @@ estimation samples that count ``nA`` votes for it, and certifies the radius
 ``alpha`` (abstaining below 1/2). Sequential estimation keeps the selection step unchanged and draws
 the estimation samples in blocks: after each pre-declared stage it decides, per image, whether more
 samples could still change the answer on a radius grid declared up front, and stops when they
-cannot. Pure: NumPy, SciPy and :mod:`rsbench.stats`; no torch, no files.
+cannot. Pure: NumPy, SciPy and :mod:`rsbench.engine.stats`; no torch, no files.
 
 The bound (:data:`BOUND_NAME`)
 ------------------------------
@@ -25,7 +25,7 @@ stopping stage ``T`` satisfies ``P[LB_T > p] <= sum_k alpha_k <= alpha``; so the
 
 *Proof sketch.* Let ``E_k = {LB_k > p}``. Each ``LB_k`` is an ordinary Clopper–Pearson bound on a
 fixed number ``n_k`` of i.i.d. Bernoulli(p) draws (stage sizes do not depend on the data), so
-``P[E_k] <= alpha_k`` (rounded down as in :func:`rsbench.stats.clopper_pearson_lower`). Whatever
+``P[E_k] <= alpha_k`` (rounded down as in :func:`rsbench.engine.stats.clopper_pearson_lower`). Whatever
 ``T`` is, ``{LB_T > p} ⊆ ∪_k E_k``, hence ``P[LB_T > p] <= sum_k P[E_k] <= sum_k alpha_k <= alpha``
 (Bonferroni). Neither the stopping rule nor the upper bound it uses enters the argument; ``cA``
 comes from separate selection draws, so conditioning on it leaves the estimation draws i.i.d.
@@ -34,7 +34,7 @@ comes from separate selection draws, so conditioning on it leaves the estimation
 
 * *exact at every stage:* each ``LB_k`` is the exact binomial bound (no asymptotics, no sub-Gaussian
   or bounded-variance relaxation), and it reuses the directed rounding of
-  :func:`rsbench.stats.clopper_pearson_lower`, whose accuracy is tested against mpmath;
+  :func:`rsbench.engine.stats.clopper_pearson_lower`, whose accuracy is tested against mpmath;
 * *numerically robust to alpha = 1e-10 and below:* ``scipy.stats.beta.ppf`` at ``alpha_k``; a
   betting CS needs a root search over running products of wealth, whose threshold ``1/alpha``
   (1e10) and near-unanimous votes (``p`` within 1e-5 of 1) make it fragile in float64;
@@ -77,7 +77,7 @@ ResNet-110 logs (``bench/sequential.py``, simulated: about 0.4 points of certifi
 the worst grid radius, against 0.25 at 0.05 and 0.9 at 0.2; ``None`` uses each stage's
 ``alpha_k``, the most cautious choice).
 
-The reported radius is ``sigma * Phi^-1(LB_T)`` (:func:`rsbench.stats.radius_from_bound`), 0 when
+The reported radius is ``sigma * Phi^-1(LB_T)`` (:func:`rsbench.engine.stats.radius_from_bound`), 0 when
 ``LB_T < 1/2`` (abstain).
 
 Driving it
@@ -582,7 +582,7 @@ def fixed_from_counts(plan: SequentialPlan, cumulative: ArrayLike) -> np.ndarray
 #: ``--estimation`` values: Cohen's fixed n, or this module's sequential rule.
 ESTIMATIONS = ("fixed", "sequential")
 #: Stop reasons as recorded in result rows (``stop_reason``).
-REASON_NAMES = {
+REASON_NAMES: dict[int, str] = {
     StopReason.TOP: "top",
     StopReason.FUTILE: "futile",
     StopReason.ABSTAIN: "abstain",

@@ -386,13 +386,13 @@ def sequential_sections(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def with_samples(summary: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
-    """``summary`` with ``samples_mean`` and ``samples_max`` (forward samples per image of each
-    group, from the rows' ``samples`` column, :func:`rsbench.report.headtohead.samples_per_row`)."""
-    from rsbench.report.headtohead import samples_per_row
-
+    """``summary`` with ``samples_mean`` and ``samples_max``: forward samples per image of each
+    group, from the rows' ``samples`` column (every sequential row has it; NaN where null)."""
     found: dict[tuple[str, str], tuple[float, float]] = {}
     for key, rows in metrics.iter_groups(df):
-        samples = samples_per_row(rows)
+        column = rows["samples"] if "samples" in rows.columns else pd.Series(np.nan, rows.index)
+        samples = column.astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+        samples = samples[~np.isnan(samples)]
         found[(str(key["model_id"]), str(key["sigma_key"]))] = (
             float(np.nanmean(samples)) if len(samples) else float("nan"),
             float(np.nanmax(samples)) if len(samples) else float("nan"),
