@@ -5,7 +5,7 @@ attack suite attacks sequential radii in ``tests/test_attack.py``. Here: the noi
 is a prefix of the fixed-count stream; a constant classifier stops at the first stage that
 certifies the grid's largest reachable radius; a NaN forward stops the run with one line; resume
 and shards give the rows of an uninterrupted run; fixed runs keep their identity; protocols,
-rescore and the CLI end to end.
+rescore, the leaderboard and the CLI end to end (PREDICT's p-value rounding: tests/test_stats.py).
 """
 
 from __future__ import annotations
@@ -332,26 +332,6 @@ def test_cli_sequential_run_end_to_end(tmp_path) -> None:
     bad = _rsbench("certify", "embedded-fmnist-s0.50", "--n-max", "10", "--out", str(out))
     assert bad.returncode == 2 and bad.stderr.startswith("error: --n-max applies")
     assert len(bad.stderr.strip().splitlines()) == 1
-
-
-def test_pvalue_is_rounded_up_against_the_exact_value() -> None:
-    """PREDICT's p-value is never below the exact one (issue 23 item 8); SciPy's raw value is
-    below it at these counts (checked here, so the test fails without the rounding)."""
-    import mpmath
-    from scipy.stats import binom
-
-    mpmath.mp.dps = 50
-    cases = [(551, 64), (1842, 967), (860, 96), (1301, 62), (2661, 2217), (60, 40), (7, 0)]
-    raw_below = 0
-    for top, runner_up in cases:
-        trials, low = top + runner_up, min(top, runner_up)
-        exact = 2 * mpmath.fsum(mpmath.binomial(trials, k) for k in range(low + 1))
-        exact = min(exact / mpmath.mpf(2) ** trials, mpmath.mpf(1))
-        value = float(stats.binom_test_two_sided(top, runner_up))
-        assert mpmath.mpf(value) >= exact, (top, runner_up)
-        assert value <= float(exact) * (1 + 1e-11)
-        raw_below += int(mpmath.mpf(float(2 * binom.cdf(low, trials, 0.5))) < exact)
-    assert raw_below >= 4
 
 
 def test_leaderboard_and_compare_never_rank_the_two_modes_together(zoo, tmp_path, reference):

@@ -15,7 +15,7 @@ Guarantees
   raised by the same amount.
 * :func:`binom_test_two_sided` (PREDICT's p-value) is rounded *up* by the same relative amount,
   never below the exact p-value, so PREDICT abstains at least as often as the exact test would
-  (for p-values above float64's smallest normal number; ``tests/test_sequential_run.py`` checks
+  (for p-values above float64's smallest normal number; ``tests/test_stats.py`` checks
   it against mpmath).
 * :func:`radius_from_bound` turns a lower bound on the top-class probability into the certified L2
   radius ``sigma * Phi^-1(p_lower)``; it is 0 where the bound is below 1/2 (abstention).
