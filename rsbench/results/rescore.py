@@ -18,13 +18,21 @@ import numpy as np
 
 from rsbench.errors import ResultsError
 from rsbench.results.provenance import environment_info, recorded_path, utc_now
-from rsbench.results.storage import check_run_id, read_results, read_run_json, write_run
+from rsbench.results.storage import (
+    OPTIONAL_COLUMNS,
+    check_run_id,
+    read_results,
+    read_run_json,
+    write_run,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
 
 def _num(frame: pd.DataFrame, column: str, fill: float = np.nan) -> np.ndarray:
+    if column not in frame.columns and column in OPTIONAL_COLUMNS:  # added after format 1
+        return np.full(len(frame), fill, dtype=np.float64)
     return frame[column].astype("Float64").to_numpy(dtype=np.float64, na_value=fill)
 
 
