@@ -119,6 +119,13 @@ def test_a_constant_classifier_stops_at_the_first_stage_that_certifies_the_top_r
         assert cert.nA == cert.n_used and sum(cert.counts) == cert.n_used
         assert cert.stop_alpha == plan.stage_alphas[first] < alpha / 2
         assert cert.radius >= plan.top_radius and cert.radius == pytest.approx(unanimous[first])
+    # a grid whose top the first block already certifies: it stops at the first block (500)
+    short = SequentialSpec(n_max=100_000, radii=(0.0, 0.25, 0.5))
+    (cert,) = smoothed.certify_batch(
+        torch.rand(1, 1, 8, 8), 100, 100_000, alpha, indices=[5], sequential=short
+    )
+    assert (cert.stop_stage, cert.n_used, cert.stop_reason) == (0, 500, "top")
+    assert cert.radius >= 0.5 and cert.prediction == 3
 
 
 def test_nan_logits_stop_with_one_line_and_nan_bounds_abstain() -> None:
