@@ -260,6 +260,21 @@ def test_a_sequential_run_never_carries_a_fixed_protocol_name(zoo) -> None:
         protocols.protocol_for("cifar10", "test", 100, 100_000, 0.001, [0, 20], "sequential")
         == "cohen-seq"
     )
+    rows = pd.DataFrame(
+        {
+            "protocol": ["cohen-seq"] * 2,
+            "dataset": "cifar10",
+            "split": "test",
+            "n0": 100,
+            "n": 100_000,
+            "alpha": 0.001,
+            "index": [0, 20],
+            "model_id": "m",
+            "estimation": ["sequential", None],
+        }
+    )
+    assert protocols.first_deviation(rows.iloc[:1]) is None
+    assert "fixed estimation (it fixes sequential" in protocols.first_deviation(rows)
     with pytest.raises(ConfigError, match="deviate from protocol 'cohen'.*sequential"):
         protocols.check_protocol("cohen", "cifar10", "test", 100, 100_000, 0.001, [0], "sequential")
 

@@ -82,6 +82,11 @@ The reported radius is ``sigma * Phi^-1(LB_T)`` (:func:`rsbench.engine.stats.rad
 
 Driving it
 ----------
+* a run: :class:`SequentialSpec` (n_max, the grid, the plan's shape; part of the run identity)
+  gives each stage's plan at its sigma and alpha; ``certify_batch(..., sequential=spec)`` of
+  :mod:`rsbench.engine.smoothing` and :mod:`rsbench.engine.dual` draws the blocks
+  (:func:`rsbench.engine.smoothing.sequential_votes`), each image's samples a prefix of its
+  estimation stream (:mod:`rsbench.engine.sampling`);
 * live, block by block: :class:`SequentialState` (``pending()``, ``next_block()``, ``update()``,
   ``result()``), one per batch of images, each image at its own stage;
 * offline from cumulative counts per stage: :func:`certify_cumulative`; from a draw callback:
