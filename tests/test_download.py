@@ -18,7 +18,7 @@ from helpers.drive_server import UUID, File
 
 from rsbench.errors import WeightsError
 from rsbench.models.archs.cifar_resnet import cifar_resnet20
-from rsbench.weights.cache import archive_cache_path, cache_path
+from rsbench.weights.cache import archive_cache_path, blob_path, read_ref, ref_path
 from rsbench.weights.download import download, drive_download_url, partial_meta_path, partial_path
 from rsbench.weights.sources import fetch, is_cached, remove_cached
 from rsbench.zoo.entry import SourceSpec
@@ -244,16 +244,24 @@ def test_corrupted_unpinned_member_is_detected(drive, archive_on_drive, caplog):
     assert fetch(b).path.read_bytes() == good and len(drive.file_hits()) == 2
 
 
-def test_corrupted_unpinned_url_file_is_detected(drive):
+def test_corrupted_unpinned_url_file_is_moved_aside_and_changed_upstream_refused(drive):
     drive.state.files["CK"] = File(checkpoint(3))
     raw = entry(drive.url("CK"), "0.25")
     url_entry = replace(raw, source=SourceSpec(type="url", url=drive.url("CK")))
     path = fetch(url_entry).path
-    assert path == cache_path(url_entry)
     data = path.read_bytes()
-    path.write_bytes(data[:100] + bytes([data[100] ^ 1]) + data[101:])
-    with pytest.raises(WeightsError, match="changed since it was downloaded"):
+    assert path == blob_path(sha(data)) and read_ref(url_entry) == sha(data)
+    flipped = data[:100] + bytes([data[100] ^ 1]) + data[101:]
+    path.write_bytes(flipped)  # changed on disk: moved aside, the first-seen bytes fetched again
+    assert fetch(url_entry).path.read_bytes() == data and len(drive.file_hits()) == 2
+    assert [p.read_bytes() for p in path.parent.glob("*.corrupt-*")] == [flipped]
+    drive.state.files["CK"] = File(checkpoint(4))  # the server now sends other bytes
+    path.write_bytes(flipped)
+    with pytest.raises(WeightsError, match="not the .* first seen .*--refetch"):
         fetch(url_entry)
+    assert read_ref(url_entry) == sha(data)  # the first-seen digest is not replaced
+    assert [p.name for p in remove_cached(url_entry)] == [ref_path(url_entry).name]
+    assert fetch(url_entry).path.read_bytes() == checkpoint(4)  # --refetch accepts the new file
 
 
 def test_cli_zoo_check_downloads_through_drive_and_reports_quota(drive, tmp_path, capsys):

@@ -387,3 +387,20 @@ def test_leaderboard_and_compare_never_rank_the_two_modes_together(zoo, tmp_path
     table = headtohead.compare(reference["tiny-s0.25"])
     assert "n_max = 2000" in headtohead.to_markdown(table)
     assert table["mean_samples"].iloc[0] == pytest.approx(samples.mean())
+
+
+def test_stored_sequential_counts_are_checked_against_the_samples_drawn(reference) -> None:
+    from rsbench.results.schema import frame_to_table
+    from rsbench.results.storage import check_counts
+
+    def table(frame: pd.DataFrame):
+        return frame_to_table(frame.assign(seconds=0.0))
+
+    for frame in reference.values():
+        assert check_counts(table(frame)) is None
+    frame = reference["tiny-s0.25"].copy()
+    frame.loc[0, "n_used"] = frame.loc[0, "n_used"] + 1
+    assert "counts do not sum to n (n_used)" in check_counts(table(frame))
+    frame = reference["tiny-dual"].copy()
+    frame.loc[0, "router_n_used"] = 5000
+    assert "router_n_used > router_n" in check_counts(table(frame))

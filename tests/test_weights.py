@@ -23,10 +23,10 @@ from rsbench.models.archs.cifar_resnet import cifar_resnet20
 from rsbench.models.loading import load_model
 from rsbench.models.network import build_model
 from rsbench.weights.archive import extract_member
-from rsbench.weights.cache import cache_path, sha256_file
+from rsbench.weights.cache import blob_path, cached_file, read_ref, sha256_file
 from rsbench.weights.checkpoints import load_checkpoint, load_state_dict, sniff_format
 from rsbench.weights.hf import allowing_unpinned_revisions
-from rsbench.weights.sources import fetch, fetch_weights, is_cached
+from rsbench.weights.sources import fetch, fetch_weights, is_cached, remove_cached
 from rsbench.zoo.entry import SourceSpec
 from rsbench.zoo.parse import parse_entry
 
@@ -131,7 +131,7 @@ def test_url_good_file_is_cached_verified_and_loads(server, tmp_path, checkpoint
     assert not is_cached(entry)
     progress = []
     fetched = fetch(entry, progress=lambda what, done, total: progress.append((done, total)))
-    assert fetched.path == cache_path(entry) and fetched.path.read_bytes() == data
+    assert fetched.path == blob_path(sha(data)) and fetched.path.read_bytes() == data
     assert fetched.sha256 == sha(data) and fetched.pinned and is_cached(entry)
     assert progress[-1] == (len(data), len(data))
     assert fetch_weights(entry) == fetched.path and server.hits == ["/w/checkpoint.pth.tar"]
@@ -141,9 +141,7 @@ def test_url_good_file_is_cached_verified_and_loads(server, tmp_path, checkpoint
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), reference(x))
-    sidecar = fetched.path.with_name(fetched.path.name + ".sha256")
-    assert cache_files(tmp_path) == [fetched.path, sidecar]
-    assert sidecar.read_text().split()[0] == sha(data)
+    assert cache_files(tmp_path) == [fetched.path]  # pinned: the pin names the file, no ref
 
 
 def test_url_wrong_digest_keeps_nothing(server, tmp_path, checkpoint_bytes):
@@ -178,7 +176,7 @@ def test_url_truncated_download(server, tmp_path, checkpoint_bytes):
         fetch(entry)
     partial = [p for p in cache_files(tmp_path) if p.name.endswith(".partial")]
     assert [p.stat().st_size for p in partial] == [len(data) // 2]  # kept for a resume
-    assert not cache_path(entry).exists()  # (test_download.py resumes it)
+    assert cached_file(entry) is None  # (test_download.py resumes it)
 
 
 def test_url_truncated_without_content_length(server, tmp_path, checkpoint_bytes):
@@ -210,21 +208,22 @@ def test_unpinned_warns_records_digest_and_require_pinned_refuses(
         fetched = fetch(entry)
     assert not fetched.pinned and fetched.sha256 == sha(data)
     assert "unpinned" in caplog.text and sha(data) in caplog.text
-    sidecar = fetched.path.with_name(fetched.path.name + ".sha256")
-    assert sidecar.read_text().split()[0] == sha(data)
+    assert fetched.path == blob_path(sha(data)) and read_ref(entry) == sha(data)
     model = load_model(entry)
     assert model.weights_sha256 == sha(data) and model.weights_pinned is False
     with pytest.raises(WeightsError, match="unpinned"):
         load_model(entry, require_pinned=True)
 
 
-def test_tampered_cache_is_fetched_again(server, tmp_path, checkpoint_bytes):
+def test_tampered_cache_is_moved_aside_and_fetched_again(server, tmp_path, checkpoint_bytes):
     data, _ = checkpoint_bytes
     server.routes["/w.pth"] = {"body": data}
     entry = entry_for({"type": "url", "url": server.url("/w.pth")}, sha(data))
     path = fetch_weights(entry)
     path.write_bytes(b"tampered")
     assert fetch_weights(entry).read_bytes() == data and len(server.hits) == 2
+    aside = [p for p in cache_files(tmp_path) if ".corrupt-" in p.name]
+    assert [p.read_bytes() for p in aside] == [b"tampered"]  # kept, never read as the weights
 
 
 # --------------------------------------------------------------------------------------------------
@@ -275,7 +274,8 @@ def test_archive_member(server, tmp_path, checkpoint_bytes, kind):
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), reference(x))
-    assert cache_path(entry).read_bytes() == data and is_cached(entry)
+    assert cached_file(entry) == blob_path(sha(data)) and is_cached(entry)
+    assert blob_path(sha(data)).read_bytes() == data
     missing = entry_for(
         {"type": "archive_url", "url": url, "member": MEMBER.replace("0.25", "0.5")}
     )
@@ -292,7 +292,8 @@ def test_archive_member_with_wrong_digest_is_not_kept(server, tmp_path, checkpoi
     )
     with pytest.raises(WeightsError, match="sha256 mismatch for member"):
         fetch(entry)
-    assert not cache_path(entry).exists()
+    assert cached_file(entry) is None
+    assert [p for p in cache_files(tmp_path) if "sha256" in p.parts] == []  # only the archive
 
 
 @pytest.mark.parametrize("kind", ["tar.gz", "zip"])
@@ -414,16 +415,54 @@ def test_hub_download_offline_from_local_cache(tmp_path, checkpoint_bytes, offli
     assert "\n" not in str(info.value)
 
 
-def test_hub_file_with_wrong_digest_is_removed(tmp_path, checkpoint_bytes, offline_hub):
+def test_hub_file_with_wrong_digest_is_an_error_and_the_hub_cache_untouched(
+    tmp_path, checkpoint_bytes, offline_hub
+):
     data, _ = checkpoint_bytes
     commit = "89abcdef0123456789abcdef0123456789abcdef"
     blob = build_hf_cache(offline_hub, "org/x", "ck.pth", data, commit)
+    before = {p: p.read_bytes() for p in offline_hub.rglob("*") if p.is_file()}
     entry = entry_for(
         {"type": "hf", "repo_id": "org/x", "filename": "ck.pth", "revision": commit}, "e" * 64
     )
-    with pytest.raises(WeightsError, match="sha256 mismatch"):
+    with pytest.raises(WeightsError) as info:
         fetch(entry)
-    assert not blob.exists() and not is_cached(entry)
+    message = str(info.value)
+    assert "sha256 mismatch" in message and "e" * 64 in message and sha(data) in message
+    assert "left as it is" in message and "\n" not in message
+    assert {p: p.read_bytes() for p in offline_hub.rglob("*") if p.is_file()} == before
+    assert blob.read_bytes() == data and is_cached(entry)
+    assert remove_cached(entry) == [] and blob.exists()  # an intact Hub blob is never removed
+
+
+def test_cli_hub_pin_mismatch_is_one_line_and_the_hub_cache_is_untouched(
+    tmp_path, checkpoint_bytes, offline_hub, capsys
+):
+    from rsbench.cli.main import main
+    from rsbench.zoo.files import write_entries
+
+    data, _ = checkpoint_bytes
+    commit = "fedcba9876543210fedcba9876543210fedcba98"
+    build_hf_cache(offline_hub, "org/y", "ck.pth", data, commit)
+    entry = entry_for(
+        {"type": "hf", "repo_id": "org/y", "filename": "ck.pth", "revision": commit}, "d" * 64
+    )
+    zoo_file = write_entries(tmp_path / "z.yaml", [entry])
+    before = {p: p.read_bytes() for p in [*offline_hub.rglob("*"), zoo_file] if p.is_file()}
+    for extra in ((), ("--download", "--refetch")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main(["zoo", "check", entry.id, "--zoo", str(zoo_file), *extra])
+        out, err = capsys.readouterr()
+        assert exit_info.value.code == 1
+        [line] = out.splitlines()
+        assert line.startswith(f"FAIL {entry.id}: {entry.id}: sha256 mismatch for 'ck.pth'")
+        assert "d" * 64 in line and sha(data) in line and "left as it is" in line
+        assert err.splitlines() == [
+            "error: 1 of 1 checked entries failed (the FAIL lines above say why)"
+        ]
+        after = {p: p.read_bytes() for p in [*offline_hub.rglob("*"), zoo_file] if p.is_file()}
+        assert after == before  # the shared Hub cache and the zoo file, byte for byte
 
 
 # --------------------------------------------------------------------------------------------------
@@ -522,3 +561,24 @@ def test_safetensors_whose_header_length_starts_like_a_pickle_is_safetensors(tmp
     assert size % 256 == 0x80 and json.loads(path.read_bytes()[8 : 8 + size])
     assert sniff_format(path) == "safetensors"
     assert torch.equal(load_checkpoint(path)["w"], load_file(str(path))["w"])
+
+
+def test_only_stale_temporary_files_are_cleaned_from_the_store(tmp_path):
+    from rsbench.weights.cache import clean_stale_stages, commit, stage_path, store_dir
+
+    staged = stage_path()
+    staged.write_bytes(b"abc")
+    blob = commit(staged, sha(b"abc"))
+    old_stage, old_extract, fresh = (
+        stage_path(),
+        store_dir() / f".{stage_path().name}.0123abcd.part",  # extract_member's tmp of a stage
+        stage_path(),
+    )
+    for path in (old_stage, old_extract, fresh):
+        path.write_bytes(b"partial")
+    for path in (old_stage, old_extract):
+        os.utime(path, (0, 0))  # left by a process killed long ago
+    os.utime(blob, (0, 0))
+    clean_stale_stages()
+    assert not old_stage.exists() and not old_extract.exists()
+    assert fresh.read_bytes() == b"partial" and blob.read_bytes() == b"abc"

@@ -27,7 +27,7 @@ import yaml
 from rsbench.cli.main import main
 from rsbench.models.archs.cifar_resnet import cifar_resnet20, cifar_resnet110
 from rsbench.models.import_archive import match_members
-from rsbench.weights.cache import cache_path, first_seen, sha256_file
+from rsbench.weights.cache import blob_path, cached_file, sha256_file
 from rsbench.zoo.registry import load_zoo
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -151,10 +151,10 @@ def test_import_cohen_archive_pins_entries_for_the_user(tmp_path, checkpoints, c
     zoo = load_zoo([zoo_file])
     for entry_id in ("cohen-cifar10-resnet110-s0.25", "cohen-imagenet-resnet50-s0.25"):
         entry = zoo.get(entry_id)
-        path = cache_path(entry)
+        path = cached_file(entry)
         assert entry.zoo_file == zoo_file and entry.pinned
         assert written[entry_id]["sha256"] == entry.sha256 == digests[entry_id]
-        assert sha256_file(path) == first_seen(path) == digests[entry_id]
+        assert path == blob_path(digests[entry_id]) and sha256_file(path) == digests[entry_id]
     listing = json.loads(
         cli("zoo", "list", "cohen-", "--zoo", str(zoo_file), "--format", "json").output
     )
@@ -193,7 +193,7 @@ def test_wrong_checkpoint_or_digest_is_refused_and_not_kept(tmp_path, checkpoint
     assert "error: 1 of 1 matched entries failed" in result.output
     assert "0 entries available, 1 failed" in result.output and not zoo_file.exists()
     entry = load_zoo().get("smoothadv-cifar10-resnet110-pgd2-m8-eps255-s0.25")
-    assert not cache_path(entry).exists()
+    assert cached_file(entry) is None
     # a user zoo that already pins another digest: the archive's bytes are refused
     good = write_tar(tmp_path / "good.tar", {SMOOTHADV_CIFAR: checkpoints["cifar_resnet110"]})
     assert cli("zoo", "import-archive", str(good), "--zoo-file", str(zoo_file)).exit_code == 0

@@ -45,10 +45,24 @@ and mean wall time per image from the stored rows.
 )
 def compare(results, protocol, dataset, radii, output, plot_path) -> None:
     """Head to head: experts, their envelope and oracle, dual and cascade, on common images."""
-    from rsbench.cli.report import _read
-    from rsbench.errors import ConfigError
+    from rsbench.cli.report import _check_output, _read
+    from rsbench.errors import ConfigError, RSBenchError
     from rsbench.report import headtohead, metrics
+    from rsbench.report.plots import FIGURE_FORMATS
 
+    # every output is checked before anything is read or written
+    if output is not None:
+        if Path(output).suffix.lower() not in (".md", ".csv"):
+            raise ConfigError(f"cannot write the table to {output!r}; use a .md or .csv file")
+        _check_output(output, results)
+    if plot_path is not None:
+        if Path(plot_path).suffix.lower().lstrip(".") not in FIGURE_FORMATS:
+            raise ConfigError(
+                f"cannot write the plot to {plot_path!r}; use a .png, .svg or .pdf file"
+            )
+        _check_output(plot_path, results, option="--plot")
+        if output is not None and Path(plot_path).absolute() == Path(output).absolute():
+            raise ConfigError(f"-o and --plot name the same file {output!r}; give two files")
     df = _read(results)
     if protocol is not None:
         df = df[df["protocol"].astype(str) == protocol]
@@ -59,8 +73,6 @@ def compare(results, protocol, dataset, radii, output, plot_path) -> None:
     text = headtohead.to_markdown(table)
     if output is not None:
         suffix = Path(output).suffix.lower()
-        if suffix not in (".md", ".csv"):
-            raise ConfigError(f"cannot write the table to {output!r}; use a .md or .csv file")
         from rsbench.output import write_text  # all or nothing; one error line if unwritable
 
         write_text(output, table.to_csv(index=False) if suffix == ".csv" else text)
@@ -69,4 +81,10 @@ def compare(results, protocol, dataset, radii, output, plot_path) -> None:
     if plot_path is not None:
         from rsbench.report.plots import save_figure
 
-        save_figure(headtohead.plot(table), plot_path)
+        try:
+            save_figure(headtohead.plot(table), plot_path)
+        except RSBenchError as exc:
+            if output is None:
+                raise
+            # the table is already written: say so, not that nothing was
+            raise type(exc)(f"{exc}; the table was written to {output}") from None

@@ -5,6 +5,9 @@ Sub-commands live in :mod:`rsbench.cli` and are imported only when invoked, so t
 :class:`rsbench.errors.RSBenchError` is printed as one ``error: ...`` line (no traceback) with a
 non-zero exit status.
 
+A group called with no sub-command (``rsbench``, ``rsbench zoo``, ``rsbench train``) prints its
+help, as ``--help`` does, with status 0.
+
 Exit status: 0 on success; 1 when a command ran but found failures (:class:`CheckFailed`, or a
 command's own ``ctx.exit(N)``); 2 for a user mistake or usage error; 130 after Ctrl-C, which prints
 that the results written so far are kept and that rerunning resumes; 143 after SIGTERM, handled
@@ -174,6 +177,10 @@ def main(argv: list[str] | None = None) -> None:
             _interrupted(exc.__cause__)
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # a bare group (`rsbench`, `rsbench zoo`, `rsbench train`): its help, as --help prints it
+        click.echo(exc.ctx.get_help())
+        sys.exit(0)
     except click.UsageError as exc:
         command = exc.ctx.command_path if exc.ctx is not None else "rsbench"
         message = " ".join(exc.format_message().split())

@@ -6,12 +6,17 @@
 stderr at the first report and goes away once every file it shows is complete.
 
 :func:`certify_progress` is the certification bar of one run: a context manager yielding the
-``progress`` callback of :func:`rsbench.run.runner.run_certification`.
+``progress`` callback of :func:`rsbench.run.runner.run_certification`. When its console is not a
+terminal (output sent to a log file, a batch job), no bar is drawn; one plain line says where the
+run stands every :data:`PLAIN_INTERVAL` seconds (``$RSBENCH_PROGRESS_SECONDS`` overrides it), and
+once when the run ends, so a log never stays silent for minutes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +70,54 @@ def download_progress() -> tuple[ProgressCallback, Callable[[], None]]:
     return callback, close
 
 
+#: Seconds between two progress lines when the output is not a terminal.
+PLAIN_INTERVAL = 30.0
+ENV_INTERVAL = "RSBENCH_PROGRESS_SECONDS"
+
+
+def _interval() -> float:
+    text = os.environ.get(ENV_INTERVAL, "")
+    try:
+        value = float(text)
+    except ValueError:
+        return PLAIN_INTERVAL
+    return value if value >= 0 else PLAIN_INTERVAL
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+@contextlib.contextmanager
+def _plain_progress(label: str, console: Console) -> Iterator[Callable[[ProgressEvent], None]]:
+    """Progress as plain lines (no terminal): at most one every :func:`_interval` seconds, the
+    runner's messages as they come, and the last state when the run ends."""
+    interval, started = _interval(), time.monotonic()
+    state: dict[str, Any] = {"last": None, "event": None, "shown": None}
+
+    def line(event: ProgressEvent) -> None:
+        acc = "-" if not event.done else f"{100 * event.accuracy:.1f}%"
+        elapsed = _clock(time.monotonic() - started)
+        text = f"{label}: {event.done}/{event.total} images, cert. acc {acc}, {elapsed} elapsed"
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+        state["last"], state["shown"] = time.monotonic(), (event.done, event.total)
+
+    def progress(event: ProgressEvent) -> None:
+        if event.message:
+            console.print(event.message, markup=False, highlight=False, soft_wrap=True)
+        state["event"] = event
+        now = time.monotonic()
+        if state["last"] is None or now - state["last"] >= interval:
+            line(event)
+
+    yield progress
+    event = state["event"]
+    if event is not None and state["shown"] != (event.done, event.total):
+        line(event)
+
+
 @contextlib.contextmanager
 def certify_progress(
     label: str, console: Console, quiet: bool = False
@@ -74,7 +127,11 @@ def certify_progress(
 
     Samples found already written when the run starts (resume) do not count toward the speed or
     the ETA; a message of the runner (e.g. waiting for another process's shard lock) is printed
-    above the bar."""
+    above the bar. On a console that is not a terminal: plain lines at intervals instead."""
+    if not quiet and not console.is_terminal:
+        with _plain_progress(label, console) as plain:
+            yield plain
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

@@ -108,8 +108,12 @@ one with --protocol / --dataset, or pass --protocol all for one separately ranke
 section. With two or more experts, an envelope row (best expert per radius) and an oracle row
 (best expert per image in hindsight; an upper bound, not a certificate) follow, both over the
 images every ranked expert evaluated. A run that has not finished is marked (e.g. "32/160
-incomplete" under images) and not ranked unless --include-incomplete. Where the zoo
-records the paper's numbers (`reported:`), cells read "measured (reported)".
+incomplete" under images) and not ranked unless --include-incomplete. A configuration known to
+be unsound (the cascade under --alpha-split reference) is marked "unsound, not ranked" and listed
+below the ranked rows; a ranked row over other images than the rest reads "N (other images)",
+with a note under the table. Where the zoo records the paper's numbers (`reported:`), cells read
+"measured (reported)". -o never writes inside a run folder, onto an input, or to a file named
+run.json or part-*.parquet.
 Radius grid defaults: CIFAR-10 and Fashion-MNIST 0..2 by 0.25, ImageNet 0..3 by 0.5.
 """,
 )
@@ -171,6 +175,9 @@ def leaderboard(
         fmt = _SUFFIX_FORMATS.get(Path(output).suffix.lower(), "rich") if output else "rich"
     from rsbench.results.storage import run_states
 
+    if output:
+        _check_output(output, results)
+
     df = _read(results)
     states = run_states(_paths(results))
     reported = {} if no_reported else _reported(zoo_paths, df["model_id"].dropna().astype(str))
@@ -201,6 +208,14 @@ def leaderboard(
         _write(Path(output), text)
     else:
         click.echo(text, nl=False)
+
+
+def _check_output(output: str, results: Sequence[str], option: str = "-o/--output") -> None:
+    """Refuse, before anything is read, an output that is an input, lies inside a run folder or
+    takes a name rsbench uses for results (:func:`rsbench.output.check_output_path`)."""
+    from rsbench.output import check_output_path
+
+    check_output_path(output, _paths(results), option=option)
 
 
 def _write(path: Path, text: str) -> None:
@@ -275,6 +290,7 @@ def plot(
         raise ResultsError(
             f"cannot write a plot to {output!r}: the extension must be one of .png, .svg, .pdf"
         )
+    _check_output(output, results)
     df = _read(results)
     for column, value in (("protocol", protocol), ("dataset", dataset)):
         if value is not None and value != "all":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import click
@@ -93,6 +94,7 @@ def import_logs(
     """Import Cohen-format TSV certification logs into rsbench results (one run per log)."""
     from rich.console import Console
 
+    from rsbench.output import check_output_path
     from rsbench.results.importers import import_cohen_log
     from rsbench.results.provenance import digest, recorded_path, utc_now
     from rsbench.results.storage import check_run_id, write_run
@@ -103,6 +105,12 @@ def import_logs(
         from rsbench.results.storage import default_results_dir
 
         out_dir = default_results_dir() / "imported"
+    check_output_path(out_dir, logs, option="--out", folder=True)
+    from rsbench.run.sweep import check_dataset_split
+
+    check_dataset_split(dataset, split, "import-logs --")
+    if not model_id.strip():
+        raise ConfigError("import-logs: --model-id is empty; give the model's id, e.g. my-model")
     for log_path in map(Path, logs):
         sigma_text = f"{sigma:g}" if sigma is not None else _sigma_from_name(log_path)
         if sigma_text is None:
@@ -191,8 +199,12 @@ def rescore(results_path, alpha, alpha_router_fraction, out_dir, overwrite) -> N
     if out == source or any(out == d.resolve() or d.resolve() in out.parents for d in run_dirs):
         raise ResultsError(
             f"--out {out_dir} is {results_path} itself or lies inside one of its runs; rescored "
-            f"runs go next to the originals, never into them: use e.g. --out {source.name}-rescored"
+            f"runs go next to the originals, never into them: use e.g. --out "
+            f"{shlex.quote(source.name + '-rescored')}"
         )
+    from rsbench.output import check_output_path
+
+    check_output_path(out_dir, [results_path], option="--out", folder=True)
     todo = [d for d in run_dirs if out not in d.resolve().parents]  # never rescore our own output
     if not todo:
         raise ResultsError(

@@ -24,7 +24,9 @@ A sweep file:
   protocols: [cohen]       # optional; default: cpu
   options: {batch: 1000, out: my-results, seed: 0, precision: bf16, channels_last: true}
                            # any certify option, spelled with _
-Every id x sigma x protocol is one run; finished runs are skipped.
+Every id x sigma x protocol is one run; finished runs are skipped. Options are typed strictly
+(true/false is not a number, 1.5 is not an index, the dataset and split must exist): a wrong one
+is one error line naming the file and the option.
 """
 
 

@@ -18,6 +18,7 @@ from rsbench.cli.zoo_options import (
     CONTEXT,
     cache_option,
     device_option,
+    interrupt_says,
     load_group_zoo,
     make_console,
     zoo_option,
@@ -208,7 +209,10 @@ def show(
         return
     click.echo(f"# weights:      {'pinned' if entry.pinned else 'UNPINNED (no sha256)'}")
     click.echo(f"# cached:       {'yes' if weights.is_cached(entry, cache_dir) else 'no'}")
-    path = cache.cache_path(entry, cache_dir)
+    path = cache.cached_file(entry, cache_dir)
+    source_type = entry.source.type if entry.source is not None else None
+    if path is None and entry.sha256 is not None and source_type in ("url", "archive_url"):
+        path = cache.blob_path(entry.sha256, cache_dir)  # where the pinned file will be
     if path is not None:
         click.echo(f"# cache path:   {path}")
     if entry.source is not None and entry.source.type == "archive_url":
@@ -230,11 +234,10 @@ def _nothing() -> None:
 def _check_one(
     entry, zoo, download: bool, require_pinned: bool, cache_dir, device, refetch: bool = False
 ) -> tuple[str, str]:
-    import torch
-
     from rsbench.cli.progress import download_progress
     from rsbench.errors import RSBenchError
     from rsbench.models.loading import load_model
+    from rsbench.models.network import forward_check
     from rsbench.weights import sources as weights
 
     if entry.kind == "dual":
@@ -267,24 +270,16 @@ def _check_one(
             progress=bar,
             sigma=entry.sigmas[0] if entry.kind == "denoised" else None,  # denoiser + classifier
         )
-        shape = tuple(entry.input_shape or ())
-        generator = torch.Generator().manual_seed(0)
-        batch = torch.rand((2, *shape), generator=generator).to(device)
-        with torch.no_grad():
-            logits = model(batch)
-    except RSBenchError as exc:
+    except RSBenchError as exc:  # building the architecture, fetching, loading: one line each
         return "FAIL", str(exc)
     except (RuntimeError, ValueError, TypeError) as exc:
-        return "FAIL", f"forward pass failed: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+        return "FAIL", f"loading failed: {str(exc).splitlines()[0] if str(exc) else exc!r}"
     finally:
         close_bar()
-    if tuple(logits.shape) != (2, entry.num_classes):
-        return (
-            "FAIL",
-            f"forward pass gave shape {tuple(logits.shape)}, expected (2, {entry.num_classes})",
-        )
-    if not bool(torch.isfinite(logits).all()):
-        return "FAIL", "forward pass gave non-finite logits"
+    try:
+        logits = forward_check(model, entry, batch=2, device=device)
+    except RSBenchError as exc:
+        return "FAIL", str(exc)
     pin = "pinned" if model.weights_pinned else "UNPINNED"
     return (
         "ok",
@@ -313,7 +308,10 @@ Examples:
 @click.option(
     "--refetch",
     is_flag=True,
-    help="Forget the cached file (and a changed archive) first; with --download, fetch it again.",
+    help=(
+        "Forget the digest recorded for an unpinned entry, partial downloads and files that "
+        "changed on disk, so that --download fetches again; verified files are never deleted."
+    ),
 )
 @device_option
 @zoo_option
@@ -382,8 +380,18 @@ def hash_cmd(files: tuple[str, ...]) -> None:
     from rsbench.weights.cache import sha256_file
     from rsbench.weights.checkpoints import sniff_format
 
-    for name in files:
-        click.echo(f"{sha256_file(name)}  {name}  ({sniff_format(name)})")
+    done = 0
+
+    def said() -> str:
+        return (
+            f"{done} of {len(files)} files hashed (printed above); hash reads the files and "
+            "writes nothing, so there is nothing to resume: run it again"
+        )
+
+    with interrupt_says(said):
+        for name in files:
+            click.echo(f"{sha256_file(name)}  {name}  ({sniff_format(name)})")
+            done += 1
 
 
 # the subcommands that write zoo files (rsbench.cli.zoo_add)

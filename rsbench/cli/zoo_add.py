@@ -8,6 +8,7 @@ an offline archive holds (:mod:`rsbench.models.import_archive`); both write thro
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from rsbench.cli.zoo_options import (
     CONTEXT,
     cache_option,
     device_option,
+    interrupt_says,
     load_group_zoo,
     make_console,
     zoo_option,
@@ -117,13 +119,31 @@ Examples:
     "run_check",
     default=True,
     show_default=True,
-    help="Strict-load the checkpoint before writing.",
+    help="Strict-load the checkpoint and run it forward once before writing.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an entry with the same id in --zoo-file.")
 @zoo_option
 @click.pass_context
 def add(ctx: click.Context, **options: Any) -> None:
-    """Write a validated entry for a local checkpoint into a user zoo file."""
+    """Write a validated entry for a local checkpoint into a user zoo file.
+
+    With --check (the default) the checkpoint is loaded strictly into the architecture and run
+    forward once before anything is written. The zoo file is updated under a lock (re-read, merged,
+    atomically replaced), so concurrent `zoo add` runs on one file keep every entry.
+    """
+    zoo_file = Path(options["zoo_file"]).expanduser()
+    written: list[Path] = []
+    with interrupt_says(lambda: _written_or_not(zoo_file, written)):
+        _add(ctx, options, written)
+
+
+def _written_or_not(zoo_file: Path, written: list[Path]) -> str:
+    if written:
+        return f"{zoo_file} was already written (complete: it is replaced atomically)"
+    return f"nothing was written to {zoo_file} (it is as it was); run it again"
+
+
+def _add(ctx: click.Context, options: dict[str, Any], written: list[Path]) -> None:
     import os
 
     from rsbench.data.catalog import DATASETS
@@ -190,12 +210,13 @@ def add(ctx: click.Context, **options: Any) -> None:
             raise ZooError(f"id {entry.id!r} is already defined in {other}; pick another --id")
     if options["run_check"]:
         from rsbench.models.loading import load_model
+        from rsbench.models.network import forward_check
 
-        load_model(entry)
-    write_entries(zoo_file, [entry], overwrite=options["overwrite"])
+        forward_check(load_model(entry), entry, batch=1)
+    written.append(write_entries(zoo_file, [entry], overwrite=options["overwrite"]))
     pin = f"sha256 {entry.sha256}" if entry.sha256 else "UNPINNED"
     click.echo(f"wrote {entry.id} ({pin}) to {zoo_file}")
-    click.echo(f"check it with: rsbench zoo check {entry.id} --zoo {zoo_file}")
+    click.echo(f"check it with: rsbench zoo check {entry.id} --zoo {shlex.quote(str(zoo_file))}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -209,6 +230,7 @@ def add(ctx: click.Context, **options: Any) -> None:
 Examples:
   rsbench zoo import-archive ~/Downloads/models.tar.gz --zoo-file my_zoo.yaml
   rsbench zoo import-archive ~/smoothing/models --zoo-file my_zoo.yaml    # an extracted folder
+  rsbench zoo import-archive big.tar --zoo-file my_zoo.yaml --max-member-size 2G
   rsbench certify cohen-cifar10-resnet110-s0.25 --zoo my_zoo.yaml
 """,
 )
@@ -219,6 +241,15 @@ Examples:
     type=click.Path(dir_okay=False),
     help="User zoo file that records the sha256 of each imported entry (created if missing).",
 )
+@click.option(
+    "--max-member-size",
+    default=None,
+    metavar="SIZE",
+    help=(
+        "Refuse members larger than SIZE before copying them (bytes, or 500M, 2G; default 1G, "
+        "about 5x the largest checkpoint in the zoo; also $RSBENCH_MAX_MEMBER_BYTES)."
+    ),
+)
 @device_option
 @zoo_option
 @cache_option
@@ -227,6 +258,7 @@ def import_archive_cmd(
     ctx: click.Context,
     path: str,
     zoo_file: str,
+    max_member_size: str | None,
     device: str,
     zoo_paths: tuple[str, ...],
     cache_dir: str | None,
@@ -237,12 +269,16 @@ def import_archive_cmd(
     that a zoo entry names (by its path, with or without the top folder) is copied into the cache,
     loaded strictly and run forward once; the sha256 of each is written to --zoo-file, which pins
     those entries for you (use it with --zoo FILE or $RSBENCH_ZOO). Exits with a non-zero status
-    when an entry failed or nothing matched.
+    when an entry failed or nothing matched. A member that fails a check is not kept, and never
+    replaces or deletes a file the cache or --zoo-file already holds (the cache stores files by
+    their sha256).
     """
     from rsbench.errors import CheckFailed
     from rsbench.models.import_archive import import_archive
+    from rsbench.weights.archive import parse_size
     from rsbench.zoo.files import write_entries
 
+    limit = None if max_member_size is None else parse_size(max_member_size, "--max-member-size")
     zoo_ = load_group_zoo(ctx, zoo_paths + (zoo_file,) if Path(zoo_file).exists() else zoo_paths)
     console = make_console()
 
@@ -254,11 +290,27 @@ def import_archive_cmd(
 
     from rsbench.engine.device import resolve
 
-    result = import_archive(
-        path, zoo_, cache_dir=cache_dir, device=str(resolve(device)), on_entry=report
-    )
-    if result.imported:
-        write_entries(zoo_file, result.imported, overwrite=True)
+    written: list[Path] = []
+
+    def what_is_true() -> str:
+        if written:
+            return _written_or_not(Path(zoo_file), written)
+        return (
+            f"nothing was written to {zoo_file} (it is as it was); members already checked stay "
+            "in the cache; run it again"
+        )
+
+    with interrupt_says(what_is_true):
+        result = import_archive(
+            path,
+            zoo_,
+            cache_dir=cache_dir,
+            device=str(resolve(device)),
+            on_entry=report,
+            max_member_bytes=limit,
+        )
+        if result.imported:
+            written.append(write_entries(zoo_file, result.imported, overwrite=True))
     for name in result.unmatched:
         console.print(f"  no entry: {name}", highlight=False, soft_wrap=True)
     summary = (
@@ -271,7 +323,7 @@ def import_archive_cmd(
     if result.imported:
         console.print(
             f"pinned in {zoo_file}; use them with --zoo {zoo_file} (or RSBENCH_ZOO={zoo_file}), "
-            f"e.g. rsbench certify {result.imported[0].id} --zoo {zoo_file}",
+            f"e.g. rsbench certify {result.imported[0].id} --zoo {shlex.quote(str(zoo_file))}",
             highlight=False,
             soft_wrap=True,
         )

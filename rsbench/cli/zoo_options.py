@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import click
 
 from rsbench.cli import options
@@ -39,3 +43,19 @@ def make_console():
     if not console.is_terminal:  # pipes and files: wide enough for the whole table
         console = Console(width=160)
     return console
+
+
+@contextmanager
+def interrupt_says(what_is_true: Callable[[], str]) -> Iterator[None]:
+    """On Ctrl-C (exit 130) or SIGTERM (exit 143) inside the block, print one line saying what is
+    true for this command (``what_is_true()``), instead of the run commands' "results written so
+    far are kept and rerunning resumes"."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        from rsbench.cli.main import Terminated
+
+        terminated = isinstance(exc, Terminated)
+        word = "terminated (SIGTERM)" if terminated else "interrupted"
+        click.echo(f"{word}; {what_is_true()}", err=True)
+        sys.exit(143 if terminated else 130)

@@ -3,7 +3,10 @@
 Guarantees: :func:`select_indices` returns explicit indices in their given order (distinct
 integers in ``[0, size)``) or ``start::stride`` cut to ``limit`` images, and refuses a stride, start
 or limit beyond the dataset with one :class:`~rsbench.errors.DataError` line; :func:`parse_indices`
-reads the CLI's ``--indices`` text (``0,5,10-12``, ``start:stop:step``). The protocols' subsets are
+reads the CLI's ``--indices`` text (``0,5,10-12``, ``start:stop:step``) and checks its size
+arithmetically before building any list: more than :data:`MAX_INDICES` images, or an index at
+or beyond :data:`MAX_INDEX` (or the dataset's size, when given), is one ``DataError`` line, so a
+typo such as ``0:1000000000000`` costs no memory. The protocols' subsets are
 :meth:`rsbench.data.protocols.Protocol.indices`. Re-exported by :mod:`rsbench.data.dataset`.
 """
 
@@ -14,6 +17,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from rsbench.errors import DataError
+
+#: The most images one ``--indices`` may select: more than any split rsbench knows (ImageNet's
+#: training set has 1,281,167), and small enough that the list costs little memory.
+MAX_INDICES = 2_000_000
+#: Indices are positions in a split; none is this large.
+MAX_INDEX = 2_000_000
 
 
 def select_indices(
@@ -73,12 +82,35 @@ def select_indices(
     return chosen
 
 
-def parse_indices(text: str) -> list[int]:
+def _check_range(part: str, values: range, size: int | None, total: int) -> None:
+    """Refuse ``values`` (from ``part`` of --indices) before it is built: its last index must lie
+    below the dataset's ``size`` (when known) and :data:`MAX_INDEX`, and ``total`` images so far
+    must stay within :data:`MAX_INDICES`. Arithmetic only: no list is made."""
+    if not values:
+        return
+    last = values[-1]
+    if size is not None and last >= size:
+        raise DataError(f"index {last} (from {part!r}) is outside the dataset (0..{size - 1})")
+    if last >= MAX_INDEX:
+        raise DataError(
+            f"index {last} (from {part!r}) is outside every dataset rsbench knows (indices are "
+            f"positions below {MAX_INDEX:,}); check --indices"
+        )
+    if total > MAX_INDICES:
+        raise DataError(
+            f"--indices selects {total:,} images (at {part!r}); at most {MAX_INDICES:,} per run: "
+            "use a step or a shorter range"
+        )
+
+
+def parse_indices(text: str, size: int | None = None) -> list[int]:
     """Parse an index list: ``"0,5,10-12"`` (inclusive ranges) and ``"start:stop:step"`` slices.
 
     ``"0,5,10-12"`` -> ``[0, 5, 10, 11, 12]``; ``"100:200:10"`` -> ``[100, 110, ..., 190]`` (Python's
     ``range(start, stop, step)``; ``start`` defaults to 0 and ``step`` to 1, ``stop`` is required).
-    Parts combine: ``"0-4,100:200:50"``. An empty or blank text is a :class:`DataError`.
+    Parts combine: ``"0-4,100:200:50"``. An empty or blank text is a :class:`DataError`, and so
+    is, before any list is built, an index at or beyond ``size`` (the dataset's, when given) or
+    :data:`MAX_INDEX`, or more than :data:`MAX_INDICES` images in all.
     """
     out: list[int] = []
     example = "write e.g. 0,5,10-12 or 0:2000:8 (start:stop:step)"
@@ -103,15 +135,21 @@ def parse_indices(text: str) -> list[int]:
                         f"index slice {part!r} selects nothing or runs backwards; use 0 <= start < "
                         "stop and step >= 1"
                     )
-                out.extend(range(start, stop, step))
+                values = range(start, stop, step)
+                _check_range(part, values, size, len(out) + len(values))
+                out.extend(values)
             elif "-" in part[1:]:
                 lo, hi = part.split("-", 1)
                 a, b = int(lo), int(hi)
                 if b < a:
                     raise DataError(f"index range {part!r} runs backwards; write low-high")
-                out.extend(range(a, b + 1))
+                values = range(a, b + 1)
+                _check_range(part, values, size, len(out) + len(values))
+                out.extend(values)
             else:
-                out.append(int(part))
+                value = int(part)
+                _check_range(part, range(value, value + 1), size, len(out) + 1)
+                out.append(value)
         except ValueError:
             raise DataError(f"cannot read index {part!r}; {example}") from None
     if not out:

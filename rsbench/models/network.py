@@ -160,3 +160,37 @@ def load_network(
     model.weights_sha256 = fetched.sha256  # type: ignore[attr-defined,assignment]
     model.weights_pinned = fetched.pinned  # type: ignore[attr-defined,assignment]
     return model
+
+
+def forward_check(
+    model: nn.Module,
+    entry: ZooEntry,
+    batch: int = 1,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """Run ``model`` once on a seeded uniform batch of ``batch`` images of the entry's input shape;
+    return the logits.
+
+    Guarantees one line for every failure: an exception raised by the network's code (a user's
+    ``file.py:fn`` architecture included: AssertionError, IndexError, ...) is a :class:`ZooError`
+    "forward pass failed: <arch>: <ExceptionType>: <first line>"; logits that are not
+    ``[batch, num_classes]`` are a :class:`ZooError`; non-finite logits a :class:`WeightsError`.
+    """
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand((batch, *(entry.input_shape or ())), generator=generator).to(device)
+    try:
+        with torch.no_grad():
+            logits = model(images)
+    except Exception as exc:  # noqa: BLE001 - user code: any exception is the entry's failure
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        raise ZooError(
+            f"forward pass failed: {entry.arch}: {detail}; check the architecture's forward, the "
+            "entry's input_shape and num_classes"
+        ) from None
+    shape = tuple(getattr(logits, "shape", ()))
+    if shape != (batch, entry.num_classes):
+        raise ZooError(f"forward pass gave shape {shape}, expected ({batch}, {entry.num_classes})")
+    if not bool(torch.isfinite(logits).all()):
+        raise WeightsError("forward pass gave non-finite logits")
+    return logits

@@ -12,7 +12,13 @@ the certified-accuracy curve up to the largest grid radius: unlike ACR it cannot
 radii beyond the grid). Where a mapping ``model_id -> reported`` is given (the zoo's ``reported``
 field), the paper's numbers stand next to the measured ones. With two or more experts in a section,
 two unranked *bound* rows follow: the experts' per-radius envelope and their oracle (best expert in
-hindsight per image; an upper bound, not a certificate). Imports :mod:`rsbench.errors`,
+hindsight per image; an upper bound, not a certificate).
+
+Two honesty rules: a configuration known to be unsound (:data:`UNSOUND_ALPHA_SPLITS`: the cascade
+under the authors' ``reference`` alpha split, which the union bound does not cover) is marked
+``unsound`` in its row and never ranked (it is listed below the ranked rows); and when ranked rows
+were evaluated on different sets of images, the rows off the most common set are marked ``other
+images`` and a note under the table says so. Imports :mod:`rsbench.errors`,
 :mod:`rsbench.report.metrics`; :mod:`rsbench.data.protocols` lazily. Renders nothing.
 """
 
@@ -31,6 +37,18 @@ import pandas as pd
 from rsbench.errors import ResultsError
 from rsbench.report import metrics
 
+#: Cascade alpha splits whose certificates are known to be unsound: ``reference`` gives each stage
+#: alpha / (k + 1), which the union bound does not cover (tests/test_cascade.py finds an input where
+#: the certificate fails with probability 0.207 at alpha = 0.2).
+UNSOUND_ALPHA_SPLITS: tuple[str, ...] = ("reference",)
+UNSOUND_MARK = "unsound, not ranked"
+UNSOUND_NOTE = (
+    "Rows marked unsound (the cascade under the authors' reference alpha split, alpha/(k+1) per "
+    "stage) are not ranked: the union bound does not cover that split, and an exact computation "
+    "(tests/test_cascade.py) finds an input where its certificate fails with probability 0.207 "
+    "at alpha = 0.2. The default split (--alpha-split union) is sound."
+)
+OTHER_IMAGES_MARK = "other images"
 ENVELOPE_ID = "envelope (experts)"
 ORACLE_ID = "oracle (experts)"
 BOUND_KIND = "bound"
@@ -58,6 +76,8 @@ class Leaderboard:
     decimals: int
     #: rows certified with sequential estimation (their table shows samples per image)
     sequential: bool = False
+    #: notes this table needs under it beyond the usual ones (unsound rows, other image sets)
+    caveats: tuple[str, ...] = ()
 
     @property
     def title(self) -> str:
@@ -137,6 +157,7 @@ def build_leaderboard(
     protocol, dataset = found[0]
     grid = metrics.check_radii(metrics.default_radii(dataset) if radii is None else radii)
     summary = metrics.summarize(df, grid)
+    summary["_image_set"] = _image_sets(df)  # summarize's rows come in iter_groups' order
     sequential = is_sequential(df)
     if sequential:
         summary = with_samples(summary, df)
@@ -151,11 +172,16 @@ def build_leaderboard(
     for model_id, experts in dual_experts(df, states).items():
         at = (summary["model_id"] == model_id) & (summary["kind"] == "dual")
         summary.loc[at, "sigma"] = metrics.dual_sigma_label(df, [s for _, s in experts])
-    ranked = summary["complete"] | include_incomplete
+    sound = ~summary["sigma_key"].astype(str).map(is_unsound)
+    summary.loc[~sound, "sigma"] = summary.loc[~sound, "sigma"].astype(str) + f" ({UNSOUND_MARK})"
+    ranked = (summary["complete"] | include_incomplete) & sound
     summary = pd.concat([summary[ranked], summary[~ranked]], ignore_index=True)
     rank = pd.array([pd.NA] * len(summary), dtype="Int64")
     rank[: int(ranked.sum())] = np.arange(1, int(ranked.sum()) + 1)
     summary.insert(0, "rank", rank)
+    caveats = [UNSOUND_NOTE] if not sound.all() else []
+    summary, note = _mark_other_images(summary)
+    caveats += [note] if note else []
 
     frame = summary
     experts = df[kind_mask(df, "expert")]
@@ -186,7 +212,54 @@ def build_leaderboard(
         has_reported=has_reported,
         decimals=_decimals(images),
         sequential=sequential,
+        caveats=tuple(caveats),
     )
+
+
+def is_unsound(sigma_key: str) -> bool:
+    """Whether a group's sigma key (:func:`rsbench.report.metrics.add_sigma_key`) names a
+    configuration known to be unsound (:data:`UNSOUND_ALPHA_SPLITS`)."""
+    return any(
+        sigma_key.startswith(metrics.CASCADE_SIGMA_KEY) and f" {split}-split" in sigma_key
+        for split in UNSOUND_ALPHA_SPLITS
+    )
+
+
+def _image_sets(df: pd.DataFrame) -> list[frozenset[tuple[str, ...]] | None]:
+    """Per leaderboard group, in :func:`rsbench.report.metrics.iter_groups` order, the set of
+    images (dataset, split, index) it holds; None without an ``index`` column."""
+    out: list[frozenset[tuple[str, ...]] | None] = []
+    for _, rows in metrics.iter_groups(df):
+        if "index" not in rows.columns:
+            out.append(None)
+            continue
+        cols = [c for c in metrics.IMAGE_COLUMNS if c in rows.columns]
+        out.append(frozenset(map(tuple, rows[cols].astype(str).to_numpy().tolist())))
+    return out
+
+
+def _mark_other_images(summary: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """Mark (``other_images``) the ranked rows evaluated on another image set than the most
+    common one among ranked rows (ties: the larger set); return the frame and the note to print
+    under the table, None when every ranked row has the same images. Rows of runs that have not
+    finished are left to their own mark (``incomplete``, ranked only with --include-incomplete)."""
+    sets = summary.pop("_image_set")
+    ranked = (summary["rank"].notna() & summary["complete"].astype(bool)).to_numpy()
+    known = [s for s, r in zip(sets, ranked) if r and s is not None]
+    summary["other_images"] = False
+    if len(set(known)) <= 1:
+        return summary, None
+    reference = max(set(known), key=lambda s: (known.count(s), len(s)))
+    other = np.array([bool(r and s is not None and s != reference) for s, r in zip(sets, ranked)])
+    summary["other_images"] = other
+    shared = frozenset.intersection(*set(known))
+    note = (
+        f"Rows marked '{OTHER_IMAGES_MARK}' were evaluated on other images than the "
+        f"{len(reference)} of the other ranked rows ({len(shared)} images are shared by all): "
+        "their numbers are not comparable with the rest; `rsbench compare` scores every model "
+        "on the shared images."
+    )
+    return summary, note
 
 
 def dual_experts(df: pd.DataFrame, states: Mapping[str, Any] | None) -> dict[str, list]:

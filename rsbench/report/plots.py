@@ -23,6 +23,7 @@ from rsbench.report.leaderboard import (
     ENVELOPE_ID,
     ORACLE_ID,
     dual_experts,
+    is_unsound,
     kind_mask,
     rows_of_section,
 )
@@ -194,6 +195,9 @@ def _curve_labels(
                 done = int(group["run_id"].astype(str).isin(unfinished).sum())
                 total = f"/{sum(planned)}" if None not in planned else ""
                 labels[i] += f" [{done}{total} images, incomplete]"
+    for i, (key, _) in enumerate(groups):  # as in the leaderboard: known unsound, say so
+        if is_unsound(str(key["sigma_key"])):
+            labels[i] += " [unsound]"
     return labels
 
 
@@ -207,7 +211,7 @@ def _plot_router_choices(
     choices = sorted(
         set(zip(freq["router_choice"], freq["expert_id"])), key=lambda c: (c[0] < 0, c[0], c[1])
     )
-    labels = [label for _, label in choices]
+    labels = _choice_labels(freq, choices)
     positions = np.arange(len(choices))
     width = 0.8 / max(1, len(models))
     for i, model in enumerate(models):
@@ -230,6 +234,23 @@ def _plot_router_choices(
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def _choice_labels(freq: pd.DataFrame, choices: Sequence[tuple[int, str]]) -> list[str]:
+    """A bar label per router choice: the expert's id, plus its sigma where one id serves several
+    choices (a denoised dual's experts are one denoised model at several sigmas), so that no two
+    bars of different experts read the same."""
+    ids = [expert for _, expert in choices]
+    labels = []
+    for choice, expert in choices:
+        sigmas = freq.loc[
+            (freq["router_choice"] == choice) & (freq["expert_id"] == expert), "sigma"
+        ].dropna()
+        if ids.count(expert) > 1 and len(sigmas):
+            labels.append(f"{expert} (σ={float(sigmas.iloc[0]):g})")
+        else:
+            labels.append(expert)
+    return labels
 
 
 def _plot_router_scatter(ax: Any, rows: pd.DataFrame) -> None:

@@ -18,7 +18,13 @@ import numpy as np
 import pandas as pd
 
 from rsbench.report import metrics
-from rsbench.report.leaderboard import BOUND_KIND, Leaderboard, missing, reported_column
+from rsbench.report.leaderboard import (
+    BOUND_KIND,
+    OTHER_IMAGES_MARK,
+    Leaderboard,
+    missing,
+    reported_column,
+)
 
 
 def _pct(value: Any, decimals: int) -> str:
@@ -85,6 +91,8 @@ def table_cells(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
 def _images_cell(row: Mapping[str, Any]) -> str:
     """The images count; ``32/160 incomplete`` for a run that has not finished."""
     images = _count(row.get("images"))
+    if not missing(row.get("other_images")) and bool(row.get("other_images")):
+        images += f" ({OTHER_IMAGES_MARK})"
     if missing(row.get("complete")) or bool(row.get("complete")):
         return images
     planned = row.get("planned_images")
@@ -142,6 +150,7 @@ def notes(board: Leaderboard) -> list[str]:
             "so ACR, are smaller than under fixed n even where the grid accuracy is equal, so "
             "this table is never ranked with fixed-n runs."
         )
+    lines += list(board.caveats)
     if board.has_reported:
         protocols = sorted(
             {str(p) for p in board.frame.get("reported_protocol", pd.Series()).dropna()}

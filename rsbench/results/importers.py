@@ -49,6 +49,12 @@ def parse_log_time(text: str) -> float:
     return value
 
 
+#: The largest ``n`` an import accepts: reconstructing counts tabulates the radius of every count
+#: 0..n (8 bytes each, about 13 s for n = 10**6 on one core), and published logs use n = 100,000.
+MAX_LOG_N = 1_000_000
+#: Significant digits a log may print its radii with (a float64 holds 17).
+MAX_DIGITS = 17
+
 #: Where an imported row's radius comes from: ``count`` (recomputed from the reconstructed smallest
 #: consistent count; the default) or ``printed`` (the log's rounded radius).
 RADIUS_FROM = ("count", "printed")
@@ -105,6 +111,24 @@ def import_cohen_log(  # noqa: C901, PLR0912 — one pass over a foreign log: ea
     alpha = check_alpha(alpha)
     n0 = check_count(n0, "n0")
     n = check_count(n, "n")
+    if n > MAX_LOG_N:
+        raise ConfigError(
+            f"n={n} is more estimation samples than an import handles (at most {MAX_LOG_N:,}; "
+            "published logs use 100,000): check --n"
+        )
+    if n0 > MAX_LOG_N:
+        raise ConfigError(f"n0={n0} is more than {MAX_LOG_N:,} selection samples: check --n0")
+    if (
+        isinstance(significant_digits, bool)
+        or not isinstance(significant_digits, int)
+        or not 1 <= significant_digits <= MAX_DIGITS
+    ):
+        raise ConfigError(
+            f"digits={significant_digits!r} is not allowed; the significant digits of the printed "
+            f"radii are an integer from 1 to {MAX_DIGITS} (Cohen's logs: 3)"
+        )
+    if not isinstance(model_id, str) or not model_id.strip():
+        raise ConfigError(f"model id {model_id!r} is empty; pass --model-id, e.g. my-model")
     path = Path(path)
     if not path.is_file():
         raise ResultsError(f"log file {path} does not exist")

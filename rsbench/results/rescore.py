@@ -366,7 +366,20 @@ def rescore_run(
     if alpha_router_fraction is not None:
         name += f"-f{alpha_router_fraction:g}"
     check_run_id(name)
-    expert_ids = (source.get("config") or {}).get("expert_ids") or None
+    config = source.get("config")
+    if config is None:
+        config = {}
+    expert_ids = config.get("expert_ids") if isinstance(config, dict) else None
+    if not isinstance(config, dict) or not (
+        expert_ids is None
+        or (isinstance(expert_ids, list) and all(isinstance(e, str) for e in expert_ids))
+    ):
+        raise ResultsError(
+            f"{Path(run_dir) / 'run.json'}: 'config' must be a mapping whose 'expert_ids' is a "
+            f"list of zoo ids, not {type(config).__name__ if not isinstance(config, dict) else 'that'}"
+            "; the file was altered: restore it from the run that wrote it (nothing was written)"
+        )
+    expert_ids = expert_ids or None
     rescored = rescore_frame(frame, alpha, alpha_router_fraction, expert_ids=expert_ids)
     rescored["run_id"] = name
     info = {

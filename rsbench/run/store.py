@@ -6,10 +6,17 @@ keeps them consistent while one or several processes certify into it.
 
 Guarantees
 ----------
-* **Resume.** Completed samples are read from the valid part files; a part that fails to read is
-  deleted (with a warning) and its samples certified again (:meth:`PartIndex.refresh` with
-  ``repair``); a chunk in flight when a process dies leaves only a ``.tmp`` file that is removed
-  (:func:`remove_stale_tmp`). A run directory made under another configuration, another results
+* **Resume never deletes what it could not read.** Completed samples are read from the part
+  files. The only part a resume replaces is one that is positively this run's and truncated
+  (:func:`rsbench.results.storage.truncated_part_of`: Parquet magic at the start, no footer, this
+  run's id in its first bytes): it is moved aside to ``part-...parquet.corrupt`` (never deleted
+  before the rerun completes; :func:`finish` removes it then) and its samples are certified again
+  (:meth:`PartIndex.refresh` with ``repair``). Any other part that cannot be read (the OS refuses
+  it, mode 000; not Parquet; a foreign Parquet file named ``part-*``; other column types;
+  impossible counts) stops the run with one :class:`ResultsError` line naming the file, and the
+  file stays as it was. A chunk in flight when a process dies leaves only a ``.tmp`` file that is
+  removed (:func:`remove_stale_tmp`): the rename into place is the commit.
+* **Identity.** A run directory made under another configuration, another results
   format or another noise scheme (or before the scheme was recorded), or whose weights changed
   since it started, is refused, never resumed (:func:`prepare_run_dir`).
 * **Concurrency.** Each shard holds a lock for its whole run (:func:`shard_lock`: a second process
@@ -127,7 +134,10 @@ class PartIndex:
         self.correct = 0
 
     def refresh(self, repair: bool = False) -> None:
-        """Read part files not read before; a corrupted part raises, or with ``repair`` is deleted."""
+        """Read part files not read before. A part that cannot be read raises
+        :class:`ResultsError` naming it and is left as it is; with ``repair`` (a resume, under
+        the run lock), a part that is positively this run's and truncated is moved aside to a
+        ``.corrupt`` name instead and its samples are certified again."""
         owner = R.declared_run_id(self.run_dir)
         for part in R.list_parts(self.run_dir):
             if part.name in self.seen:
@@ -135,10 +145,24 @@ class PartIndex:
             try:
                 table = R.read_part(part)
             except ResultsError as exc:
-                if not repair:
+                declared = R.declared_run_id(self.run_dir)
+                if not (repair and R.truncated_part_of(part, declared)):
                     raise
-                logger.warning("%s; deleting it, its samples will be certified again", exc)
-                part.unlink(missing_ok=True)
+                try:
+                    aside = R.set_aside(part)
+                except OSError as err:
+                    raise ResultsError(
+                        f"results part {part} is a truncated part of this run but could not be "
+                        f"moved aside ({err.strerror or type(err).__name__}); fix the folder's "
+                        "permissions and rerun (the part was left as it was)"
+                    ) from None
+                logger.warning(
+                    "%s is a truncated part of this run (%s); moved aside to %s, its samples "
+                    "will be certified again (it is deleted once the run completes)",
+                    part,
+                    exc,
+                    aside.name,
+                )
                 continue
             owner = R.check_part_owner(table, part, owner)  # a foreign part is refused, kept
             self.seen.add(part.name)
@@ -273,7 +297,9 @@ def finish(
     run_dir: Path, index: PartIndex, num_indices: int, extra: Mapping[str, Any] | None = None
 ) -> bool:
     """Record the rows written in run.json (plus ``extra``), and ``status: complete`` once all
-    ``num_indices`` samples are there; True when complete. Call it under :func:`run_lock`."""
+    ``num_indices`` samples are there; True when complete. Once complete, the parts a resume set
+    aside (``*.corrupt``: their samples are all written again) are removed. Call it under
+    :func:`run_lock`."""
     index.refresh(repair=False)
     info = R.read_run_json(run_dir)
     complete = len(index.done) == num_indices
@@ -284,6 +310,10 @@ def finish(
     if extra:
         info.update(extra)
     R.write_json_atomic(run_dir / R.RUN_JSON, info)
+    if complete:  # every sample of a part set aside is in a new part now: let the old one go
+        for aside in R.set_aside_parts(run_dir):
+            logger.info("the run is complete; removing %s (set aside when it was resumed)", aside)
+            aside.unlink(missing_ok=True)
     return complete
 
 

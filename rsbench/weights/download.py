@@ -73,6 +73,13 @@ def partial_meta_path(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.partial.json")
 
 
+def _partial_files(dest: Path, partial: Path | None) -> tuple[Path, Path]:
+    """The partial file of a download to ``dest`` and its metadata file (folder created)."""
+    part = Path(partial) if partial is not None else partial_path(dest)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    return part, part.with_name(part.name + ".json")
+
+
 def drive_hosts(extra: Iterable[str] | None = None) -> frozenset[str]:
     """Google Drive's hosts, plus ``$RSBENCH_DRIVE_HOSTS`` (comma-separated) and ``extra``."""
     env = [h.strip().lower() for h in os.environ.get(ENV_DRIVE_HOSTS, "").split(",") if h.strip()]
@@ -237,12 +244,15 @@ def download(  # noqa: C901, PLR0912 — one resumable transfer: Drive confirmat
     manual: str = "point the entry at the downloaded file",
     drive_hosts_extra: Iterable[str] | None = None,
     timeout: float = 60.0,
+    partial: Path | None = None,
 ) -> str:
     """Download ``url`` to ``dest`` (resuming a partial download); return the file's sha256.
 
     ``check(path)`` raises :class:`WeightsError` for bytes that are not what the caller expects;
     ``manual`` completes the "download it in a browser and ..." advice of Drive's refusals. The
-    caller holds any lock on ``dest``. See the module docstring for the guarantees.
+    caller holds any lock on ``dest``. ``partial`` is where the unfinished bytes are kept for a
+    resume (default :func:`partial_path` of ``dest``; the weights cache passes a name keyed by the
+    URL and downloads to a fresh temporary ``dest``). See the module docstring for the guarantees.
     """
     from rsbench import __version__
     from rsbench.weights.cache import sha256_file
@@ -250,7 +260,7 @@ def download(  # noqa: C901, PLR0912 — one resumable transfer: Drive confirmat
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part, meta_path = partial_path(dest), partial_meta_path(dest)
+    part, meta_path = _partial_files(dest, partial)
     meta = _read_meta(meta_path)
     if not part.is_file() or meta.get("url") != url:
         _discard(part, meta_path)

@@ -5,8 +5,8 @@ CLI's ``--allow-unpinned``) or ``$RSBENCH_ALLOW_UNPINNED``; files live in the st
 cache (:func:`hf_cache_dir`) and a commit's cached file is used without any request;
 ``HF_HUB_OFFLINE`` and ``HF_ENDPOINT`` are read when a file is fetched, and an unreachable endpoint
 fails at once instead of after huggingface_hub's retries. A cached blob that no longer has the
-digest its name records is refused; a file that is not a complete checkpoint is removed from the
-cache. Logs as ``rsbench.weights.sources`` (the fetching module's logger).
+digest its name records is refused; a file that is not a complete checkpoint, or whose sha256 is
+not the entry's pin, is refused with one line and the shared Hub cache is not touched. Logs as ``rsbench.weights.sources`` (the fetching module's logger).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rsbench.errors import WeightsError
-from rsbench.weights.cache import CHUNK, sha256_file, verify_local
+from rsbench.weights.cache import CHUNK, sha256_file
 from rsbench.weights.checkpoints import check_checkpoint
 
 if TYPE_CHECKING:
@@ -182,19 +182,21 @@ def fetch_hf(entry: ZooEntry, cache_dir: str | os.PathLike | None) -> tuple[Path
             f"downloaded with (its name): it is corrupted or was replaced; fetch it again with "
             f"`rsbench zoo check {entry.id} --download --refetch`"
         )
-    try:
-        check_checkpoint(path, entry.id)
-        seen = verify_local(entry, path)
-    except WeightsError:
-        blob = path.resolve()
-        path.unlink(missing_ok=True)
-        blob.unlink(missing_ok=True)
-        raise
+    check_checkpoint(path, entry.id)  # refusals leave the shared Hub cache as it is
+    seen = sha256_file(path)
+    if entry.sha256 is not None and seen != entry.sha256:
+        raise WeightsError(
+            f"{entry.id}: sha256 mismatch for {where}: the entry pins {entry.sha256}, the Hub file "
+            f"has {seen}; check the entry's revision and sha256 (the Hugging Face cache was left "
+            "as it is)"
+        )
     return path, seen
 
 
 def remove_hf(entry: ZooEntry, cache_dir: str | os.PathLike | None) -> list[Path]:
-    """Remove ``entry``'s file (pointer and blob) from the Hub cache; return what went."""
+    """Remove ``entry``'s file (pointer and blob) from the Hub cache when its blob no longer has the
+    digest its name records (changed on disk); an intact blob, which other tools may share, stays.
+    Return what went."""
     source = entry.source
     assert source is not None
     from huggingface_hub import try_to_load_from_cache
@@ -208,6 +210,8 @@ def remove_hf(entry: ZooEntry, cache_dir: str | os.PathLike | None) -> list[Path
     if not isinstance(found, str):
         return []
     pointer = Path(found)
+    if _blob_digest_ok(pointer) is not False:
+        return []
     removed = [p for p in dict.fromkeys([pointer.resolve(), pointer]) if p.exists()]
     for target in removed:
         target.unlink()

@@ -9,23 +9,29 @@ Guarantees:
   unreachable endpoint fails at once instead of after huggingface_hub's retries),
   ``url``, ``archive_url`` (one member of a .tar / .tar.gz / .tgz / .zip at a URL), ``package`` (a file
   shipped inside ``rsbench/``) and ``file`` (a local path, relative to the zoo file's folder).
-* Downloads (:mod:`rsbench.weights.download`: Google Drive's confirmation flow, HTTP range resume) go to the
-  cache (``cache_dir`` argument, else ``$RSBENCH_CACHE``, else ``platformdirs.user_cache_dir
-  ("rsbench")``) under a partial name, and are renamed into place only after the size matches the
-  server's, the bytes are not an HTML page, the payload is a readable checkpoint (or archive) and
-  the sha256 matches a pinned entry. A truncated download keeps its partial file for the next
-  attempt to resume; any other failure removes it: nothing bad stays in the cache. An archive is
-  downloaded once and kept; every entry naming it extracts its member from it (:func:`fetch_archive`).
-  A cached pinned file is re-hashed on every fetch.
-* Archive members are extracted one at a time by name into a path rsbench computes: absolute names,
-  ``..`` components, links and non-regular members are refused.
+* Downloads (:mod:`rsbench.weights.download`: Google Drive's confirmation flow, HTTP range resume) and
+  extracted archive members go to the content-addressed cache (:mod:`rsbench.weights.cache`;
+  ``cache_dir`` argument, else ``$RSBENCH_CACHE``, else ``platformdirs.user_cache_dir
+  ("rsbench")``): each new file is written under a fresh temporary name, and renamed into
+  ``sha256/<hex>`` only after the size matches the server's, the bytes are not an HTML page, the
+  payload is a readable checkpoint and the sha256 matches a pinned entry (or, unpinned, the digest
+  first seen for its URL). A failed fetch deletes only its own temporary file: a file already in
+  the store is never replaced or deleted, so a pinned entry's verified file survives any later
+  failure, and two zoo files pinning different files for one entry each keep theirs. A truncated
+  download keeps its partial file (keyed by the URL) for the next attempt to resume. An archive is
+  downloaded once and kept; every entry naming it extracts its member from it
+  (:func:`fetch_archive`). Every fetch re-hashes the cached file; fetches of one entry are
+  serialised by an inter-process lock.
+* Archive members are extracted one at a time by name: absolute names, ``..`` components, links,
+  non-regular members, names several members share and members over the size bound
+  (:func:`rsbench.weights.archive.max_member_bytes`) are refused before anything is copied.
 * Unpinned entries (``sha256: null``) log a warning with the digest seen, which is also returned
-  (:class:`FetchedWeights`). The sha256 of every downloaded or extracted file is recorded next to it
-  when it enters the cache (``<file>.sha256``); a cached unpinned file that no longer has it is
-  refused (an archive member is extracted again from its intact archive) with a message that says
-  how to fetch it again (``rsbench zoo check ID --download --refetch``, :func:`remove_cached`); a
-  cached Hub blob is checked against the digest its name records. ``require_pinned=True`` refuses
-  unpinned entries.
+  (:class:`FetchedWeights`). The digest first seen for an unpinned entry's URL is recorded
+  (:func:`rsbench.weights.cache.write_ref`); bytes that later arrive with another digest are
+  refused with a message saying how to accept them (``rsbench zoo check ID --download
+  --refetch``, :func:`remove_cached`); a cached file that changed on disk is moved aside and
+  fetched again; a cached Hub blob is checked against the digest its name records.
+  ``require_pinned=True`` refuses unpinned entries.
 * :func:`load_state_dict` reads safetensors, or ``torch.load(weights_only=True)``: a checkpoint that
   needs code to unpickle is refused (nothing of it runs) with a message saying how to convert it.
 
@@ -46,15 +52,25 @@ from pathlib import Path, PurePosixPath
 from rsbench.errors import WeightsError
 from rsbench.weights.archive import check_archive, extract_member
 from rsbench.weights.cache import (
+    adopt_legacy,
     archive_cache_path,
     cache_lock,
     cache_path,
+    cached_file,
     changed_error,
+    clean_stale_stages,
+    commit,
+    entry_lock_target,
     first_seen,
+    forget_ref,
+    read_ref,
     sha256_file,
     sidecar,
+    stage_path,
+    verified_blob,
     verify_local,
     write_first_seen,
+    write_ref,
 )
 from rsbench.weights.checkpoints import (
     check_checkpoint,
@@ -105,8 +121,7 @@ def is_cached(entry: ZooEntry, cache_dir: str | os.PathLike | None = None) -> bo
         except Exception:  # noqa: BLE001 - a cache probe must never fail a listing
             return False
         return isinstance(found, str)
-    path = cache_path(entry, cache_dir)
-    if path is not None and path.is_file():
+    if cached_file(entry, cache_dir) is not None:
         return True
     # an archive already in the cache serves every member without the network
     return (
@@ -209,47 +224,74 @@ def _fetch_path(
         return path, verify_local(entry, path)
     if source.type == "hf":
         return fetch_hf(entry, cache_dir)
-    dest = cache_path(entry, cache_dir)
-    assert dest is not None
-    with cache_lock(dest):
-        if dest.is_file():
-            seen = sha256_file(dest)
-            if entry.sha256 is not None and seen == entry.sha256:
-                return dest, seen
-            first = first_seen(dest)
-            if entry.sha256 is None and first in (None, seen):
-                if first is None:  # cached before digests were recorded: this is the first sight
-                    write_first_seen(dest, seen)
-                return dest, seen
-            if entry.sha256 is None and source.type == "url":
-                raise changed_error(what, dest, first or "", seen, entry.id)
-            logger.warning("%s: cached %s fails its sha256; fetching it again", what, dest)
-            dest.unlink()
+    with cache_lock(entry_lock_target(entry, cache_dir)):
+        return _fetch_cached(entry, cache_dir, progress)
+
+
+def _fetch_cached(
+    entry: ZooEntry, cache_dir: str | os.PathLike | None, progress: ProgressCallback | None
+) -> tuple[Path, str]:
+    """A ``url`` / ``archive_url`` entry's file from the store, else the old layout, else fetched
+    into the store (the caller holds the entry's lock)."""
+    source = entry.source
+    assert source is not None
+    what = entry.id
+    ref = read_ref(entry, cache_dir) if entry.sha256 is None else None
+    expected = entry.sha256 or ref
+    if expected is not None:
+        blob = verified_blob(expected, cache_dir)
+        if blob is not None:
+            return blob, expected
+    adopted = adopt_legacy(entry, expected, cache_dir)
+    if adopted is not None:
+        if entry.sha256 is None:
+            write_ref(entry, adopted[1], cache_dir)
+        return adopted
+    legacy = cache_path(entry, cache_dir)
+    if entry.sha256 is None and ref is None and legacy is not None and legacy.is_file():
+        first = first_seen(legacy)  # an old-layout file that changed since its download
+        if source.type == "url" and first is not None:
+            raise changed_error(what, legacy, first, sha256_file(legacy), entry.id)
+    clean_stale_stages(cache_dir)
+    staged = stage_path(cache_dir)
+    try:
         if source.type == "url":
-            seen = _download(
+            from rsbench.weights.download import download, partial_path
+
+            assert legacy is not None
+            seen = download(
                 source.url or "",
-                dest,
-                lambda p: check_checkpoint(p, what),
-                entry.sha256,
-                progress,
-                what,
-                "add it with `rsbench zoo add --checkpoint FILE ...`",
+                staged,
+                what=what,
+                check=lambda p: check_checkpoint(p, what),
+                expected_sha256=entry.sha256,
+                progress=progress,
+                manual="add it with `rsbench zoo add --checkpoint FILE ...`",
+                partial=partial_path(legacy),
             )
-            return dest, seen
-        archive = fetch_archive(source.url or "", cache_dir, progress, what)
-        seen = extract_member(archive, source.member or "", dest, what)
-        try:
-            check_checkpoint(dest, what)
+            origin = f"the file at {source.url}"
+        else:
+            archive = fetch_archive(source.url or "", cache_dir, progress, what)
+            seen = extract_member(archive, source.member or "", staged, what)
+            check_checkpoint(staged, what)
             if entry.sha256 is not None and seen != entry.sha256:
                 raise WeightsError(
-                    f"{what}: sha256 mismatch for member {source.member!r} of {source.url}: expected "
-                    f"{entry.sha256}, got {seen}; the file was not kept"
+                    f"{what}: sha256 mismatch for member {source.member!r} of {source.url}: "
+                    f"expected {entry.sha256}, got {seen}; the file was not kept"
                 )
-        except WeightsError:
-            dest.unlink(missing_ok=True)
-            raise
-        write_first_seen(dest, seen)
-        return dest, seen
+            origin = f"member {source.member!r} of {source.url}"
+        if ref is not None and seen != ref:
+            raise WeightsError(
+                f"{what}: {origin} now has sha256 {seen}, not the {ref} first seen and recorded for "
+                "this unpinned entry; the new bytes were not kept (pin the entry, or accept the "
+                f"new file with `rsbench zoo check {entry.id} --download --refetch`)"
+            )
+        path = commit(staged, seen, cache_dir)
+    finally:
+        staged.unlink(missing_ok=True)
+    if entry.sha256 is None:
+        write_ref(entry, seen, cache_dir)
+    return path, seen
 
 
 def fetch_archive(
@@ -286,25 +328,32 @@ def fetch_archive(
 
 
 def remove_cached(entry: ZooEntry, cache_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Forget the entry's cached bytes so that the next fetch gets them again; return what went.
+    """Forget what makes the next fetch reuse cached bytes; return what went (``--refetch``).
 
-    Removes the entry's file (url / archive member), its recorded digest and any partial download;
-    for an archive member also the shared archive, but only when the archive no longer has the
-    sha256 recorded at its download (an intact archive stays: the member is extracted again).
+    Removes the digest recorded for an unpinned entry (the next fetch takes the bytes it gets as
+    first seen; a pinned entry never touches it) and any partial download. Files in the content-addressed store are never deleted
+    (a pinned entry's verified file is simply found again; one that changed on disk is moved aside
+    when it is read). An old-layout file goes only when it no longer has the digest recorded with
+    it, and a downloaded archive only when it no longer has its recorded digest (an intact archive
+    stays: the member is extracted again). A Hub file goes only when it no longer has the digest
+    its name records.
     """
     from rsbench.weights.download import partial_meta_path, partial_path
 
-    path = cache_path(entry, cache_dir)
     if entry.source is not None and entry.source.type == "hf":
         return remove_hf(entry, cache_dir)
+    path = cache_path(entry, cache_dir)
     if path is None:
         return []
-    targets = [path, sidecar(path), partial_path(path), partial_meta_path(path)]
+    removed = forget_ref(entry, cache_dir) if entry.sha256 is None else []
+    targets = [partial_path(path), partial_meta_path(path)]
+    if path.is_file() and first_seen(path) not in (None, sha256_file(path)):
+        targets += [path, sidecar(path)]
     if entry.source is not None and entry.source.type == "archive_url":
         archive = archive_cache_path(entry.source.url or "", cache_dir)
         if archive.is_file() and first_seen(archive) != sha256_file(archive):
             targets += [archive, sidecar(archive)]
-    removed = [p for p in targets if p.is_file()]
-    for target in removed:
+    gone = [p for p in targets if p.is_file()]
+    for target in gone:
         target.unlink()
-    return removed
+    return removed + gone

@@ -7,8 +7,10 @@ Guarantees:
   keys and an id repeated within the file raise :class:`~rsbench.errors.ZooError` naming the file,
   the entry and the field.
 * :func:`write_entries` adds validated entries to a user zoo file (appending text, so comments
-  stay), replacing an entry with the same id only when ``overwrite=True``; the new text is re-read
-  and checked before it atomically replaces the file. :func:`dump_entries` is the YAML text of
+  stay), replacing an entry with the same id only when ``overwrite=True``; under an inter-process
+  lock (``.<name>.lock`` beside the file) the file is re-read, merged with the new entries, the new
+  text re-read and checked, and written to a unique temporary name that atomically replaces the
+  file, so concurrent writers keep every entry and a reader never sees half a file. :func:`dump_entries` is the YAML text of
   entries.
 
 Merging the files into one registry is :func:`rsbench.zoo.registry.load_zoo`.
@@ -19,7 +21,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -136,13 +139,46 @@ def write_entries(
     New ids are appended as text, so the file's comments and layout stay. An id already in the file
     raises :class:`ZooError` unless ``overwrite=True``, which replaces that entry in place. The result
     is re-read and checked before it atomically replaces the file (references to other zoos are not
-    checked here: :func:`load_zoo` does that).
+    checked here: :func:`load_zoo` does that). Concurrent writers (threads or processes) lose
+    nothing: the file is re-read, merged and replaced while holding an inter-process lock
+    (:func:`lock_path`), so each writer's entries are added to what the previous writer left.
     """
     path = Path(path).expanduser()
     entries = [parse_entry(e.to_yaml_dict(), file=path) for e in entries]
     new_ids = [e.id for e in entries]
     if len(set(new_ids)) != len(new_ids):
         raise ZooError(f"{path}: the entries to write repeat an id: {new_ids}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(path):
+        _write_locked(path, entries, new_ids, overwrite)
+    return path
+
+
+#: Seconds a writer waits for another process's lock on a zoo file before giving up.
+LOCK_TIMEOUT_S = 120.0
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file that serialises writers of the zoo file ``path`` (``.<name>.lock`` beside it)."""
+    return path.with_name(f".{path.name}.lock")
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    from filelock import FileLock, Timeout
+
+    try:
+        with FileLock(str(lock_path(path)), timeout=LOCK_TIMEOUT_S):
+            yield
+    except Timeout:
+        raise ZooError(
+            f"{path}: another process has held its lock ({lock_path(path)}) for over "
+            f"{LOCK_TIMEOUT_S:g} s; wait for it to finish, then run this again"
+        ) from None
+
+
+def _write_locked(path: Path, entries: list[ZooEntry], new_ids: list[str], overwrite: bool) -> None:
+    """:func:`write_entries` with the file's lock held: re-read, merge, check, atomic rename."""
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     existing = read_zoo_file(path) if path.exists() else []
     existing_ids = [e.id for e in existing]
@@ -162,7 +198,6 @@ def write_entries(
     if check != expected:  # the text edit lost its way (unusual layout): write the data instead
         header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
         new_text = header + "models:\n" + dump_entries(_expected_order(existing, entries))
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp creates 0600 files: keep the existing file's mode, else the usual umask default.
@@ -173,7 +208,6 @@ def write_entries(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 def _umask() -> int:

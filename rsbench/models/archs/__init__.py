@@ -44,7 +44,16 @@ DENOISER_ARCHITECTURES: dict[str, str] = {
 }
 
 
+def _describe(exc: BaseException) -> str:
+    """``ExceptionType: first line of its message`` (at most 200 characters of it)."""
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def _load_callable(target: str, base_dir: Path | None = None) -> Callable:
+    """The callable ``module:attr`` / ``file.py:attr`` names; every failure, an exception raised
+    by the user's module at import included, is one :class:`ZooError` line naming the file (or
+    module), the function and the exception."""
     module_part, _, attribute = target.rpartition(":")
     if not module_part or not attribute:
         raise ZooError(
@@ -62,7 +71,13 @@ def _load_callable(target: str, base_dir: Path | None = None) -> Callable:
         if spec is None or spec.loader is None:
             raise ZooError(f"architecture file {str(path)!r} is not a Python file; name a .py file")
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # noqa: BLE001 - user code: SyntaxError, ImportError, anything
+            raise ZooError(
+                f"building the architecture failed: importing {str(path)!r} (for function "
+                f"{attribute!r}) raised {_describe(exc)}; fix the file or the entry's arch"
+            ) from None
     else:
         try:
             module = importlib.import_module(module_part)
@@ -70,12 +85,23 @@ def _load_callable(target: str, base_dir: Path | None = None) -> Callable:
             raise ZooError(
                 f"architecture module {module_part!r} cannot be imported ({exc})"
             ) from None
+        except Exception as exc:  # noqa: BLE001 - user code raising at import
+            raise ZooError(
+                f"building the architecture failed: importing module {module_part!r} (for "
+                f"function {attribute!r}) raised {_describe(exc)}; fix the module or the entry's arch"
+            ) from None
     try:
-        return getattr(module, attribute)
+        found = getattr(module, attribute)
     except AttributeError:
         raise ZooError(
             f"architecture {target!r}: {module_part!r} has no attribute {attribute!r}"
         ) from None
+    if not callable(found):
+        raise ZooError(
+            f"architecture {target!r}: {attribute!r} in {module_part!r} is a "
+            f"{type(found).__name__}, not a function"
+        )
+    return found
 
 
 def build_architecture(
@@ -87,7 +113,10 @@ def build_architecture(
     """Build the network called ``name`` with ``num_classes`` outputs (random weights).
 
     ``base_dir`` resolves relative ``path/file.py:callable`` names (the zoo file's folder).
-    Raises :class:`ZooError` naming the architecture and the known names when it cannot be built.
+    Raises :class:`ZooError` naming the architecture and the known names when it cannot be built;
+    a user's ``file.py:fn`` whose module or function raises (any exception) is one
+    :class:`ZooError` line "building the architecture failed: ..." naming the file, the function
+    and the exception.
     """
     registered = ARCHITECTURES.get(name) or DENOISER_ARCHITECTURES.get(name)
     if registered:
@@ -111,12 +140,24 @@ def build_architecture(
             raise ZooError(f"architecture {name!r}: torchvision does not know it ({exc})") from None
     if ":" in name:
         builder = _load_callable(name, base_dir)
-        params = inspect.signature(builder).parameters
+        try:
+            params = dict(inspect.signature(builder).parameters)
+        except (TypeError, ValueError):  # a builtin without a signature: num_classes only
+            params = {}
         kwargs: dict[str, object] = {"num_classes": num_classes}
         takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         if ("input_shape" in params or takes_kwargs) and input_shape is not None:
             kwargs["input_shape"] = tuple(input_shape)
-        return builder(**kwargs)
+        try:
+            return builder(**kwargs)
+        except ZooError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - user code: ValueError, RecursionError, MemoryError...
+            file_part, _, func = name.rpartition(":")
+            raise ZooError(
+                f"building the architecture failed: {func}() in {file_part!r} raised "
+                f"{_describe(exc)}; fix the function or the entry's arch"
+            ) from None
     import difflib
 
     close = difflib.get_close_matches(name, list(ARCHITECTURES) + list(DENOISER_ARCHITECTURES), n=3)
