@@ -177,8 +177,7 @@ def write_run(
             run_dir.parent.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
-            if not table.schema.equals(SCHEMA):
-                table = table.cast(SCHEMA)
+            table = for_writing(table)  # fixed-n rows: without the sequential columns
             _write_part_file(tmp, tmp / part_name(shard, 0), table)
             info = {
                 "format_version": RESULTS_FORMAT_VERSION,
