@@ -11,6 +11,8 @@ with the cost of each: mean and worst-case forward samples per image, and wall t
 * **Samples per image** come from the ``samples`` column (rows written before it existed: expert
   ``n0 + n``; dual router ``n0 + n`` plus the expert's when it ran). The worst case is the largest
   value observed and, for compositions, the bound ``K (n0 + n)`` (cascade) or ``2 (n0 + n)`` (dual).
+* **Sequential estimation** (rows with ``estimation == "sequential"``): the samples are those
+  drawn before the image stopped; rows of the two estimation modes are never compared in one table.
 * **Seconds per image** are the mean of the stored per-sample wall times: comparable only between
   runs made on the same machine under the same load.
 
@@ -82,6 +84,13 @@ def compare(df: pd.DataFrame, radii: Iterable[float] | None = None) -> pd.DataFr
             f"the head-to-head compares one dataset and one (n0, n, alpha); these rows hold {found}: "
             "pass the run directories of one protocol"
         )
+    modes = estimation_modes(df)
+    if len(modes) > 1:
+        raise ResultsError(
+            "these rows mix fixed-n and sequential estimation, whose radii are not comparable "
+            "(early stopping certifies smaller radii at equal accuracy): compare the runs of one "
+            "estimation mode"
+        )
     dataset = str(df["dataset"].iloc[0])
     grid = metrics.check_radii(metrics.default_radii(dataset) if radii is None else radii)
     df = metrics.add_sigma_key(metrics.common_images(df))  # the images every model certified
@@ -148,12 +157,29 @@ def compare(df: pd.DataFrame, radii: Iterable[float] | None = None) -> pd.DataFr
     table.attrs["dataset"] = dataset
     table.attrs["protocol"] = ",".join(sorted(df["protocol"].astype(str).unique()))
     table.attrs["images"] = images
+    table.attrs["estimation"] = modes[0]
     table.attrs["budget"] = {
         "n0": int(df["n0"].iloc[0]),
         "n": int(df["n"].iloc[0]),
         "alpha": float(df["alpha"].iloc[0]),
     }
     return table
+
+
+def estimation_modes(df: pd.DataFrame) -> list[str]:
+    """The estimation modes of ``df``'s rows, sorted (``estimation`` null or absent: fixed)."""
+    if "estimation" not in df.columns:
+        return ["fixed"] if len(df) else []
+    modes = df["estimation"].astype(object).where(df["estimation"].notna(), "fixed")
+    return sorted({str(m) for m in modes})
+
+
+#: The caption line of a sequential comparison (the leaderboard says the same).
+SEQUENTIAL_NOTE = (
+    "Sequential estimation: samples stop per image once more cannot change the certificate on "
+    "the radius grid; radii, and so ACR, are smaller than under fixed n even where the grid "
+    "accuracy is equal, so these numbers are never ranked with fixed-n runs."
+)
 
 
 def _pct(value: float) -> str:
@@ -173,6 +199,9 @@ def to_markdown(table: pd.DataFrame) -> str:
         f"(protocol {table.attrs['protocol']}; n0 = {budget['n0']}, n = {budget['n']} per stage, "
         f"alpha = {budget['alpha']:g}). Certified accuracy in %; samples = forward passes per image."
     )
+    if table.attrs.get("estimation") == "sequential":
+        head = head.replace(f"n = {budget['n']} per stage", f"n_max = {budget['n']} per stage")
+        head += " " + SEQUENTIAL_NOTE
     cols = (
         ["model", "sigma"]
         + [f"r={r:g}" for r in grid]
