@@ -44,6 +44,7 @@ from rsbench.data.dataset import load_dataset
 from rsbench.engine.cascade import CascadeSmoothed
 from rsbench.engine.dual import DualSmoothed
 from rsbench.engine.noise import UNNAMED_DATASET, NoiseKey
+from rsbench.engine.sequential import SequentialSpec
 from rsbench.engine.smoothing import SmoothedClassifier
 from rsbench.models.archs.small import mlp
 
@@ -55,6 +56,8 @@ STEPS, NOISE_PER_STEP = 40, 128
 SHRINK = 0.999  # attack radius = SHRINK * certified radius (strictly inside the ball)
 INFLATE = 3.0  # the deliberately wrong certificate
 CERT_SEED, CHECK_SEED = 0, 10_007  # fresh seeds at the attacked point
+#: sequential estimation attacked like fixed n: n_max = N, the leaderboard grid 0..2 by 0.25
+SEQUENTIAL = SequentialSpec(n_max=N, radii=tuple(0.25 * i for i in range(9)))
 
 
 @pytest.fixture(scope="module")
@@ -166,12 +169,18 @@ class Tally:
         )
 
 
-def _single_campaign(expert: nn.Module, sigma: float, fmnist, count: int) -> Tally:
+def _single_campaign(
+    expert: nn.Module,
+    sigma: float,
+    fmnist,
+    count: int,
+    sequential: SequentialSpec | None = None,
+) -> Tally:
     images, labels = fmnist
     smoothed = SmoothedClassifier(expert, 10, sigma, batch_size=2000, input_shape=SHAPE)
     positions = list(range(TRAIN, TRAIN + count))
     certificates = smoothed.certify_batch(
-        images[positions], N0, N, ALPHA, seed=CERT_SEED, indices=positions
+        images[positions], N0, N, ALPHA, seed=CERT_SEED, indices=positions, sequential=sequential
     )
     tally = Tally(images=count)
     for index, cert in zip(positions, certificates, strict=True):
@@ -201,7 +210,7 @@ def _single_campaign(expert: nn.Module, sigma: float, fmnist, count: int) -> Tal
     return tally
 
 
-def _dual_campaign(experts, fmnist, count: int) -> Tally:
+def _dual_campaign(experts, fmnist, count: int, sequential: SequentialSpec | None = None) -> Tally:
     images, labels = fmnist
     sigmas, sigma_router = (0.25, 0.5), 0.5
     positions = list(range(TRAIN, TRAIN + count))
@@ -211,7 +220,7 @@ def _dual_campaign(experts, fmnist, count: int) -> Tally:
         router, list(experts), sigmas, sigma_router, 10, batch_size=2000, input_shape=SHAPE
     )
     certificates = dual.certify_batch(
-        images[positions], N0, N, ALPHA, seed=CERT_SEED, indices=positions
+        images[positions], N0, N, ALPHA, seed=CERT_SEED, indices=positions, sequential=sequential
     )
     tally = Tally(images=count)
     for index, cert in zip(positions, certificates, strict=True):
@@ -326,6 +335,17 @@ def test_pgd_never_breaks_an_expert_certificate(experts, fmnist, sigma_index: in
 def test_pgd_never_breaks_a_dual_certificate(experts, fmnist) -> None:
     tally = _dual_campaign(experts, fmnist, count=10)
     _check(tally, "dual", min_certified=6)
+
+
+def test_pgd_never_breaks_a_sequential_expert_certificate(experts, fmnist) -> None:
+    """Early-stopped certificates (n_max = 10,000) survive the attack; 3x inflated ones do not."""
+    tally = _single_campaign(experts[1], 0.5, fmnist, count=10, sequential=SEQUENTIAL)
+    _check(tally, "sequential expert sigma=0.5", min_certified=6)
+
+
+def test_pgd_never_breaks_a_sequential_dual_certificate(experts, fmnist) -> None:
+    tally = _dual_campaign(experts, fmnist, count=10, sequential=SEQUENTIAL)
+    _check(tally, "sequential dual", min_certified=6)
 
 
 def test_pgd_never_breaks_a_cascade_certificate(experts, fmnist) -> None:

@@ -10,7 +10,15 @@ from rsbench.errors import ConfigError
 
 
 def test_packaged_table_loads_with_the_published_numbers() -> None:
-    assert list(protocols.PROTOCOLS) == ["cohen", "dualrs", "cpu", "cohen-full", "cohen-alpha0.01"]
+    assert list(protocols.PROTOCOLS) == [
+        "cohen",
+        "dualrs",
+        "cpu",
+        "cohen-full",
+        "cohen-alpha0.01",
+        "cohen-seq",
+        "cpu-seq",
+    ]
     cohen = protocols.get_protocol("cohen")
     assert (cohen.n0, cohen.n, cohen.alpha) == (100, 100_000, 0.001)
     assert cohen.subset_for("cifar10") == protocols.Subset("test", stride=20)

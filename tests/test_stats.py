@@ -135,3 +135,23 @@ def test_clopper_pearson_upper_is_never_below_the_exact_bound() -> None:
         # fails there (a bound rounded or computed loosely upward would pass the line above)
         below = ours * (1 - 1e-9)
         assert 1 - _binomial_tail_at_least(k + 1, n, below) > alpha, (k, n, alpha, ours)
+
+
+def test_pvalue_is_rounded_up_against_the_exact_value() -> None:
+    """PREDICT's p-value is never below the exact one (issue 23 item 8); SciPy's raw value is
+    below it at these counts (checked here, so the test fails without the rounding)."""
+    import mpmath
+    from scipy.stats import binom
+
+    mpmath.mp.dps = 50
+    cases = [(551, 64), (1842, 967), (860, 96), (1301, 62), (2661, 2217), (60, 40), (7, 0)]
+    raw_below = 0
+    for top, runner_up in cases:
+        trials, low = top + runner_up, min(top, runner_up)
+        exact = 2 * mpmath.fsum(mpmath.binomial(trials, k) for k in range(low + 1))
+        exact = min(exact / mpmath.mpf(2) ** trials, mpmath.mpf(1))
+        value = float(stats.binom_test_two_sided(top, runner_up))
+        assert mpmath.mpf(value) >= exact, (top, runner_up)
+        assert value <= float(exact) * (1 + 1e-11)
+        raw_below += int(mpmath.mpf(float(2 * binom.cdf(low, trials, 0.5))) < exact)
+    assert raw_below >= 4

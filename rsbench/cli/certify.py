@@ -42,6 +42,8 @@ Examples:
   torchrun --nproc-per-node 4 -m rsbench certify cohen-imagenet-resnet50-s0.50 --protocol cohen
   python -m torch.distributed.run --nproc-per-node 2 -m rsbench certify embedded-fmnist-s0.50 --num-samples 500
   rsbench certify embedded-fmnist-dual --dry-run    # plan and cost estimate, certifies nothing
+  rsbench certify embedded-fmnist-s0.50 --protocol cpu-seq      # sequential, n_max = 100,000
+  rsbench certify embedded-fmnist-s0.50 --estimation sequential --n-max 20000 --limit 50
   rsbench certify cohen-cifar10-resnet110-s0.25 --device cuda --precision bf16 --channels-last --compile
 
 Running the same command again resumes the run where it stopped; a changed configuration starts a
@@ -74,6 +76,30 @@ def _common_options(func: F) -> F:
             default=None,
             help="Estimation samples per stage (default: protocol). Under torchrun write "
             "--num-samples: torchrun's own parser mistakes --n for its options.",
+        ),
+        click.option(
+            "--estimation",
+            type=click.Choice(["fixed", "sequential"]),
+            default=DEFAULTS["estimation"],
+            help="fixed: Cohen's n estimation samples per image; sequential: draw them in "
+            "pre-declared stages and stop per image as soon as more cannot change the answer on "
+            "the radius grid (a union bound over the stages keeps the guarantee at alpha; radii "
+            "and ACR come out smaller, so the leaderboard never ranks the two together) "
+            "[default: the protocol's, fixed but for cohen-seq and cpu-seq].",
+        ),
+        click.option(
+            "--n-max",
+            "n_max",
+            type=int,
+            default=DEFAULTS["n_max"],
+            help="Sequential estimation: most estimation samples per image and stage "
+            "(default: the protocol's n).",
+        ),
+        click.option(
+            "--radii",
+            default=DEFAULTS["radii"],
+            help="Sequential estimation: the radius grid it stops on, 0,0.25,0.5 or 0:2:0.25 "
+            "(default: the dataset's leaderboard grid; part of the run identity).",
         ),
         click.option(
             "--alpha",

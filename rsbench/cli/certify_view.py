@@ -82,7 +82,7 @@ def print_plan(prepared_runs: Sequence[Prepared], shard: tuple[int, int], consol
                 f"{config.dataset}/{config.split}",
                 str(len(mine)),
                 str(config.n0),
-                str(config.n),
+                str(config.n) if config.estimation == "fixed" else f"≤{config.n} (seq)",
                 f"{config.alpha:g}",
                 sigma,
                 str(done),
@@ -119,6 +119,11 @@ def print_plan(prepared_runs: Sequence[Prepared], shard: tuple[int, int], consol
         "(forward samples per image x images / measured samples per second; dual counts router + "
         "expert, cascade every stage: an upper bound, as a cascade often stops early)"
     )
+    if any(p.config.estimation == "sequential" for p in prepared_runs):
+        console.print(
+            "sequential runs are estimated at n_max for every image (seq): an upper bound, as "
+            "most images stop far earlier"
+        )
 
 
 def throughput(prepared: Prepared) -> tuple[float | None, str]:

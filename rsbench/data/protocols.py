@@ -11,8 +11,11 @@ questions every command asks of it:
 * :func:`protocol_for`, :func:`protocol_deviation`, :func:`protocol_split` -- the pieces of it;
 * :meth:`Protocol.indices` -- the image indices of a protocol's subset of a dataset.
 
-Guarantee: a row is recorded under a registered name only if its n0, n, alpha, split and index fit
-that protocol; anything else is ``custom`` (:data:`CUSTOM_PROTOCOL`). Importing this module does not
+Guarantee: a row is recorded under a registered name only if its n0, n, alpha, split, index and
+estimation mode fit that protocol; anything else is ``custom`` (:data:`CUSTOM_PROTOCOL`). A
+protocol's ``estimation`` is ``fixed`` (Cohen's n, the default) or ``sequential`` (then ``n`` is
+n_max, :mod:`rsbench.engine.sequential`): a sequential row never carries a fixed-n protocol's name
+and a fixed row never a sequential one's. Importing this module does not
 import torch.
 """
 
@@ -56,6 +59,7 @@ class Protocol:
     subsets: Mapping[str, Subset] = field(default_factory=dict, hash=False)
     default_subset: Subset = Subset()
     description: str = ""
+    estimation: str = "fixed"
 
     def subset_for(self, dataset: str) -> Subset:
         """The protocol's subset of ``dataset``."""
@@ -100,12 +104,16 @@ def protocol_deviation(
     n: int,
     alpha: float,
     indices: Sequence[int] | None = None,
+    estimation: str = "fixed",
 ) -> str | None:
     """How rows of these parameters (and sample ``indices``) deviate from ``protocol``, or None.
 
-    The protocol fixes n0, n, alpha, the split and the subset; rows match when every index lies in
-    the protocol's selection (a run that stopped early still matches; it is incomplete).
+    The protocol fixes n0, n, alpha, the estimation mode, the split and the subset; rows match when
+    every index lies in the protocol's selection (a run that stopped early still matches; it is
+    incomplete).
     """
+    if (estimation or "fixed") != protocol.estimation:
+        return f"{estimation} estimation (it fixes {protocol.estimation} estimation)"
     if (int(n0), int(n)) != (protocol.n0, protocol.n) or not math.isclose(
         float(alpha), protocol.alpha, rel_tol=1e-12
     ):
@@ -140,6 +148,7 @@ def protocol_for(
     n: int,
     alpha: float,
     indices: Sequence[int] | None = None,
+    estimation: str = "fixed",
 ) -> str:
     """The registered protocol these rows follow (the smallest selection that holds them), else custom."""
     from rsbench.data.catalog import DATASETS
@@ -154,7 +163,7 @@ def protocol_for(
     fits = [
         p
         for p in PROTOCOLS.values()
-        if protocol_deviation(p, dataset, split, n0, n, alpha, indices) is None
+        if protocol_deviation(p, dataset, split, n0, n, alpha, indices, estimation) is None
     ]
     return min(fits, key=size).name if fits else CUSTOM_PROTOCOL
 
@@ -167,6 +176,7 @@ def check_protocol(
     n: int,
     alpha: float,
     indices: Sequence[int] | None = None,
+    estimation: str = "fixed",
 ) -> str:
     """The protocol name to record for rows of these parameters (imports, rescoring).
 
@@ -175,7 +185,7 @@ def check_protocol(
     is never recorded under a standard name).
     """
     if name is None:
-        return protocol_for(dataset, split, n0, n, alpha, indices)
+        return protocol_for(dataset, split, n0, n, alpha, indices, estimation)
     if name == CUSTOM_PROTOCOL:
         return name
     if name not in PROTOCOLS:
@@ -184,9 +194,9 @@ def check_protocol(
             "(or leave --protocol out: the protocol the rows follow, else custom)"
         )
     protocol = PROTOCOLS[name]
-    deviation = protocol_deviation(protocol, dataset, split, n0, n, alpha, indices)
+    deviation = protocol_deviation(protocol, dataset, split, n0, n, alpha, indices, estimation)
     if deviation is not None:
-        fits = protocol_for(dataset, split, n0, n, alpha, indices)
+        fits = protocol_for(dataset, split, n0, n, alpha, indices, estimation)
         raise ConfigError(
             f"these rows deviate from protocol {name!r}: {deviation}; record them as "
             f"--protocol {fits} (or leave --protocol out)"
@@ -202,7 +212,9 @@ def get_protocol(name: str) -> Protocol:
         raise ConfigError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}") from None
 
 
-_PROTOCOL_KEYS = {"n0", "n", "alpha", "subsets", "default_subset", "description"}
+_PROTOCOL_KEYS = {"n0", "n", "alpha", "subsets", "default_subset", "description", "estimation"}
+#: A protocol's ``estimation`` values (rsbench.engine.sequential.ESTIMATIONS).
+_ESTIMATIONS = ("fixed", "sequential")
 _SUBSET_KEYS = {"split", "stride", "limit"}
 
 
@@ -246,6 +258,11 @@ def parse_protocols(table: Any, source: str = PROTOCOLS_FILE) -> dict[str, Proto
         for key in ("n0", "n"):
             if isinstance(entry[key], bool) or not isinstance(entry[key], int):
                 raise ConfigError(f"{where}: {key}={entry[key]!r} is not an integer")
+        estimation = entry.get("estimation", "fixed")
+        if estimation not in _ESTIMATIONS:
+            raise ConfigError(
+                f"{where}: estimation {estimation!r} is unknown; use one of {', '.join(_ESTIMATIONS)}"
+            )
         subsets = entry.get("subsets") or {}
         if not isinstance(subsets, Mapping):
             raise ConfigError(f"{where}: subsets must map dataset names to subsets")
@@ -262,6 +279,7 @@ def parse_protocols(table: Any, source: str = PROTOCOLS_FILE) -> dict[str, Proto
                     else Subset()
                 ),
                 description=str(entry.get("description", "")),
+                estimation=str(estimation),
             )
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
@@ -286,9 +304,25 @@ def first_deviation(frame: Any) -> str | None:
     if len(frame) == 0 or any(c not in frame.columns for c in [*columns, "index"]):
         return None
     registered = frame[frame["protocol"].astype(str).isin(list(PROTOCOLS))]
-    for (name, dataset, split, n0, n, alpha), rows in registered.groupby(columns, sort=True):
+    if "estimation" in registered.columns:  # null: fixed (rows written before the column)
+        registered = registered.assign(
+            _estimation=registered["estimation"]
+            .astype(object)
+            .where(registered["estimation"].notna(), "fixed")
+        )
+    else:
+        registered = registered.assign(_estimation="fixed")
+    keys = [*columns, "_estimation"]
+    for (name, dataset, split, n0, n, alpha, mode), rows in registered.groupby(keys, sort=True):
         deviation = protocol_deviation(
-            PROTOCOLS[str(name)], str(dataset), str(split), n0, n, alpha, rows["index"].tolist()
+            PROTOCOLS[str(name)],
+            str(dataset),
+            str(split),
+            n0,
+            n,
+            alpha,
+            rows["index"].tolist(),
+            str(mode),
         )
         if deviation is not None:
             models = ", ".join(sorted(rows["model_id"].astype(str).unique())[:3])

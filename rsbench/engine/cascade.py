@@ -71,6 +71,7 @@ from torch import nn
 
 from rsbench.engine import stats
 from rsbench.engine.noise import UNNAMED_DATASET, noise_keys
+from rsbench.engine.sequential import SequentialSpec
 from rsbench.engine.smoothing import CertifiesOne, SmoothedClassifier
 from rsbench.errors import (
     DEFAULT_ALPHA_SPLIT,
@@ -308,12 +309,19 @@ class CascadeSmoothed(CertifiesOne[CascadeCertificate]):
         dataset: str = UNNAMED_DATASET,
         split: str = "test",
         stage: int = 0,
+        sequential: SequentialSpec | None = None,
     ) -> list[CascadeCertificate]:
         """CASCADE CERTIFY each image; stage k runs only on the images that moved on to it.
 
         Image ``b`` is the sample ``(dataset, split, indices[b])``; cascade stage k draws from its
-        noise keys with ``stage = stage + k`` (purposes ``select`` and ``estimate``).
+        noise keys with ``stage = stage + k`` (purposes ``select`` and ``estimate``). Sequential
+        estimation is not available for cascades (``sequential`` must be None): their move-on
+        decisions and caps use every stage's fixed-n bounds.
         """
+        if sequential is not None:
+            raise ConfigError(
+                "sequential estimation is not available for cascades; certify with fixed n"
+            )
         n0, n = check_count(n0, "n0"), check_count(n, "n")
         alpha = check_alpha(alpha)
         images, indices = self.stages[0]._prepare(images, indices)

@@ -18,6 +18,12 @@ constant on the L2 ball of the returned radius: the smoothed router's choice, he
 constant on the ball of radius ``R_r``, and the chosen expert's smoothed prediction at that fixed
 sigma is constant on the ball of radius ``R_e``.
 
+Sequential estimation (``sequential=``): each stage draws its estimation samples in the stages of
+its own plan (:mod:`rsbench.engine.sequential`; the router's at ``sigma_router`` and
+``alpha_router``, the expert's at ``sigma_k`` and ``alpha_expert``) and stops on the same radius
+grid; each stage's bound holds at its own alpha at its data-dependent stopping stage, so the union
+bound above is unchanged. Both stages' stopping stage, reason, bound level and samples are recorded.
+
 Noise: the router stage draws from the ``router-select``/``router-estimate`` (``router-predict``)
 streams of each sample's :class:`rsbench.engine.noise.NoiseKey`, the expert stage from the same
 ``select``/``estimate`` (``predict``) streams as single-expert certification, so a router that always
@@ -38,13 +44,17 @@ import torch
 from torch import nn
 
 from rsbench.engine.noise import UNNAMED_DATASET, noise_keys
+from rsbench.engine.sequential import SequentialSpec
 from rsbench.engine.smoothing import (
     CertifiesOne,
     PredictsOne,
+    SequentialVotes,
     SmoothedClassifier,
     certify_from_counts,
+    check_sequential,
     decide_certificate,
     predict_from_counts,
+    sequential_votes,
 )
 from rsbench.errors import (
     ConfigError,
@@ -94,6 +104,29 @@ class DualCertificate:
     expert_radius: float | None
     n0: int
     n: int
+    #: sequential estimation (else ``fixed`` and None): per stage, the estimation samples drawn,
+    #: the 0-based stopping stage, why it stopped and the alpha of its bound
+    estimation: str = "fixed"
+    router_n_used: int | None = None
+    router_stop_stage: int | None = None
+    router_stop_reason: str | None = None
+    router_stop_alpha: float | None = None
+    n_used: int | None = None
+    stop_stage: int | None = None
+    stop_reason: str | None = None
+    stop_alpha: float | None = None
+
+
+def _stopped(seq: SequentialVotes | None, row: int, prefix: str = "") -> dict[str, Any]:
+    """The sequential fields of one image (empty for fixed estimation)."""
+    if seq is None:
+        return {}
+    return {
+        f"{prefix}n_used": int(seq.n_used[row]),
+        f"{prefix}stop_stage": int(seq.stage[row]),
+        f"{prefix}stop_reason": seq.reason[row],
+        f"{prefix}stop_alpha": float(seq.alpha[row]),
+    }
 
 
 @dataclass(frozen=True)
@@ -248,8 +281,10 @@ class DualSmoothed(CertifiesOne[DualCertificate], PredictsOne[DualPrediction]):
         dataset: str = UNNAMED_DATASET,
         split: str = "test",
         stage: int = 0,
+        sequential: SequentialSpec | None = None,
     ) -> list[DualCertificate]:
-        """DUAL CERTIFY each image, the sample ``(dataset, split, indices[b])`` (see the module docstring)."""
+        """DUAL CERTIFY each image, the sample ``(dataset, split, indices[b])`` (see the module
+        docstring; ``sequential``: both stages stop early, ``n`` and ``router_n`` are n_max)."""
         n0, n = check_count(n0, "n0"), check_count(n, "n")
         router_n0 = check_count(router_n0 if router_n0 is not None else n0, "router_n0")
         router_n = check_count(router_n if router_n is not None else n, "router_n")
@@ -260,21 +295,67 @@ class DualSmoothed(CertifiesOne[DualCertificate], PredictsOne[DualPrediction]):
         def keys(chosen: Sequence[int], purpose):
             return noise_keys(dataset, split, chosen, purpose, seed, stage)
 
+        check_sequential(sequential, n)
+        check_sequential(sequential, router_n)
         router_counts0 = self.router.votes(images, router_n0, keys(indices, "router-select"))
-        router_counts = self.router.votes(images, router_n, keys(indices, "router-estimate"))
-        router = certify_from_counts(router_counts0, router_counts, alpha_router, self.sigma_router)
+        router_seq: SequentialVotes | None = None
+        if sequential is None:
+            router_counts = self.router.votes(images, router_n, keys(indices, "router-estimate"))
+            router = certify_from_counts(
+                router_counts0, router_counts, alpha_router, self.sigma_router
+            )
+        else:
+            r_cA = router_counts0.argmax(axis=1)
+            router_seq = sequential_votes(
+                self.router,
+                images,
+                r_cA,
+                keys(indices, "router-estimate"),
+                sequential,
+                alpha_router,
+            )
+            router_counts = router_seq.counts
+            at = np.arange(len(indices))
+            router = decide_certificate(
+                r_cA,
+                router_counts0[at, r_cA],
+                router_counts[at, r_cA],
+                router_seq.n_used,
+                router_seq.alpha,
+                self.sigma_router,
+            )
 
-        expert_rows: dict[int, tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, int]] = {}
+        expert_rows: dict[
+            int,
+            tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, int, SequentialVotes | None],
+        ] = {}
         for k, expert in enumerate(self.experts):
             chosen = np.nonzero(~router["abstained"] & (router["cA"] == k))[0]
             if chosen.size == 0:
                 continue
             chosen_indices = [indices[i] for i in chosen]
             counts0 = expert.votes(images[chosen], n0, keys(chosen_indices, "select"))
-            counts = expert.votes(images[chosen], n, keys(chosen_indices, "estimate"))
-            decision = certify_from_counts(counts0, counts, alpha_expert, expert.sigma)
+            seq: SequentialVotes | None = None
+            if sequential is None:
+                counts = expert.votes(images[chosen], n, keys(chosen_indices, "estimate"))
+                decision = certify_from_counts(counts0, counts, alpha_expert, expert.sigma)
+            else:
+                e_cA = counts0.argmax(axis=1)
+                seq = sequential_votes(
+                    expert,
+                    images[chosen],
+                    e_cA,
+                    keys(chosen_indices, "estimate"),
+                    sequential,
+                    alpha_expert,
+                )
+                counts = seq.counts
+                at = np.arange(chosen.size)
+                decision = decide_certificate(
+                    e_cA, counts0[at, e_cA], counts[at, e_cA], seq.n_used, seq.alpha, expert.sigma
+                )
             for row, position in enumerate(chosen):
-                expert_rows[int(position)] = (decision, counts0[row], counts[row], row)
+                expert_rows[int(position)] = (decision, counts0[row], counts[row], row, seq)
 
         results = []
         for i in range(len(indices)):
@@ -295,6 +376,8 @@ class DualSmoothed(CertifiesOne[DualCertificate], PredictsOne[DualPrediction]):
                 "router_n": router_n,
                 "n0": n0,
                 "n": n,
+                "estimation": "fixed" if sequential is None else "sequential",
+                **_stopped(router_seq, i, "router_"),
             }
             if i not in expert_rows:
                 results.append(
@@ -316,7 +399,7 @@ class DualSmoothed(CertifiesOne[DualCertificate], PredictsOne[DualPrediction]):
                     )
                 )
                 continue
-            decision, counts0, counts, row = expert_rows[i]
+            decision, counts0, counts, row, seq = expert_rows[i]
             k = int(router["cA"][i])
             expert_abstained = bool(decision["abstained"][row])
             expert_radius = float(decision["radius"][row])
@@ -338,6 +421,7 @@ class DualSmoothed(CertifiesOne[DualCertificate], PredictsOne[DualPrediction]):
                     expert_pA_lower=float(decision["pA_lower"][row]),
                     expert_radius=expert_radius,
                     **router_fields,
+                    **_stopped(seq, row),
                 )
             )
         return results

@@ -27,6 +27,16 @@ How the work is arranged (none of it changes a vote):
   every device, so that the noise is the Gaussian that the certificate assumes to within 2e-11 in
   total variation; smaller inputs draw float32 (see the constant's comment for the gap).
   ``float64`` draws float64 for every input; ``float32`` (the opt-out) never does.
+* Ranges of a stream (sequential estimation, :meth:`VoteCounter.count` with ``cursors``): the
+  stream is then the sequence of *full* :data:`NOISE_BLOCK` blocks of the key's generator, and a
+  call draws samples ``[start, start + num)`` of it; a block cut by either end is drawn whole and
+  only its part in the range is used (the generator state at the start of the cut block at the end
+  is kept in the :class:`StreamCursor`, so the next range redraws that block and continues). So the
+  first ``m`` samples of an image are the same however the range is cut into calls, and equal the
+  first ``m`` samples of a fixed-count call of ``num >= m`` samples whenever ``num`` is a multiple of
+  :data:`NOISE_BLOCK` (e.g. n = 100,000): a sequential row's samples are a prefix of the fixed run's.
+* Every forward pass's logits are checked to be finite: NaN or infinite logits stop the call with
+  :class:`NonFiniteLogits` (a constant but finite output is a legitimate classifier and is counted).
 * A model compiled with :func:`compile_model` (``torch.compile(dynamic=False)``) sees only a few
   batch shapes: a partial batch is padded with zeros to the next of ``forward_batch / 2**k``
   (k = 0..4) and the padding rows' predictions are dropped, so the last batch of every call does not
@@ -51,6 +61,7 @@ from rsbench.engine.noise import (
     NoiseKey,
     check_noise_dtype,
 )
+from rsbench.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +118,23 @@ def pad_size(rows: int, forward_batch: int) -> int:
             break
         best = size
     return max(best, rows)
+
+
+class NonFiniteLogits(ConfigError):
+    """A forward pass returned NaN or infinite logits (the votes would be meaningless)."""
+
+
+@dataclass
+class StreamCursor:
+    """Where a ranged draw of one key's stream continues (:meth:`VoteCounter.count` with cursors).
+
+    ``drawn``: samples of the stream used so far; ``state``: the generator state at the start of
+    block ``drawn // NOISE_BLOCK`` (None: the stream's start). Not thread-shared: one per image.
+    """
+
+    key: NoiseKey
+    drawn: int = 0
+    state: torch.Tensor | None = None
 
 
 @dataclass
@@ -208,6 +236,36 @@ class _BufferPool:
         self.free.put(buffer)
 
 
+def _pieces(
+    num: int, cursor: StreamCursor | None, generator: torch.Generator
+) -> Iterator[tuple[int, int, int]]:
+    """``(rows to draw, first row kept, rows kept)`` per block of one image's ``num`` samples.
+
+    Without a cursor: blocks of :data:`NOISE_BLOCK`, the last one shorter, all kept. With one: the
+    full blocks that cover ``[cursor.drawn, cursor.drawn + num)``, cut to that range; the cursor
+    keeps ``generator``'s state at the start of a block the range ends inside (read before that
+    block is drawn), or after the last block when the range ends on a block boundary.
+    """
+    if cursor is None:
+        left = num
+        while left > 0:
+            block = min(left, NOISE_BLOCK)
+            left -= block
+            yield block, 0, block
+        return
+    position, end = cursor.drawn, cursor.drawn + num
+    while position < end:
+        offset = position % NOISE_BLOCK
+        take = min(NOISE_BLOCK - offset, end - position)
+        if offset + take < NOISE_BLOCK:  # the range ends inside this block: keep its start
+            cursor.state = generator.get_state()
+        yield NOISE_BLOCK, offset, take
+        position += take
+    if end % NOISE_BLOCK == 0:
+        cursor.state = generator.get_state()
+    cursor.drawn = end
+
+
 class VoteCounter:
     """Counts a base classifier's votes on noisy copies of images.
 
@@ -251,6 +309,7 @@ class VoteCounter:
         self.precision = precision
         self.channels_last = channels_last
         self.overlap = self.device.type == "cpu" if overlap is None else bool(overlap)
+        self._finite: torch.Tensor | None = None  # all logits of the current count() finite
 
     def wide_noise(self, values_per_sample: int) -> bool:
         """True when this counter draws float64 noise (then cast) for samples of that size."""
@@ -271,7 +330,11 @@ class VoteCounter:
         if self.channels_last and batch.dim() == 4:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with precision_context(self.precision, self.device):
-            return self.model(batch).argmax(dim=1)[:rows]
+            logits = self.model(batch)
+        # checked once per count() (no device sync per batch on CUDA)
+        finite = torch.isfinite(logits[:rows]).all()
+        self._finite = finite if self._finite is None else self._finite & finite
+        return logits.argmax(dim=1)[:rows]
 
     def _predict_splitting(self, batch: torch.Tensor) -> torch.Tensor:
         if batch.shape[0] <= self.forward_batch:
@@ -302,6 +365,7 @@ class VoteCounter:
         images: torch.Tensor,
         sigma: float,
         finish: bool,
+        cursors: Sequence[StreamCursor] | None = None,
     ) -> Generator[_Batch, None, None]:
         """The noise, image by image and block by block, packed into forward batches.
 
@@ -334,12 +398,12 @@ class VoteCounter:
 
         batch = _Batch(pool.get(), finish)
         for position, key in enumerate(keys):
+            cursor = cursors[position] if cursors is not None else None
             generator = key.generator(self.device)
-            left = num
-            while left > 0:
-                block = min(left, NOISE_BLOCK)
-                left -= block
-                if block <= capacity - batch.rows:  # the whole block fits: draw it in place
+            if cursor is not None and cursor.state is not None:
+                generator.set_state(cursor.state)
+            for drawn, offset, block in _pieces(num, cursor, generator):
+                if drawn == block and block <= capacity - batch.rows:  # fits: draw it in place
                     draws = draw(batch.buffer[batch.rows : batch.rows + block], generator)
                     finished(draws, images[position])
                     batch.pieces.append((batch.rows, block, position))
@@ -348,9 +412,10 @@ class VoteCounter:
                         yield batch
                         batch = _Batch(pool.get(), finish)
                     continue
-                draws = draw(
-                    torch.empty((block, *shape), dtype=dtype, device=self.device), generator
+                whole = draw(
+                    torch.empty((drawn, *shape), dtype=dtype, device=self.device), generator
                 )
+                draws = whole[offset : offset + block]  # a ranged draw keeps part of the block
                 finished(draws, images[position])
                 start = 0
                 while start < block:
@@ -399,12 +464,24 @@ class VoteCounter:
 
     @torch.inference_mode()
     def count(
-        self, images: torch.Tensor, sigma: float, num: int, keys: Sequence[NoiseKey]
+        self,
+        images: torch.Tensor,
+        sigma: float,
+        num: int,
+        keys: Sequence[NoiseKey],
+        cursors: Sequence[StreamCursor] | None = None,
     ) -> torch.Tensor:
         """Votes ``[B, num_classes]`` (int64, on CPU) of ``num`` noisy copies of each of ``B`` images.
 
         Image ``b`` draws its noise from the stream of ``keys[b]`` (:class:`rsbench.engine.noise.NoiseKey`).
+        With ``cursors`` (one :class:`StreamCursor` per image, of the same keys), image ``b`` draws
+        the next ``num`` samples of its full-block stream from where ``cursors[b]`` stands and the
+        cursor moves on (module docstring: a range is a prefix-consistent piece of the stream).
         """
+        if cursors is not None and (
+            len(cursors) != len(keys) or any(c.key != k for c, k in zip(cursors, keys))
+        ):
+            raise ValueError("cursors must be one StreamCursor per image, of the same keys")
         count_images = images.shape[0]
         if len(keys) != count_images:
             raise ValueError(f"got {len(keys)} noise keys for {count_images} images")
@@ -425,10 +502,11 @@ class VoteCounter:
         pool = _BufferPool(3 if overlap else 1, capacity, shape, dtype, self.device, stop)
 
         def make() -> Generator[_Batch, None, None]:
-            return self._noise_batches(num, keys, pool, capacity, images, sigma, finish)
+            return self._noise_batches(num, keys, pool, capacity, images, sigma, finish, cursors)
 
         batches = _in_background(make, stop) if overlap else make()
         ones = torch.ones(capacity, dtype=torch.int64, device=self.device)
+        self._finite = None
         try:
             for batch in batches:
                 self._vote(batch, images, sigma, votes, ones)
@@ -437,6 +515,11 @@ class VoteCounter:
             stop.set()
             if overlap:
                 batches.close()  # joins the producer thread
+        if self._finite is not None and not bool(self._finite):
+            raise NonFiniteLogits(
+                "the network returned NaN or infinite logits on noisy inputs, so its votes would "
+                "be meaningless; check its weights and its input normalisation"
+            )
         return votes.cpu()
 
 

@@ -7,6 +7,15 @@ Guarantees
 * :meth:`SmoothedClassifier.certify`: with probability >= 1 - alpha over the sampling, either it
   abstains or ``g(x + e) == prediction`` for every ``||e||_2 < radius``. The class is selected on
   ``n0`` samples and its probability bounded on ``n`` *fresh* samples (one-sided Clopper–Pearson).
+* Sequential estimation (``sequential=``, a :class:`rsbench.engine.sequential.SequentialSpec`):
+  the selection step is unchanged; the estimation samples are drawn in the plan's pre-declared
+  stages and each image stops as :func:`rsbench.engine.sequential.decide` says. ``pA_lower`` is
+  the Clopper–Pearson bound at the stopping stage's ``alpha_k`` (``stop_alpha``), valid at a
+  data-dependent stopping stage because the stage alphas sum to at most ``alpha`` (a union bound;
+  proof in :mod:`rsbench.engine.sequential`), so the guarantee above holds as stated. The samples
+  are a prefix of the image's estimation stream (:mod:`rsbench.engine.sampling`), so a row does
+  not depend on the batch, the shard or a resume.
+* Every abstention test is written so that a NaN bound abstains (``not (pA_lower >= 1/2)``).
 * :meth:`SmoothedClassifier.predict`: with probability >= 1 - alpha it abstains or returns ``g(x)``
   (two-sided binomial test of the top count against the runner-up at p = 1/2).
 
@@ -32,7 +41,8 @@ from torch import nn
 
 from rsbench.engine import stats
 from rsbench.engine.noise import UNNAMED_DATASET, NoiseKey, noise_keys
-from rsbench.engine.sampling import VoteCounter
+from rsbench.engine.sampling import StreamCursor, VoteCounter
+from rsbench.engine.sequential import REASON_NAMES, SequentialSpec, SequentialState
 from rsbench.errors import ConfigError, check_alpha, check_count, check_precision, check_sigma
 
 
@@ -53,6 +63,13 @@ class Certificate:
     n: int
     alpha: float
     sigma: float
+    #: ``fixed``, or ``sequential``: then ``n`` is n_max, ``n_used`` the estimation samples drawn,
+    #: ``stop_stage``/``stop_reason`` where and why it stopped, ``stop_alpha`` its bound's level
+    estimation: str = "fixed"
+    n_used: int | None = None
+    stop_stage: int | None = None
+    stop_reason: str | None = None
+    stop_alpha: float | None = None
 
 
 @dataclass(frozen=True)
@@ -97,7 +114,7 @@ def decide_certificate(
 ) -> dict[str, np.ndarray]:
     """CERTIFY's decision from the selected class ``cA`` and its estimation count ``nA`` of ``n``."""
     pA_lower = stats.clopper_pearson_lower(nA, n, alpha)
-    abstained = pA_lower < 0.5
+    abstained = ~(pA_lower >= 0.5)  # a NaN bound abstains
     radius = np.where(abstained, 0.0, stats.radius_from_bound(pA_lower, sigma))
     return {
         "cA": np.asarray(cA, dtype=np.int64),
@@ -117,7 +134,7 @@ def predict_from_counts(counts: np.ndarray, alpha: float) -> dict[str, np.ndarra
     rows = np.arange(counts.shape[0])
     top, runner_up = counts[rows, order[:, 0]], counts[rows, order[:, 1]]
     p_value = stats.binom_test_two_sided(top, runner_up)
-    abstained = p_value > alpha
+    abstained = ~(p_value <= alpha)  # a NaN p-value abstains
     return {
         "prediction": np.where(abstained, -1, order[:, 0]).astype(np.int64),
         "abstained": abstained,
@@ -156,6 +173,69 @@ def check_images(images: torch.Tensor, input_shape: Sequence[int] | None = None)
     return images
 
 
+@dataclass(frozen=True)
+class SequentialVotes:
+    """Sequential estimation's outcome for a batch: votes and, per image, where it stopped."""
+
+    counts: np.ndarray  # [B, C] estimation votes over the samples drawn
+    n_used: np.ndarray  # [B] estimation samples drawn
+    stage: np.ndarray  # [B] 0-based stopping stage
+    reason: list[str]  # [B] stop reason (rsbench.engine.sequential.REASON_NAMES)
+    alpha: np.ndarray  # [B] alpha of the stopping stage's bound
+
+
+def sequential_votes(
+    smoothed: SmoothedClassifier,
+    images: torch.Tensor,
+    cA: np.ndarray,
+    keys: Sequence[NoiseKey],
+    spec: SequentialSpec,
+    alpha: float,
+) -> SequentialVotes:
+    """Draw estimation samples stage by stage until each image stops (the rule of ``spec``'s plan
+    at ``alpha`` and ``smoothed.sigma``, on the votes for ``cA``). Image ``b`` draws the next
+    block of the stream of ``keys[b]`` (a prefix of it in total; :mod:`rsbench.engine.sampling`)."""
+    plan = spec.plan(alpha, smoothed.sigma)
+    rows = len(keys)
+    state = SequentialState(plan, rows)
+    counts = np.zeros((rows, smoothed.num_classes), dtype=np.int64)
+    cursors = [StreamCursor(key) for key in keys]
+    cA = np.asarray(cA, dtype=np.int64)
+    while not state.done:
+        pending = state.pending()
+        blocks = state.next_block(pending)
+        votes = np.zeros((pending.size, smoothed.num_classes), dtype=np.int64)
+        for size in np.unique(blocks):  # images advance together: one size in practice
+            group = np.flatnonzero(blocks == size)
+            chosen = pending[group]
+            votes[group] = smoothed.counter.count(
+                images[chosen],
+                smoothed.sigma,
+                int(size),
+                [keys[i] for i in chosen],
+                cursors=[cursors[i] for i in chosen],
+            ).numpy()
+        counts[pending] += votes
+        state.update(pending, votes[np.arange(pending.size), cA[pending]])
+    result = state.result()
+    return SequentialVotes(
+        counts=counts,
+        n_used=result.samples,
+        stage=result.stage,
+        reason=[REASON_NAMES[int(r)] for r in result.reason],
+        alpha=np.asarray(plan.stage_alphas)[result.stage],
+    )
+
+
+def check_sequential(sequential: SequentialSpec | None, n: int) -> None:
+    """A sequential spec's ``n_max`` must be the run's ``n`` (a one-line ``ConfigError``)."""
+    if sequential is not None and sequential.n_max != n:
+        raise ConfigError(
+            f"sequential estimation stops at n_max = {sequential.n_max} but n = {n}; pass "
+            "n = n_max (a sequential row's n is its n_max)"
+        )
+
+
 CertificateT = TypeVar("CertificateT")
 PredictionT = TypeVar("PredictionT")
 
@@ -181,8 +261,10 @@ class CertifiesOne(ABC, Generic[CertificateT]):
         dataset: str = UNNAMED_DATASET,
         split: str = "test",
         stage: int = 0,
+        sequential: SequentialSpec | None = None,
     ) -> list[CertificateT]:
-        """The model's batch CERTIFY, which every subclass defines."""
+        """The model's batch CERTIFY, which every subclass defines (``sequential``: early-stopping
+        estimation, :mod:`rsbench.engine.sequential`; None: Cohen's fixed n)."""
 
     def certify(
         self,
@@ -324,18 +406,43 @@ class SmoothedClassifier(CertifiesOne[Certificate], PredictsOne[Prediction]):
         dataset: str = UNNAMED_DATASET,
         split: str = "test",
         stage: int = 0,
+        sequential: SequentialSpec | None = None,
     ) -> list[Certificate]:
         """CERTIFY each image of a batch.
 
         Image ``b`` is the sample ``(dataset, split, indices[b])`` (indices default to 0..B-1); its
-        noise comes from the keys of that sample with purposes ``select`` and ``estimate``.
+        noise comes from the keys of that sample with purposes ``select`` and ``estimate``. With
+        ``sequential`` the estimation samples stop early per image (module docstring); ``n`` must
+        then be its ``n_max``.
         """
         n0, n = check_count(n0, "n0"), check_count(n, "n")
         alpha = check_alpha(alpha)
         images, indices = self._prepare(images, indices)
+        check_sequential(sequential, n)
         counts0 = self.votes(images, n0, noise_keys(dataset, split, indices, "select", seed, stage))
-        counts = self.votes(images, n, noise_keys(dataset, split, indices, "estimate", seed, stage))
-        decision = certify_from_counts(counts0, counts, alpha, self.sigma)
+        estimate_keys = noise_keys(dataset, split, indices, "estimate", seed, stage)
+        if sequential is None:
+            counts = self.votes(images, n, estimate_keys)
+            decision = certify_from_counts(counts0, counts, alpha, self.sigma)
+            extra: list[dict] = [{} for _ in indices]
+        else:
+            cA = counts0.argmax(axis=1)
+            seq = sequential_votes(self, images, cA, estimate_keys, sequential, alpha)
+            counts = seq.counts
+            rows = np.arange(len(indices))
+            decision = decide_certificate(
+                cA, counts0[rows, cA], counts[rows, cA], seq.n_used, seq.alpha, self.sigma
+            )
+            extra = [
+                {
+                    "estimation": "sequential",
+                    "n_used": int(seq.n_used[i]),
+                    "stop_stage": int(seq.stage[i]),
+                    "stop_reason": seq.reason[i],
+                    "stop_alpha": float(seq.alpha[i]),
+                }
+                for i in rows
+            ]
         return [
             Certificate(
                 prediction=int(decision["prediction"][i]),
@@ -351,6 +458,7 @@ class SmoothedClassifier(CertifiesOne[Certificate], PredictsOne[Prediction]):
                 n=n,
                 alpha=alpha,
                 sigma=self.sigma,
+                **extra[i],
             )
             for i in range(len(indices))
         ]

@@ -13,6 +13,10 @@ Guarantees
   lowered by the relative amount :data:`CP_ROUND_DOWN` = 2**-40 (9.1e-13, over 300 times that
   error), which moves a radius by at most about 1e-8 sigma. :func:`clopper_pearson_upper` is
   raised by the same amount.
+* :func:`binom_test_two_sided` (PREDICT's p-value) is rounded *up* by the same relative amount,
+  never below the exact p-value, so PREDICT abstains at least as often as the exact test would
+  (for p-values above float64's smallest normal number; ``tests/test_stats.py`` checks
+  it against mpmath).
 * :func:`radius_from_bound` turns a lower bound on the top-class probability into the certified L2
   radius ``sigma * Phi^-1(p_lower)``; it is 0 where the bound is below 1/2 (abstention).
 """
@@ -53,16 +57,19 @@ def clopper_pearson_upper(k: ArrayLike, n: ArrayLike, alpha: ArrayLike) -> np.nd
 
 
 def binom_test_two_sided(top: ArrayLike, runner_up: ArrayLike) -> np.ndarray:
-    """Two-sided binomial test p-value of ``top`` successes in ``top + runner_up`` trials at p = 1/2.
+    """Two-sided binomial test p-value of ``top`` successes in ``top + runner_up`` trials at p = 1/2,
+    rounded up.
 
-    Same value as ``scipy.stats.binomtest(top, top + runner_up, 0.5).pvalue``; 1.0 when both are 0.
+    ``scipy.stats.binomtest(top, top + runner_up, 0.5).pvalue`` raised by the relative amount
+    :data:`CP_ROUND_DOWN` (SciPy's value is accurate to a few ulps but not directed: it was found
+    below the exact value), capped at 1; 1.0 when both are 0. Never below the exact p-value.
     """
     top = np.asarray(top, dtype=np.int64)
     runner_up = np.asarray(runner_up, dtype=np.int64)
     trials = top + runner_up
     low = np.minimum(top, runner_up)
     # At p = 1/2 the distribution is symmetric: p-value = P[X <= low] + P[X >= trials - low].
-    p = 2.0 * binom.cdf(low, trials, 0.5)
+    p = 2.0 * binom.cdf(low, trials, 0.5) * (1.0 + CP_ROUND_DOWN)  # rounded up
     p = np.where(top == runner_up, 1.0, p)
     return np.minimum(p, 1.0)
 

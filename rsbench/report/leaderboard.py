@@ -74,6 +74,8 @@ class Leaderboard:
     frame: pd.DataFrame
     has_reported: bool
     decimals: int
+    #: rows certified with sequential estimation (their table shows samples per image)
+    sequential: bool = False
     #: notes this table needs under it beyond the usual ones (unsound rows, other image sets)
     caveats: tuple[str, ...] = ()
 
@@ -156,6 +158,9 @@ def build_leaderboard(
     grid = metrics.check_radii(metrics.default_radii(dataset) if radii is None else radii)
     summary = metrics.summarize(df, grid)
     summary["_image_set"] = _image_sets(df)  # summarize's rows come in iter_groups' order
+    sequential = is_sequential(df)
+    if sequential:
+        summary = with_samples(summary, df)
     ca_cols = [metrics.radius_column(r) for r in grid]
     summary["score"] = summary[ca_cols].mean(axis=1)
     summary = summary.sort_values(
@@ -206,6 +211,7 @@ def build_leaderboard(
         frame=frame,
         has_reported=has_reported,
         decimals=_decimals(images),
+        sequential=sequential,
         caveats=tuple(caveats),
     )
 
@@ -376,7 +382,7 @@ def build_leaderboards(
             "no result rows to rank; point at run directories holding part-*.parquet files"
         )
     metrics.require_columns(df, ("protocol",))
-    selected = df
+    selected = sequential_sections(df)
     for column, value in (("protocol", protocol), ("dataset", dataset)):
         if value is None:
             continue
@@ -412,6 +418,63 @@ def build_leaderboards(
             )
         )
     return boards
+
+
+# --------------------------------------------------------------------------- sequential runs
+
+#: The section of sequential rows recorded under a protocol that is not a sequential one
+#: (``custom``): ``custom`` becomes ``custom-sequential``, never ranked with fixed-n ``custom`` rows.
+SEQUENTIAL_SUFFIX = "-sequential"
+
+
+def sequential_mask(df: pd.DataFrame) -> np.ndarray:
+    """Rows certified with sequential estimation (``estimation`` null or absent: fixed n)."""
+    if "estimation" not in df.columns:
+        return np.zeros(len(df), dtype=bool)
+    return (df["estimation"] == "sequential").to_numpy(dtype=bool, na_value=False)
+
+
+def is_sequential(df: pd.DataFrame) -> bool:
+    """Whether ``df`` (one section) holds sequential rows."""
+    return bool(sequential_mask(df).any())
+
+
+def sequential_sections(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with sequential rows under a non-sequential protocol name (``custom``) moved to the
+    section ``<protocol>-sequential``: fixed-n and sequential rows never share a ranked table
+    (their radii differ at equal accuracy). A sequential protocol's own rows keep its name."""
+    mask = sequential_mask(df)
+    if not mask.any():
+        return df
+    from rsbench.data.protocols import PROTOCOLS
+
+    names = df["protocol"].astype(str)
+    own = names.map(lambda p: p in PROTOCOLS and PROTOCOLS[p].estimation == "sequential")
+    move = mask & ~own.to_numpy(dtype=bool)
+    if not move.any():
+        return df
+    out = df.copy()
+    out["protocol"] = names.where(~move, names + SEQUENTIAL_SUFFIX)
+    return out
+
+
+def with_samples(summary: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` with ``samples_mean`` and ``samples_max``: forward samples per image of each
+    group, from the rows' ``samples`` column (every sequential row has it; NaN where null)."""
+    found: dict[tuple[str, str], tuple[float, float]] = {}
+    for key, rows in metrics.iter_groups(df):
+        column = rows["samples"] if "samples" in rows.columns else pd.Series(np.nan, rows.index)
+        samples = column.astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+        samples = samples[~np.isnan(samples)]
+        found[(str(key["model_id"]), str(key["sigma_key"]))] = (
+            float(np.nanmean(samples)) if len(samples) else float("nan"),
+            float(np.nanmax(samples)) if len(samples) else float("nan"),
+        )
+    keys = list(zip(summary["model_id"].astype(str), summary["sigma_key"].astype(str)))
+    out = summary.copy()
+    out["samples_mean"] = [found.get(k, (np.nan, np.nan))[0] for k in keys]
+    out["samples_max"] = [found.get(k, (np.nan, np.nan))[1] for k in keys]
+    return out
 
 
 # --------------------------------------------------------------------------- shared helpers

@@ -50,6 +50,12 @@ def table_cells(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
     if 0.0 not in radii:
         headers.append("clean")
     headers += ["abstain", "ACR", "s/img", "n", "alpha", "images"]
+    if board.sequential:  # sequential estimation: n is n_max; samples per image beside s/img
+        headers[headers.index("s/img") + 1 : headers.index("s/img") + 2] = [
+            "samples/img",
+            "max samples",
+            "n_max",
+        ]
     body = []
     for row in board.frame.to_dict("records"):
         cells = ["" if missing(row.get("rank")) else str(int(row["rank"]))]
@@ -72,6 +78,12 @@ def table_cells(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
             "" if is_bound else _num(row.get("alpha"), "g"),
             _images_cell(row),
         ]
+        if board.sequential:
+            at = len(cells) - 3  # before n (n_max)
+            cells[at:at] = [
+                "" if is_bound else _num(row.get("samples_mean"), ",.0f"),
+                "" if is_bound else _count(row.get("samples_max")),
+            ]
         body.append(cells)
     return headers, body
 
@@ -131,6 +143,13 @@ def notes(board: Leaderboard) -> list[str]:
                 "Rows marked incomplete (images done/planned) are not ranked: rerun the same "
                 "command to finish them, or pass --include-incomplete to rank them as they stand."
             )
+    if board.sequential:
+        lines.append(
+            "Sequential estimation: samples/img is the mean (max samples the worst case) of the "
+            "forward samples each image drew before it stopped, selection included; radii, and "
+            "so ACR, are smaller than under fixed n even where the grid accuracy is equal, so "
+            "this table is never ranked with fixed-n runs."
+        )
     lines += list(board.caveats)
     if board.has_reported:
         protocols = sorted(

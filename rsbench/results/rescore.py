@@ -18,13 +18,21 @@ import numpy as np
 
 from rsbench.errors import ResultsError
 from rsbench.results.provenance import environment_info, recorded_path, utc_now
-from rsbench.results.storage import check_run_id, read_results, read_run_json, write_run
+from rsbench.results.storage import (
+    OPTIONAL_COLUMNS,
+    check_run_id,
+    read_results,
+    read_run_json,
+    write_run,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
 
 def _num(frame: pd.DataFrame, column: str, fill: float = np.nan) -> np.ndarray:
+    if column not in frame.columns and column in OPTIONAL_COLUMNS:  # added after format 1
+        return np.full(len(frame), fill, dtype=np.float64)
     return frame[column].astype("Float64").to_numpy(dtype=np.float64, na_value=fill)
 
 
@@ -47,6 +55,33 @@ def _expert_ids_of(
     return np.array([names.get(int(k)) if k >= 0 else None for k in choice], dtype=object)
 
 
+#: A rescaled stage alpha is lowered by this relative amount, so the stage alphas of a row still
+#: sum to at most the new total after float rounding (rsbench.engine.stats.CP_ROUND_DOWN).
+_SCALE_DOWN = 2.0**-40
+
+
+def _sequential(out: pd.DataFrame) -> np.ndarray:
+    """Rows certified with sequential estimation (``estimation`` null: fixed n)."""
+    if "estimation" not in out.columns:
+        return np.zeros(len(out), dtype=bool)
+    return (out["estimation"] == "sequential").to_numpy(dtype=bool, na_value=False)
+
+
+def stage_alpha(
+    stored: np.ndarray, old_total: np.ndarray | float, new_total: np.ndarray | float
+) -> np.ndarray:
+    """The alpha of a sequential row's stopping-stage bound when its total goes from ``old_total``
+    to ``new_total``: the stored value where the total is unchanged (rows reproduce exactly), else
+    scaled by ``new / old`` and lowered by :data:`_SCALE_DOWN`. Sound: the stage alphas of the
+    plan sum to at most ``old_total``, so the scaled ones sum to at most ``new_total`` and the
+    union bound over the pre-declared stages holds at the new level for every stopping stage."""
+    stored = np.asarray(stored, dtype=np.float64)
+    old_total = np.asarray(old_total, dtype=np.float64)
+    new_total = np.asarray(new_total, dtype=np.float64)
+    scaled = stored * (new_total / old_total) * (1.0 - _SCALE_DOWN)
+    return np.where(old_total == new_total, stored, scaled)
+
+
 def rescore_frame(
     frame: pd.DataFrame,
     alpha: float,
@@ -63,6 +98,10 @@ def rescore_frame(
     the row abstain; a row whose expert stage never ran abstains; the composition is
     :func:`rsbench.engine.dual.combine_stages`, and ``router_choice`` / ``expert_id`` follow the router's
     new decision (``expert_ids``: the run's experts in router order, else learned from the rows).
+    Sequential rows (``estimation == "sequential"``): each stage's bound is recomputed from its
+    votes among the ``n_used`` samples it drew at the alpha of its stopping stage
+    (``stop_alpha``; scaled with the total, :func:`stage_alpha`), so the union bound over the
+    pre-declared stages holds at the new alpha; the stopping stages are those of the live run.
     Cascade rows: every stage decision, cap and the radius are recomputed from the stored stage
     counts with the row's own p0 and alpha split (:func:`rsbench.engine.cascade.combine_cascade`); a stage
     that would now be needed but never ran makes the row abstain. Nothing runs a network. With the
@@ -88,18 +127,26 @@ def rescore_frame(
 
     # expert rows
     expert = ~dual & ~cascade
+    sequential = _sequential(out)
     if expert.any():
         nA = _num(out, "nA")
         has = expert & ~np.isnan(nA)
         if has.any():
+            seq = sequential[has]
+            n_bound = np.where(seq, _num(out, "n_used", -1)[has], _num(out, "n")[has])
+            bound_alpha = np.where(
+                seq, stage_alpha(_num(out, "stop_alpha")[has], old_alpha[has], alpha), alpha
+            )
             d = decide_certificate(
                 _num(out, "cA", 0)[has].astype(np.int64),
                 _num(out, "count0", 0)[has].astype(np.int64),
                 nA[has].astype(np.int64),
-                _num(out, "n")[has].astype(np.int64),
-                alpha,
+                n_bound.astype(np.int64),
+                bound_alpha,
                 _num(out, "sigma")[has],
             )
+            if seq.any():
+                _assign(out, np.flatnonzero(has)[seq], "stop_alpha", bound_alpha[seq])
             rows = np.flatnonzero(has)
             _assign(out, rows, "pA_lower", d["pA_lower"])
             _assign(out, rows, "radius", d["radius"])
@@ -124,21 +171,40 @@ def rescore_frame(
             split_changed[rows] = ~np.isclose(stored_fraction, float(alpha_router_fraction))
         e_nA = _num(out, "expert_nA")[rows]
         ran = ~np.isnan(e_nA)
+        seq = sequential[rows]
+        router_n = np.where(
+            seq, _num(out, "router_n_used", 0)[rows], _num(out, "router_n", 0)[rows]
+        )
+        expert_n = np.where(seq & ran, _num(out, "n_used", 0)[rows], _num(out, "n")[rows])
+        bound_r = np.where(
+            seq, stage_alpha(_num(out, "router_stop_alpha")[rows], stored_router, alpha_r), alpha_r
+        )
+        bound_e = np.where(
+            seq & ran,
+            stage_alpha(_num(out, "stop_alpha", 1.0)[rows], stored_expert, alpha_e),
+            alpha_e,
+        )
         combined = combine_stages(
             _num(out, "router_cA", 0)[rows].astype(np.int64),
             _num(out, "router_count0", 0)[rows].astype(np.int64),
             _num(out, "router_nA", 0)[rows].astype(np.int64),
-            _num(out, "router_n", 0)[rows].astype(np.int64),
+            router_n.astype(np.int64),
             _num(out, "expert_cA", 0)[rows],
             _num(out, "expert_count0", 0)[rows],
             e_nA,
-            _num(out, "n")[rows].astype(np.int64),
+            expert_n.astype(np.int64),
             _num(out, "sigma")[rows],
             _num(out, "sigma_router")[rows],
             alpha,
-            alpha_router=alpha_r,
-            alpha_expert=alpha_e,
+            alpha_router=bound_r,
+            alpha_expert=bound_e,
         )
+        # the stage totals, not the stopping stages' levels, are the row's alpha split
+        combined["alpha_router"] = np.asarray(alpha_r, dtype=np.float64)
+        combined["alpha_expert"] = np.asarray(alpha_e, dtype=np.float64)
+        if seq.any():
+            _assign(out, rows[seq], "router_stop_alpha", bound_r[seq])
+            _assign(out, rows[seq & ran], "stop_alpha", bound_e[seq & ran])
         abstained, prediction = combined["abstained"], combined["prediction"]
         choice = combined["router_choice"]
         _assign(out, rows, "alpha_router", combined["alpha_router"])
@@ -170,15 +236,24 @@ def _recheck_protocols(out: pd.DataFrame, split_changed: np.ndarray) -> None:
     from rsbench.data.protocols import CUSTOM_PROTOCOL, PROTOCOLS, protocol_deviation, protocol_for
 
     columns = [out[c].astype(object).to_numpy() for c in ("run_id", "dataset", "split", "n0", "n")]
+    columns.append(np.where(_sequential(out), "sequential", "fixed"))
     keys = list(zip(*columns))
     protocols = out["protocol"].astype(object).to_numpy().copy()
     index = out["index"].astype(object).to_numpy()
     alpha = float(out["alpha"].iloc[0])
     for key in dict.fromkeys(keys):
         rows = np.array([k == key for k in keys])
-        _, dataset, split, n0, n = key
+        _, dataset, split, n0, n, mode = key
         stored = protocols[rows][0]
-        args = (str(dataset), str(split), int(n0), int(n), alpha, [int(i) for i in index[rows]])
+        args = (
+            str(dataset),
+            str(split),
+            int(n0),
+            int(n),
+            alpha,
+            [int(i) for i in index[rows]],
+            str(mode),
+        )
         if split_changed[rows].any():
             name = CUSTOM_PROTOCOL
         elif stored in PROTOCOLS and protocol_deviation(PROTOCOLS[stored], *args) is None:

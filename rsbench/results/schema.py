@@ -100,13 +100,48 @@ CASCADE_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("stage_pB_upper", _F64_LIST),
     ("stage_radius", _F64_LIST),
 )
+#: Columns of sequential estimation (rsbench.engine.sequential), null in fixed-n rows: the mode,
+#: then per stage (the expert's, a dual row's router as ``router_*``) the estimation samples drawn,
+#: the 0-based stopping stage, why it stopped and the alpha of the bound at that stage. A part
+#: whose rows are all fixed-n is written without them (:func:`for_writing`), as before they existed.
+SEQUENTIAL_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("estimation", _STR),
+    ("n_used", _I64),
+    ("stop_stage", _I64),
+    ("stop_reason", _STR),
+    ("stop_alpha", _F64),
+    ("router_n_used", _I64),
+    ("router_stop_stage", _I64),
+    ("router_stop_reason", _STR),
+    ("router_stop_alpha", _F64),
+)
 #: Columns a part may lack (read as null): those added to format 1 after it was first written.
-OPTIONAL_COLUMNS: frozenset[str] = frozenset(name for name, _ in CASCADE_COLUMNS)
+OPTIONAL_COLUMNS: frozenset[str] = frozenset(
+    name for name, _ in CASCADE_COLUMNS + SEQUENTIAL_COLUMNS
+)
 #: The Arrow schema of every part file (docs/results-schema.md).
 SCHEMA = pa.schema(
-    [pa.field(name, kind) for name, kind in BASE_COLUMNS + DUAL_COLUMNS + CASCADE_COLUMNS]
+    [
+        pa.field(name, kind)
+        for name, kind in BASE_COLUMNS + DUAL_COLUMNS + CASCADE_COLUMNS + SEQUENTIAL_COLUMNS
+    ]
 )
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
+#: The schema of a part whose rows are all fixed-n (the format before sequential estimation).
+FIXED_SCHEMA = pa.schema([f for f in SCHEMA if f.name not in dict(SEQUENTIAL_COLUMNS)])
+
+
+def for_writing(table: pa.Table) -> pa.Table:
+    """``table`` (of :data:`SCHEMA`, or castable to it) as a part is written: without the
+    sequential columns when every row is fixed-n (so fixed-n parts are byte for byte what they were
+    before those columns existed), else with all of :data:`SCHEMA`."""
+    if not table.schema.equals(SCHEMA):
+        if table.schema.equals(FIXED_SCHEMA):
+            return table
+        table = table.cast(SCHEMA)
+    if table.column("estimation").null_count == table.num_rows:
+        return table.select(FIXED_SCHEMA.names)
+    return table
 
 
 # ------------------------------------------------------------------------------ certificate -> row
@@ -176,6 +211,15 @@ def certificate_row(
             pA_lower=float(cert.pA_lower),
             samples=int(cert.n0 + cert.n),
         )
+        if getattr(cert, "estimation", "fixed") == "sequential":
+            row.update(
+                estimation="sequential",
+                n_used=int(cert.n_used),
+                stop_stage=int(cert.stop_stage),
+                stop_reason=str(cert.stop_reason),
+                stop_alpha=float(cert.stop_alpha),
+                samples=int(cert.n0 + cert.n_used),
+            )
         return row
     if config.kind == "cascade":
         return _cascade_row(row, cert, expert_ids)
@@ -210,6 +254,20 @@ def certificate_row(
         expert_radius=cert.expert_radius,
         samples=int(cert.router_n0 + cert.router_n) + (int(cert.n0 + cert.n) if ran else 0),
     )
+    if getattr(cert, "estimation", "fixed") == "sequential":
+        row.update(
+            estimation="sequential",
+            n_used=int(cert.n_used) if ran else None,
+            stop_stage=int(cert.stop_stage) if ran else None,
+            stop_reason=str(cert.stop_reason) if ran else None,
+            stop_alpha=float(cert.stop_alpha) if ran else None,
+            router_n_used=int(cert.router_n_used),
+            router_stop_stage=int(cert.router_stop_stage),
+            router_stop_reason=str(cert.router_stop_reason),
+            router_stop_alpha=float(cert.router_stop_alpha),
+            samples=int(cert.router_n0 + cert.router_n_used)
+            + (int(cert.n0 + cert.n_used) if ran else 0),
+        )
     return row
 
 

@@ -42,6 +42,7 @@ from rsbench.results.schema import (
     OPTIONAL_COLUMNS,
     RESULTS_FORMAT_VERSION,
     SCHEMA,
+    for_writing,
     frame_to_table,
     pandas_types,
     rows_to_table,
@@ -116,9 +117,7 @@ def write_chunk(
     into place (``os.replace``); the directory is fsync'ed too. Refuses to overwrite an existing part.
     """
     run_dir = Path(run_dir)
-    table = rows if isinstance(rows, pa.Table) else rows_to_table(rows)
-    if not table.schema.equals(SCHEMA):
-        table = table.cast(SCHEMA)
+    table = for_writing(rows if isinstance(rows, pa.Table) else rows_to_table(rows))
     final = run_dir / part_name(shard, seq)
     if final.exists():
         raise ResultsError(f"{final} already exists; chunk numbers must not be reused")
@@ -178,8 +177,7 @@ def write_run(
             run_dir.parent.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
-            if not table.schema.equals(SCHEMA):
-                table = table.cast(SCHEMA)
+            table = for_writing(table)  # fixed-n rows: without the sequential columns
             _write_part_file(tmp, tmp / part_name(shard, 0), table)
             info = {
                 "format_version": RESULTS_FORMAT_VERSION,
@@ -349,7 +347,8 @@ def check_counts(table: pa.Table) -> str | None:
     Refused (the first problem found, with a sample index): a negative count; ``nA > n``,
     ``count0 > n0``, ``router_nA > router_n``, ``router_count0 > router_n0``; an estimation vote
     vector (``counts``, ``router_counts``) with a negative entry or whose entries do not sum to
-    its ``n`` (``router_n``). Nulls (counts a log does not record) are not checked. Every row
+    its ``n`` (``router_n``; a sequential row's ``n_used``, ``router_n_used``, at most n, since its
+    ``n`` is n_max). Nulls (counts a log does not record) are not checked. Every row
     rsbench writes passes; a row that fails was altered, and rescoring or ranking it would certify
     from counts no run drew.
     """
@@ -378,9 +377,14 @@ def check_counts(table: pa.Table) -> str | None:
         checks.append((c > t, f"{count} > {total}"))
     for name in ("cA", "router_cA"):
         checks.append((_values(table, name) < 0, f"{name} < 0"))
+    for used, total in (("n_used", "n"), ("router_n_used", "router_n")):  # sequential rows
+        checks.append((_values(table, used) > _values(table, total), f"{used} > {total}"))
     for vector, total in (("counts", "n"), ("router_counts", "router_n")):
         has, sums, negative = _list_sums(table, vector)
         t = _values(table, total)
+        drawn = _values(table, f"{total.removesuffix('n')}n_used")  # sequential: samples drawn
+        t = np.where(np.isnan(drawn), t, drawn)
+        total = total if np.isnan(drawn).all() else f"{total} (n_used)"
         checks.append((has & negative, f"a negative entry in {vector}"))
         checks.append((has & ~np.isnan(t) & (sums != t), f"{vector} do not sum to {total}"))
     for bad, what in checks:

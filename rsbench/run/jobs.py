@@ -35,6 +35,9 @@ DEFAULTS: dict[str, Any] = {
     "split": None,
     "n0": None,
     "n": None,
+    "estimation": None,  # None: the protocol's (fixed for the fixed-n protocols)
+    "n_max": None,  # None: the protocol's n
+    "radii": None,  # None: the dataset's leaderboard grid (sequential estimation stops on it)
     "alpha": None,
     "stride": None,
     "limit": None,
@@ -158,9 +161,32 @@ def plan(jobs: Sequence[Job], options: Mapping[str, Any]) -> Plan:
             compile=bool(options.get("compile", False)),
             threads=options.get("threads"),
             noise_dtype=options.get("noise_dtype") or "auto",
+            estimation=options.get("estimation"),
+            n_max=options.get("n_max"),
+            radii=_radii(options.get("radii")),
         )
         runs.append(runner.prepare(config, zoo, options["out"], download=options["download"]))
     return Plan(zoo=zoo, shard=shard, runs=runs, options=options)
+
+
+def _radii(value: Any) -> list[float] | None:
+    """``radii`` as given to the CLI (``0,0.25,0.5`` or ``0:2:0.25``), a sweep file or the API
+    (a list of numbers); None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        from rsbench.errors import RSBenchError
+        from rsbench.report.metrics import parse_radii
+
+        try:
+            return [float(r) for r in parse_radii(value)]
+        except RSBenchError as exc:
+            raise ConfigError(f"--radii: {exc}") from None
+    if isinstance(value, (list, tuple)) and all(
+        isinstance(r, (int, float)) and not isinstance(r, bool) for r in value
+    ):
+        return [float(r) for r in value]
+    raise ConfigError(f"radii {value!r} is not a list of numbers; use e.g. 0,0.25,0.5")
 
 
 class Reporter:

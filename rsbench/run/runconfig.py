@@ -13,7 +13,10 @@ A run directory is named after a hash of everything that changes the numbers
 (:meth:`RunConfig.identity`): model and zoo entry digest(s), dataset, split, subset, n0, n, alpha,
 sigma(s), alpha split, seed, precision, device type (CPU and CUDA draw different streams), the
 noise scheme (:data:`rsbench.engine.noise.NOISE_SCHEME`), the bounds' rounding (:data:`BOUNDS_VERSION`),
-protocol, and channels-last / compile when they are on. The same configuration resumes the same
+protocol, and channels-last / compile when they are on; a sequential run also its estimation
+mode, bound, stage sizes, n_max (its ``n``), alpha weighting, futility rule and the radius grid it
+stops on (:meth:`rsbench.engine.sequential.SequentialSpec.identity`; a fixed-n run's identity is
+what it was before sequential estimation existed). The same configuration resumes the same
 directory; a changed one starts a new directory. Batch size, chunk size and CPU threads do not
 change any result (per-sample seeding, :mod:`rsbench.engine.sampling`) and are not part of the identity.
 
@@ -33,8 +36,10 @@ from rsbench import results as R
 from rsbench.data.protocols import CUSTOM_PROTOCOL, get_protocol
 from rsbench.engine import device as D
 from rsbench.engine.noise import NOISE_SCHEME, check_noise_dtype
+from rsbench.engine.sequential import ESTIMATIONS, SequentialSpec
 from rsbench.errors import (
     ConfigError,
+    RSBenchError,
     check_alpha,
     check_alpha_router_fraction,
     check_count,
@@ -119,10 +124,36 @@ class RunConfig:
     p0: float | None = None
     alpha_split: str | None = None
     data_root: str | None = None
+    # estimation: "fixed" (Cohen's n) or "sequential" (then n is n_max and radii the grid it
+    # stops on; rsbench.engine.sequential)
+    estimation: str = "fixed"
+    radii: tuple[float, ...] | None = None
+
+    def sequential_spec(self) -> SequentialSpec | None:
+        """The run's :class:`~rsbench.engine.sequential.SequentialSpec` (None: fixed n)."""
+        if self.estimation != "sequential":
+            return None
+        if not self.radii:
+            raise ConfigError(f"the sequential run config of {self.model_id} has no radius grid")
+        return SequentialSpec(n_max=self.n, radii=self.radii)
+
+    def record(self) -> dict[str, Any]:
+        """The config as run.json keeps it: every field; ``estimation`` and ``radii`` only for a
+        sequential run (a fixed run's run.json is what it was before they existed)."""
+        data = asdict(self)
+        if self.estimation == "fixed":
+            data.pop("estimation")
+            data.pop("radii")
+        return data
 
     def identity_fields(self) -> dict[str, Any]:
         """The configuration that determines every result value."""
         data = asdict(self)
+        data.pop("estimation")
+        data.pop("radii")
+        spec = self.sequential_spec()
+        if spec is not None:  # fixed runs keep the identity they had before
+            data["sequential"] = spec.identity()
         for key in ("batch_size", "chunk_size", "device", "data_root", "threads"):
             data.pop(key)
         for key in ("channels_last", "compile"):  # only when on: older identities stay valid
@@ -161,7 +192,30 @@ def resolve_device(device: str | None) -> str:
     return str(D.resolve(device))
 
 
-def resolve_config(
+def resolve_config(entry, **options: Any) -> RunConfig:
+    """A :class:`RunConfig` for zoo ``entry`` (:func:`_resolve`'s keywords); a sequential run's
+    plans are built here once for every stage's sigma and alpha, so a grid that no stage can reach
+    is one ``ConfigError`` before anything is loaded."""
+    config = _resolve(entry, **options)
+    spec = config.sequential_spec()
+    if spec is not None:
+        stages: list[tuple[float, float]] = []
+        if config.kind == "dual":
+            fraction = config.alpha_router_fraction or 0.0
+            a_router = config.alpha * fraction
+            stages.append((a_router, config.sigma_router or 0.0))
+            stages += [(config.alpha - a_router, s) for s in config.sigmas]
+        else:
+            stages.append((config.alpha, config.sigma or 0.0))
+        for alpha, sigma in stages:
+            try:
+                spec.plan(alpha, sigma)
+            except ValueError as exc:
+                raise ConfigError(f"sequential estimation at sigma {sigma:g}: {exc}") from None
+    return config
+
+
+def _resolve(
     entry,
     *,
     zoo=None,
@@ -189,6 +243,9 @@ def resolve_config(
     p0: float | None = None,
     alpha_split: str | None = None,
     noise_dtype: str = "auto",
+    estimation: str | None = None,
+    n_max: int | None = None,
+    radii: Sequence[float] | None = None,
 ) -> RunConfig:
     """A :class:`RunConfig` for zoo ``entry`` under ``protocol`` with the given overrides.
 
@@ -225,9 +282,13 @@ def resolve_config(
         limit_v = check_count(limit, "limit") if limit is not None else subset.limit
         deviates |= stride_v != subset.stride or limit_v != subset.limit
     n0_v = check_count(n0 if n0 is not None else proto.n0, "n0")
-    n_v = check_count(n if n is not None else proto.n, "n")
+    estimation_v, n_v, radii_v = estimation_values(
+        entry, proto, dataset, estimation, n, n_max, radii
+    )
     alpha_v = check_alpha(alpha if alpha is not None else proto.alpha)
     deviates |= (n0_v, n_v, alpha_v) != (proto.n0, proto.n, proto.alpha)
+    deviates |= estimation_v != proto.estimation
+    deviates |= radii_v is not None and radii_v != protocol_radii(dataset)
     check_precision(precision)
     resolved_device = resolve_device(device)
     common = dict(
@@ -256,6 +317,10 @@ def resolve_config(
         device=resolved_device,
         chunk_size=check_count(chunk_size, "chunk_size"),
         data_root=os.fspath(data_root) if data_root is not None else None,
+        estimation=estimation_v,
+        radii=(protocol_radii(dataset) if radii_v is None else radii_v)
+        if estimation_v == "sequential"
+        else None,
     )
     if entry.kind in ("expert", "denoised"):
         if alpha_router_fraction is not None or sigma_router is not None:
@@ -309,6 +374,70 @@ def resolve_config(
         alpha_router_fraction=fraction,
         **common,
     )
+
+
+def protocol_radii(dataset: str) -> tuple[float, ...]:
+    """The radius grid a sequential run of ``dataset`` stops on by default: the leaderboard's
+    grid of the dataset (:func:`rsbench.report.metrics.default_radii`)."""
+    from rsbench.report.metrics import default_radii
+
+    return tuple(float(r) for r in default_radii(dataset))
+
+
+def estimation_values(
+    entry,
+    proto,
+    dataset: str,
+    estimation: str | None,
+    n: int | None,
+    n_max: int | None,
+    radii: Sequence[float] | None,
+) -> tuple[str, int, tuple[float, ...] | None]:
+    """``(estimation, n, radii)`` of a run: the mode (the option, else the protocol's), its n (a
+    sequential run's is n_max: ``--n-max``, else ``--n``, else the protocol's n) and the grid given
+    with ``--radii`` (None: the protocol's). One ``ConfigError`` line for a mistake."""
+    mode = estimation if estimation is not None else proto.estimation
+    if mode not in ESTIMATIONS:
+        raise ConfigError(
+            f"estimation {mode!r} is unknown; use one of {', '.join(ESTIMATIONS)} "
+            "(e.g. --estimation sequential)"
+        )
+    if mode == "fixed":
+        if n_max is not None:
+            raise ConfigError(
+                "--n-max applies to --estimation sequential; for a fixed-n run pass --n"
+            )
+        if radii is not None:
+            raise ConfigError(
+                "--radii is the grid sequential estimation stops on; it applies to "
+                "--estimation sequential only"
+            )
+        return mode, check_count(n if n is not None else proto.n, "n"), None
+    if entry.kind == "cascade":
+        raise ConfigError(
+            f"{entry.id} is a cascade: sequential estimation is not available for cascades yet; "
+            "use --estimation fixed (or an expert or dual id)"
+        )
+    if n is not None and n_max is not None and int(n) != int(n_max):
+        raise ConfigError(
+            f"--n {n} and --n-max {n_max} disagree; a sequential run's n is its n_max (give one)"
+        )
+    value = check_count(n_max if n_max is not None else n if n is not None else proto.n, "n_max")
+    grid: tuple[float, ...] | None = None
+    if radii is not None:
+        from rsbench.report.metrics import check_radii
+
+        try:
+            grid = tuple(float(r) for r in check_radii(radii))
+        except RSBenchError as exc:
+            raise ConfigError(f"--radii: {exc}") from None
+        if not grid:
+            raise ConfigError("--radii is empty; give the grid, e.g. --radii 0,0.25,0.5,0.75,1")
+    try:  # a grid no stage can reach, or an n_max too small for any stage, is refused here
+        SequentialSpec(n_max=value, radii=grid or protocol_radii(dataset))
+    except ValueError as exc:
+        raise ConfigError(f"sequential estimation: {exc}") from None
+    return mode, value, grid
 
 
 def dual_values(

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from rsbench import results as R
 from rsbench.engine import device as D
+from rsbench.engine.sampling import NonFiniteLogits
 from rsbench.errors import ConfigError
 from rsbench.run import store
 from rsbench.run.certifiers import (
@@ -296,6 +297,8 @@ def execute(
         report(done, len(mine), certified)
         written = 0
         group = images_per_call(config)
+        sequential = config.sequential_spec()
+        extra = {} if sequential is None else {"sequential": sequential}
         pending: list[dict[str, Any]] = []
         for start in range(0, len(todo), config.chunk_size):
             chunk = todo[start : start + config.chunk_size]
@@ -303,16 +306,23 @@ def execute(
                 ks = chunk[g : g + group]
                 images = dataset.images([positions[k] for k in ks])
                 t0 = time.perf_counter()
-                certs = certifier.certify_batch(
-                    images,
-                    config.n0,
-                    config.n,
-                    config.alpha,
-                    seed=config.seed,
-                    indices=[sources[k] for k in ks],
-                    dataset=data_name,
-                    split=data_split,
-                )
+                try:
+                    certs = certifier.certify_batch(
+                        images,
+                        config.n0,
+                        config.n,
+                        config.alpha,
+                        seed=config.seed,
+                        indices=[sources[k] for k in ks],
+                        dataset=data_name,
+                        split=data_split,
+                        **extra,
+                    )
+                except NonFiniteLogits as exc:  # one line that names the model
+                    raise NonFiniteLogits(
+                        f"{config.model_id} (sample {sources[ks[0]]}"
+                        f"{'' if len(ks) == 1 else f' and {len(ks) - 1} more'}): {exc}"
+                    ) from None
                 seconds = (time.perf_counter() - t0) / len(ks)
                 for k, cert in zip(ks, certs):
                     row = R.certificate_row(
@@ -345,5 +355,8 @@ def images_per_call(config: RunConfig) -> int:
     Several batches per call let the engine draw the next batch's noise while the current one runs
     (:mod:`rsbench.engine.sampling`); results do not depend on it (per-image seeding). At most one chunk.
     """
+    if config.estimation == "sequential":
+        # images advance through the stages together; early stages are small, so pack a chunk
+        return max(1, config.chunk_size)
     per_image = max(1, config.n0 + config.n)
     return max(1, min(config.chunk_size, -(-PIPELINE_BATCHES * config.batch_size // per_image)))

@@ -33,7 +33,6 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -283,7 +282,7 @@ def prepare_run_dir(
         "run_id": run_dir.name,
         "identity": identity,
         "status": "running",
-        "config": asdict(config),
+        "config": config.record(),
         "identity_fields": config.identity_fields(),
         "num_indices": num_indices,
         "started": R.utc_now(),
