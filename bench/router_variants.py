@@ -70,6 +70,19 @@ VARIANTS: dict[str, list[str]] = {
     "c4ep60": ["--copies", "4", "--epochs", "60"],
     "more": ["--indices", "0:17000,20000:40000"],  # 37,000 labelled images instead of 17,000
     "mlpmore": ["--arch", "mlp", "--indices", "0:17000,20000:40000"],
+    # issue 24: routers that see the experts (a head over their outputs on the same noisy copy);
+    # 6 epochs (1,440 steps): the head is small, and 20 epochs of three expert forwards per copy
+    # cost 12 minutes of a shared core per variant
+    "x-logsm": ["--router-input", "experts", "--features", "log-softmax", "--epochs", "6"],
+    "x-softmax": ["--router-input", "experts", "--features", "softmax", "--epochs", "6"],
+    "x-logits": ["--router-input", "experts", "--features", "logits", "--epochs", "6"],
+    "x-lam10": ["--router-input", "experts", "--lambda", "10", "--epochs", "6"],
+    "top-logsm": ["--router-input", "experts-top", "--features", "log-softmax", "--epochs", "6"],
+    "x-noweights": ["--router-input", "experts", "--class-weights", "none", "--epochs", "6"],
+    "top-noweights": ["--router-input", "experts-top", "--class-weights", "none", "--epochs", "6"],
+    "top-lam80": ["--router-input", "experts-top", "--lambda", "80", "--epochs", "6"],
+    "top-t10": ["--router-input", "experts-top", "--temperature", "0.1", "--epochs", "6"],
+    "top-softmax": ["--router-input", "experts-top", "--features", "softmax", "--epochs", "6"],
 }
 
 
@@ -130,11 +143,13 @@ def score(name: str, out: Path, index: np.ndarray, half: np.ndarray) -> dict:
     from rsbench.data.dataset import load_dataset
     from rsbench.engine.smoothing import SmoothedClassifier
     from rsbench.models.loading import load_model
+    from rsbench.models.router_input import router_forwards
     from rsbench.zoo.registry import load_zoo
 
     torch.set_num_threads(1)
-    entry = load_zoo([out / "zoo.yaml"]).get(f"v-{name}-router")
-    model = load_model(entry, "cpu")
+    zoo = load_zoo([out / "zoo.yaml"])
+    entry = zoo.get(f"v-{name}-router")
+    model = load_model(entry, "cpu", zoo=zoo)
     smoothed = SmoothedClassifier(model, len(EXPERTS), entry.train_sigma, batch_size=2100)
     images = load_dataset("fashion-mnist", "train").images([int(i) for i in index])
     certs = smoothed.certify_batch(
@@ -151,7 +166,25 @@ def score(name: str, out: Path, index: np.ndarray, half: np.ndarray) -> dict:
         "expert_only": curve(r_expert),
         "share": [float((choice == k).mean()) for k in range(-1, len(EXPERTS))],
         "agreement": record["history"][-1]["agreement"],
+        "forwards": router_forwards(entry),
     }
+
+
+def cached_score(name: str, out: Path, index: np.ndarray, half: np.ndarray) -> dict:
+    """:func:`score`, kept in ``<out>/v-<name>.score.json`` next to the router (keyed by its
+    weights' sha256), so a report over many variants certifies each router stage once."""
+    import hashlib
+
+    weights = (out / f"v-{name}-router.safetensors").read_bytes()
+    digest = hashlib.sha256(weights).hexdigest()
+    path = out / f"v-{name}.score.json"
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored.get("sha256") == digest:
+            return stored["row"]
+    row = score(name, out, index, half)
+    path.write_text(json.dumps({"sha256": digest, "row": row}))
+    return row
 
 
 def render(rows: list[dict], full: np.ndarray, half: np.ndarray) -> str:
@@ -166,15 +199,16 @@ def render(rows: list[dict], full: np.ndarray, half: np.ndarray) -> str:
         "the stored expert certificate rescored at alpha/2. Certified accuracy in %.",
         "",
         f"| variant (options on top of the defaults) | {head} | largest shortfall (at r) "
-        "| choices abstain / s0.25 / s0.50 / s1.00 (%) | train agreement |",
-        "|---|" + "---|" * len(RADII) + "---|---|---|",
+        "| choices abstain / s0.25 / s0.50 / s1.00 (%) | train agreement "
+        "| worst cost (x one expert) |",
+        "|---|" + "---|" * len(RADII) + "---|---|---|---|",
     ]
     for k, expert in enumerate(EXPERTS):
         lines.append(
-            f"| {expert} | " + " | ".join(f"{v:.1f}" for v in curve(full[:, k])) + " | | | |"
+            f"| {expert} | " + " | ".join(f"{v:.1f}" for v in curve(full[:, k])) + " | | | | 1 |"
         )
     lines.append(
-        "| envelope of the experts | " + " | ".join(f"{v:.1f}" for v in envelope) + " | | | |"
+        "| envelope of the experts | " + " | ".join(f"{v:.1f}" for v in envelope) + " | | | | |"
     )
     for row in rows:
         short = envelope - np.array(row["dual"])
@@ -184,7 +218,8 @@ def render(rows: list[dict], full: np.ndarray, half: np.ndarray) -> str:
         lines.append(
             f"| `{row['name']}`: {options} | "
             + " | ".join(f"{v:.1f}" for v in row["dual"])
-            + f" | {short[at]:.1f} ({RADII[at]:g}) | {shares} | {row['agreement']:.3f} |"
+            + f" | {short[at]:.1f} ({RADII[at]:g}) | {shares} | {row['agreement']:.3f} "
+            + f"| {row['forwards'] + 1:g} |"
         )
     lines += [
         "",
@@ -193,7 +228,10 @@ def render(rows: list[dict], full: np.ndarray, half: np.ndarray) -> str:
         "(at least 500 steps), "
         "sigma_router 1, labels n0 = 10, n = 100, alpha = 0.001 (Clopper-Pearson label radii). One "
         "image is 0.33 points. `train agreement`: the last epoch's share of training images whose "
-        "router choice (mean softmax over the noisy copies) is the best expert of the labels.",
+        "router choice (mean softmax over the noisy copies) is the best expert of the labels. "
+        "`worst cost`: (router forwards per sample + 1 expert) x (n0 + n), in units of one "
+        "expert's certificate (`rsbench.models.router_input.router_forwards`; a pixel router "
+        "counts as one forward).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -203,6 +241,12 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="variant names (default: all)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "router-variants")
     parser.add_argument("--report", type=Path, default=ROOT / "results" / "router-variants.md")
+    parser.add_argument(
+        "--section",
+        default=None,
+        help="write the table as the section '## SECTION' of --report (replacing a section of "
+        "that title, keeping the rest) instead of overwriting the file",
+    )
     args = parser.parse_args()
     names = args.only or list(VARIANTS)
     certs, routers = args.work / "certs", args.work / "routers"
@@ -210,10 +254,29 @@ def main() -> None:
     for name in names:
         train(name, VARIANTS[name], routers)
     index, full, half = expert_radii(certs)
-    rows = [score(name, routers, index, half) for name in names]
+    rows = [cached_score(name, routers, index, half) for name in names]
     text = render(rows, full, half)
+    if args.section:
+        text = with_section(args.report, args.section, text, names)
     args.report.write_text(text)
     print(text)
+
+
+def with_section(report: Path, title: str, rendered: str, names: list[str]) -> str:
+    """``report``'s text with the section ``## title`` set to ``rendered`` (its first heading dropped;
+    an existing section of that title is replaced, everything else kept)."""
+    body = rendered.split("\n", 2)[2] if rendered.startswith("# ") else rendered
+    heading = f"## {title}"
+    command = shlex.join(["python", "bench/router_variants.py", "--only", *names])
+    command += " --section " + shlex.quote(title)
+    section = f"{heading}\n\nCommand: `{command}`.\n\n{body.strip()}\n"
+    old = report.read_text() if report.is_file() else ""
+    if heading in old:
+        before, rest = old.split(heading, 1)
+        after = rest.split("\n## ", 1)
+        tail = "\n## " + after[1] if len(after) > 1 else ""
+        return before + section + tail
+    return old.rstrip() + "\n\n" + section
 
 
 if __name__ == "__main__":

@@ -187,6 +187,7 @@ def test_test_time_streams_are_none_of_the_training_streams() -> None:
         "router-predict",
     )
     training_purposes = ("label-select", "label-estimate", "router-assign", "training", "attack")
+    training_purposes += ("router-training",)
     assert set(test_purposes) | set(training_purposes) == set(PURPOSES)
     train = {
         first_rows(NoiseKey("fashion-mnist", split, i, p, 0), rows=1)

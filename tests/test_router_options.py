@@ -191,3 +191,34 @@ def test_default_recipe_does_not_collapse_when_sigmas_split_the_labels(tmp_path:
     )
     collapsed = train_router(old, tmp_path / "old").history[-1]
     assert collapsed.get("collapsed") and max(collapsed["choice_share"]) > COLLAPSE_SHARE
+
+
+def test_router_input_options_enter_the_command_and_the_resume_key() -> None:
+    from rsbench.errors import ConfigError
+    from rsbench.train.router_config import validate_config
+
+    plain = RouterTrainConfig(experts=EXPERTS)
+    assert not {"router_input", "features", "class_weighting"} & set(plain.determining())
+    assert plain.determining()["training_noise"] == "router-training"
+    old = RouterTrainConfig(experts=EXPERTS, training_noise="training")
+    assert "training_noise" not in old.determining()  # older checkpoints keep their key
+    assert "--training-noise training" in command_line(old)
+    over = RouterTrainConfig(
+        experts=EXPERTS, router_input="experts-top", features="softmax", class_weighting="none"
+    )
+    text = command_line(over)
+    assert "--router-input experts-top --features softmax" in text
+    assert "--class-weights none" in text
+    assert over.determining()["router_input"] == "experts-top"
+    assert (
+        over.resolved([0.25, 1.0]).arch == "head_mlp" and plain.resolved([1.0]).arch == "pooled_mlp"
+    )
+    for bad, message in (
+        ({"router_input": "experts", "arch": "pooled_mlp"}, "takes a head"),
+        ({"router_input": "denoised"}, "not implemented yet"),
+        ({"features": "probits"}, "router features"),
+        ({"class_weighting": "sqrt"}, "class weights"),
+        ({"training_noise": "attack"}, "training noise"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            validate_config(RouterTrainConfig(experts=EXPERTS, **bad))

@@ -443,3 +443,114 @@ def test_pooled_mlp_router_is_small_and_loads_by_name() -> None:
     assert net(x).shape == (5, 3)
     # the pooling averages 4x4 blocks: a constant image gives the same features as its 7x7 version
     assert torch.allclose(net[:2](torch.full((1, 1, 28, 28), 0.3)), torch.full((1, 49), 0.3))
+
+
+# ------------------------------------------------------------------------------------------------
+# routers over the experts, the training-image guard, the recorded command, collapse messages
+
+
+def test_cli_router_over_experts_replays_and_its_dual_is_refused_on_its_training_images(
+    tmp_path, tiny_experts
+) -> None:
+    import shlex
+    import shutil
+
+    from click.testing import CliRunner
+
+    from rsbench.api import load_dual
+    from rsbench.cli.main import main, main_group
+    from rsbench.models.loading import load_model
+    from rsbench.models.router_input import ExpertsRouter
+    from rsbench.zoo.files import read_zoo_file
+    from rsbench.zoo.registry import load_zoo
+
+    runner = CliRunner()
+    zoo_file = tmp_path / "dual.yaml"
+    args = ["train", "router", "tiny-fmnist-s0.25", "tiny-fmnist-s1.00", "--id", "x-router"]
+    args += ["--dual-id", "x-dual", "--router-input", "experts-top", "--features", "softmax"]
+    args += ["--dataset", "fashion-mnist-embedded", "--split", "test", "--indices", "0:96"]
+    args += ["--epochs", "1", "--batch-size", "32", "--label-cache", str(tmp_path / "labels")]
+    args += ["--out", str(tmp_path / "r"), "--zoo-file", str(zoo_file), "--zoo", str(tiny_experts)]
+    args += ["--data-root", str(tmp_path / "no-data-needed"), "--threads", "1"]
+    result = runner.invoke(main_group, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    router, dual = read_zoo_file(zoo_file)
+    from rsbench.zoo.entry import thaw
+
+    assert thaw(router.router_input) == {
+        "type": "experts-top",
+        "experts": ["tiny-fmnist-s1.00"],
+        "features": "softmax",
+    }
+    assert router.arch == "head_mlp" and router.input_layer.type == "none"
+    assert dict(router.trained_on) == {
+        "dataset": "fashion-mnist",
+        "split": "test",
+        "indices": "0:96",
+    }
+    command = router.recipe["command"]
+    assert "--router-input experts-top" in command and "--data-root" in command
+    assert f"--label-cache {tmp_path / 'labels'}" in command
+    assert router.recipe["training_noise"] == "router-training"
+    zoo = load_zoo([tiny_experts, zoo_file])
+    model = load_model(router, zoo=zoo)
+    assert isinstance(model, ExpertsRouter) and len(model.experts) == 1
+    smoothed = load_dual(zoo, "x-dual")
+    assert len(smoothed.certify_batch(_embedded().images([200, 201]), 10, 100, 0.01)) == 2
+
+    # the recorded command re-runs as written and gives the same weights (labels from the cache)
+    first = router.sha256
+    shutil.move(tmp_path / "r", tmp_path / "r-first")
+    zoo_file.unlink()
+    words = shlex.split(command)
+    assert words[:3] == ["rsbench", "train", "router"]
+    again = runner.invoke(main_group, words[1:], catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    assert read_zoo_file(zoo_file)[0].sha256 == first
+
+    # certifying the dual on images its router trained on is refused with one line
+    certify = ["certify", "x-dual", "--zoo", str(tiny_experts), "--zoo", str(zoo_file)]
+    certify += ["--dataset", "fashion-mnist", "--split", "embedded", "--n0", "10", "--n", "50"]
+    certify += ["--out", str(tmp_path / "runs"), "--no-leaderboard"]
+    with pytest.raises(SystemExit) as refused:
+        main([*certify, "--indices", "90:100"])
+    assert refused.value.code != 0
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    main([*certify, "--indices", "96:98"])  # images it did not train on: certified
+    assert len(list((tmp_path / "runs").glob("x-dual-*/part-*.parquet"))) == 1
+
+
+def test_training_image_guard_message_is_one_line(tmp_path, tiny_experts, capsys) -> None:
+    from rsbench.cli.main import main
+
+    zoo_file = tmp_path / "z.yaml"
+    args = ["train", "router", "tiny-fmnist-s0.25", "tiny-fmnist-s1.00", "--id", "g-router"]
+    args += ["--dual-id", "g-dual", "--dataset", "fashion-mnist-embedded", "--split", "test"]
+    args += ["--zoo-file", str(zoo_file), "--zoo", str(tiny_experts), "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as refused:  # the default --train-images on a test split
+        main(args)
+    assert refused.value.code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --split test needs --indices"), err
+    assert not zoo_file.exists()
+
+
+def test_label_and_training_collapse_are_told_apart_once_per_run(tmp_path, tiny_experts) -> None:
+    from rsbench.train.router_labels import collapse_message
+
+    label = collapse_message([0.95, 0.05], ["a", "b"], "labels")
+    training = collapse_message([0.02, 0.98], ["a", "b"], "training")
+    assert label is not None and label.startswith("label collapse") and "--label-radius" in label
+    assert training is not None and training.startswith("training collapse")
+    assert "--router-input experts" in training and "--temperature" in training
+    # a router trained at T = 1 on these labels collapses (test_router_options); 5 epochs, one line
+    events: list[RouterEvent] = []
+    config = _router_config(tmp_path, epochs=5, train_images=96, temperature=1.0, lam=0.0, eta=0.0)
+    result = train_router(config, tmp_path / "o", zoo_paths=[tiny_experts], progress=events.append)
+    warnings = [e.message for e in events if e.phase == "warning"]
+    collapsed = max(result.history[-1]["choice_share"]) > 0.9
+    labels_collapsed = bool(result.label_stats.get("collapsed"))
+    assert len(warnings) == int(collapsed or labels_collapsed)
+    if warnings:
+        kind = "label collapse" if labels_collapsed else "training collapse"
+        assert warnings[0].startswith(kind)

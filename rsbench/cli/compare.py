@@ -69,7 +69,7 @@ def compare(results, protocol, dataset, radii, output, plot_path) -> None:
     if dataset is not None:
         df = df[df["dataset"].astype(str) == dataset]
     grid = metrics.parse_radii(radii) if radii else None
-    table = headtohead.compare(df, grid)
+    table = headtohead.compare(df, grid, headtohead.router_forwards_of(results))
     text = headtohead.to_markdown(table)
     if output is not None:
         suffix = Path(output).suffix.lower()

@@ -66,11 +66,31 @@ def router_options(func):
             help="Certify sigma per expert, comma list (default: each expert's train_sigma).",
         ),
         click.option(
+            "--router-input",
+            type=click.Choice(["pixels", "experts", "experts-top"]),
+            default="pixels",
+            show_default=True,
+            help="What the router looks at, on the same noisy copy at --sigma-router: pixels (a "
+            "network on the image), experts (a small head over every expert's outputs: K expert "
+            "forwards per router sample) or experts-top (over the largest-sigma expert only: one "
+            "forward). The experts are frozen, so the router stays a deterministic function of "
+            "the noisy copy and its certificate is unchanged.",
+        ),
+        click.option(
+            "--features",
+            type=click.Choice(["log-softmax", "softmax", "logits"]),
+            default="softmax",
+            show_default=True,
+            help="Which expert outputs a router over experts sees (softmax: up to 2.7 points above "
+            "log-softmax on held-out training images, results/router-variants.md).",
+        ),
+        click.option(
             "--arch",
             default=None,
             help="Router architecture (default: pooled_mlp, 4x4 average pooling + a small MLP: "
             "pooling averages the router's noise down, so it learns from few images and costs "
-            "almost nothing to certify; e.g. cifar_resnet20 for a larger one).",
+            "almost nothing to certify; e.g. cifar_resnet20 for a larger one). A router over "
+            "experts takes a head: head_mlp (default) or head_linear.",
         ),
         click.option(
             "--label-n0",
@@ -98,9 +118,9 @@ def router_options(func):
         ),
         click.option(
             "--train-images",
-            default="20000",
-            show_default=True,
-            help="Label and train on the first N training images ('all' for the whole split).",
+            default=None,
+            help="Label and train on the first N training images ('all' for the whole split; "
+            "default 20000 of --split train; another split needs --indices).",
         ),
         click.option(
             "--indices",
@@ -130,6 +150,15 @@ def router_options(func):
             show_default=True,
             type=float,
             help="Entropy weight of the mean prediction.",
+        ),
+        click.option(
+            "--class-weights",
+            "class_weighting",
+            type=click.Choice(["inverse", "none"]),
+            default="inverse",
+            show_default=True,
+            help="Per-image loss weights: inverse = 1/q of the image's best expert (the paper's), "
+            "none = all 1 (a router more concentrated on the majority expert).",
         ),
         click.option(
             "--copies",
@@ -170,7 +199,21 @@ def router_options(func):
             default=None,
             help="Data to label/train on (default: the experts' dataset, e.g. fashion-mnist).",
         ),
-        click.option("--split", default="train", show_default=True),
+        click.option(
+            "--split",
+            default="train",
+            show_default=True,
+            help="Split to label and train on; any other than train needs --indices, and a dual "
+            "is then refused on those images.",
+        ),
+        click.option(
+            "--training-noise",
+            type=click.Choice(["router-training", "training"]),
+            default="router-training",
+            show_default=True,
+            help="Noise purpose of router training: the router's own (default), or training, "
+            "the shared one routers drew before (reproduces routers trained before this option).",
+        ),
         click.option(
             "--alpha-router-fraction",
             default=0.5,
@@ -238,7 +281,21 @@ def router_options(func):
 
 def router_config(experts: tuple[str, ...], options: dict[str, Any], **extra):
     from rsbench.engine.device import resolve as resolve_device
+    from rsbench.errors import ConfigError
     from rsbench.train.router_config import RouterTrainConfig
+
+    if options["train_images"] is not None and options.get("indices"):
+        raise ConfigError("give --train-images or --indices, not both")
+    if (
+        options["split"] != "train"
+        and options["train_images"] is None
+        and not options.get("indices")
+    ):
+        raise ConfigError(
+            f"--split {options['split']} needs --indices naming the images to label and train on "
+            "(the default --train-images would take the split's evaluation images too); a dual "
+            "is then refused on those images"
+        )
 
     return RouterTrainConfig(
         experts=tuple(experts),
@@ -249,7 +306,7 @@ def router_config(experts: tuple[str, ...], options: dict[str, Any], **extra):
         label_n=options["label_n"],
         label_alpha=options["label_alpha"],
         label_radius=options["label_radius"],
-        train_images=_train_images(options["train_images"]),
+        train_images=_train_images(options["train_images"] or "20000"),
         indices=_indices(options.get("indices")),
         temperature=options["temperature"],
         lam=options["lam"],
@@ -269,6 +326,10 @@ def router_config(experts: tuple[str, ...], options: dict[str, Any], **extra):
         data_root=options["data_root"],
         device=str(resolve_device(options["device"])),
         label_cache=options["label_cache"],
+        router_input=options.get("router_input", "pixels"),
+        features=options.get("features", "softmax"),
+        training_noise=options.get("training_noise", "router-training"),
+        class_weighting=options.get("class_weighting", "inverse"),
         **extra,
     )
 
@@ -278,6 +339,8 @@ def io_suffix(options: dict[str, Any], zoo_file: Path) -> str:
     if options["zoo_file"]:
         parts.append(f"--zoo-file {shlex.quote(str(zoo_file))}")
     parts += [f"--zoo {shlex.quote(str(p))}" for p in options["zoo_paths"]]
+    if options.get("label_cache"):  # a rerun as written reuses (and only uses) the same labels
+        parts.append(f"--label-cache {shlex.quote(str(options['label_cache']))}")
     if options.get("threads"):  # CPU results depend on the thread count: part of the recipe
         parts.append(f"--threads {int(options['threads'])}")
     return " " + " ".join(parts)
@@ -426,6 +489,12 @@ Examples:
       cohen-cifar10-resnet110-s1.00 --arch cifar_resnet20 --train-images 10000 \\
       --data-root ~/data --device cuda
   # experts from your own zoo file; an interrupted run resumes: run the same command again
+  # a router that sees the experts' outputs (a head over their log-softmax on the noisy copy)
+  rsbench train router embedded-fmnist-s0.25 embedded-fmnist-s0.50 embedded-fmnist-s1.00 \\
+      --router-input experts --id my-router --dual-id my-dual --zoo-file my_zoo.yaml
+  # labelling test images is allowed only for named --indices (a dual is then refused on them)
+  rsbench train router embedded-fmnist-s0.25 embedded-fmnist-s1.00 --dataset fashion-mnist \\
+      --split test --indices 5000:10000
 
 \b
 Stages: (1) each expert certifies each training image at its sigma with n0/n draws

@@ -11,6 +11,12 @@ with the cost of each: mean and worst-case forward samples per image, and wall t
 * **Samples per image** come from the ``samples`` column (rows written before it existed: expert
   ``n0 + n``; dual router ``n0 + n`` plus the expert's when it ran). The worst case is the largest
   value observed and, for compositions, the bound ``K (n0 + n)`` (cascade) or ``2 (n0 + n)`` (dual).
+* **Cost per image** counts forward passes of expert-sized networks: a sample of a router that runs
+  the experts (``router_input`` ``experts``: one forward per expert that feeds it;
+  :func:`rsbench.models.router_input.router_forwards`) costs that many, any other sample one (a
+  pixel router's network counts as one forward, however small). ``worst cost`` is the largest
+  observed cost divided by one expert's certificate (``n0 + n`` forwards): the target of issue 24
+  is at most 2.2 for a dual model.
 * **Sequential estimation** (rows with ``estimation == "sequential"``): the samples are those
   drawn before the image stopped; rows of the two estimation modes are never compared in one table.
 * **Seconds per image** are the mean of the stored per-sample wall times: comparable only between
@@ -21,7 +27,7 @@ Library code only: :func:`compare` returns a DataFrame, :func:`to_markdown` and 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -55,6 +61,28 @@ def samples_per_row(df: pd.DataFrame) -> np.ndarray:
     return np.where(np.isnan(stored), derived, stored)
 
 
+def cost_per_row(
+    df: pd.DataFrame, router_forwards: Mapping[str, float] | None = None
+) -> np.ndarray:
+    """Expert-sized forward passes each row's certificate cost: its samples, with each router sample
+    of a dual row weighted by ``router_forwards[router_id]`` (default 1). The router's samples are
+    taken as ``router_n0 + router_n``: exact for fixed n, an upper bound for a sequential row whose
+    router stage stopped early."""
+    samples = samples_per_row(df)
+    if "router_n" not in df.columns or not router_forwards:
+        return samples
+    kind = df["kind"].astype(str).to_numpy()
+    router = df["router_n0"].astype("Float64").to_numpy(dtype=np.float64, na_value=0.0) + df[
+        "router_n"
+    ].astype("Float64").to_numpy(dtype=np.float64, na_value=0.0)
+    ids = df["router_id"].astype(str).to_numpy() if "router_id" in df.columns else None
+    weight = np.array(
+        [float(router_forwards.get(str(i), 1.0)) for i in ids] if ids is not None else [1.0]
+    )
+    extra = np.where(kind == "dual", router * (weight - 1.0), 0.0)
+    return samples + extra
+
+
 def _bound(kind: str, rows: pd.DataFrame) -> float:
     per_stage = float(rows["n0"].iloc[0]) + float(rows["n"].iloc[0])
     if kind == "dual":
@@ -64,14 +92,20 @@ def _bound(kind: str, rows: pd.DataFrame) -> float:
     return per_stage
 
 
-def compare(df: pd.DataFrame, radii: Iterable[float] | None = None) -> pd.DataFrame:
+def compare(
+    df: pd.DataFrame,
+    radii: Iterable[float] | None = None,
+    router_forwards: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
     """The head-to-head table of one section of results (see the module docstring).
 
     ``df`` must hold one dataset and one (n0, n, alpha) (else :class:`ResultsError`, listing them).
     Columns: ``model``, ``kind``, ``sigma``, ``images``, ``ca@<r>`` per radius (fractions),
     ``largest_shortfall`` (below the envelope) and ``shortfall_at``, ``mean_samples``,
-    ``max_samples``, ``bound_samples``, ``seconds_per_image``. Rows: experts (by sigma), envelope,
-    oracle, then compositions.
+    ``max_samples``, ``bound_samples``, ``mean_cost``, ``max_cost`` (expert-sized forwards,
+    :func:`cost_per_row` with ``router_forwards``: router id -> forwards per router sample),
+    ``cost_ratio`` (``max_cost`` over one expert's ``n0 + n``), ``seconds_per_image``. Rows:
+    experts (by sigma), envelope, oracle, then compositions.
     """
     if df is None or len(df) == 0:
         raise ResultsError("no result rows to compare; point at run directories")
@@ -103,6 +137,8 @@ def compare(df: pd.DataFrame, radii: Iterable[float] | None = None) -> pd.DataFr
     for key, rows in metrics.iter_groups(df):
         kind = str(rows["kind"].iloc[0])
         samples = samples_per_row(rows)
+        cost = cost_per_row(rows, router_forwards)
+        per_stage = float(rows["n0"].iloc[0]) + float(rows["n"].iloc[0])
         records.append(
             {
                 "model": str(key["model_id"]),
@@ -113,6 +149,9 @@ def compare(df: pd.DataFrame, radii: Iterable[float] | None = None) -> pd.DataFr
                 "mean_samples": float(np.nanmean(samples)),
                 "max_samples": float(np.nanmax(samples)),
                 "bound_samples": _bound(kind, rows),
+                "mean_cost": float(np.nanmean(cost)),
+                "max_cost": float(np.nanmax(cost)),
+                "cost_ratio": float(np.nanmax(cost)) / per_stage,
                 "seconds_per_image": metrics.seconds_per_image(rows),
             }
         )
@@ -130,6 +169,9 @@ def compare(df: pd.DataFrame, radii: Iterable[float] | None = None) -> pd.DataFr
                     "mean_samples": np.nan,
                     "max_samples": np.nan,
                     "bound_samples": np.nan,
+                    "mean_cost": np.nan,
+                    "max_cost": np.nan,
+                    "cost_ratio": np.nan,
                     "seconds_per_image": np.nan,
                 }
             )
@@ -186,6 +228,10 @@ def _pct(value: float) -> str:
     return "" if value is None or np.isnan(value) else f"{100 * value:.1f}"
 
 
+def _ratio(value: float | None) -> str:
+    return "" if value is None or np.isnan(value) else f"{value:.2f}x"
+
+
 def _count(value: float) -> str:
     return "" if value is None or np.isnan(value) else f"{value:,.0f}"
 
@@ -197,7 +243,9 @@ def to_markdown(table: pd.DataFrame) -> str:
     head = (
         f"Head to head on {table.attrs['images']} common images of {table.attrs['dataset']} "
         f"(protocol {table.attrs['protocol']}; n0 = {budget['n0']}, n = {budget['n']} per stage, "
-        f"alpha = {budget['alpha']:g}). Certified accuracy in %; samples = forward passes per image."
+        f"alpha = {budget['alpha']:g}). Certified accuracy in %; samples = forward passes per image; "
+        "worst cost = the most expert-sized forwards one image took (a router that runs the "
+        "experts counts their forwards), over one expert's n0 + n."
     )
     if table.attrs.get("estimation") == "sequential":
         head = head.replace(f"n = {budget['n']} per stage", f"n_max = {budget['n']} per stage")
@@ -209,6 +257,7 @@ def to_markdown(table: pd.DataFrame) -> str:
             "largest shortfall (at r)",
             "mean samples",
             "worst samples (bound)",
+            "worst cost (x one expert)",
             "s/img",
         ]
     )
@@ -228,7 +277,13 @@ def to_markdown(table: pd.DataFrame) -> str:
         cells = (
             [str(row["model"]), str(row["sigma"])]
             + [_pct(row[metrics.radius_column(r)]) for r in grid]
-            + [shortfall, _count(row["mean_samples"]), worst, seconds]
+            + [
+                shortfall,
+                _count(row["mean_samples"]),
+                worst,
+                _ratio(row.get("cost_ratio")),
+                seconds,
+            ]
         )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -290,4 +345,28 @@ def head_to_head(paths: Sequence[str] | str, radii: Iterable[float] | None = Non
     """:func:`compare` over the rows read from run directories (or parents of runs)."""
     from rsbench.results.storage import read_results
 
-    return compare(read_results(paths), radii)
+    return compare(read_results(paths), radii, router_forwards_of(paths))
+
+
+def router_forwards_of(paths: Sequence[str] | str) -> dict[str, float]:
+    """Router id -> expert-sized forwards per router sample, from the router entries recorded in the
+    ``run.json`` of every run under ``paths`` (:func:`rsbench.models.router_input.router_forwards`)."""
+    import json
+    from pathlib import Path
+
+    from rsbench.models.router_input import router_forwards
+
+    found: dict[str, float] = {}
+    for path in [paths] if isinstance(paths, str | Path) else list(paths):
+        root = Path(path)
+        runs = [root / "run.json"] if (root / "run.json").is_file() else root.rglob("run.json")
+        for run in runs:
+            try:
+                models = json.loads(run.read_text()).get("models") or []
+            except (OSError, ValueError):
+                continue
+            for model in models:
+                entry = model.get("entry") if isinstance(model, dict) else None
+                if isinstance(entry, dict) and entry.get("kind") == "router":
+                    found[str(entry.get("id"))] = router_forwards(entry)
+    return found

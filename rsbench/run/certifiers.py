@@ -97,6 +97,7 @@ def certifier_for(
             require_pinned=require_pinned,
             progress=weights_progress,
             sigma=sigma,
+            zoo=zoo,  # a router over experts loads them from this zoo
         )
         return model, {
             "id": e.id,
@@ -274,3 +275,69 @@ def estimate_seconds(config: RunConfig, images: int, throughput: float) -> float
     if throughput <= 0 or not math.isfinite(throughput):
         return float("nan")
     return images * samples_per_image(config) / throughput
+
+
+def router_training_images(entry: ZooEntry) -> tuple[str, str, set[int]] | None:
+    """``(source dataset, split, source indices)`` a router entry was labelled and trained on, or
+    None when the entry does not say.
+
+    From its ``trained_on`` field; for routers written before that field, from the recipe's
+    ``labels`` (dataset, split and ``images``: the first ones, as ``--train-images`` took them, or
+    the recipe command's ``--indices``).
+    """
+    from rsbench.data.indices import parse_indices
+
+    if entry.trained_on is not None:
+        spec = entry.trained_on
+        return str(spec["dataset"]), str(spec["split"]), set(parse_indices(str(spec["indices"])))
+    labels = (entry.recipe or {}).get("labels") or {}
+    if not labels.get("dataset") or not labels.get("split"):
+        return None
+    words = str((entry.recipe or {}).get("command", "")).split()
+    if "--indices" in words and words.index("--indices") + 1 < len(words):
+        indices = set(parse_indices(words[words.index("--indices") + 1]))
+    elif labels.get("images"):
+        indices = set(range(int(labels["images"])))
+    else:
+        return None
+    dataset = str(labels["dataset"])
+    split = str(labels["split"])
+    if dataset == "fashion-mnist" and split == "embedded":  # the embedded subset: test images
+        split = "test"
+    return dataset, split, indices
+
+
+def check_router_training_overlap(
+    config: RunConfig, zoo: Zoo, dataset: Any, positions: Any
+) -> None:
+    """Refuse to certify a dual model on images its router was labelled or trained on.
+
+    A router's weights depend on its training images (their labels come from the experts'
+    certificates on them), so a dual certified on them reports a choice tuned to those very images:
+    not a test result. ``dataset`` (an :class:`~rsbench.data.dataset.ImageDataset`) and the
+    ``positions`` selected in it name the images; they are compared with the router's
+    :func:`router_training_images` in the source dataset's canonical indices (the embedded subset
+    is ``fashion-mnist`` test). One :class:`ConfigError` line naming the overlap and the fix.
+    """
+    if config.kind != "dual" or not config.router_id or config.router_id not in zoo:
+        return
+    router = zoo.get(config.router_id)
+    trained = router_training_images(router)
+    if trained is None:
+        return
+    name, split, indices = trained
+    source = str(getattr(dataset, "source_name", None) or dataset.name)
+    if (name, split) != (source, str(dataset.split)):
+        return
+    source_indices = getattr(dataset, "source_indices", None)
+    certified = [
+        int(source_indices[p]) if source_indices is not None else int(p) for p in positions
+    ]
+    overlap = sorted(i for i in certified if i in indices)
+    if overlap:
+        raise ConfigError(
+            f"{config.model_id}: its router {router.id} was labelled and trained on {len(overlap)} "
+            f"of the {len(certified)} images to certify ({source}/{split} indices {overlap[0]}"
+            f"{', ...' if len(overlap) > 1 else ''}); certify other images (--indices) or train "
+            "the router on other ones"
+        )

@@ -63,7 +63,7 @@ EMBEDDED_DEFAULT_THREADS = 1
 #: Architectures for which CPU runs default to :data:`EMBEDDED_DEFAULT_THREADS` torch threads: the
 #: small networks measured in results/perf.md (a second intra-op thread gains little when the
 #: machine is idle and costs 5-20x when another process holds a core).
-SMALL_CPU_ARCHS = ("fmnist_cnn", "mlp", "pooled_mlp", "small_denoiser")
+SMALL_CPU_ARCHS = ("fmnist_cnn", "mlp", "pooled_mlp", "small_denoiser", "head_mlp", "head_linear")
 #: Noisy samples per forward pass of the embedded default run (results/perf.md).
 EMBEDDED_DEFAULT_BATCH = 1000
 #: Default noisy samples per forward pass (``--batch``).

@@ -32,7 +32,11 @@ from rsbench.engine import device as D
 from rsbench.engine.sampling import NonFiniteLogits
 from rsbench.errors import ConfigError
 from rsbench.run import store
-from rsbench.run.certifiers import certifier_for, entry_input_shape
+from rsbench.run.certifiers import (
+    certifier_for,
+    check_router_training_overlap,
+    entry_input_shape,
+)
 from rsbench.run.distributed import (
     check_shard,
     combine_shards,
@@ -128,6 +132,7 @@ def prepare(
             f"{entry.id} expects images of shape {list(expected)} but {config.dataset}/{config.split} has "
             f"{list(shape)}; pick the model's dataset"
         )
+    check_router_training_overlap(config, zoo, dataset, positions)
     return Prepared(config, Path(out_dir) / config.run_name(), dataset, positions, entry, zoo)
 
 

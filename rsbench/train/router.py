@@ -73,6 +73,7 @@ from rsbench.train.router_config import (
     expert_names,
     load_experts,
     router_input_layer,
+    trained_on,
     training_data,
     validate_config,
 )
@@ -150,14 +151,19 @@ def build_router_entries(
     sha256: str | None,
     zoo_file: Path | None,
     recipe: dict[str, Any] | None = None,
+    trained: dict[str, str] | None = None,
 ):
-    """(router entry, dual entry) for ``config``'s router at ``weights`` (validated by the zoo parser)."""
+    """(router entry, dual entry) for ``config``'s router at ``weights`` (validated by the zoo parser).
+
+    ``trained`` is the router's ``trained_on`` (:func:`rsbench.train.router_config.trained_on`).
+    """
     from rsbench.zoo.parse import parse_entry
 
     router_id, dual_id = config.resolved_ids()
     first = experts.entries[0]
     expert_ids = [e.id for e in experts.entries]
-    input_layer = router_input_layer(first)
+    fed = input_experts(config, experts)
+    input_layer = router_input_layer(first) if not fed else {"type": "none"}
     names = expert_names(expert_ids, experts.sigmas)  # id@sigma where an id repeats
     router_raw = {
         "id": router_id,
@@ -173,6 +179,8 @@ def build_router_entries(
         "train_sigma": float(config.sigma_router),
         "experts": expert_ids,
         "input_layer": input_layer,
+        **({"router_input": router_input_spec(config, experts)} if fed else {}),
+        **({"trained_on": dict(trained)} if trained else {}),
         "source": weights_source(weights, zoo_file),
         "sha256": sha256,
         "license": "weights: MIT (rsbench); training data: see the experts' entries",
@@ -195,6 +203,53 @@ def build_router_entries(
     return parse_entry(router_raw, file=zoo_file), parse_entry(dual_raw, file=zoo_file)
 
 
+def input_experts(config: RouterTrainConfig, experts: LoadedExperts) -> list[int]:
+    """Positions of the experts that feed a router over experts (``[]`` for a pixel router):
+    all of them (``experts``) or the largest-sigma one (``experts-top``; the last of equals)."""
+    if config.router_input == "experts":
+        return list(range(len(experts.entries)))
+    if config.router_input == "experts-top":
+        top = max(experts.sigmas)
+        return [max(k for k, s in enumerate(experts.sigmas) if s == top)]
+    return []
+
+
+def router_input_spec(config: RouterTrainConfig, experts: LoadedExperts) -> dict[str, Any]:
+    """The router entry's ``router_input`` mapping for ``config``."""
+    fed = input_experts(config, experts)
+    spec: dict[str, Any] = {
+        "type": config.router_input,
+        "experts": [experts.entries[k].id for k in fed],
+    }
+    if any(experts.entries[k].kind == "denoised" for k in fed):
+        spec["sigmas"] = [float(experts.sigmas[k]) for k in fed]
+    spec["features"] = config.features
+    return spec
+
+
+def build_router_model(
+    config: RouterTrainConfig, experts: LoadedExperts, entry: Any, device: str
+) -> nn.Module:
+    """The untrained router network of router ``entry``: ``InputLayer + net`` for a pixel router, an
+    :class:`~rsbench.models.router_input.ExpertsRouter` (loaded experts, random head) otherwise."""
+    from rsbench.models.network import build_model
+
+    fed = input_experts(config, experts)
+    if not fed:
+        return build_model(entry).to(device)
+    from rsbench.models.router_input import build_router
+
+    models = [experts.models[k].to(device) for k in fed]
+    return build_router(entry, models, len(experts.entries))
+
+
+def trainable(model: nn.Module) -> nn.Module:
+    """The part of a router that trains and is saved: the head of a router over experts, else the
+    network behind the input layer."""
+    head = getattr(model, "head", None)
+    return head if isinstance(head, nn.Module) else model[1]  # type: ignore[index]
+
+
 def _recipe(config: RouterTrainConfig, experts: LoadedExperts, stats: dict[str, Any]) -> dict:
     return {
         "trainer": "rsbench train router (dual RS, Sun, Mao & Vechev 2026)",
@@ -210,13 +265,18 @@ def _recipe(config: RouterTrainConfig, experts: LoadedExperts, stats: dict[str, 
             "dataset": config.dataset or experts.dataset,
             "split": config.split,
             "images": stats.get("images"),
+            "indices": stats.get("indices"),
             "kept": stats.get("kept"),
             "best_share": stats.get("best_share"),
         },
         "sigma_router": config.sigma_router,
+        "router_input": config.router_input,
+        **({"features": config.features} if config.router_input != "pixels" else {}),
+        "training_noise": config.training_noise,
         "temperature": config.temperature,
         "lambda": config.lam,
         "eta": config.eta,
+        "class_weights": config.class_weighting,
         "copies": config.copies,
         "epochs": config.epochs,
         "batch_size": config.batch_size,
@@ -249,7 +309,7 @@ def _check_ids_free(zoo_file: Path | None, ids: Sequence[str], overwrite: bool) 
 
 def fit_router(
     config: RouterTrainConfig,
-    model: nn.Sequential,
+    model: nn.Module,
     images: torch.Tensor,
     radii: np.ndarray,
     checkpoint: Path | None = None,
@@ -258,13 +318,15 @@ def fit_router(
     progress: Progress | None = None,
     dataset: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Train ``model`` (InputLayer + net with K outputs) on kept ``images`` and their label ``radii``.
+    """Train ``model`` (InputLayer + net with K outputs, or a router over frozen experts whose head
+    alone trains) on kept ``images`` and their label ``radii``.
 
     ``config`` must be resolved (:meth:`RouterTrainConfig.resolved`). ``images`` ``[N, C, H, W]``
     in [0, 1] and ``radii`` ``[N, K]`` are the kept rows of ``dataset`` (default
     ``config.dataset``) / ``config.split``. Epoch ``e`` draws its order and noise from the
-    ``training`` stream of :class:`rsbench.engine.noise.NoiseKey` ``(dataset, split, e, seed)``, which no
-    certificate draws from; the epochs run in :class:`rsbench.train.common.EpochLoop`, so with
+    ``config.training_noise`` stream (default ``router-training``, the router's own) of
+    :class:`rsbench.engine.noise.NoiseKey` ``(dataset, split, e, seed)``, which no certificate and
+    no other trainer draws from; the epochs run in :class:`rsbench.train.common.EpochLoop`, so with
     ``checkpoint`` the state is saved after every epoch and, with ``resume``, restored (a
     checkpoint with another ``key`` is refused). Returns the per-epoch history (loss and its parts,
     agreement with the best expert, the share of each expert among the router's choices, and
@@ -285,11 +347,14 @@ def fit_router(
     data_name, data_split = dataset or config.dataset or UNNAMED_DATASET, config.split
     targets = torch.as_tensor(soft_targets(radii, config.temperature), dtype=torch.float32)
     weights_np, _ = class_weights(radii)
+    if config.class_weighting == "none":
+        weights_np = np.ones_like(weights_np)
     weights = torch.as_tensor(weights_np, dtype=torch.float32)
     best = torch.as_tensor(best_expert(radii))
     size, experts = images.shape[0], radii.shape[1]
     steps = math.ceil(size / config.batch_size)
-    optimizer, scheduler = OptimizerConfig.of(config).build(model.parameters(), epochs, steps)
+    net = trainable(model)
+    optimizer, scheduler = OptimizerConfig.of(config).build(net.parameters(), epochs, steps)
     loop = EpochLoop(
         model,
         optimizer,
@@ -298,7 +363,7 @@ def fit_router(
         steps,
         key,
         checkpoint,
-        model[1],
+        net,
         "router training",
     )
     resumed_from = loop.resume() if resume else None
@@ -326,7 +391,8 @@ def fit_router(
 
     def batches(epoch: int) -> Iterator[Step]:
         # epoch e's order and noise: the training stream of (dataset, split, epoch, seed)
-        generator = NoiseKey(data_name, data_split, epoch, "training", config.seed).generator()
+        purpose: Any = config.training_noise
+        generator = NoiseKey(data_name, data_split, epoch, purpose, config.seed).generator()
         order = torch.randperm(size, generator=generator)
         sums.update(ce=0.0, kl=0.0, entropy=0.0)
         tally.update(agree=0, seen=0)
@@ -380,10 +446,6 @@ def fit_router(
         return record
 
     def on_epoch(epoch: int, record: dict[str, Any]) -> None:
-        warning = collapse_message(record["choice_share"], names, f"epoch {epoch}: the router")
-        if warning:
-            log.warning("%s", warning)
-            emit(RouterEvent("warning", epoch=epoch, epochs=epochs, message=warning))
         emit(
             RouterEvent(
                 "epoch",
@@ -428,7 +490,6 @@ def train_router(
     settings or experts of different datasets, :class:`~rsbench.errors.ZooError` for unknown ids or
     clashes, :class:`~rsbench.errors.WeightsError` for a checkpoint of another configuration.
     """
-    from rsbench.models.network import build_model
     from rsbench.zoo.files import write_entries
     from rsbench.zoo.registry import load_zoo
 
@@ -446,8 +507,10 @@ def train_router(
     label_seconds = time.perf_counter() - label_began
     stats = label_summary(radii, expert_names(config.experts, experts.sigmas))
     stats["seconds"] = round(label_seconds, 2)
-    warning = collapse_message(list(stats["best_share"].values()), config.experts, "the labels")
-    if warning:
+    trained = trained_on(data, indices)
+    stats["indices"] = trained["indices"]
+    warning = collapse_message(list(stats["best_share"].values()), config.experts, "labels")
+    if warning:  # once per run, before training
         log.warning("%s", warning)
         stats["collapsed"] = True
         if progress is not None:
@@ -465,7 +528,7 @@ def train_router(
     paths = paths_for(out_dir, router_id)
     entry, _ = build_router_entries(config, experts, paths["weights"], None, zoo_path)
     torch.manual_seed(config.seed)
-    model = build_model(entry).to(config.device)
+    model = build_router_model(config, experts, entry, config.device)
     key_data = {
         **config.determining(),
         "expert_sha256": experts.sha256,
@@ -486,14 +549,21 @@ def train_router(
         dataset=str(getattr(data, "source_name", None) or data.name),
     )
     train_seconds = time.perf_counter() - train_began
+    if history and not stats.get("collapsed"):  # a label collapse explains a router's already
+        final = history[-1]
+        warning = collapse_message(final["choice_share"], config.experts, "training")
+        if warning:  # once per run, after the last epoch
+            log.warning("%s", warning)
+            if progress is not None:
+                progress(RouterEvent("warning", epoch=len(history), message=warning))
 
     info = {"id": router_id, "sigma_router": config.sigma_router, "seed": config.seed}
-    digest = save_safetensors(model[1].state_dict(), paths["weights"], info)
+    digest = save_safetensors(trainable(model).state_dict(), paths["weights"], info)
     recipe = _recipe(config, experts, stats)
     if history:
         recipe["final_agreement"] = round(float(history[-1]["agreement"]), 4)
     router_entry, dual_entry = build_router_entries(
-        config, experts, paths["weights"], digest, zoo_path, recipe
+        config, experts, paths["weights"], digest, zoo_path, recipe, trained
     )
     seconds = time.perf_counter() - began
     run_record = {

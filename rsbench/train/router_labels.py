@@ -98,15 +98,44 @@ COLLAPSE_SHARE = 0.9
 
 
 def collapse_message(shares: Sequence[float], experts: Sequence[str], what: str) -> str | None:
-    """A warning when one expert takes more than :data:`COLLAPSE_SHARE` of ``shares``, else None."""
+    """A one-line warning when one expert takes more than :data:`COLLAPSE_SHARE` of ``shares``.
+
+    ``what`` says which collapse it is, and the hint names what can help for that kind:
+
+    * ``"labels"`` (a *label collapse*: one expert is best on nearly every training image, so any
+      router, however good, gives it nearly every image): other experts or sigmas, ``point`` label
+      radii, more label draws; no router recipe changes the labels;
+    * ``"training"`` (a *training collapse*: the labels are split, yet the trained router's choices
+      are not): a router that sees more (``--router-input experts``), a lower ``--temperature``,
+      more ``--epochs``, a smaller ``--lambda``;
+    * anything else: ``what`` names it and the message lists both kinds' hints.
+
+    :func:`rsbench.train.router.train_router` emits each at most once per run (labels before
+    training, training after its last epoch and only when the labels did not collapse).
+    """
     if len(shares) == 0:
         return None
     k = int(np.argmax(shares))
     if float(shares[k]) <= COLLAPSE_SHARE:
         return None
+    share = f"{100 * float(shares[k]):.1f}% of the images go to {experts[k]} (> {100 * COLLAPSE_SHARE:.0f}%)"
+    if what == "labels":
+        return (
+            f"label collapse: {experts[k]} is the best expert on {100 * float(shares[k]):.1f}% of "
+            f"the training images (> {100 * COLLAPSE_SHARE:.0f}%), so the dual will behave like "
+            "that expert whatever the router learns. What helps: other experts or sigmas (e.g. a "
+            "smaller sigma next to it), --label-radius point, a larger --label-n; no router recipe "
+            "changes the labels"
+        )
+    if what == "training":
+        return (
+            f"training collapse: the trained router sends {100 * float(shares[k]):.1f}% of the "
+            f"images to {experts[k]} (> {100 * COLLAPSE_SHARE:.0f}%) although the labels are split; "
+            "the dual will behave like that expert. What helps: a router that sees the experts "
+            "(--router-input experts), a lower --temperature, more --epochs, a smaller --lambda"
+        )
     return (
-        f"{what} collapsed: {100 * float(shares[k]):.1f}% of the images go to {experts[k]} "
-        f"(> {100 * COLLAPSE_SHARE:.0f}%); the dual model will behave like that expert. Try a "
+        f"{what} collapsed: {share}; the dual model will behave like that expert. Try a "
         "lower --temperature (sharper targets), more epochs, a smaller router (--arch pooled_mlp), "
         "fewer or other experts, or check the labels"
     )

@@ -27,6 +27,16 @@ COMPOSITE_KINDS = ("dual", "cascade")
 #: kinds a router, dual or cascade entry may list as experts (a denoised entry at a served sigma)
 EXPERT_KINDS = ("expert", "denoised")
 HUB_LIBRARIES = {"denoiser": "diffusers", "classifier": "transformers"}
+#: What a router entry's network looks at (``router_input.type``; :mod:`rsbench.models.router_input`):
+#: the noisy pixels (the default), all the dual's experts' outputs, the largest-sigma expert's only,
+#: or the pixels behind a denoiser.
+ROUTER_INPUTS = ("pixels", "experts", "experts-top", "denoised")
+#: router inputs whose network is a head over experts' outputs
+ROUTER_EXPERT_INPUTS = ("experts", "experts-top")
+#: which outputs of the experts such a head sees
+ROUTER_FEATURES = ("log-softmax", "softmax", "logits")
+#: the head architectures of a router over experts (its ``arch``)
+ROUTER_HEADS = ("head_linear", "head_mlp")
 #: datasets an entry may name: all of :mod:`rsbench.data.catalog` but the embedded subset, which is
 #: loaded as ``fashion-mnist`` split ``embedded``
 DATASETS = tuple(name for name in _DATASETS if name != "fashion-mnist-embedded")
@@ -149,6 +159,16 @@ class ZooEntry:
     alpha_split: str | None = None
     denoiser: Mapping[str, Any] | None = field(default=None, hash=False)
     classifier: Mapping[str, Any] | None = field(default=None, hash=False)
+    #: router only: what its network looks at (``{"type": "pixels"}`` when absent; see
+    #: :data:`ROUTER_INPUTS`): for ``experts`` / ``experts-top`` also ``experts`` (the ids that
+    #: feed it, in order, a sub-list of the router's experts), ``sigmas`` (theirs, for denoised
+    #: experts) and ``features`` (:data:`ROUTER_FEATURES`)
+    router_input: Mapping[str, Any] | None = field(default=None, hash=False)
+    #: router only: the images it was labelled and trained on: ``dataset`` and ``split`` (the
+    #: source dataset, e.g. ``fashion-mnist`` / ``test`` for the embedded subset) and ``indices``
+    #: (positions in that source split, as ``start:stop[:step]`` / comma text); certifying a dual
+    #: on any of them is refused (:func:`rsbench.run.certifiers.check_router_training_overlap`)
+    trained_on: Mapping[str, Any] | None = field(default=None, hash=False)
     zoo_file: Path | None = field(default=None, compare=False, hash=False)
 
     @property
@@ -202,6 +222,10 @@ class ZooEntry:
             out["train_sigma"] = self.train_sigma
             if self.kind == "router":
                 out["experts"] = list(self.experts)
+                if self.router_input is not None:
+                    out["router_input"] = thaw(self.router_input)
+                if self.trained_on is not None:
+                    out["trained_on"] = thaw(self.trained_on)
             out["input_layer"] = self.input_layer.to_dict()
             checkpoint = self.checkpoint.to_dict()
             if checkpoint:

@@ -21,6 +21,7 @@ from typing import Any
 from rsbench.errors import (
     ALPHA_SPLITS,
     ConfigError,
+    RSBenchError,
     ZooError,
     check_alpha_router_fraction,
     check_p0,
@@ -30,6 +31,10 @@ from rsbench.zoo.entry import (
     HUB_LIBRARIES,
     INPUT_LAYER_TYPES,
     KINDS,
+    ROUTER_EXPERT_INPUTS,
+    ROUTER_FEATURES,
+    ROUTER_HEADS,
+    ROUTER_INPUTS,
     SOURCE_TYPES,
     CheckpointSpec,
     InputLayerSpec,
@@ -57,7 +62,7 @@ _NET_FIELDS = (
 )
 _FIELDS = {
     "expert": _COMMON_FIELDS + _NET_FIELDS,
-    "router": _COMMON_FIELDS + _NET_FIELDS + ("experts",),
+    "router": _COMMON_FIELDS + _NET_FIELDS + ("experts", "router_input", "trained_on"),
     "dual": _COMMON_FIELDS
     + ("router", "experts", "sigmas", "sigma_router", "alpha_router_fraction", "num_classes"),
     "cascade": _COMMON_FIELDS + ("experts", "sigmas", "p0", "alpha_split", "num_classes"),
@@ -378,7 +383,78 @@ def _parse_network(where: Where, data: Mapping, kind: str) -> dict[str, Any]:
                 f"{data['num_classes']} but the router lists {len(values['experts'])} experts; "
                 "a router has one output per expert",
             )
+        if data.get("router_input") is not None:
+            values["router_input"] = _parse_router_input(
+                where, data["router_input"], values["experts"], values["arch"]
+            )
+        if data.get("trained_on") is not None:
+            values["trained_on"] = _parse_trained_on(where, data["trained_on"])
     return values
+
+
+def _parse_router_input(
+    where: Where, value: Any, experts: Sequence[str], arch: str
+) -> Mapping[str, Any]:
+    """A router's ``router_input``: its type and, over experts, the experts that feed it (a
+    sub-list of the router's own experts, hence of its dual's), their sigmas and features."""
+    if not isinstance(value, Mapping):
+        raise where.error("router_input", f"{value!r} is not a mapping like {{type: pixels}}")
+    kind = value.get("type")
+    if kind not in ROUTER_INPUTS:
+        raise where.error("router_input.type", f"{kind!r} is not one of {', '.join(ROUTER_INPUTS)}")
+    if kind not in ROUTER_EXPERT_INPUTS:
+        _check_keys(where, "router_input", value, ("type",))
+        return freeze({"type": kind})
+    _check_keys(where, "router_input", value, ("type", "experts", "sigmas", "features"))
+    fed = _id_list(where, "router_input.experts", value.get("experts"), repeats=True)
+    unknown = [e for e in fed if e not in experts]
+    if unknown:
+        raise where.error(
+            "router_input.experts",
+            f"{unknown[0]!r} is not one of the router's experts {list(experts)}; a router may look "
+            "only at the experts of its dual",
+        )
+    if kind == "experts-top" and len(fed) != 1:
+        raise where.error("router_input.experts", f"lists {len(fed)} experts; experts-top uses one")
+    out: dict[str, Any] = {"type": kind, "experts": list(fed)}
+    if value.get("sigmas") is not None:
+        sigmas = value["sigmas"]
+        if not isinstance(sigmas, list) or len(sigmas) != len(fed):
+            raise where.error("router_input.sigmas", f"{sigmas!r} is not one sigma per expert")
+        out["sigmas"] = [_positive_float(where, "router_input.sigmas", s) for s in sigmas]
+    features = value.get("features", "log-softmax")
+    if features not in ROUTER_FEATURES:
+        raise where.error(
+            "router_input.features", f"{features!r} is not one of {', '.join(ROUTER_FEATURES)}"
+        )
+    out["features"] = features
+    if arch not in ROUTER_HEADS:
+        raise where.error(
+            "arch",
+            f"{arch!r}: a router over experts has a head arch, one of {', '.join(ROUTER_HEADS)}",
+        )
+    return freeze(out)
+
+
+def _parse_trained_on(where: Where, value: Any) -> Mapping[str, Any]:
+    """A router's ``trained_on``: the source ``dataset``, ``split`` and ``indices`` text."""
+    if not isinstance(value, Mapping):
+        raise where.error("trained_on", f"{value!r} is not a mapping {{dataset, split, indices}}")
+    _check_keys(where, "trained_on", value, ("dataset", "split", "indices"))
+    out = {}
+    for key in ("dataset", "split", "indices"):
+        if value.get(key) is None:
+            raise where.error(f"trained_on.{key}", "is required")
+        out[key] = _string(where, f"trained_on.{key}", str(value[key]))
+    try:
+        from rsbench.data.indices import parse_indices
+
+        parse_indices(out["indices"])
+    except (RSBenchError, ValueError) as exc:
+        raise where.error(
+            "trained_on.indices", f"{out['indices']!r} is not index text ({exc})"
+        ) from None
+    return freeze(out)
 
 
 def _parse_dual(where: Where, data: Mapping) -> dict[str, Any]:
