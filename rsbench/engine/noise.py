@@ -21,9 +21,12 @@ Guarantees
   image ``i`` is independent (up to the collision bound above) of everything a router or expert was
   trained or labelled with, and the selection draws of a certificate are independent of its
   estimation draws.
-* **Stable.** The stream of a key depends only on the key, :data:`NOISE_SCHEME` and the device
-  type (CPU and CUDA generators are different algorithms); not on the batch, the process or the
-  platform. A change to how keys become streams, or to how draws become noise
+* **Stable.** On CPU the stream of a key depends only on the key and :data:`NOISE_SCHEME`; not on
+  the batch, the process or the platform. On CUDA it also depends on the GPU model: torch's
+  ``normal_`` hands out Philox sub-streams by its launch grid, whose size follows the device's
+  multiprocessor count, so two GPU models can draw different (equally valid) noise for one key.
+  run.json records ``device_name`` for that reason; compare CUDA rows bit for bit only between runs
+  on the same GPU model. A change to how keys become streams, or to how draws become noise
   (:mod:`rsbench.engine.sampling`), raises :data:`NOISE_SCHEME`, which enters every run identity and
   router label-cache key.
 """
