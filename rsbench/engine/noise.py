@@ -57,6 +57,7 @@ Purpose = Literal[
     "label-estimate",
     "router-assign",
     "training",
+    "denoiser-training",
     "attack",
 ]
 #: Every purpose a draw can have: CERTIFY's selection and estimation samples and PREDICT's sample
