@@ -43,7 +43,7 @@ Examples:
   # then certify it at one of its sigmas: rsbench certify my-fmnist-denoised --sigma 0.5 --zoo my_zoo.yaml
   # a diffusion (DDPM noise-prediction U-Net) denoiser, the embedded embedded-fmnist-ddpm recipe
   rsbench train denoiser --dataset fashion-mnist --arch small_ddpm_unet --sigmas 0.25,0.5,1 \
-      --epochs 3 --classifier embedded-fmnist-clean --id my-fmnist-ddpm --out runs/ddpm --threads 1
+      --epochs 2 --lr 0.002 --classifier embedded-fmnist-clean --id my-fmnist-ddpm --out runs/ddpm
   # an interrupted run resumes from its last finished epoch: run the same command again
 
 \b

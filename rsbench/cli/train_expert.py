@@ -39,7 +39,7 @@ Examples:
   # the classifier of a denoised expert, fine-tuned on its denoiser's outputs at its served sigmas
   # (writes the classifier <id> and the denoised entry --denoised-id; the embedded -ft recipe)
   rsbench train expert --dataset fashion-mnist --arch fmnist_cnn --denoiser embedded-fmnist-ddpm \
-      --init embedded-fmnist-clean --epochs 1 --optimizer adam --lr 0.0005 \
+      --init embedded-fmnist-clean --epochs 1 --optimizer adam --lr 0.001 \
       --id my-ddpm-ft-classifier --denoised-id my-ddpm-ft --out runs/ft --threads 1
 
 \b
