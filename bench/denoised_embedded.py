@@ -13,7 +13,8 @@ noise draw per image and sigma), per sigma:
   expert at that sigma on the noisy image.
 
 ``table RUN_DIR...``: certified accuracy (%) at r = 0, sigma/2 and sigma of each run folder
-written by ``rsbench certify`` (one model at one sigma each), as a markdown table.
+written by ``rsbench certify`` (one model at one sigma each), as a markdown table; with
+``--radii 0,0.25,...`` at those radii instead (cascades, duals).
 
     python bench/denoised_embedded.py diagnose --threads 1
     python bench/denoised_embedded.py table runs/denoised/*
@@ -95,6 +96,18 @@ def table(args: argparse.Namespace) -> None:
     from rsbench.report.metrics import certified_accuracy
     from rsbench.results.storage import read_results
 
+    if args.radii:
+        radii = [float(r) for r in args.radii.split(",")]
+        print("| model | images | n | " + " | ".join(f"r = {r:g}" for r in radii) + " |")
+        print("|---|---|---|" + "---|" * len(radii))
+        for folder in args.runs:
+            frame = read_results(Path(folder))
+            acc = certified_accuracy(frame, radii) * 100
+            model, n = str(frame["model_id"].iloc[0]), int(frame["n"].iloc[0])
+            print(
+                f"| `{model}` | {len(frame)} | {n} | " + " | ".join(f"{a:.0f}" for a in acc) + " |"
+            )
+        return
     rows = []
     for folder in args.runs:
         frame = read_results(Path(folder))
@@ -127,6 +140,9 @@ def main() -> None:
     one.add_argument("--threads", type=int, default=None)
     two = sub.add_parser("table", help="certified accuracy at r = 0, sigma/2, sigma")
     two.add_argument("runs", nargs="+", help="run folders written by rsbench certify")
+    two.add_argument(
+        "--radii", default=None, help="comma list: accuracy at these radii (e.g. for cascades)"
+    )
     args = parser.parse_args()
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
