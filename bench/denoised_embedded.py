@@ -103,10 +103,11 @@ def table(args: argparse.Namespace) -> None:
         for folder in args.runs:
             frame = read_results(Path(folder))
             acc = certified_accuracy(frame, radii) * 100
-            model, n = str(frame["model_id"].iloc[0]), int(frame["n"].iloc[0])
-            print(
-                f"| `{model}` | {len(frame)} | {n} | " + " | ".join(f"{a:.0f}" for a in acc) + " |"
-            )
+            model, n = f"`{frame['model_id'].iloc[0]}`", int(frame["n"].iloc[0])
+            if str(frame["kind"].iloc[0]) == "expert":
+                model += f" at sigma {float(frame['sigma'].iloc[0]):g}"
+            cells = " | ".join(f"{a:.0f}" for a in acc)
+            print(f"| {model} | {len(frame)} | {n} | {cells} |")
         return
     rows = []
     for folder in args.runs:
