@@ -263,7 +263,13 @@ def build_entry(
         "source": weights_source(weights, zoo_file),
         "sha256": sha256,
         "license": f"weights: MIT (rsbench); training data: {info.license}",
-        "paper": "Cohen, Rosenfeld, Kolter. Certified Adversarial Robustness via Randomized Smoothing. ICML 2019",
+        "paper": (
+            "Carlini, Tramer, Dvijotham, Rice, Sun, Kolter. (Certified!!) Adversarial Robustness "
+            "for Free! ICLR 2023 (fine-tuned classifier)"
+            if config.denoiser
+            else "Cohen, Rosenfeld, Kolter. Certified Adversarial Robustness via Randomized "
+            "Smoothing. ICML 2019"
+        ),
         "recipe": recipe,
     }
     return parse_entry(raw, file=zoo_file)
@@ -442,7 +448,7 @@ def _resolve(config: ExpertTrainConfig, zoo: Any, device) -> tuple[Any, Any]:
         entry = zoo.get(config.denoiser)
         if entry.kind != "denoised":
             raise ConfigError(
-                f"{entry.id} is a {entry.kind} entry; --denoiser takes a denoised entry"
+                f"{entry.id} is of kind {entry.kind}; --denoiser takes a denoised entry"
             )
         if entry.dataset != dataset:
             raise ConfigError(f"{entry.id} is for {entry.dataset}, not {dataset}")
