@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# The GPU check of denoised experts, one command on a GPU machine (about 2 minutes):
+# The GPU check of denoised experts, one command on a GPU machine (a few minutes):
 #   bash bench/gpu_denoised.sh [OUT_DIR]
-# 1. the CLI: `rsbench certify` of the embedded denoised expert at sigma 0.5 and of the embedded
-#    denoised dual model on --device cuda (4 images); each run.json must say complete on cuda:N;
+# 1. the CLI: `rsbench certify` of the embedded denoised experts at sigma 0.5 (the small_denoiser
+#    one and the diffusion U-Net one, embedded-fmnist-ddpm) and of the embedded denoised dual model
+#    on --device cuda (4 images); each run.json must say complete on cuda:N; the U-Net denoised
+#    expert's logits on CUDA match CPU's;
 # 2. the Hub-architecture path on CUDA: a tiny random-weight transformers ViT behind the one-step
 #    diffusion denoiser (a tiny noise-prediction net stands in for the diffusers UNet, which the
 #    machine may not have), logits on CUDA == on CPU, one certificate on CUDA;
-# 3. bench/denoised_throughput.py on CUDA: samples/s of the denoised expert vs its bare classifier.
+# 3. bench/denoised_throughput.py on CUDA: samples/s of the denoised experts vs the Gaussian expert.
 # Needs only this repository and the machine's python3 with torch, transformers and rsbench's
-# dependencies; installs nothing, downloads nothing. Stops at the first failure.
+# dependencies (diffusers among them); installs nothing, downloads nothing. Stops at the first
+# failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-${OUT:-.}}"
@@ -37,6 +40,27 @@ echo "== certify embedded-fmnist-denoised --sigma 0.5 --device $dev" | tee -a "$
 python3 -m rsbench certify embedded-fmnist-denoised --sigma 0.5 --device "$dev" "${small[@]}" \
   --out "$work/single" 2>&1 | tee -a "$log"
 check_run "$work/single"
+echo "== certify embedded-fmnist-ddpm --sigma 0.5 --device $dev (diffusion U-Net denoiser)" | tee -a "$log"
+python3 -m rsbench certify embedded-fmnist-ddpm --sigma 0.5 --device "$dev" "${small[@]}" \
+  --out "$work/unet" 2>&1 | tee -a "$log"
+check_run "$work/unet"
+python3 - "$dev" <<'PY' 2>&1 | tee -a "$log"
+import sys
+
+import torch
+
+from rsbench.models.loading import load_model
+from rsbench.zoo.registry import load_zoo
+
+dev = torch.device(sys.argv[1] if sys.argv[1] != "cuda" else "cuda:0")
+entry = load_zoo().get("embedded-fmnist-ddpm")
+z = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+with torch.no_grad():
+    cpu = load_model(entry, "cpu", sigma=0.5)(z)
+    gpu = load_model(entry, dev, sigma=0.5)(z.to(dev)).cpu()
+print(f"embedded-fmnist-ddpm: max |logits cpu - {dev}| = {(cpu - gpu).abs().max():.2e}")
+assert torch.allclose(cpu, gpu, atol=1e-3), "U-Net denoised logits differ between CPU and GPU"
+PY
 echo "== certify embedded-fmnist-denoised-dual --device $dev" | tee -a "$log"
 python3 -m rsbench certify embedded-fmnist-denoised-dual --device "$dev" "${small[@]}" \
   --out "$work/dual" 2>&1 | tee -a "$log"
@@ -93,4 +117,6 @@ PY
 echo "== bench/denoised_throughput.py --device $dev" | tee -a "$log"
 python3 bench/denoised_throughput.py --device "$dev" --images 32 --n0 100 --n 10000 --batch 10000 \
   --rounds 3 2>&1 | tee -a "$log"
+python3 bench/denoised_throughput.py --device "$dev" --sigma 1.0 --images 32 --n0 100 --n 10000 \
+  --batch 10000 --rounds 3 2>&1 | tee -a "$log"
 echo "all denoised GPU checks passed" | tee -a "$log"

@@ -186,8 +186,15 @@ def test_test_time_streams_are_none_of_the_training_streams() -> None:
         "router-estimate",
         "router-predict",
     )
-    training_purposes = ("label-select", "label-estimate", "router-assign", "training", "attack")
-    training_purposes += ("router-training",)
+    training_purposes = (
+        "label-select",
+        "label-estimate",
+        "router-assign",
+        "training",
+        "router-training",
+        "denoiser-training",
+        "attack",
+    )
     assert set(test_purposes) | set(training_purposes) == set(PURPOSES)
     train = {
         first_rows(NoiseKey("fashion-mnist", split, i, p, 0), rows=1)

@@ -125,3 +125,42 @@ def test_cli_sgd_step_recipe_is_recorded_and_its_command_reproduces_the_weights(
         json.loads((tmp_path / "b" / "sgd-dn-denoiser.train.json").read_text())["sha256"]
         == (record["sha256"])
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# the diffusion denoiser (small_ddpm_unet) and the trainer's own noise purpose
+
+
+def test_ddpm_unet_trains_with_the_eps_loss_resumes_and_records_its_timesteps(tmp_path) -> None:
+    pytest.importorskip("diffusers")
+    import json
+
+    tiny = _tiny(arch="small_ddpm_unet", sigmas=(0.25, 0.5, 1.0), limit=16, batch_size=8)
+    whole = train_denoiser(tiny, tmp_path / "a")
+
+    def stop(event) -> None:
+        if event.phase == "epoch" and event.epoch == 1:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train_denoiser(tiny, tmp_path / "b", progress=stop)
+    assert train_denoiser(tiny, tmp_path / "b").sha256 == whole.sha256  # bit for bit
+    record = json.loads((tmp_path / "a" / "tiny-denoised-denoiser.train.json").read_text())
+    assert record["objective"] == "ddpm-eps"
+    assert record["timesteps"] == {"0.25": 144, "0.5": 258, "1": 396}  # DDPMScheduler's table
+    assert record["config"]["noise_purpose"] == "denoiser-training"
+    assert whole.history[-1]["loss"] < whole.history[0]["loss"] * 1.5  # finite, not diverging
+
+
+def test_the_denoiser_trainer_has_its_own_noise_purpose(tmp_path) -> None:
+    from rsbench.engine.noise import PURPOSES
+    from rsbench.train.denoiser import command_line
+
+    assert "denoiser-training" in PURPOSES
+    own = train_denoiser(_tiny(epochs=1), tmp_path / "a")
+    shared = train_denoiser(_tiny(epochs=1, noise_purpose="training"), tmp_path / "b")
+    assert own.sha256 != shared.sha256  # another stream: the router trainer's is "training"
+    assert "--noise-purpose" not in command_line(_tiny())
+    assert "--noise-purpose training" in command_line(_tiny(noise_purpose="training"))
+    with pytest.raises(ConfigError, match="noise_purpose"):
+        train_denoiser(_tiny(noise_purpose="select"), tmp_path / "c")

@@ -284,3 +284,45 @@ def _replace_option(args: list[str], option: str, value: str) -> list[str]:
     else:
         out += [option, value]
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# --denoiser: the classifier of a denoised expert, fine-tuned on denoised images
+
+
+def test_denoised_classifier_fine_tunes_from_init_and_writes_both_entries(tmp_path):
+    from test_denoised import _zoo_file
+
+    from rsbench.models.loading import load_model
+    from rsbench.zoo.registry import load_zoo
+
+    (tmp_path / "zoo").mkdir()
+    zoo = load_zoo([_zoo_file(tmp_path / "zoo")])  # toy-denoised: an identity denoiser
+    config = _tiny(
+        train_sigma=0.0,
+        denoiser="toy-denoised",
+        init="embedded-fmnist-clean",
+        epochs=1,
+        limit=64,
+        lr=1e-12,
+        optimizer="adam",
+        model_id="toy-ft-classifier",
+        denoised_id="toy-ft",
+    )
+    result = train_expert(config, tmp_path / "out", zoo_file=tmp_path / "ft.yaml", zoo=zoo)
+    start = load_model(zoo.get("embedded-fmnist-clean"))[1].state_dict()
+    tuned = load_file(str(result.weights))
+    assert all(torch.allclose(tuned[k], start[k], atol=1e-8) for k in start)  # began at init
+    made = load_zoo([tmp_path / "ft.yaml", tmp_path / "zoo" / "zoo.yaml"])
+    denoised = made.get("toy-ft")
+    assert denoised.kind == "denoised" and denoised.sigmas == (0.25, 0.5)
+    assert denoised.classifier["sha256"] == result.sha256 == made.get("toy-ft-classifier").sha256
+    assert denoised.denoiser["sha256"] == zoo.get("toy-denoised").denoiser["sha256"]
+    recipe = made.get("toy-ft-classifier").recipe
+    assert "--denoiser toy-denoised --init embedded-fmnist-clean" in recipe["command"]
+    assert recipe["denoiser"]["entry"] == "toy-denoised" and list(recipe["sigmas"]) == [0.25, 0.5]
+    assert load_model(denoised, sigma=0.5)(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ConfigError, match="--train-sigma 0"):
+        train_expert(_tiny(denoiser="toy-denoised"), tmp_path / "bad", zoo=zoo)
+    with pytest.raises(ConfigError, match="must be an expert of arch"):
+        train_expert(_tiny(init="toy-denoised"), tmp_path / "bad", zoo=zoo)

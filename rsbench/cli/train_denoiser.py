@@ -41,6 +41,9 @@ Examples:
   rsbench train denoiser --dataset fashion-mnist --sigmas 0.25,0.5,1 --epochs 8 \\
       --classifier embedded-fmnist-clean --id my-fmnist-denoised --out runs/dn --zoo-file my_zoo.yaml
   # then certify it at one of its sigmas: rsbench certify my-fmnist-denoised --sigma 0.5 --zoo my_zoo.yaml
+  # a diffusion (DDPM noise-prediction U-Net) denoiser, the embedded embedded-fmnist-ddpm recipe
+  rsbench train denoiser --dataset fashion-mnist --arch small_ddpm_unet --sigmas 0.25,0.5,1 \
+      --epochs 2 --lr 0.002 --classifier embedded-fmnist-clean --id my-fmnist-ddpm --out runs/ddpm
   # an interrupted run resumes from its last finished epoch: run the same command again
 
 \b
@@ -58,6 +61,14 @@ denoised zoo entry <id> (denoiser + classifier, serving --sigmas; recipe, sha256
     help="Noise levels to train on (and serve), comma list in [0,1] pixel units.",
 )
 @click.option("--classifier", default=None, help="Zoo expert that classifies the denoised images.")
+@click.option(
+    "--noise-purpose",
+    type=click.Choice(["denoiser-training", "training"]),
+    default="denoiser-training",
+    show_default=True,
+    help="Noise stream purpose; 'training' (shared with the router trainer before) reproduces "
+    "denoisers trained then, e.g. embedded-fmnist-denoised.",
+)
 @loop_options(epochs=10, batch_size=128)
 @optimizer_options(optimizer="adam", lr=0.001, weight_decay=0.0)
 @seed_option()
@@ -101,6 +112,7 @@ def denoiser(**options) -> None:
         eval_limit=options["eval_limit"],
         model_id=options["model_id"],
         classifier=options["classifier"],
+        noise_purpose=options["noise_purpose"],
         data_root=options["data_root"],
         download=options["download"],
         device=str(resolve_device(options["device"])),

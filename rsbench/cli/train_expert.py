@@ -16,6 +16,7 @@ from rsbench.cli.options import (
     resume_options,
     seed_option,
     selection_options,
+    zoo_option,
 )
 from rsbench.errors import check_seed
 
@@ -35,6 +36,11 @@ Examples:
   rsbench train expert --dataset cifar10 --arch cifar_resnet20 --train-sigma 0.25 --epochs 90 \\
       --optimizer sgd --lr 0.1 --schedule step --step-size 30 --data-root ~/data --download --device cuda
   # an interrupted run resumes from its last finished epoch: run the same command again
+  # the classifier of a denoised expert, fine-tuned on its denoiser's outputs at its served sigmas
+  # (writes the classifier <id> and the denoised entry --denoised-id; the embedded -ft recipe)
+  rsbench train expert --dataset fashion-mnist --arch fmnist_cnn --denoiser embedded-fmnist-ddpm \
+      --init embedded-fmnist-clean --epochs 1 --optimizer adam --lr 0.001 \
+      --id my-ddpm-ft-classifier --denoised-id my-ddpm-ft --out runs/ft --threads 1
 
 \b
 Outputs in --out: <id>.safetensors (the network's state dict), <id>.train.json (config, per-epoch
@@ -50,10 +56,26 @@ The zoo entry (recipe with this command, seed, epochs, data; sha256) goes into -
 )
 @click.option(
     "--train-sigma",
-    required=True,
+    default=None,
     type=float,
     help="Gaussian noise level of the augmentation, in [0,1] pixel units (0: no noise, e.g. the "
-    "classifier of a denoised expert).",
+    "classifier of a denoised expert). Required, except with --denoiser (0).",
+)
+@click.option(
+    "--denoiser",
+    default=None,
+    help="A denoised zoo entry: train the classifier on its denoiser's outputs at its served "
+    "sigmas (the denoiser is frozen) and write a denoised entry with this classifier.",
+)
+@click.option(
+    "--denoised-id",
+    default=None,
+    help="Id of the denoised entry written with --denoiser (default <id>-denoised).",
+)
+@click.option(
+    "--init",
+    default=None,
+    help="A zoo expert of the same --arch whose weights start the training (fine-tuning).",
 )
 @loop_options(epochs=20, batch_size=128)
 @optimizer_options(optimizer="sgd", lr=0.05, weight_decay=1e-4)
@@ -66,6 +88,7 @@ The zoo entry (recipe with this command, seed, epochs, data; sha256) goes into -
 )
 @click.option("--id", "model_id", default=None, help="Zoo id (default <dataset>-<arch>-s<sigma>).")
 @output_options()
+@zoo_option(help="Extra zoo file(s) defining --denoiser / --init.")
 @data_options()
 @device_options()
 @click.option(
@@ -91,8 +114,15 @@ def expert(**options) -> None:
     )
 
     from rsbench.engine.device import resolve as resolve_device
+    from rsbench.errors import ConfigError
     from rsbench.train.expert import ExpertTrainConfig, command_line, train_expert
+    from rsbench.zoo.registry import load_zoo
 
+    train_sigma = options["train_sigma"]
+    if train_sigma is None:
+        if not options["denoiser"]:
+            raise ConfigError("give --train-sigma (e.g. 0.5; 0 trains without noise)")
+        train_sigma = 0.0
     if options["threads"]:
         torch.set_num_threads(int(options["threads"]))
     out_dir = Path(options["out_dir"])
@@ -100,7 +130,7 @@ def expert(**options) -> None:
     config = ExpertTrainConfig(
         dataset=options["dataset"],
         arch=options["arch"],
-        train_sigma=options["train_sigma"],
+        train_sigma=train_sigma,
         epochs=options["epochs"],
         batch_size=options["batch_size"],
         **optimizer_values(options),
@@ -110,6 +140,9 @@ def expert(**options) -> None:
         eval_limit=options["eval_limit"],
         augment=options["augment"],
         model_id=options["model_id"],
+        denoiser=options["denoiser"],
+        denoised_id=options["denoised_id"],
+        init=options["init"],
         data_root=options["data_root"],
         download=options["download"],
         device=str(resolve_device(options["device"])),
@@ -121,6 +154,9 @@ def expert(**options) -> None:
     command += f" --out {shlex.quote(str(out_dir))}"
     if options["zoo_file"]:
         command += f" --zoo-file {shlex.quote(str(zoo_file))}"
+    for path in options["zoo_paths"]:
+        command += f" --zoo {shlex.quote(path)}"
+    zoo = load_zoo(options["zoo_paths"]) if (config.denoiser or config.init) else None
     config = ExpertTrainConfig(**{**config.__dict__, "command": command})
 
     console = Console(stderr=True)
@@ -162,6 +198,10 @@ def expert(**options) -> None:
             )
             if event.eval_clean is not None:
                 line += f", test clean {event.eval_clean:.4f}, test noisy {event.eval_noisy:.4f}"
+            if event.eval_denoised:
+                line += ", test denoised " + ", ".join(
+                    f"s{k} {v:.4f}" for k, v in event.eval_denoised.items()
+                )
             progress.console.print(line, soft_wrap=True)
 
     with progress:
@@ -172,8 +212,11 @@ def expert(**options) -> None:
             resume=options["resume"],
             keep_checkpoint=options["keep_checkpoint"],
             progress=report,
+            zoo=zoo,
         )
     click.echo(f"weights: {result.weights}")
     click.echo(f"sha256:  {result.sha256}")
     click.echo(f"zoo entry {result.model_id!r} written to {result.zoo_file}")
+    if result.denoised_entry is not None:
+        click.echo(f"zoo entry {result.denoised_entry.id!r} written to {result.zoo_file}")
     click.echo(f"trained in {result.seconds:.1f} s")

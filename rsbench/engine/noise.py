@@ -61,6 +61,7 @@ Purpose = Literal[
     "router-assign",
     "training",
     "router-training",
+    "denoiser-training",
     "attack",
 ]
 #: Every purpose a draw can have: CERTIFY's selection and estimation samples and PREDICT's sample

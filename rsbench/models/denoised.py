@@ -30,8 +30,11 @@ Classifiers: a network with weights (rsbench architecture, input layer) or a Hug
 normalised inside the wrapper, after the noise).
 
 Hub components load with ``from_pretrained`` at the entry's 40-hex commit ``revision`` (or from a
-local ``path`` written by ``save_pretrained``, the offline tests' path); ``diffusers`` and
-``transformers`` are optional extras (``pip install rsbench[denoised]``).
+local ``path`` written by ``save_pretrained``, the offline tests' path); ``diffusers`` is a base
+dependency (the embedded ``small_ddpm_unet`` denoiser, :mod:`rsbench.models.archs.ddpm_unet`, is a
+``UNet2DModel`` behind the same :class:`DiffusionDenoiser`), ``transformers`` an optional extra
+(``pip install rsbench[denoised]``). A network denoiser takes no ``input_layer``: it maps [0, 1]
+pixels to [0, 1] pixels, and an entry naming one other than ``none`` is refused when loaded.
 """
 
 from __future__ import annotations
@@ -127,13 +130,22 @@ class DiffusionDenoiser(nn.Module):
     ``eps_model(x_t, t)`` returns the predicted noise (``[B, C', H, W]``; when ``C' = 2C`` the model
     also predicts variances and the first ``C`` channels are the noise). ``alphas_cumprod`` comes
     from the model's scheduler.
+
+    ``pad`` = ``(rows, cols)``: the noisy input ``z`` is zero-padded by that many pixels on each
+    side (pixel value 0) before step 1 and the estimate is cropped back to ``z``'s size, for a
+    U-Net that needs a larger side than the certified images (28x28 -> 32x32). The padding happens
+    inside the base model, after smoothing's noise; ``(0, 0)`` (the published Hub UNets) changes
+    nothing.
     """
 
     alphas_cumprod: torch.Tensor  # a buffer (registered in __init__)
 
-    def __init__(self, eps_model: nn.Module, alphas_cumprod: torch.Tensor) -> None:
+    def __init__(
+        self, eps_model: nn.Module, alphas_cumprod: torch.Tensor, pad: tuple[int, int] = (0, 0)
+    ) -> None:
         super().__init__()
         self.eps_model = eps_model
+        self.pad = (int(pad[0]), int(pad[1]))
         self.register_buffer(
             "alphas_cumprod", torch.as_tensor(alphas_cumprod, dtype=torch.float64), persistent=False
         )
@@ -142,14 +154,55 @@ class DiffusionDenoiser(nn.Module):
         """The timestep whose noise level matches ``sigma`` (:func:`diffusion_timestep`)."""
         return diffusion_timestep(sigma, self.alphas_cumprod)
 
-    def forward(self, z: torch.Tensor, sigma: float) -> torch.Tensor:
-        t = self.timestep(sigma)
-        abar = float(self.alphas_cumprod[t])
-        x_t = math.sqrt(abar) * (2.0 * z - 1.0)
-        steps = torch.full((z.shape[0],), t, device=z.device, dtype=torch.long)
-        eps = self.eps_model(x_t, steps)[:, : z.shape[1]]
-        x0 = (x_t - math.sqrt(1.0 - abar) * eps) / math.sqrt(abar)
-        return ((x0 + 1.0) / 2.0).clamp(0.0, 1.0)
+    def _levels(self, z: torch.Tensor, sigma: float | torch.Tensor):
+        """``(t, sqrt(abar_t), sqrt(1 - abar_t))``: ``t`` shaped ``[B]``; the two factors Python
+        floats for one sigma (float64 arithmetic, as the published path always had), else
+        ``[B, 1, 1, 1]`` tensors (one sigma per image, for training)."""
+        if isinstance(sigma, torch.Tensor) and sigma.numel() > 1:
+            steps = [self.timestep(float(s)) for s in sigma.reshape(-1).tolist()]
+            t = torch.tensor(steps, device=z.device, dtype=torch.long)
+            abar = self.alphas_cumprod.to(z.device)[t]
+            scale = abar.sqrt().to(z.dtype).view(-1, 1, 1, 1)
+            return t, scale, (1.0 - abar).sqrt().to(z.dtype).view(-1, 1, 1, 1)
+        step = self.timestep(float(sigma))
+        value = float(self.alphas_cumprod[step])
+        t = torch.full((z.shape[0],), step, device=z.device, dtype=torch.long)
+        return t, math.sqrt(value), math.sqrt(1.0 - value)
+
+    def _padded(self, z: torch.Tensor) -> torch.Tensor:
+        rows, cols = self.pad
+        if rows or cols:
+            return nn.functional.pad(z, (cols, cols, rows, rows), value=0.0)
+        return z
+
+    def _crop(self, out: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        rows, cols = self.pad
+        return out[..., rows : rows + z.shape[-2], cols : cols + z.shape[-1]]
+
+    def estimate(self, z: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        """Steps 1-4 of the module docstring, unclamped, in [0, 1] pixel units (``sigma``: a float
+        or one per image)."""
+        t, scale, rest = self._levels(z, sigma)
+        x_t = scale * (2.0 * self._padded(z) - 1.0)
+        eps = self.eps_model(x_t, t)[:, : z.shape[1]]
+        x0 = (x_t - rest * eps) / scale
+        return self._crop((x0 + 1.0) / 2.0, z)
+
+    def forward(self, z: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        return self.estimate(z, sigma).clamp(0.0, 1.0)
+
+    def eps_loss(self, z: torch.Tensor, sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """DDPM's simple loss at the served levels: the mean squared error between the predicted
+        noise and ``eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)``, the noise that the
+        scheduler's arithmetic puts in ``x_t = sqrt(abar_t) (2 z - 1)`` for ``x0 = 2 x - 1``, over
+        the image's own pixels (not the padding). Its minimiser is the minimum-MSE estimate of
+        ``x`` from ``z`` at each served sigma (the estimate's error is ``sqrt(1 - abar) / (2
+        sqrt(abar))`` times the noise's)."""
+        t, scale, rest = self._levels(z, sigma)
+        x_t = scale * (2.0 * self._padded(z) - 1.0)
+        target = (x_t - scale * (2.0 * self._padded(x) - 1.0)) / rest
+        eps = self.eps_model(x_t, t)[:, : z.shape[1]]
+        return nn.functional.mse_loss(self._crop(eps, z), self._crop(target, z))
 
 
 class DiffusersEps(nn.Module):
@@ -254,11 +307,19 @@ def _load_network(entry, role: str, device, cache_dir, require_pinned, progress)
     from rsbench.models.network import load_network
     from rsbench.zoo.parse import component_entry
 
+    if role == "denoiser":
+        layer = (getattr(entry, role) or {}).get("input_layer") or {"type": "none"}
+        if layer.get("type", "none") != "none":
+            raise ZooError(
+                f"{entry.id}: the denoiser's input_layer is {layer.get('type')!r}, but a denoiser "
+                "maps [0, 1] pixels to [0, 1] pixels and rsbench applies no input layer to it; "
+                "remove input_layer (or set type: none) and normalise inside the architecture"
+            )
     sub = component_entry(entry, role)
     model = load_network(
         sub, device, cache_dir=cache_dir, require_pinned=require_pinned, progress=progress
     )
-    if role == "denoiser":  # Sequential(InputLayer, net): a denoiser takes (z, sigma)
+    if role == "denoiser":  # Sequential(InputLayer = none, net): a denoiser takes (z, sigma)
         return model[1], model.weights_sha256, model.weights_pinned  # type: ignore[index]
     return model, model.weights_sha256, model.weights_pinned
 

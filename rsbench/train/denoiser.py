@@ -1,14 +1,25 @@
 """Denoiser training for denoised experts (denoised smoothing, Salman et al. 2020's MSE objective).
 
 Each training image ``x`` gets one noise level ``s`` drawn uniformly from ``sigmas`` and the noisy
-copy ``z = x + N(0, s^2 I)`` in [0, 1] pixel space (no clipping); the loss is the mean squared error
-between ``denoiser(z, s)`` and ``x``. One network so serves every sigma it was trained on.
+copy ``z = x + N(0, s^2 I)`` in [0, 1] pixel space (no clipping), exactly the input the denoiser
+sees inside a smoothed base model. The loss is
+
+* for a diffusion denoiser (an architecture whose module has ``eps_loss``, e.g. ``small_ddpm_unet``:
+  :class:`rsbench.models.denoised.DiffusionDenoiser`): DDPM's simple noise-prediction loss at the
+  timesteps the served sigmas map to (:meth:`~rsbench.models.denoised.DiffusionDenoiser.eps_loss`;
+  training concentrates on those timesteps, not the full schedule);
+* otherwise: the mean squared error between ``denoiser(z, s)`` and ``x``.
+
+One network so serves every sigma it was trained on.
 
 Guarantees (as for :mod:`rsbench.train.expert`):
 
 * Seeded and deterministic: the initial weights come from ``seed``; epoch ``e``'s data order, noise
-  levels and noise come from the stream ``NoiseKey(dataset, split, e, "training", seed)``
-  (:mod:`rsbench.engine.noise`: the training purpose, never a certification stream). On the same device,
+  levels and noise come from the stream ``NoiseKey(dataset, split, e, noise_purpose, seed)``
+  (:mod:`rsbench.engine.noise`; ``noise_purpose`` is ``denoiser-training``, the denoiser trainer's
+  own purpose, never a certification stream nor the router trainer's; ``training``, the purpose
+  it shared with the router trainer before, reproduces denoisers trained then, such as the
+  shipped ``embedded-fmnist-denoised``). On the same device,
   thread count and library versions an interrupted-and-resumed run gives the same weights.
 * Resumable: a checkpoint after every epoch (``<out>/<id>.checkpoint.pt``, ``weights_only`` load);
   one made with another configuration is refused.
@@ -29,12 +40,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from rsbench.engine import device as D
-from rsbench.engine.noise import NoiseKey
+from rsbench.engine.noise import NoiseKey, Purpose
 from rsbench.errors import ConfigError, check_count, check_sigma
 from rsbench.train.common import (
     EpochLoop,
@@ -78,6 +89,7 @@ class DenoiserTrainConfig:
     eval_limit: int = 1000
     model_id: str | None = None
     classifier: str | None = None
+    noise_purpose: str = "denoiser-training"
     data_root: str | None = None
     download: bool = False
     device: str = "cpu"
@@ -148,6 +160,15 @@ def _validate(config: DenoiserTrainConfig) -> None:
         check_count(config.limit, "limit")
     if config.eval_limit < 0:
         raise ConfigError(f"eval_limit={config.eval_limit} is not allowed; use 0 (no eval) or more")
+    if config.noise_purpose not in NOISE_PURPOSES:
+        raise ConfigError(
+            f"noise_purpose={config.noise_purpose!r} is not one of {', '.join(NOISE_PURPOSES)}"
+        )
+
+
+#: the denoiser trainer's noise purposes: its own, and the one it shared with the router trainer
+#: before (``training``: reproduces denoisers trained then, e.g. ``embedded-fmnist-denoised``)
+NOISE_PURPOSES = ("denoiser-training", "training")
 
 
 def command_line(config: DenoiserTrainConfig) -> str:
@@ -175,6 +196,8 @@ def command_line(config: DenoiserTrainConfig) -> str:
         parts.append(f"--limit {config.limit}")
     if config.classifier:
         parts.append(f"--classifier {config.classifier}")
+    if config.noise_purpose != "denoiser-training":
+        parts.append(f"--noise-purpose {config.noise_purpose}")
     if config.model_id:
         parts.append(f"--id {config.model_id}")
     return " ".join(parts)
@@ -206,14 +229,33 @@ def build_entry(
     sha256: str | None,
     zoo_file: Path | None,
     extra_recipe: dict[str, Any] | None = None,
+    timesteps: dict[str, int] | None = None,
 ):
-    """The ``denoised`` entry: this denoiser (at ``weights``) + the ``classifier`` zoo expert."""
+    """The ``denoised`` entry: this denoiser (at ``weights``) + the ``classifier`` zoo expert.
+
+    ``timesteps`` (sigma -> DDPM timestep) marks a diffusion denoiser trained with DDPM's noise
+    prediction loss; ``None``, one trained with the MSE objective."""
     from rsbench.data.catalog import dataset_info
     from rsbench.zoo.parse import parse_entry
 
     info = dataset_info(config.dataset)
+    if timesteps is not None:
+        trainer = (
+            "rsbench train denoiser (DDPM noise prediction at the served sigmas' timesteps; "
+            "one-step denoising, Carlini et al. 2023)"
+        )
+        paper = (
+            "Carlini, Tramer, Dvijotham, Rice, Sun, Kolter. (Certified!!) Adversarial Robustness "
+            "for Free! ICLR 2023"
+        )
+    else:
+        trainer = "rsbench train denoiser (MSE denoising over the served sigmas)"
+        paper = (
+            "Salman, Sun, Yang, Kapoor, Kolter. Denoised Smoothing: A Provable Defense for "
+            "Pretrained Classifiers. NeurIPS 2020"
+        )
     recipe: dict[str, Any] = {
-        "trainer": "rsbench train denoiser (MSE denoising over the served sigmas)",
+        "trainer": trainer,
         "command": config.command or command_line(config),
         "data": {"dataset": config.dataset, "split": config.split, "limit": config.limit},
         "classifier": classifier.id,
@@ -224,8 +266,11 @@ def build_entry(
         "lr": config.lr,
         "weight_decay": config.weight_decay,
         "schedule": config.schedule,
+        "noise_purpose": config.noise_purpose,
         "torch": str(torch.__version__),
     }
+    if timesteps is not None:
+        recipe["timesteps"] = dict(timesteps)
     if config.optimizer == "sgd":
         recipe["momentum"] = config.momentum
     if config.schedule == "step":
@@ -250,10 +295,7 @@ def build_entry(
         },
         "classifier": classifier_spec(classifier),
         "license": f"weights: MIT (rsbench); training data: {info.license}",
-        "paper": (
-            "Salman, Sun, Yang, Kapoor, Kolter. Denoised Smoothing: A Provable Defense for "
-            "Pretrained Classifiers. NeurIPS 2020"
-        ),
+        "paper": paper,
         "recipe": recipe,
     }
     return parse_entry(raw, file=zoo_file)
@@ -323,6 +365,10 @@ def train_denoiser(
     steps = math.ceil(size / config.batch_size)
     optimizer, scheduler = OptimizerConfig.of(config).build(net.parameters(), config.epochs, steps)
     sigmas = torch.tensor([float(s) for s in config.sigmas])
+    eps_loss = getattr(net, "eps_loss", None)
+    timesteps = None
+    if eps_loss is not None:
+        timesteps = {f"{float(s):g}": int(net.timestep(float(s))) for s in config.sigmas}
     key = _config_key(config)
     loop = EpochLoop(net, optimizer, scheduler, config.epochs, steps, key, paths["checkpoint"])
     resumed_from = loop.resume() if resume else None
@@ -334,7 +380,8 @@ def train_denoiser(
     )
 
     def batches(epoch: int) -> Iterator[Step]:
-        stream = NoiseKey(config.dataset, config.split, epoch, "training", config.seed)
+        purpose = cast(Purpose, config.noise_purpose)
+        stream = NoiseKey(config.dataset, config.split, epoch, purpose, config.seed)
         generator = stream.generator()
         order = torch.randperm(size, generator=generator)
         for start in range(0, size, config.batch_size):
@@ -343,7 +390,10 @@ def train_denoiser(
             level = sigmas[torch.randint(len(sigmas), (len(chunk),), generator=generator)]
             noise = torch.randn(images.shape, generator=generator) * level.view(-1, 1, 1, 1)
             images, noisy, level = images.to(device), (images + noise).to(device), level.to(device)
-            yield Step(torch.nn.functional.mse_loss(net(noisy, level), images), len(chunk))
+            if eps_loss is not None:
+                yield Step(eps_loss(noisy, level, images), len(chunk))
+            else:
+                yield Step(torch.nn.functional.mse_loss(net(noisy, level), images), len(chunk))
 
     def on_batch(tick: Tick) -> None:
         elapsed = time.perf_counter() - began
@@ -400,7 +450,9 @@ def train_denoiser(
         }
     entry = None
     if classifier is not None:
-        entry = build_entry(config, classifier, paths["weights"], digest, zoo_path, extra)
+        entry = build_entry(
+            config, classifier, paths["weights"], digest, zoo_path, extra, timesteps
+        )
     seconds = time.perf_counter() - began
     record_out = {
         "id": config.weights_id(),
@@ -408,6 +460,8 @@ def train_denoiser(
         "config": dataclasses.asdict(config),
         "command": config.command or command_line(config),
         "sha256": digest,
+        "objective": "ddpm-eps" if timesteps is not None else "mse",
+        "timesteps": timesteps,
         "history": history,
         "torch": str(torch.__version__),
         "threads": torch.get_num_threads(),

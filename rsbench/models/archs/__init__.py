@@ -2,7 +2,7 @@
 
 A name is one of:
 
-* a registry name (``cifar_resnet20``, ``cifar_resnet110``, ``resnet50``, ``fmnist_cnn``, ``mlp``, ``pooled_mlp``, ...; denoisers: ``small_denoiser``);
+* a registry name (``cifar_resnet20``, ``cifar_resnet110``, ``resnet50``, ``fmnist_cnn``, ``mlp``, ``pooled_mlp``, ...; denoisers: ``small_denoiser``, ``small_ddpm_unet``);
 * ``timm:<model name>`` (``timm.create_model(name, num_classes=...)``);
 * ``torchvision:<model name>`` (``torchvision.models.get_model(name, num_classes=...)``);
 * a user's ``package.module:callable`` or ``path/to/file.py:callable``.
@@ -41,6 +41,7 @@ ARCHITECTURES: dict[str, str] = {
 #: ``denoiser`` of a denoised zoo entry, built with ``num_classes`` = the image's channel count.
 DENOISER_ARCHITECTURES: dict[str, str] = {
     "small_denoiser": "rsbench.models.archs.denoiser:small_denoiser",
+    "small_ddpm_unet": "rsbench.models.archs.ddpm_unet:small_ddpm_unet",
 }
 
 
