@@ -121,20 +121,27 @@ def test_clopper_pearson_lower_is_never_above_the_exact_bound() -> None:
     assert scipy_above > 0  # the check has teeth: the unrounded value is sometimes above
 
 
+def _covers_exact_upper(k: int, n: int, alpha: float, upper: float) -> bool:
+    """``upper >= u*``, the exact upper bound (P[Bin(n, u*) <= k] = alpha, decreasing in u)."""
+    return bool(1 - _binomial_tail_at_least(k + 1, n, upper) <= alpha)
+
+
 def test_clopper_pearson_upper_is_never_below_the_exact_bound() -> None:
+    """rsbench's upper bound is never below u*, and tight: 1e-9 relative below it is already
+    below u* (a bound rounded or computed loosely upward would pass the first check only). The
+    first check has teeth: a bound lowered by 1e-6 relative fails it in every case."""
     import mpmath
 
     mpmath.mp.dps = 40
-    for k, n, alpha in _cases()[::3]:
-        if k == n:
-            continue
+    cases = [(k, n, alpha) for k, n, alpha in _cases()[::3] if k < n]
+    assert len(cases) > 50
+    too_low_caught = 0
+    for k, n, alpha in cases:
         ours = float(stats.clopper_pearson_upper(k, n, alpha))
-        # exact upper bound u*: P[Bin(n, u*) <= k] = alpha, decreasing in u
-        assert 1 - _binomial_tail_at_least(k + 1, n, ours) <= alpha, (k, n, alpha, ours)
-        # ... and tight: a hair below ours (1e-9 relative) is already below u*, so the same check
-        # fails there (a bound rounded or computed loosely upward would pass the line above)
-        below = ours * (1 - 1e-9)
-        assert 1 - _binomial_tail_at_least(k + 1, n, below) > alpha, (k, n, alpha, ours)
+        assert _covers_exact_upper(k, n, alpha, ours), (k, n, alpha, ours)
+        assert not _covers_exact_upper(k, n, alpha, ours * (1 - 1e-9)), (k, n, alpha, ours)
+        too_low_caught += not _covers_exact_upper(k, n, alpha, ours * (1 - 1e-6))
+    assert too_low_caught == len(cases)
 
 
 def test_pvalue_is_rounded_up_against_the_exact_value() -> None:

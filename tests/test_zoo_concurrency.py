@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import signal
 import subprocess
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers.cli import ARCH, cli_env, write_weights
+from helpers.cli import ARCH, cli_env, run_many, write_weights
 
 pytestmark = [
     pytest.mark.subprocess,
@@ -77,38 +76,7 @@ def run_together(
     jobs: dict[str, list[str]], cwd: Path, torch: bool = False
 ) -> dict[str, subprocess.CompletedProcess]:
     """Run the jobs as concurrent processes released at one moment (see :data:`BARRIER_DRIVER`)."""
-    logs = cwd / ".logs"
-    logs.mkdir(exist_ok=True)
-    spec = [
-        {
-            "name": name,
-            "args": args,
-            "cwd": str(cwd),
-            "stdout": str(logs / f"{name}.out"),
-            "stderr": str(logs / f"{name}.err"),
-        }
-        for name, args in jobs.items()
-    ]
-    env = {**cli_env(cwd), **({"DRIVER_TORCH": "1"} if torch else {})}
-    driver = subprocess.run(
-        [sys.executable, "-c", BARRIER_DRIVER],
-        input=json.dumps(spec),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert driver.returncode == 0, driver.stderr
-    codes = json.loads(driver.stdout)
-    return {
-        job["name"]: subprocess.CompletedProcess(
-            job["args"],
-            codes[job["name"]],
-            Path(job["stdout"]).read_text(),
-            Path(job["stderr"]).read_text(),
-        )
-        for job in spec
-    }
+    return run_many(jobs, cwd, driver=BARRIER_DRIVER, env={"DRIVER_TORCH": "1"} if torch else None)
 
 
 @pytest.fixture()

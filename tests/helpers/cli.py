@@ -199,13 +199,20 @@ json.dump(codes, sys.stdout)
 
 
 def run_many(
-    jobs: dict[str, list[str]], cwd: Path, prelude: str = "", prefix: Sequence[str] = ()
+    jobs: dict[str, list[str]],
+    cwd: Path,
+    prelude: str = "",
+    prefix: Sequence[str] = (),
+    driver: str = DRIVER,
+    env: dict[str, str] | None = None,
 ) -> dict[str, subprocess.CompletedProcess]:
     """Run each named argument list as ``rsbench ARGS`` in ``cwd`` (see :data:`DRIVER`).
 
     ``prelude``, when given, is Python code each child runs just before the command (fault
     injection, e.g. a write that fails with ENOSPC). ``prefix`` runs the driver under a wrapper
-    command (e.g. ``setpriv`` dropping root's permission override).
+    command (e.g. ``setpriv`` dropping root's permission override). ``driver`` replaces
+    :data:`DRIVER` (it reads the same job list on stdin and prints the exit codes as JSON);
+    ``env`` adds variables to the children's environment.
     """
     logs = cwd / ".logs"
     logs.mkdir(exist_ok=True)
@@ -221,9 +228,9 @@ def run_many(
         for name, args in jobs.items()
     ]
     driver = subprocess.run(
-        [*prefix, sys.executable, "-c", DRIVER],
+        [*prefix, sys.executable, "-c", driver],
         input=json.dumps(spec),
-        env=cli_env(cwd),
+        env={**cli_env(cwd), **(env or {})},
         capture_output=True,
         text=True,
         timeout=300,
