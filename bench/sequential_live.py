@@ -25,8 +25,9 @@ existing report, keeping the rest::
     PYTHONPATH=. python bench/sequential_live.py --indices 0:2000:50 --out /tmp/seqc-live \
         --models embedded-fmnist-cascade --append-section
 
-``--timings FILE`` (JSON ``{"model mode": seconds}``) reuses a run already made with the same
-command into ``--out`` instead of running it again (its wall time as measured then).
+``--timings FILE`` (JSON ``{"model mode": seconds}``, or ``{"model mode": {"seconds": s, "load":
+"the load average before it"}}``) reuses a run already made with the same command into
+``--out`` instead of running it again (its wall time as measured then).
 """
 
 from __future__ import annotations
@@ -131,12 +132,12 @@ def main() -> None:
     for model in args.models:
         for mode in ("sequential", "fixed"):
             if f"{model} {mode}" in known:
-                seconds, command = (
-                    float(known[f"{model} {mode}"]),
-                    command_of(model, mode, args.n, args.indices, args.out),
-                )
-                timings[(model, mode)] = seconds
-                commands.append(command + "  # measured earlier, not rerun")
+                entry = known[f"{model} {mode}"]
+                entry = entry if isinstance(entry, dict) else {"seconds": entry}
+                command = command_of(model, mode, args.n, args.indices, args.out)
+                timings[(model, mode)] = float(entry["seconds"])
+                load_note = f", load average {entry['load']} before it" if "load" in entry else ""
+                commands.append(f"{command}  # measured earlier{load_note}, not rerun")
                 continue
             seconds, command = certify(model, mode, args.n, args.indices, args.out)
             timings[(model, mode)] = seconds

@@ -311,3 +311,15 @@ def test_cli_sequential_cascade_end_to_end(tmp_path) -> None:
     bad = _rsbench(*args, "--alpha-split", "reference", "--out", str(out))
     assert bad.returncode == 2 and "alpha-split union" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_plan_measures_radii_from_its_level() -> None:
+    spec = _spec(20_000, first=500, ratio=1.25)
+    half, p0 = spec.plan(0.001, 0.5), spec.plan(0.001, 0.5, 0.7)
+    lower = np.array([0.4, 0.6, 0.69, 0.7, 0.95, 0.999])
+    assert np.array_equal(level_radius(lower, 0.5), stats.radius_from_bound(lower, 0.5))
+    expected = np.where(lower >= 0.7, 0.5 * (norm.ppf(lower) - norm.ppf(0.7)), 0.0)
+    assert np.allclose(level_radius(lower, 0.5, 0.7), expected, rtol=1e-12, atol=0)
+    # the same votes certify less from a higher level, and the top reachable radius is lower
+    assert p0.top_radius < half.top_radius and p0.level == 0.7 and half.level == 0.5
+    assert "level" not in half.identity() and p0.identity()["level"] == 0.7

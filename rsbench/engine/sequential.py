@@ -87,6 +87,9 @@ Driving it
   :mod:`rsbench.engine.smoothing` and :mod:`rsbench.engine.dual` draws the blocks
   (:func:`rsbench.engine.smoothing.sequential_votes`), each image's samples a prefix of its
   estimation stream (:mod:`rsbench.engine.sampling`);
+* a cascade (:func:`rsbench.engine.cascade.certify_sequential`): each stage's plan measures radii
+  from ``p0`` (``level``, :func:`level_radius`) and its caps use plans on the complement of the
+  largest other-class count from ``1 - p0``; the same union argument covers every stage;
 * live, block by block: :class:`SequentialState` (``pending()``, ``next_block()``, ``update()``,
   ``result()``), one per batch of images, each image at its own stage;
 * offline from cumulative counts per stage: :func:`certify_cumulative`; from a draw callback:
