@@ -52,6 +52,11 @@ every decision from them (another alpha, p0 or split), so cascades re-score offl
 was not run during the live certificate makes a re-scored row abstain (always sound). The samples
 an image used vary per input: ``stages_run * (n0 + n)``.
 
+Sequential estimation (``sequential=``, union split only): every stage's estimation stops early
+on the radius grid and earlier stages resume only for their caps; the guarantee above holds
+unchanged because each answer and cap bound is a staged Clopper-Pearson bound at the same share
+(:func:`certify_sequential`: the rule, the guarantee and its proof sketch).
+
 Noise: stage k draws its selection and estimation samples from the ``select`` / ``estimate``
 streams of each sample's :class:`rsbench.engine.noise.NoiseKey` with ``stage = k`` (fresh for each stage;
 stage 0's streams are those of a single-expert certificate of the same sample, so the first stage

@@ -637,9 +637,10 @@ class SequentialSpec:
     grid it stops on and the plan's shape (:meth:`SequentialPlan.geometric`'s arguments).
 
     The same spec serves every stage of a model (an expert, a dual model's router and expert
-    stages): :meth:`plan` builds the stage's :class:`SequentialPlan` at that stage's sigma and
-    alpha, so each stage's bound holds at its own level and the stages compose exactly as fixed-n
-    stages do (a dual certificate's union bound over router and expert is unchanged).
+    stages, a cascade's stages): :meth:`plan` builds the stage's :class:`SequentialPlan` at that
+    stage's sigma and alpha (and level: a cascade's p0), so each stage's bound holds at its own
+    level and the stages compose exactly as fixed-n stages do (a dual certificate's union bound
+    over router and expert, a cascade's over its answer and cap bounds, is unchanged).
     """
 
     n_max: int
