@@ -17,6 +17,17 @@ Usage::
 
 The certify runs resume: an interrupted invocation picks up where it stopped (its timing is then
 that of the last piece only, and the report says so).
+
+The cascade (``embedded-fmnist-cascade``: every stage sequential, caps resumed to the answer's
+grid level, :func:`rsbench.engine.cascade.certify_sequential`) is added as its own section of an
+existing report, keeping the rest::
+
+    PYTHONPATH=. python bench/sequential_live.py --indices 0:2000:50 --out /tmp/seqc-live \
+        --models embedded-fmnist-cascade --append-section
+
+``--timings FILE`` (JSON ``{"model mode": seconds}``, or ``{"model mode": {"seconds": s, "load":
+"the load average before it"}}``) reuses a run already made with the same command into
+``--out`` instead of running it again (its wall time as measured then).
 """
 
 from __future__ import annotations
@@ -39,16 +50,26 @@ MODELS = (
     "embedded-fmnist-s1.00",
     "embedded-fmnist-dual",
 )
+CASCADE_HEADING = "## The cascade"
 GRID = tuple(0.25 * i for i in range(9))
 
 
-def certify(model: str, mode: str, n: int, indices: str, out: Path) -> tuple[float, str]:
-    """Run one certification through the CLI; its wall time and the command."""
+def _args(model: str, mode: str, n: int, indices: str, out: Path) -> list[str]:
     args = ["certify", model, "--n0", "100", "--alpha", "0.001", "--indices", indices]
     args += ["--threads", "1", "--out", str(out / mode), "--no-leaderboard"]
     args += (
         ["--n", str(n)] if mode == "fixed" else ["--estimation", "sequential", "--n-max", str(n)]
     )
+    return args
+
+
+def command_of(model: str, mode: str, n: int, indices: str, out: Path) -> str:
+    return "rsbench " + " ".join(_args(model, mode, n, indices, out))
+
+
+def certify(model: str, mode: str, n: int, indices: str, out: Path) -> tuple[float, str]:
+    """Run one certification through the CLI; its wall time and the command."""
+    args = _args(model, mode, n, indices, out)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "rsbench", *args], env=env, cwd=ROOT)
@@ -72,6 +93,14 @@ def accuracy(frame: pd.DataFrame) -> list[float]:
     return [float(np.mean(lv > j)) for j in range(len(GRID))]
 
 
+def reasons_of(frame: pd.DataFrame) -> dict[str, int]:
+    """Stop reasons: the expert stage's (a cascade: every stage that ran, caps included)."""
+    if (frame["kind"] == "cascade").all() and "stage_stop_reason" in frame:
+        flat = [str(r) for row in frame["stage_stop_reason"] for r in row]
+        return pd.Series(flat).value_counts().to_dict()
+    return frame["stop_reason"].value_counts().to_dict()
+
+
 def load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
@@ -84,7 +113,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/rsbench-sequential-live"))
     parser.add_argument("--report", type=Path, default=ROOT / "results" / "sequential-live.md")
     parser.add_argument("--models", nargs="*", default=list(MODELS))
+    parser.add_argument(
+        "--append-section",
+        action="store_true",
+        help="write the models as the cascade section of the existing --report (replacing it)",
+    )
+    parser.add_argument("--timings", type=Path, default=None)
     args = parser.parse_args()
+    import json
+
+    known = json.loads(args.timings.read_text()) if args.timings else {}
     sys.path.insert(0, str(ROOT))
     from rsbench.results import read_results
 
@@ -93,6 +131,14 @@ def main() -> None:
     commands = []
     for model in args.models:
         for mode in ("sequential", "fixed"):
+            if f"{model} {mode}" in known:
+                entry = known[f"{model} {mode}"]
+                entry = entry if isinstance(entry, dict) else {"seconds": entry}
+                command = command_of(model, mode, args.n, args.indices, args.out)
+                timings[(model, mode)] = float(entry["seconds"])
+                load_note = f", load average {entry['load']} before it" if "load" in entry else ""
+                commands.append(f"{command}  # measured earlier{load_note}, not rerun")
+                continue
             seconds, command = certify(model, mode, args.n, args.indices, args.out)
             timings[(model, mode)] = seconds
             commands.append(command)
@@ -147,7 +193,7 @@ def main() -> None:
                 "lower": int((diff < 0).sum()),
                 "higher": int((diff > 0).sum()),
                 "images": len(seq),
-                "reasons": seq["stop_reason"].value_counts().to_dict(),
+                "reasons": reasons_of(seq),
             }
         )
     lines += [
@@ -170,6 +216,9 @@ def main() -> None:
             f"{s['gap']:.1f} | "
             f"{s['lower']} / {s['higher']} of {s['images']} | {reasons} |"
         )
+    if args.append_section:
+        write_section(args, lines, summary, commands, load_before, load_after)
+        return
     experts = [s for s in summary if s["model"] != "embedded-fmnist-dual"]
     images = summary[0]["images"] if summary else 0
     resolution = 100.0 / images if images else float("nan")
@@ -200,6 +249,44 @@ def main() -> None:
     ]
     args.report.write_text("\n".join(lines))
     print(f"wrote {args.report}")
+
+
+def write_section(args, lines, summary, commands, load_before, load_after) -> None:
+    """Replace (or add) the cascade section at the end of ``args.report``, keeping the rest."""
+    text = args.report.read_text() if args.report.exists() else ""
+    head = text.split("\n" + CASCADE_HEADING)[0].rstrip("\n")
+    first = lines.index("") + 1  # drop the title: keep the machine line and the tables
+    models = " ".join(args.models)
+    section = [
+        "",
+        CASCADE_HEADING,
+        "",
+        f"Written by `bench/sequential_live.py --indices {args.indices} --n {args.n} --models "
+        f"{models} --append-section`: the same images and protocol as above, every cascade stage "
+        "sequential (its answer bound at alpha / 5 from p0 = 0.5, the union split; an earlier "
+        "stage's samples resumed only while its cap could lower the answer's grid level: "
+        "`rsbench.engine.cascade.certify_sequential`). Samples count every stage run, selection "
+        "included.",
+        "",
+        *[line for line in lines[first + 2 :]],
+        "",
+        "Stop reasons count every cascade stage that ran: top / futile / abstain / n_max are the "
+        "answer phase's (abstain: p0 out of reach, the image moved on or abstained); cap_* a stage "
+        "resumed for its cap (cap_met: it reached the answer's grid level).",
+        "",
+        "Commands"
+        + (
+            " (a run marked 'measured earlier' was made with this command before the others, "
+            "on the same machine; its wall time is the one measured then):"
+            if any("measured earlier" in c for c in commands)
+            else ":"
+        ),
+        "",
+        *[f"    {c}" for c in commands],
+        "",
+    ]
+    args.report.write_text(head + "\n" + "\n".join(section))
+    print(f"wrote the cascade section of {args.report}")
 
 
 if __name__ == "__main__":

@@ -87,6 +87,9 @@ Driving it
   :mod:`rsbench.engine.smoothing` and :mod:`rsbench.engine.dual` draws the blocks
   (:func:`rsbench.engine.smoothing.sequential_votes`), each image's samples a prefix of its
   estimation stream (:mod:`rsbench.engine.sampling`);
+* a cascade (:func:`rsbench.engine.cascade.certify_sequential`): each stage's plan measures radii
+  from ``p0`` (``level``, :func:`level_radius`) and its caps use plans on the complement of the
+  largest other-class count from ``1 - p0``; the same union argument covers every stage;
 * live, block by block: :class:`SequentialState` (``pending()``, ``next_block()``, ``update()``,
   ``result()``), one per batch of images, each image at its own stage;
 * offline from cumulative counts per stage: :func:`certify_cumulative`; from a draw callback:
@@ -195,18 +198,34 @@ def geometric_stages(
     return tuple(sizes)
 
 
-def _final_frequencies(radii: Sequence[float], n: int, alpha: float, sigma: float) -> np.ndarray:
+def level_radius(lower: ArrayLike, sigma: float, level: float = 0.5) -> np.ndarray:
+    """The radius a lower bound ``lower`` on a probability certifies against the threshold
+    ``level``: ``sigma * (Phi^-1(lower) - Phi^-1(level))`` where ``lower >= level``, else 0.
+
+    ``level = 1/2`` is CERTIFY's radius (:func:`rsbench.engine.stats.radius_from_bound`, used as is);
+    a cascade stage answers against ``p0`` and its cap is this radius of the complement of the
+    largest other-class probability against ``1 - p0`` (:mod:`rsbench.engine.cascade`)."""
+    if level == 0.5:
+        return radius_from_bound(lower, sigma)
+    lower = np.asarray(lower, dtype=np.float64)
+    radius = sigma * (norm.ppf(np.clip(lower, level, 1.0)) - norm.ppf(level))
+    return np.where(lower >= level, radius, 0.0)
+
+
+def _final_frequencies(
+    radii: Sequence[float], n: int, alpha: float, sigma: float, level: float = 0.5
+) -> np.ndarray:
     """Per radius, ``c / n`` for the smallest count ``c`` whose bound at ``(n, alpha)`` certifies it
-    (``radius >= r`` and bound ``>= 1/2``); 0 where no count does (``Phi(r / sigma)`` then applies).
+    (``radius >= r`` and bound ``>= level``); 0 where no count does (the threshold then applies).
     Bisection on the bound, which is monotone in the count."""
     out = np.zeros(len(radii))
     for j, r in enumerate(radii):
         lo, hi = 0, n  # invariant: hi certifies (checked first), lo - 1 does not
-        if not _certifies(hi, n, alpha, sigma, r):
+        if not _certifies(hi, n, alpha, sigma, r, level):
             continue
         while lo < hi:
             mid = (lo + hi) // 2
-            if _certifies(mid, n, alpha, sigma, r):
+            if _certifies(mid, n, alpha, sigma, r, level):
                 hi = mid
             else:
                 lo = mid + 1
@@ -222,9 +241,11 @@ def _check_alpha(alpha: object) -> float:
     return float(alpha)
 
 
-def _certifies(count: int, n: int, alpha: float, sigma: float, r: float) -> bool:
+def _certifies(
+    count: int, n: int, alpha: float, sigma: float, r: float, level: float = 0.5
+) -> bool:
     lower = clopper_pearson_lower(count, n, alpha)
-    return bool(lower >= 0.5 and radius_from_bound(lower, sigma) >= r)
+    return bool(lower >= level and level_radius(lower, sigma, level) >= r)
 
 
 @dataclass(frozen=True)
@@ -238,7 +259,8 @@ class SequentialPlan:
     stopping rule (b) (None: each stage's ``alpha_k``); ``futility``: what that bound is compared
     with (``"reachable"`` or ``"threshold"``, see the module docstring). Neither affects soundness.
     ``weighting``: how ``stage_alphas`` were made (recorded in the identity only; "custom" when
-    given directly). Build one with :meth:`geometric`; the constructor validates (``ValueError``).
+    given directly). ``level``: the probability a radius is measured from (:func:`level_radius`;
+    1/2, CERTIFY's, unless a cascade stage's ``p0`` or cap asks for another). Build one with :meth:`geometric`; the constructor validates (``ValueError``).
     """
 
     stage_sizes: tuple[int, ...]
@@ -249,6 +271,7 @@ class SequentialPlan:
     futility_alpha: float | None = DEFAULT_FUTILITY_ALPHA
     futility: str = "reachable"
     weighting: str = "custom"
+    level: float = 0.5
     _thresholds: np.ndarray = field(init=False, repr=False, compare=False)
     _top: int = field(init=False, repr=False, compare=False)
 
@@ -296,8 +319,13 @@ class SequentialPlan:
             )
         if self.futility not in FUTILITY:
             raise ValueError(f"futility {self.futility!r} is unknown; use one of {FUTILITY}")
+        if not (isinstance(self.level, (float, int)) and 0.0 < float(self.level) < 1.0):
+            raise ValueError(f"level {self.level!r} is not allowed; use 0 < level < 1, e.g. 0.5")
+        object.__setattr__(self, "level", float(self.level))
         reach = float(
-            np.max(radius_from_bound(clopper_pearson_lower(sizes, sizes, alphas), self.sigma))
+            np.max(
+                level_radius(clopper_pearson_lower(sizes, sizes, alphas), self.sigma, self.level)
+            )
         )
         if radii[0] > reach:
             raise ValueError(
@@ -310,10 +338,14 @@ class SequentialPlan:
         object.__setattr__(self, "radii", radii)
         object.__setattr__(self, "sigma", float(self.sigma))
         object.__setattr__(self, "alpha", float(self.alpha))
-        thresholds = norm.cdf(np.asarray(radii) / self.sigma)
+        if self.level == 0.5:
+            thresholds = norm.cdf(np.asarray(radii) / self.sigma)
+        else:
+            thresholds = norm.cdf(np.asarray(radii) / self.sigma + norm.ppf(self.level))
         if self.futility == "reachable":
             thresholds = np.maximum(
-                thresholds, _final_frequencies(radii, sizes[-1], alphas[-1], self.sigma)
+                thresholds,
+                _final_frequencies(radii, sizes[-1], alphas[-1], self.sigma, self.level),
             )
         object.__setattr__(self, "_thresholds", thresholds)
         object.__setattr__(self, "_top", int(np.searchsorted(radii, reach, side="right")) - 1)
@@ -331,6 +363,7 @@ class SequentialPlan:
         weighting: str = DEFAULT_WEIGHTING,
         futility_alpha: float | None = DEFAULT_FUTILITY_ALPHA,
         futility: str = "reachable",
+        level: float = 0.5,
     ) -> SequentialPlan:
         """A plan with :func:`geometric_stages` and :func:`split_alpha`. The defaults (first block
         500, ratio 1.25, ``"final-half"``, ``futility_alpha = 0.1``, ``"reachable"``) were tuned on
@@ -345,6 +378,7 @@ class SequentialPlan:
             futility_alpha=futility_alpha,
             futility=futility,
             weighting=weighting,
+            level=level,
         )
 
     # ----------------------------------------------------------------------------- properties
@@ -380,6 +414,7 @@ class SequentialPlan:
             "futility_alpha": self.futility_alpha,
             "radii": list(self.radii),
             "sigma": self.sigma,
+            **({} if self.level == 0.5 else {"level": self.level}),
         }
 
 
@@ -393,15 +428,16 @@ class Decision:
     stop: np.ndarray  # bool
     reason: np.ndarray  # int8, StopReason values
     lower: np.ndarray  # LB_k
-    radius: np.ndarray  # sigma * Phi^-1(LB_k), 0 = abstain
+    radius: np.ndarray  # sigma * (Phi^-1(LB_k) - Phi^-1(level)), 0 = abstain
 
 
 def certified_on_grid(plan: SequentialPlan, lower: ArrayLike) -> np.ndarray:
-    """How many grid radii (from the smallest) ``lower`` certifies: ``radius >= r`` and ``LB >= 1/2``."""
+    """How many grid radii (from the smallest) ``lower`` certifies: ``radius >= r`` and
+    ``LB >= plan.level`` (1/2 for CERTIFY)."""
     lower = np.asarray(lower, dtype=np.float64)
-    radius = radius_from_bound(lower, plan.sigma)
+    radius = level_radius(lower, plan.sigma, plan.level)
     count = np.searchsorted(np.asarray(plan.radii), radius, side="right")
-    return np.where(lower >= 0.5, count, 0)
+    return np.where(lower >= plan.level, count, 0)
 
 
 def decide(plan: SequentialPlan, nA: ArrayLike, stage: ArrayLike) -> Decision:
@@ -420,7 +456,7 @@ def decide(plan: SequentialPlan, nA: ArrayLike, stage: ArrayLike) -> Decision:
         raise ValueError("nA outside 0..n_k at some image")
     alphas = np.asarray(plan.stage_alphas)[stage]
     lower = clopper_pearson_lower(nA, n, alphas)
-    radius = radius_from_bound(lower, plan.sigma)
+    radius = level_radius(lower, plan.sigma, plan.level)
     certified = certified_on_grid(plan, lower)  # grid radii certified: indices < certified
     top = certified > plan._top
     futility_alpha = alphas if plan.futility_alpha is None else plan.futility_alpha
@@ -601,9 +637,10 @@ class SequentialSpec:
     grid it stops on and the plan's shape (:meth:`SequentialPlan.geometric`'s arguments).
 
     The same spec serves every stage of a model (an expert, a dual model's router and expert
-    stages): :meth:`plan` builds the stage's :class:`SequentialPlan` at that stage's sigma and
-    alpha, so each stage's bound holds at its own level and the stages compose exactly as fixed-n
-    stages do (a dual certificate's union bound over router and expert is unchanged).
+    stages, a cascade's stages): :meth:`plan` builds the stage's :class:`SequentialPlan` at that
+    stage's sigma and alpha (and level: a cascade's p0), so each stage's bound holds at its own
+    level and the stages compose exactly as fixed-n stages do (a dual certificate's union bound
+    over router and expert, a cascade's over its answer and cap bounds, is unchanged).
     """
 
     n_max: int
@@ -626,9 +663,10 @@ class SequentialSpec:
     def stage_sizes(self) -> tuple[int, ...]:
         return geometric_stages(self.n_max, self.first, self.ratio)
 
-    def plan(self, alpha: float, sigma: float) -> SequentialPlan:
-        """The stage plan at ``alpha`` and ``sigma`` (cached: plans are immutable)."""
-        return _plan(self, float(alpha), float(sigma))
+    def plan(self, alpha: float, sigma: float, level: float = 0.5) -> SequentialPlan:
+        """The stage plan at ``alpha`` and ``sigma`` (cached: plans are immutable); ``level``:
+        the probability radii are measured from (:func:`level_radius`; cascades)."""
+        return _plan(self, float(alpha), float(sigma), float(level))
 
     def identity(self) -> dict[str, Any]:
         """What enters a run's identity: the estimation mode, its bound, stage sizes, n_max, the
@@ -645,11 +683,11 @@ class SequentialSpec:
         }
 
 
-_PLANS: dict[tuple[SequentialSpec, float, float], SequentialPlan] = {}
+_PLANS: dict[tuple[SequentialSpec, float, float, float], SequentialPlan] = {}
 
 
-def _plan(spec: SequentialSpec, alpha: float, sigma: float) -> SequentialPlan:
-    key = (spec, alpha, sigma)
+def _plan(spec: SequentialSpec, alpha: float, sigma: float, level: float) -> SequentialPlan:
+    key = (spec, alpha, sigma, level)
     if key not in _PLANS:
         _PLANS[key] = SequentialPlan.geometric(
             n_max=spec.n_max,
@@ -661,6 +699,7 @@ def _plan(spec: SequentialSpec, alpha: float, sigma: float) -> SequentialPlan:
             weighting=spec.weighting,
             futility_alpha=spec.futility_alpha,
             futility=spec.futility,
+            level=level,
         )
     return _PLANS[key]
 

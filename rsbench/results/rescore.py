@@ -274,6 +274,16 @@ def _rescore_cascade(out: pd.DataFrame, rows: np.ndarray, alpha: float, label: n
     def cells(column: str) -> list:
         return [out[column].iloc[r] for r in rows]
 
+    seq = _sequential(out)[rows]
+    old_alpha = _num(out, "alpha")[rows]
+    stage_n: list[Any] = [None] * len(rows)
+    levels: list[Any] = [None] * len(rows)
+    if seq.any():  # each stage's bound at its stopping stage's level, scaled with the total
+        for position in np.flatnonzero(seq):
+            r = rows[position]
+            stage_n[position] = list(out["stage_n_used"].iloc[r])
+            stored = np.asarray(out["stage_alpha"].iloc[r], dtype=np.float64)
+            levels[position] = stage_alpha(stored, old_alpha[position], alpha)
     decided: list[dict[str, Any]] = rescore_rows(
         cells("stage_sigmas"),
         cells("stage_cA"),
@@ -283,6 +293,8 @@ def _rescore_cascade(out: pd.DataFrame, rows: np.ndarray, alpha: float, label: n
         alpha,
         [float(v) for v in cells("cascade_p0")],
         [str(v) for v in cells("alpha_split")],
+        stage_n,
+        levels,
     )
     prediction = np.array([d["prediction"] for d in decided], dtype=np.int64)
     abstained = np.array([d["abstained"] for d in decided], dtype=bool)
@@ -293,6 +305,25 @@ def _rescore_cascade(out: pd.DataFrame, rows: np.ndarray, alpha: float, label: n
     _assign(out, rows, "cascade_stage", np.array([d["stage"] for d in decided], dtype=np.int64))
     answering = [d["stage"] if d["stage"] >= 0 else len(d["pA_lower"]) - 1 for d in decided]
     _assign(out, rows, "pA_lower", np.array([d["pA_lower"][k] for d, k in zip(decided, answering)]))
+    if seq.any():  # a sequential row's scalar stop columns follow the answering stage too
+        where = np.flatnonzero(seq)
+        picks = [answering[p] for p in where]
+        for column, stage_column in (
+            ("n_used", "stage_n_used"),
+            ("stop_stage", "stage_stop_stage"),
+        ):
+            values = [int(out[stage_column].iloc[rows[p]][k]) for p, k in zip(where, picks)]
+            _assign(out, rows[where], column, np.array(values, dtype=np.int64))
+        reasons = out["stop_reason"].tolist()
+        for p, k in zip(where, picks):
+            reasons[rows[p]] = str(out["stage_stop_reason"].iloc[rows[p]][k])
+        out["stop_reason"] = _object_series(reasons, out.index).astype(out["stop_reason"].dtype)
+        _assign(
+            out,
+            rows[where],
+            "stop_alpha",
+            np.array([decided[p]["stage_alpha"][k] for p, k in zip(where, picks)]),
+        )
     # the base columns name the answering stage (the last stage run when the cascade abstains)
     for column, stage_column in (
         ("cA", "stage_cA"),

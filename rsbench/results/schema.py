@@ -102,7 +102,8 @@ CASCADE_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
 )
 #: Columns of sequential estimation (rsbench.engine.sequential), null in fixed-n rows: the mode,
 #: then per stage (the expert's, a dual row's router as ``router_*``) the estimation samples drawn,
-#: the 0-based stopping stage, why it stopped and the alpha of the bound at that stage. A part
+#: the 0-based stopping stage, why it stopped and the alpha of the bound at that stage; a cascade
+#: row's per cascade stage as ``stage_*`` lists (its ``stage_alpha`` holds the levels). A part
 #: whose rows are all fixed-n is written without them (:func:`for_writing`), as before they existed.
 SEQUENTIAL_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("estimation", _STR),
@@ -114,6 +115,9 @@ SEQUENTIAL_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("router_stop_stage", _I64),
     ("router_stop_reason", _STR),
     ("router_stop_alpha", _F64),
+    ("stage_n_used", _LIST),
+    ("stage_stop_stage", _LIST),
+    ("stage_stop_reason", pa.list_(_STR)),
 )
 #: Columns a part may lack (read as null): those added to format 1 after it was first written.
 OPTIONAL_COLUMNS: frozenset[str] = frozenset(
@@ -299,6 +303,17 @@ def _cascade_row(row: dict[str, Any], cert: Any, expert_ids: Sequence[str]) -> d
         stage_pB_upper=list(cert.stage_pB_upper),
         stage_radius=list(cert.stage_radius),
     )
+    if getattr(cert, "estimation", "fixed") == "sequential":
+        row.update(
+            estimation="sequential",
+            n_used=int(cert.n_used),
+            stop_stage=int(cert.stop_stage),
+            stop_reason=str(cert.stop_reason),
+            stop_alpha=float(cert.stop_alpha),
+            stage_n_used=list(cert.stage_n_used),
+            stage_stop_stage=list(cert.stage_stop_stage),
+            stage_stop_reason=list(cert.stage_stop_reason),
+        )
     return row
 
 

@@ -154,6 +154,10 @@ class RunConfig:
         spec = self.sequential_spec()
         if spec is not None:  # fixed runs keep the identity they had before
             data["sequential"] = spec.identity()
+            if self.kind == "cascade":  # how its stages stop and resume for the caps
+                from rsbench.engine.cascade import SEQUENTIAL_RULE
+
+                data["sequential"]["cascade_rule"] = SEQUENTIAL_RULE
         for key in ("batch_size", "chunk_size", "device", "data_root", "threads"):
             data.pop(key)
         for key in ("channels_last", "compile"):  # only when on: older identities stay valid
@@ -200,16 +204,26 @@ def resolve_config(entry, **options: Any) -> RunConfig:
     spec = config.sequential_spec()
     if spec is not None:
         stages: list[tuple[float, float]] = []
+        levels: list[float] = []
         if config.kind == "dual":
             fraction = config.alpha_router_fraction or 0.0
             a_router = config.alpha * fraction
             stages.append((a_router, config.sigma_router or 0.0))
             stages += [(config.alpha - a_router, s) for s in config.sigmas]
+        elif config.kind == "cascade":  # each stage's answer bound at its union share, from p0
+            if config.alpha_split != "union":
+                raise ConfigError(
+                    f"{config.model_id}: sequential estimation needs --alpha-split union (the "
+                    f"{config.alpha_split} split is not covered by a union bound)"
+                )
+            share = config.alpha / (2 * len(config.sigmas) - 1)
+            stages += [(share, s) for s in config.sigmas]
+            levels = [float(config.p0 or 0.5)] * len(stages)
         else:
             stages.append((config.alpha, config.sigma or 0.0))
-        for alpha, sigma in stages:
+        for i, (alpha, sigma) in enumerate(stages):
             try:
-                spec.plan(alpha, sigma)
+                spec.plan(alpha, sigma, *levels[i : i + 1])
             except ValueError as exc:
                 raise ConfigError(f"sequential estimation at sigma {sigma:g}: {exc}") from None
     return config
@@ -413,11 +427,6 @@ def estimation_values(
                 "--estimation sequential only"
             )
         return mode, check_count(n if n is not None else proto.n, "n"), None
-    if entry.kind == "cascade":
-        raise ConfigError(
-            f"{entry.id} is a cascade: sequential estimation is not available for cascades yet; "
-            "use --estimation fixed (or an expert or dual id)"
-        )
     if n is not None and n_max is not None and int(n) != int(n_max):
         raise ConfigError(
             f"--n {n} and --n-max {n_max} disagree; a sequential run's n is its n_max (give one)"
