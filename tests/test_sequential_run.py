@@ -242,6 +242,38 @@ def test_fixed_runs_keep_their_identity_and_sequential_ones_record_the_plan(zoo)
     )
 
 
+def test_futility_alpha_enters_the_identity_and_drops_the_protocol_name(zoo) -> None:
+    entry = zoo.get("tiny-s0.25")
+    named = runconfig.resolve_config(entry, zoo=zoo, protocol="cpu-seq")
+    same = runconfig.resolve_config(entry, zoo=zoo, protocol="cpu-seq", futility_alpha=0.1)
+    assert same.identity() == named.identity() and same.protocol == "cpu-seq"
+    assert "futility_alpha" not in named.record()  # run.json of earlier runs is unchanged
+    bolder = runconfig.resolve_config(entry, zoo=zoo, protocol="cpu-seq", futility_alpha=0.2)
+    assert bolder.protocol == "custom" and bolder.identity() != named.identity()
+    assert bolder.identity_fields()["sequential"]["futility_alpha"] == 0.2
+    assert bolder.sequential_spec() == SequentialSpec(
+        n_max=100_000, radii=named.radii, futility_alpha=0.2
+    )
+    again = runconfig.RunConfig(**json.loads(json.dumps(bolder.record())))
+    assert again.identity() == bolder.identity()
+
+
+def test_a_larger_futility_alpha_only_stops_sooner_on_the_same_draws() -> None:
+    """Same counts, same bound: a larger level can only stop an image at an earlier stage, and
+    where both stop at the same stage they report the same radius (the level decides when, never
+    what is certified)."""
+    rng = np.random.default_rng(7)
+    cautious = SequentialSpec(n_max=20_000, radii=GRID).plan(0.001, 0.5)
+    bold = SequentialSpec(n_max=20_000, radii=GRID, futility_alpha=0.3).plan(0.001, 0.5)
+    p = rng.uniform(0.5, 1.0, size=400)
+    counts = sequential.simulate_counts(cautious, p, rng)
+    a = sequential.certify_cumulative(cautious, counts)
+    b = sequential.certify_cumulative(bold, counts)
+    assert np.all(b.stage <= a.stage) and np.any(b.stage < a.stage)
+    same = a.stage == b.stage
+    assert np.array_equal(a.radius[same], b.radius[same])
+
+
 def test_a_sequential_run_never_carries_a_fixed_protocol_name(zoo) -> None:
     entry = zoo.get("tiny-s0.25")
     assert (
@@ -287,6 +319,8 @@ def test_a_sequential_run_never_carries_a_fixed_protocol_name(zoo) -> None:
         ({"estimation": "sequential", "n": 10, "n_max": 20}, "disagree"),
         ({"estimation": "sequential", "radii": [5, 6]}, "no grid radius is reachable"),
         ({"estimation": "bogus"}, "estimation 'bogus' is unknown"),
+        ({"estimation": "fixed", "futility_alpha": 0.2}, "--futility-alpha applies to"),
+        ({"estimation": "sequential", "futility_alpha": 1.5}, "use a level 0 < value < 1"),
     ],
 )
 def test_mistakes_are_one_line(zoo, overrides, message) -> None:

@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "estimation": None,  # None: the protocol's (fixed for the fixed-n protocols)
     "n_max": None,  # None: the protocol's n
     "radii": None,  # None: the dataset's leaderboard grid (sequential estimation stops on it)
+    "futility_alpha": None,  # None: rsbench.engine.sequential.DEFAULT_FUTILITY_ALPHA
     "alpha": None,
     "stride": None,
     "limit": None,
@@ -164,6 +165,7 @@ def plan(jobs: Sequence[Job], options: Mapping[str, Any]) -> Plan:
             estimation=options.get("estimation"),
             n_max=options.get("n_max"),
             radii=_radii(options.get("radii")),
+            futility_alpha=options.get("futility_alpha"),
         )
         runs.append(runner.prepare(config, zoo, options["out"], download=options["download"]))
     return Plan(zoo=zoo, shard=shard, runs=runs, options=options)

@@ -36,7 +36,7 @@ from rsbench import results as R
 from rsbench.data.protocols import CUSTOM_PROTOCOL, get_protocol
 from rsbench.engine import device as D
 from rsbench.engine.noise import NOISE_SCHEME, check_noise_dtype
-from rsbench.engine.sequential import ESTIMATIONS, SequentialSpec
+from rsbench.engine.sequential import DEFAULT_FUTILITY_ALPHA, ESTIMATIONS, SequentialSpec
 from rsbench.errors import (
     ConfigError,
     RSBenchError,
@@ -128,6 +128,9 @@ class RunConfig:
     # stops on; rsbench.engine.sequential)
     estimation: str = "fixed"
     radii: tuple[float, ...] | None = None
+    # sequential only: the level of the futility upper bound (None: the module's default; it
+    # decides when an image stops, never the bound's validity)
+    futility_alpha: float | None = None
 
     def sequential_spec(self) -> SequentialSpec | None:
         """The run's :class:`~rsbench.engine.sequential.SequentialSpec` (None: fixed n)."""
@@ -135,7 +138,9 @@ class RunConfig:
             return None
         if not self.radii:
             raise ConfigError(f"the sequential run config of {self.model_id} has no radius grid")
-        return SequentialSpec(n_max=self.n, radii=self.radii)
+        if self.futility_alpha is None:
+            return SequentialSpec(n_max=self.n, radii=self.radii)
+        return SequentialSpec(n_max=self.n, radii=self.radii, futility_alpha=self.futility_alpha)
 
     def record(self) -> dict[str, Any]:
         """The config as run.json keeps it: every field; ``estimation`` and ``radii`` only for a
@@ -144,6 +149,8 @@ class RunConfig:
         if self.estimation == "fixed":
             data.pop("estimation")
             data.pop("radii")
+        if self.futility_alpha is None:  # run.json files from before the option stay the same
+            data.pop("futility_alpha")
         return data
 
     def identity_fields(self) -> dict[str, Any]:
@@ -151,6 +158,7 @@ class RunConfig:
         data = asdict(self)
         data.pop("estimation")
         data.pop("radii")
+        data.pop("futility_alpha")  # in the spec's identity below
         spec = self.sequential_spec()
         if spec is not None:  # fixed runs keep the identity they had before
             data["sequential"] = spec.identity()
@@ -260,6 +268,7 @@ def _resolve(
     estimation: str | None = None,
     n_max: int | None = None,
     radii: Sequence[float] | None = None,
+    futility_alpha: float | None = None,
 ) -> RunConfig:
     """A :class:`RunConfig` for zoo ``entry`` under ``protocol`` with the given overrides.
 
@@ -303,6 +312,8 @@ def _resolve(
     deviates |= (n0_v, n_v, alpha_v) != (proto.n0, proto.n, proto.alpha)
     deviates |= estimation_v != proto.estimation
     deviates |= radii_v is not None and radii_v != protocol_radii(dataset)
+    futility_v = check_futility_alpha(futility_alpha, estimation_v)
+    deviates |= futility_v is not None
     check_precision(precision)
     resolved_device = resolve_device(device)
     common = dict(
@@ -335,6 +346,7 @@ def _resolve(
         radii=(protocol_radii(dataset) if radii_v is None else radii_v)
         if estimation_v == "sequential"
         else None,
+        futility_alpha=futility_v,
     )
     if entry.kind in ("expert", "denoised"):
         if alpha_router_fraction is not None or sigma_router is not None:
@@ -388,6 +400,22 @@ def _resolve(
         alpha_router_fraction=fraction,
         **common,
     )
+
+
+def check_futility_alpha(value: float | None, estimation: str) -> float | None:
+    """``--futility-alpha`` checked: None (the default plan's level), or a level in (0, 1) for a
+    sequential run; a value equal to the default is None, so it keeps the protocol's name."""
+    if value is None:
+        return None
+    if estimation != "sequential":
+        raise ConfigError(
+            "--futility-alpha applies to --estimation sequential; drop it for a fixed-n run"
+        )
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ConfigError(
+            f"--futility-alpha {value!r} is not allowed; use a level 0 < value < 1, e.g. 0.2"
+        )
+    return None if float(value) == DEFAULT_FUTILITY_ALPHA else float(value)
 
 
 def protocol_radii(dataset: str) -> tuple[float, ...]:
