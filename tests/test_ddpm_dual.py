@@ -117,3 +117,33 @@ def test_experts_top_over_one_denoised_expert_serves_its_largest_sigma(tmp_path,
     smoothed = load_dual(zoo, "d-dual")
     images = load_dataset("fashion-mnist-embedded", "test").images([200, 201])
     assert len(smoothed.certify_batch(images, 4, 16, 0.01)) == 2
+
+
+def test_the_shipped_ddpm_dual_is_refused_on_its_routers_training_images(capsys) -> None:
+    """``embedded-fmnist-ddpm-ft-dual``'s router was labelled and trained on train images 0..599."""
+    from rsbench.cli.main import main
+
+    args = ["certify", "embedded-fmnist-ddpm-ft-dual", "--dataset", "fashion-mnist"]
+    args += ["--split", "train", "--indices", "5,599", "--n0", "10", "--n", "20"]
+    with pytest.raises(SystemExit) as refused:
+        main([*args, "--out", "/nonexistent-rsbench-out"])
+    assert refused.value.code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "was labelled and trained on 2 of the 2 images" in err[0], err
+
+
+def test_the_shipped_ddpm_router_looks_at_the_denoised_expert_at_sigma_1() -> None:
+    from rsbench.zoo.entry import thaw
+    from rsbench.zoo.registry import load_zoo
+
+    zoo = load_zoo()
+    router = zoo.get("embedded-fmnist-ddpm-ft-router")
+    assert thaw(router.router_input) == {
+        "type": "experts-top",
+        "experts": ["embedded-fmnist-ddpm-ft"],
+        "sigmas": [1.0],
+        "features": "softmax",
+    }
+    dual = zoo.get("embedded-fmnist-ddpm-ft-dual")
+    assert list(dual.experts) == ["embedded-fmnist-ddpm-ft"] * 3
+    assert list(dual.sigmas) == [0.25, 0.5, 1.0] and dual.sigma_router == 1.0
