@@ -16,15 +16,40 @@ noise draw per image and sigma), per sigma:
 written by ``rsbench certify`` (one model at one sigma each), as a markdown table; with
 ``--radii 0,0.25,...`` at those radii instead (cascades, duals).
 
+``dual RUN_DIR...``: the dual against the envelope of the expert runs among ``RUN_DIR`` (the
+maximum of their curves at each radius), on the images every run certified: each model's
+certified accuracy, its largest shortfall below the envelope, the dual scored with its expert's
+radius alone (the router's radius ignored: not a certificate; it separates the router's radius
+from its choice), dual - cascade, and the router's choice shares.
+
+``variants``: the router recipe for the dual over ``embedded-fmnist-ddpm-ft`` at sigma 0.25 / 0.5 /
+1, chosen on *training* images only. Each variant (:data:`VARIANTS`) trains with ``rsbench train
+router`` on training images 0..599 (labels from the shared label cache), under the ids the
+shipped entries take (the id is in the weights' metadata, so the chosen variant's recorded command
+gives the shipped weights); the held-out images are every 2nd of 600..799 (100 images, labelled
+by the same label stage, never trained on). On
+them the router stage is certified for real at its own budget (``n0`` selection + ``n`` estimation
+draws at sigma_router 1, Clopper-Pearson at alpha/2): the router's features
+(softmax of classifier(denoiser(z, 1.0))) are computed once for every draw, so every variant's head
+is scored on the same noise at the cost of one router run. The expert stage is the label radius of
+the chosen expert (label budget n0 = 10, n = 100, alpha = 0.001: a proxy, smaller than a test
+certificate, the same for every variant); the proxy dual radius is ``min(R_router, R_label)`` and
+the envelope is, at each radius, the best of the three experts' label-radius curves.
+
     python bench/denoised_embedded.py diagnose --threads 1
     python bench/denoised_embedded.py table runs/denoised/*
+    python bench/denoised_embedded.py dual runs/ddpm-dual/*
+    python bench/denoised_embedded.py variants --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 DENOISED = "embedded-fmnist-ddpm,embedded-fmnist-ddpm-ft,embedded-fmnist-denoised"
@@ -34,6 +59,24 @@ GAUSSIAN = {
     1.0: "embedded-fmnist-s1.00",
 }
 CLEAN = "embedded-fmnist-clean"
+ROOT = Path(__file__).resolve().parents[1]
+DDPM = "embedded-fmnist-ddpm-ft"
+DDPM_SIGMAS = (0.25, 0.5, 1.0)
+VARIANT_TRAIN = 600
+HELD_OUT = range(600, 800, 2)
+ROUTER_ID = "embedded-fmnist-ddpm-ft-router"
+DUAL_ID = "embedded-fmnist-ddpm-ft-dual"
+#: the recipe of the best router over the Gaussian experts (embedded-fmnist-xrouter), on top of
+#: which each variant changes lambda or the epochs (the default epochs give >= 500 optimiser steps)
+BASE = [
+    "--router-input", "experts-top", "--features", "softmax", "--sigma-router", "1",
+    "--eta", "0.5", "--copies", "2", "--batch-size", "64", "--lr", "0.003",
+]  # fmt: skip
+VARIANTS: dict[str, list[str]] = {
+    "lam40": ["--lambda", "40"],
+    "lam10": ["--lambda", "10"],
+    "lam40-ep20": ["--lambda", "40", "--epochs", "20"],
+}
 
 
 @torch.no_grad()
@@ -128,6 +171,210 @@ def table(args: argparse.Namespace) -> None:
         )
 
 
+DUAL_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
+
+
+def dual_table(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from rsbench.report.metrics import certified_accuracy
+    from rsbench.results.storage import read_results
+
+    frames = [read_results(Path(folder)) for folder in args.runs]
+    frames = [f for f in frames if not f.empty]
+    common = set.intersection(*(set(f["index"].astype(int)) for f in frames))
+    frames = [f[f["index"].astype(int).isin(common)] for f in frames]
+    radii = list(DUAL_RADII)
+
+    def name(frame: pd.DataFrame) -> str:
+        kind = str(frame["kind"].iloc[0])
+        label = f"`{frame['model_id'].iloc[0]}`"
+        return label + (f" at sigma {float(frame['sigma'].iloc[0]):g}" if kind == "expert" else "")
+
+    experts = [f for f in frames if str(f["kind"].iloc[0]) == "expert"]
+    others = [f for f in frames if str(f["kind"].iloc[0]) != "expert"]
+    curves = {name(f): certified_accuracy(f, radii) * 100 for f in frames}
+    env = np.max([curves[name(f)] for f in experts], axis=0)
+    rows = [(name(f), curves[name(f)]) for f in experts] + [("envelope of the above", env)]
+    for f in others:
+        rows.append((name(f), curves[name(f)]))
+        if str(f["kind"].iloc[0]) == "dual":
+            ok = f["correct"].fillna(False).to_numpy(dtype=bool)
+            r_expert = f["expert_radius"].astype("float64").fillna(-1.0).to_numpy()
+            uncapped = np.array([100 * np.mean(ok & (r_expert >= r)) for r in radii])
+            rows.append((name(f) + " scored with R_expert only (not a certificate)", uncapped))
+    head = " | ".join(f"r = {r:g}" for r in radii)
+    print(f"{len(common)} common images; certified accuracy in %")
+    print(f"| model | {head} | largest shortfall below the envelope (at r) |")
+    print("|---|" + "---|" * (len(radii) + 1))
+    for label, acc in rows:
+        gap = env - acc
+        worst = int(np.argmax(gap))
+        cells = " | ".join(f"{a:.0f}" for a in acc)
+        short = "" if label.startswith("envelope") else f"{gap[worst]:.0f} ({radii[worst]:g})"
+        print(f"| {label} | {cells} | {short} |")
+    duals = [f for f in others if str(f["kind"].iloc[0]) == "dual"]
+    cascades = [f for f in others if str(f["kind"].iloc[0]) == "cascade"]
+    for d in duals:
+        for c in cascades:
+            diff = curves[name(d)] - curves[name(c)]
+            print(f"\n{name(d)} - {name(c)} (points): " + " / ".join(f"{v:+.0f}" for v in diff))
+        choice = d["router_choice"].astype("Int64").fillna(-1).to_numpy()
+        experts_of = d["expert_id"].astype(str).to_numpy()
+        sigmas = d["sigma"].astype("float64").to_numpy()
+        shares = {"router abstained": float(np.mean(choice < 0))}
+        for k in sorted(set(choice[choice >= 0].tolist())):
+            pick = choice == k
+            shares[f"expert {k} ({experts_of[pick][0]} at sigma {sigmas[pick][0]:g})"] = float(
+                np.mean(pick)
+            )
+        print(
+            f"{name(d)} router choices: "
+            + ", ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items())
+        )
+
+
+def _variant_zoo(out: Path, name: str) -> Path:
+    return out / name / "zoo.yaml"
+
+
+def train_variant(name: str, out: Path, threads: int) -> Path:
+    """``rsbench train router`` for variant ``name`` on training images 0..VARIANT_TRAIN-1."""
+    zoo_file = _variant_zoo(out, name)
+    if zoo_file.exists():
+        return zoo_file
+    command = [
+        sys.executable, "-m", "rsbench", "train", "router", DDPM, DDPM, DDPM,
+        "--sigmas", ",".join(f"{s:g}" for s in DDPM_SIGMAS),
+        "--train-images", str(VARIANT_TRAIN), *BASE, *VARIANTS[name],
+        "--id", ROUTER_ID, "--dual-id", DUAL_ID,
+        "--out", str(out / name), "--zoo-file", str(zoo_file), "--threads", str(threads),
+    ]  # fmt: skip
+    print("+", " ".join(command[1:]), flush=True)
+    subprocess.run(command, check=True, cwd=ROOT)
+    return zoo_file
+
+
+def load_variant_router(zoo_file: Path, name: str):
+    """The trained router of variant ``name`` (an ExpertsRouter over the denoised expert)."""
+    from rsbench.models.loading import load_model
+    from rsbench.zoo.registry import load_zoo
+
+    zoo = load_zoo([zoo_file])
+    return load_model(zoo.get(ROUTER_ID), "cpu", zoo=zoo).eval()
+
+
+def held_out_labels(seed: int) -> np.ndarray:
+    """``[images, 3]`` label radii of the held-out images (the label stage's own budget)."""
+    from rsbench.train.router_config import (
+        RouterTrainConfig,
+        compute_labels,
+        load_experts,
+        training_data,
+    )
+    from rsbench.zoo.registry import load_zoo
+
+    config = RouterTrainConfig(
+        experts=(DDPM,) * 3, sigmas=DDPM_SIGMAS, indices=tuple(HELD_OUT), seed=seed
+    )
+    experts = load_experts(load_zoo(), config.experts, config.sigmas)
+    data, indices = training_data(config, experts.dataset)
+    return compute_labels(config, experts, data, indices)
+
+
+@torch.no_grad()
+def held_out_features(n_draws: int, sigma_router: float, seed: int) -> np.ndarray:
+    """``[images, n_draws, 10]`` router features on seeded noisy copies of the held-out images:
+    ``softmax(classifier(denoiser(z, sigma_router)))``, what every variant's ``experts-top``
+    router computes before its head (tests/test_ddpm_dual.py checks that identity)."""
+    from rsbench.data.dataset import load_dataset
+    from rsbench.models.loading import load_model
+    from rsbench.models.router_input import ExpertsRouter
+    from rsbench.zoo.registry import load_zoo
+
+    expert = load_model(load_zoo().get(DDPM), "cpu", sigma=sigma_router)
+    router = ExpertsRouter([expert], torch.nn.Identity(), "softmax")
+    data = load_dataset("fashion-mnist", "train")
+    feats = []
+    for index in HELD_OUT:
+        x = data.images([index])
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + index)
+        z = x + sigma_router * torch.randn((n_draws, *x.shape[1:]), generator=gen)
+        feats.append(
+            torch.cat([router.expert_features(z[i : i + 200]) for i in range(0, n_draws, 200)])
+        )
+    return torch.stack(feats).numpy()
+
+
+def proxy_scores(choice, r_router, labels, radii):
+    """Certified accuracy of the proxy dual at ``radii`` (see the module docstring)."""
+    rows = np.arange(len(labels))
+    r_expert = np.where(choice >= 0, labels[rows, np.maximum(choice, 0)], 0.0)
+    r_dual = np.minimum(r_router, r_expert)
+    ok = (choice >= 0) & (r_expert > 0)
+    acc = np.array([np.mean(ok & (r_dual >= r)) for r in radii])
+    uncapped = np.array([np.mean(ok & (r_expert >= r)) for r in radii])
+    return acc, uncapped
+
+
+def variants(args: argparse.Namespace) -> None:
+    from scipy.stats import norm
+
+    from rsbench.engine.stats import clopper_pearson_lower
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = out / f"held-out-features-n0{args.n0}-n{args.n}-seed{args.seed}.npy"
+    if args.prepare:  # the held-out labels and features only
+        held_out_labels(0)
+        if not cache.exists():
+            np.save(cache, held_out_features(args.n0 + args.n, 1.0, args.seed))
+        return
+    names = args.only or list(VARIANTS)
+    zoos = {name: train_variant(name, out, args.threads) for name in names}
+    if args.train_only:
+        return
+    routers = {name: load_variant_router(zoos[name], name) for name in names}
+    if cache.exists():
+        feats = np.load(cache)
+    else:
+        feats = held_out_features(args.n0 + args.n, 1.0, args.seed)
+        np.save(cache, feats)
+    labels = held_out_labels(0)
+    radii = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
+    per_expert = [[np.mean((col > 0) & (col >= r)) for r in radii] for col in labels.T]
+    env = np.max(np.array(per_expert), axis=0)  # the best single expert at each radius
+    alpha_r = args.alpha / 2
+    print(
+        f"held-out training images {HELD_OUT.start}:{HELD_OUT.stop}:{HELD_OUT.step} "
+        f"({len(labels)} images); router stage n0 = {args.n0}, n = {args.n}, alpha/2 = "
+        f"{alpha_r:g} at sigma_router 1; expert stage: label radii (n0 = 10, n = 100, "
+        "alpha = 0.001); certified accuracy in %"
+    )
+    head = " | ".join(f"r = {r:g}" for r in radii)
+    print(f"| variant | {head} | largest shortfall | R_expert only: shortfall | choice shares |")
+    print("|---|" + "---|" * (len(radii) + 3))
+    print("| envelope (labels) | " + " | ".join(f"{100 * a:.0f}" for a in env) + " | | | |")
+    for name in names:
+        router = routers[name]
+        with torch.no_grad():
+            logits = router.head(torch.from_numpy(feats).float())
+        votes = logits.argmax(-1).numpy()  # [images, draws]
+        k = logits.shape[-1]
+        select = np.stack([(votes[:, : args.n0] == c).sum(1) for c in range(k)], 1)
+        top = select.argmax(1)
+        n_a = (votes[:, args.n0 :] == top[:, None]).sum(1)
+        p_a = clopper_pearson_lower(n_a, args.n, alpha_r)
+        choice = np.where(p_a > 0.5, top, -1)
+        r_router = np.where(p_a > 0.5, norm.ppf(np.clip(p_a, 0.5, 1 - 1e-12)), 0.0)
+        acc, uncapped = proxy_scores(choice, r_router, labels, radii)
+        short = 100 * float(np.max(env - acc))
+        short_u = 100 * float(np.max(env - uncapped))
+        shares = ", ".join(f"{c}: {100 * np.mean(choice == c):.0f}%" for c in range(-1, k))
+        cells = " | ".join(f"{100 * a:.0f}" for a in acc)
+        print(f"| {name} | {cells} | {short:.0f} | {short_u:.0f} | {shares} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,10 +391,26 @@ def main() -> None:
     two.add_argument(
         "--radii", default=None, help="comma list: accuracy at these radii (e.g. for cascades)"
     )
+    four = sub.add_parser("dual", help="dual vs the envelope of the expert runs, and the cascade")
+    four.add_argument("runs", nargs="+", help="run folders written by rsbench certify")
+    three = sub.add_parser("variants", help="router recipes on held-out training images")
+    three.add_argument("--only", nargs="*", default=None, choices=list(VARIANTS))
+    three.add_argument("--out", default="runs/ddpm-router-variants")
+    three.add_argument("--n0", type=int, default=100)
+    three.add_argument("--n", type=int, default=500)
+    three.add_argument("--alpha", type=float, default=0.001)
+    three.add_argument("--seed", type=int, default=0)
+    three.add_argument("--threads", type=int, default=1)
+    three.add_argument("--train-only", action="store_true", help="train the variants; score none")
+    three.add_argument(
+        "--prepare", action="store_true", help="label the held-out images, compute their features"
+    )
     args = parser.parse_args()
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
-    (diagnose if args.command == "diagnose" else table)(args)
+    {"diagnose": diagnose, "table": table, "variants": variants, "dual": dual_table}[args.command](
+        args
+    )
 
 
 if __name__ == "__main__":
