@@ -74,7 +74,7 @@ def router_options(func):
             "network on the image), experts (a small head over every expert's outputs: K expert "
             "forwards per router sample), experts-top (over the largest-sigma expert only: one "
             "forward) or denoised (the --arch network behind the one-shot denoiser of --denoiser: "
-            "one denoiser pass per router sample, e.g. ~40 expert forwards by multiply-adds for "
+            "one denoiser pass per router sample, e.g. ~240 expert forwards by multiply-adds for "
             "embedded-fmnist-ddpm). Experts and denoiser are frozen, so the router stays a "
             "deterministic function of the noisy copy and its certificate is unchanged.",
         ),
