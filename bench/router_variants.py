@@ -92,6 +92,8 @@ VARIANTS: dict[str, list[str]] = {
     "dn-ddpm-pool": DENOISED + ["--denoiser", "embedded-fmnist-ddpm", "--arch", "pooled_mlp"],
     "dn-ddpm-cnn": DENOISED + ["--denoiser", "embedded-fmnist-ddpm", "--arch", "fmnist_cnn"],
     "dn-small-cnn": DENOISED + ["--denoiser", "embedded-fmnist-denoised", "--arch", "fmnist_cnn"],
+    # the shipped xrouter's recipe on the denoised routers' 5,000 training images and epochs
+    "top-5k": ["--router-input", "experts-top", "--features", "softmax"] + DENOISED[2:],
 }
 
 
@@ -237,7 +239,7 @@ def render(rows: list[dict], full: np.ndarray, half: np.ndarray, held_out: str =
         "sigma (here 0.05), batch 64, Adam lr 3e-3 cosine, lambda 40, eta 0.5, 2 copies, 20 epochs "
         "(at least 500 steps), "
         "sigma_router 1, labels n0 = 10, n = 100, alpha = 0.001 (Clopper-Pearson label radii). One "
-        "image is 0.33 points. `train agreement`: the last epoch's share of training images whose "
+        f"image is {100 / len(full):.2f} points. `train agreement`: the last epoch's share of training images whose "
         "router choice (mean softmax over the noisy copies) is the best expert of the labels. "
         "`worst cost`: (router forwards per sample + 1 expert) x (n0 + n), in units of one "
         "expert's certificate (`rsbench.models.router_input.router_forwards`; a pixel router "
