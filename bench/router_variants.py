@@ -20,6 +20,8 @@ Writes ``results/router-variants.md``. Usage (2 shared cores: about 4 minutes pe
 
     python bench/router_variants.py                       # every variant in VARIANTS
     python bench/router_variants.py --only default t10    # some of them
+    python bench/router_variants.py --only dn-small-cnn dn-ddpm-pool --held-out 17000:20000:20 \
+        --work runs/router-variants-dn                    # routers behind a denoiser: fewer images
 """
 
 from __future__ import annotations
