@@ -20,6 +20,8 @@ Writes ``results/router-variants.md``. Usage (2 shared cores: about 4 minutes pe
 
     python bench/router_variants.py                       # every variant in VARIANTS
     python bench/router_variants.py --only default t10    # some of them
+    python bench/router_variants.py --only dn-small-cnn dn-ddpm-pool --held-out 17000:20000:20 \
+        --work runs/router-variants-dn                    # routers behind a denoiser: fewer images
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ TRAIN = "0:17000"
 HELD_OUT = "17000:20000:10"
 N0, N, ALPHA = 100, 2000, 0.001
 RADII = np.round(np.arange(0.0, 2.0001, 0.25), 2)
+#: the training budget of the denoised routers (one denoiser pass per router sample)
+DENOISED = ["--router-input", "denoised", "--indices", "0:5000", "--epochs", "10"]
 #: name -> extra `rsbench train router` options (on top of the defaults of rsbench.train.router_config)
 VARIANTS: dict[str, list[str]] = {
     "shipped": [
@@ -83,6 +87,15 @@ VARIANTS: dict[str, list[str]] = {
     "top-lam80": ["--router-input", "experts-top", "--lambda", "80", "--epochs", "6"],
     "top-t10": ["--router-input", "experts-top", "--temperature", "0.1", "--epochs", "6"],
     "top-softmax": ["--router-input", "experts-top", "--features", "softmax", "--epochs", "6"],
+    # issue 24, the paper's estimator: a pixel network behind a frozen one-shot denoiser at
+    # sigma_router. One denoiser pass per router sample (the DDPM U-Net: ~540 samples/s on one
+    # core), so these train on 5,000 images for 10 epochs and are scored with --held-out
+    # 17000:20000:20 (150 images; results/dual-embedded.md, "Denoised router")
+    "dn-ddpm-pool": DENOISED + ["--denoiser", "embedded-fmnist-ddpm", "--arch", "pooled_mlp"],
+    "dn-ddpm-cnn": DENOISED + ["--denoiser", "embedded-fmnist-ddpm", "--arch", "fmnist_cnn"],
+    "dn-small-cnn": DENOISED + ["--denoiser", "embedded-fmnist-denoised", "--arch", "fmnist_cnn"],
+    # the shipped xrouter's recipe on the denoised routers' 5,000 training images and epochs
+    "top-5k": ["--router-input", "experts-top", "--features", "softmax"] + DENOISED[2:],
 }
 
 
@@ -91,11 +104,11 @@ def run(args: list[str]) -> None:
     subprocess.run(args, check=True, cwd=ROOT)
 
 
-def certify_experts(out: Path) -> None:
+def certify_experts(out: Path, held_out: str = HELD_OUT) -> None:
     for expert in EXPERTS:
         run(
             [sys.executable, "-m", "rsbench", "certify", expert, "--dataset", "fashion-mnist"]
-            + ["--split", "train", "--indices", HELD_OUT, "--n0", str(N0), "--n", str(N)]
+            + ["--split", "train", "--indices", held_out, "--n0", str(N0), "--n", str(N)]
             + ["--alpha", str(ALPHA), "--device", "cpu", "--threads", "1", "--out", str(out)]
             + ["--no-leaderboard"]
         )
@@ -104,8 +117,9 @@ def certify_experts(out: Path) -> None:
 def train(name: str, options: list[str], out: Path) -> None:
     if (out / f"v-{name}-router.safetensors").is_file():
         return
+    data = [] if "--indices" in options else ["--indices", TRAIN]
     run(
-        [sys.executable, "-m", "rsbench", "train", "router", *EXPERTS, "--indices", TRAIN]
+        [sys.executable, "-m", "rsbench", "train", "router", *EXPERTS, *data]
         + ["--id", f"v-{name}-router", "--dual-id", f"v-{name}-dual", "--out", str(out)]
         + ["--zoo-file", str(out / "zoo.yaml"), "--threads", "1", "--overwrite", *options]
     )
@@ -187,15 +201,15 @@ def cached_score(name: str, out: Path, index: np.ndarray, half: np.ndarray) -> d
     return row
 
 
-def render(rows: list[dict], full: np.ndarray, half: np.ndarray) -> str:
+def render(rows: list[dict], full: np.ndarray, half: np.ndarray, held_out: str = HELD_OUT) -> str:
     envelope = np.max([curve(full[:, k]) for k in range(len(EXPERTS))], axis=0)
     head = " | ".join(f"{r:g}" for r in RADII)
     lines = [
         "# Router recipe variants (held-out training images)",
         "",
         "Produced by `python bench/router_variants.py` (see its docstring for the protocol): routers "
-        f"trained on Fashion-MNIST train {TRAIN}, scored on train {HELD_OUT} (300 images none of "
-        "them trained on); router stage certified (n0 = 100, n = 2,000, alpha/2), expert stage = "
+        f"trained on Fashion-MNIST train {TRAIN} (unless the options name --indices), scored on "
+        f"train {held_out} ({len(full)} images none of them trained on); router stage certified (n0 = 100, n = 2,000, alpha/2), expert stage = "
         "the stored expert certificate rescored at alpha/2. Certified accuracy in %.",
         "",
         f"| variant (options on top of the defaults) | {head} | largest shortfall (at r) "
@@ -227,7 +241,7 @@ def render(rows: list[dict], full: np.ndarray, half: np.ndarray) -> str:
         "sigma (here 0.05), batch 64, Adam lr 3e-3 cosine, lambda 40, eta 0.5, 2 copies, 20 epochs "
         "(at least 500 steps), "
         "sigma_router 1, labels n0 = 10, n = 100, alpha = 0.001 (Clopper-Pearson label radii). One "
-        "image is 0.33 points. `train agreement`: the last epoch's share of training images whose "
+        f"image is {100 / len(full):.2f} points. `train agreement`: the last epoch's share of training images whose "
         "router choice (mean softmax over the noisy copies) is the best expert of the labels. "
         "`worst cost`: (router forwards per sample + 1 expert) x (n0 + n), in units of one "
         "expert's certificate (`rsbench.models.router_input.router_forwards`; a pixel router "
@@ -240,6 +254,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None, help="variant names (default: all)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "router-variants")
+    parser.add_argument(
+        "--held-out",
+        default=HELD_OUT,
+        help=f"held-out training images to score on (default {HELD_OUT}; a --work folder holds "
+        "the expert certificates of one held-out set)",
+    )
     parser.add_argument("--report", type=Path, default=ROOT / "results" / "router-variants.md")
     parser.add_argument(
         "--section",
@@ -250,24 +270,34 @@ def main() -> None:
     args = parser.parse_args()
     names = args.only or list(VARIANTS)
     certs, routers = args.work / "certs", args.work / "routers"
-    certify_experts(certs)
+    certify_experts(certs, args.held_out)
     for name in names:
         train(name, VARIANTS[name], routers)
     index, full, half = expert_radii(certs)
     rows = [cached_score(name, routers, index, half) for name in names]
-    text = render(rows, full, half)
+    text = render(rows, full, half, args.held_out)
     if args.section:
-        text = with_section(args.report, args.section, text, names)
+        work = args.work.relative_to(ROOT) if args.work.is_relative_to(ROOT) else args.work
+        text = with_section(args.report, args.section, text, names, args.held_out, work)
     args.report.write_text(text)
     print(text)
 
 
-def with_section(report: Path, title: str, rendered: str, names: list[str]) -> str:
+def with_section(
+    report: Path,
+    title: str,
+    rendered: str,
+    names: list[str],
+    held_out: str = HELD_OUT,
+    work: Path | str = "runs/router-variants",
+) -> str:
     """``report``'s text with the section ``## title`` set to ``rendered`` (its first heading dropped;
     an existing section of that title is replaced, everything else kept)."""
     body = rendered.split("\n", 2)[2] if rendered.startswith("# ") else rendered
     heading = f"## {title}"
     command = shlex.join(["python", "bench/router_variants.py", "--only", *names])
+    if held_out != HELD_OUT:
+        command += f" --held-out {held_out} --work {shlex.quote(str(work))}"
     command += " --section " + shlex.quote(title)
     section = f"{heading}\n\nCommand: `{command}`.\n\n{body.strip()}\n"
     old = report.read_text() if report.is_file() else ""

@@ -215,7 +215,9 @@ def test_router_input_options_enter_the_command_and_the_resume_key() -> None:
     )
     for bad, message in (
         ({"router_input": "experts", "arch": "pooled_mlp"}, "takes a head"),
-        ({"router_input": "denoised"}, "not implemented yet"),
+        ({"router_input": "denoised"}, "needs --denoiser"),
+        ({"router_input": "denoised", "denoiser": "d", "arch": "head_mlp"}, "pixel network"),
+        ({"denoiser": "d"}, "is for --router-input denoised"),
         ({"features": "probits"}, "router features"),
         ({"class_weighting": "sqrt"}, "class weights"),
         ({"training_noise": "attack"}, "training noise"),

@@ -67,14 +67,23 @@ def router_options(func):
         ),
         click.option(
             "--router-input",
-            type=click.Choice(["pixels", "experts", "experts-top"]),
+            type=click.Choice(["pixels", "experts", "experts-top", "denoised"]),
             default="pixels",
             show_default=True,
             help="What the router looks at, on the same noisy copy at --sigma-router: pixels (a "
             "network on the image), experts (a small head over every expert's outputs: K expert "
-            "forwards per router sample) or experts-top (over the largest-sigma expert only: one "
-            "forward). The experts are frozen, so the router stays a deterministic function of "
-            "the noisy copy and its certificate is unchanged.",
+            "forwards per router sample), experts-top (over the largest-sigma expert only: one "
+            "forward) or denoised (the --arch network behind the one-shot denoiser of --denoiser: "
+            "one denoiser pass per router sample, e.g. ~240 expert forwards by multiply-adds for "
+            "embedded-fmnist-ddpm). Experts and denoiser are frozen, so the router stays a "
+            "deterministic function of the noisy copy and its certificate is unchanged.",
+        ),
+        click.option(
+            "--denoiser",
+            default=None,
+            metavar="ENTRY",
+            help="With --router-input denoised: the denoised zoo entry whose denoiser the router "
+            "looks through at --sigma-router (e.g. embedded-fmnist-ddpm, embedded-fmnist-denoised).",
         ),
         click.option(
             "--features",
@@ -330,6 +339,7 @@ def router_config(experts: tuple[str, ...], options: dict[str, Any], **extra):
         features=options.get("features", "softmax"),
         training_noise=options.get("training_noise", "router-training"),
         class_weighting=options.get("class_weighting", "inverse"),
+        denoiser=options.get("denoiser"),
         **extra,
     )
 

@@ -4,7 +4,9 @@ Guarantees: the weights are fetched and verified (:mod:`rsbench.weights.sources`
 load) before the model is returned, in eval mode on ``device``, with ``zoo_id``,
 ``weights_sha256`` and ``weights_pinned`` attributes. An ``arch`` entry (expert, router) is one
 network (:func:`rsbench.models.network.load_network`), but a router whose ``router_input`` is over
-the experts is a head over them (:func:`rsbench.models.router_input.load_router`); a ``denoised`` entry is its denoiser and
+the experts is a head over them (:func:`rsbench.models.router_input.load_router`), one whose
+``router_input`` is ``denoised`` its network behind a denoised entry's denoiser
+(:func:`rsbench.models.router_input.load_denoised_router`); a ``denoised`` entry is its denoiser and
 classifier (:mod:`rsbench.models.denoised`), and ``load_model(entry, sigma=s)`` is its base model at
 the served sigma ``s``, an ``nn.Module`` like any expert's. Dual and cascade entries are compositions
 (:mod:`rsbench.engine.dual`, :mod:`rsbench.engine.cascade`), built by :func:`rsbench.load`.
@@ -40,7 +42,7 @@ def load_model(
     ``denoised`` entries only: the base model at that served sigma (``None``: the
     :class:`~rsbench.models.denoised.DenoisedExpert`, whose ``at_sigma`` gives it); other entries
     are one network whatever the sigma. ``zoo`` (a :class:`~rsbench.zoo.registry.Zoo`) resolves the
-    experts of a router over experts (default: the packaged zoo, ``$RSBENCH_ZOO`` and the entry's
+    experts of a router over experts and the denoiser of a denoised router (default: the packaged zoo, ``$RSBENCH_ZOO`` and the entry's
     own file).
     """
     if entry.kind in ("dual", "cascade"):
@@ -58,6 +60,12 @@ def load_model(
         )
         return expert.at_sigma(sigma) if sigma is not None else expert
     router_input = entry.router_input if entry.kind == "router" else None
+    if router_input is not None and router_input.get("type") == "denoised":
+        from rsbench.models.router_input import load_denoised_router
+
+        return load_denoised_router(
+            entry, _zoo_of(entry, zoo), device, cache_dir, require_pinned, progress
+        )
     if router_input is not None and router_input.get("type", "pixels") != "pixels":
         from rsbench.models.router_input import load_router
 
@@ -82,10 +90,8 @@ def _router_experts(entry, device, cache_dir, require_pinned, progress, zoo) -> 
     denoised one served at its ``router_input.sigmas``), resolved in ``zoo`` (default: the packaged
     zoo, ``$RSBENCH_ZOO`` and the entry's own file)."""
     from rsbench.models.denoised import serve
-    from rsbench.zoo.registry import load_zoo
 
-    if zoo is None:
-        zoo = load_zoo([entry.zoo_file] if entry.zoo_file is not None else [])
+    zoo = _zoo_of(entry, zoo)
     spec = entry.router_input or {}
     ids = list(spec.get("experts") or ())
     sigmas = list(spec.get("sigmas") or [None] * len(ids))
@@ -110,3 +116,12 @@ def _router_experts(entry, device, cache_dir, require_pinned, progress, zoo) -> 
             model = serve(model, float(sigma))
         experts.append(model)
     return experts
+
+
+def _zoo_of(entry: ZooEntry, zoo: Any) -> Any:
+    """``zoo``, or the packaged zoo, ``$RSBENCH_ZOO`` and ``entry``'s own file."""
+    if zoo is not None:
+        return zoo
+    from rsbench.zoo.registry import load_zoo
+
+    return load_zoo([entry.zoo_file] if entry.zoo_file is not None else [])

@@ -13,8 +13,10 @@ with the cost of each: mean and worst-case forward samples per image, and wall t
   value observed and, for compositions, the bound ``K (n0 + n)`` (cascade) or ``2 (n0 + n)`` (dual).
 * **Cost per image** counts forward passes of expert-sized networks: a sample of a router that runs
   the experts (``router_input`` ``experts``: one forward per expert that feeds it;
-  :func:`rsbench.models.router_input.router_forwards`) costs that many, any other sample one (a
-  pixel router's network counts as one forward, however small). ``worst cost`` is the largest
+  :func:`rsbench.models.router_input.router_forwards`) costs that many, a router behind a denoiser
+  (``router_input`` ``denoised``) its entry's declared ``forwards`` (denoiser + network by
+  multiply-adds; ~240 for the embedded DDPM U-Net), any other sample one (a pixel router's network
+  counts as one forward, however small). ``worst cost`` is the largest
   observed cost divided by one expert's certificate (``n0 + n`` forwards): the target of issue 24
   is at most 2.2 for a dual model.
 * **Sequential estimation** (rows with ``estimation == "sequential"``): the samples are those

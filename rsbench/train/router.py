@@ -152,10 +152,12 @@ def build_router_entries(
     zoo_file: Path | None,
     recipe: dict[str, Any] | None = None,
     trained: dict[str, str] | None = None,
+    denoised: dict[str, Any] | None = None,
 ):
     """(router entry, dual entry) for ``config``'s router at ``weights`` (validated by the zoo parser).
 
-    ``trained`` is the router's ``trained_on`` (:func:`rsbench.train.router_config.trained_on`).
+    ``trained`` is the router's ``trained_on`` (:func:`rsbench.train.router_config.trained_on`);
+    ``denoised`` the ``router_input`` of a denoised router (:func:`denoised_input`).
     """
     from rsbench.zoo.parse import parse_entry
 
@@ -180,6 +182,7 @@ def build_router_entries(
         "experts": expert_ids,
         "input_layer": input_layer,
         **({"router_input": router_input_spec(config, experts)} if fed else {}),
+        **({"router_input": dict(denoised)} if denoised else {}),
         **({"trained_on": dict(trained)} if trained else {}),
         "source": weights_source(weights, zoo_file),
         "sha256": sha256,
@@ -227,6 +230,39 @@ def router_input_spec(config: RouterTrainConfig, experts: LoadedExperts) -> dict
     return spec
 
 
+def denoised_input(
+    config: RouterTrainConfig,
+    zoo: Any,
+    experts: LoadedExperts,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """(the loaded denoiser, the router entry's ``router_input``) of a denoised router: the
+    denoiser of ``config.denoiser`` at ``sigma_router`` and its identity; ``forwards`` (1.0 here) is
+    filled in by :func:`train_router` once the network is built. An unknown or non-denoised
+    ``--denoiser``, one of another dataset or one that does not serve ``sigma_router`` is a
+    :class:`~rsbench.errors.ZooError`."""
+    from rsbench.models.router_input import load_named_denoiser
+
+    router_id, _ = config.resolved_ids()
+    denoiser, identity, _ = load_named_denoiser(
+        router_id,
+        str(config.denoiser),
+        float(config.sigma_router),
+        zoo,
+        experts.dataset,
+        config.device,
+        cache_dir,
+    )
+    spec = {
+        "type": "denoised",
+        "denoiser": str(config.denoiser),
+        "sigma": float(config.sigma_router),
+        "denoiser_identity": identity,
+        "forwards": 1.0,
+    }
+    return denoiser, spec
+
+
 def build_router_model(
     config: RouterTrainConfig, experts: LoadedExperts, entry: Any, device: str
 ) -> nn.Module:
@@ -247,7 +283,10 @@ def trainable(model: nn.Module) -> nn.Module:
     """The part of a router that trains and is saved: the head of a router over experts, else the
     network behind the input layer."""
     head = getattr(model, "head", None)
-    return head if isinstance(head, nn.Module) else model[1]  # type: ignore[index]
+    if isinstance(head, nn.Module):
+        return head
+    net = getattr(model, "net", None)  # a DenoisedRouter: the network behind the denoiser
+    return net[1] if isinstance(net, nn.Sequential) else model[1]  # type: ignore[index]
 
 
 def _recipe(config: RouterTrainConfig, experts: LoadedExperts, stats: dict[str, Any]) -> dict:
@@ -271,7 +310,12 @@ def _recipe(config: RouterTrainConfig, experts: LoadedExperts, stats: dict[str, 
         },
         "sigma_router": config.sigma_router,
         "router_input": config.router_input,
-        **({"features": config.features} if config.router_input != "pixels" else {}),
+        **(
+            {"features": config.features}
+            if config.router_input not in ("pixels", "denoised")
+            else {}
+        ),
+        **({"denoiser": config.denoiser} if config.router_input == "denoised" else {}),
         "training_noise": config.training_noise,
         "temperature": config.temperature,
         "lambda": config.lam,
@@ -500,6 +544,9 @@ def train_router(
     _check_ids_free(zoo_path, [router_id, dual_id], overwrite_entries)
     zoo = zoo if zoo is not None else load_zoo(zoo_paths)
     experts = load_experts(zoo, config.experts, config.sigmas, config.device, cache_dir)
+    denoiser, denoised = None, None
+    if config.router_input == "denoised":  # checked before any labelling
+        denoiser, denoised = denoised_input(config, zoo, experts, cache_dir)
     config = config.resolved(experts.sigmas)
     data, indices = training_data(config, experts.dataset)
     label_began = time.perf_counter()
@@ -526,9 +573,18 @@ def train_router(
     images = data.images(kept_indices)
 
     paths = paths_for(out_dir, router_id)
-    entry, _ = build_router_entries(config, experts, paths["weights"], None, zoo_path)
+    entry, _ = build_router_entries(
+        config, experts, paths["weights"], None, zoo_path, denoised=denoised
+    )
     torch.manual_seed(config.seed)
     model = build_router_model(config, experts, entry, config.device)
+    if denoiser is not None and denoised is not None:
+        from rsbench.models.router_input import DenoisedRouter, denoised_router_forwards
+
+        model = DenoisedRouter(denoiser.to(D.as_torch(config.device)), model, config.sigma_router)
+        denoised["forwards"] = denoised_router_forwards(
+            model, experts.models, experts.entries[0].input_shape
+        )
     key_data = {
         **config.determining(),
         "expert_sha256": experts.sha256,
@@ -563,7 +619,7 @@ def train_router(
     if history:
         recipe["final_agreement"] = round(float(history[-1]["agreement"]), 4)
     router_entry, dual_entry = build_router_entries(
-        config, experts, paths["weights"], digest, zoo_path, recipe, trained
+        config, experts, paths["weights"], digest, zoo_path, recipe, trained, denoised
     )
     seconds = time.perf_counter() - began
     run_record = {

@@ -92,11 +92,14 @@ MIN_STEPS = 500
 #: What the router looks at (``--router-input``; :mod:`rsbench.models.router_input`): ``pixels`` (a
 #: network on the noisy image, the default and every router before this option), ``experts`` (a
 #: head over all the experts' outputs on the same noisy copy), ``experts-top`` (over the
-#: largest-sigma expert only). ``denoised`` is named in the zoo schema but not trained here yet.
+#: largest-sigma expert only), ``denoised`` (a pixel network behind the frozen one-shot denoiser of
+#: a ``denoised`` zoo entry, ``--denoiser``, at ``sigma_router``).
 #: The head sees the experts' softmax by default (``features``): on held-out embedded training
 #: images it was 0-2.7 points above log-softmax at r <= 0.75 and within 0.7 points of it beyond
 #: (results/router-variants.md, section "Issue 24").
-TRAINABLE_ROUTER_INPUTS = ("pixels", "experts", "experts-top")
+TRAINABLE_ROUTER_INPUTS = ("pixels", "experts", "experts-top", "denoised")
+#: router inputs whose network is a pixel network (``--arch`` e.g. ``pooled_mlp``), not a head
+PIXEL_ROUTER_INPUTS = ("pixels", "denoised")
 #: the default head of a router over experts (``--arch``)
 DEFAULT_HEAD_ARCH = "head_mlp"
 #: The noise purpose of router training (:mod:`rsbench.engine.noise`): ``router-training``, the
@@ -179,6 +182,9 @@ class RouterTrainConfig:
     features: str = "softmax"
     training_noise: str = DEFAULT_TRAINING_NOISE
     class_weighting: str = "inverse"
+    #: ``router_input = denoised`` only: the ``denoised`` zoo entry whose denoiser the router
+    #: looks through (at ``sigma_router``)
+    denoiser: str | None = None
 
     def budget(self) -> LabelBudget:
         """The label stage's budget (its seed is the training seed)."""
@@ -187,7 +193,9 @@ class RouterTrainConfig:
     def resolved(self, sigmas: Sequence[float]) -> RouterTrainConfig:
         """This config with its automatic defaults filled in for experts at ``sigmas``: ``arch``
         (:data:`DEFAULT_ROUTER_ARCH`) and ``temperature`` (:func:`default_temperature`)."""
-        default_arch = DEFAULT_ROUTER_ARCH if self.router_input == "pixels" else DEFAULT_HEAD_ARCH
+        default_arch = (
+            DEFAULT_ROUTER_ARCH if self.router_input in PIXEL_ROUTER_INPUTS else DEFAULT_HEAD_ARCH
+        )
         return dataclasses.replace(
             self,
             arch=self.arch or default_arch,
@@ -226,6 +234,10 @@ class RouterTrainConfig:
             skip.add("label_radius")
         if self.router_input == "pixels":  # older checkpoints keep their key
             skip.update({"router_input", "features"})
+        if self.router_input == "denoised":  # features are a head's
+            skip.add("features")
+        if self.denoiser is None:
+            skip.add("denoiser")
         if self.training_noise == "training":
             skip.add("training_noise")
         if self.class_weighting == "inverse":
@@ -238,18 +250,33 @@ def _validate_input(config: RouterTrainConfig) -> None:
     from rsbench.zoo.entry import ROUTER_FEATURES, ROUTER_HEADS
 
     if config.router_input not in TRAINABLE_ROUTER_INPUTS:
-        more = " (the denoised router input is not implemented yet)" * (
-            config.router_input == "denoised"
-        )
         raise ConfigError(
             f"router input {config.router_input!r} is not one of "
-            f"{', '.join(TRAINABLE_ROUTER_INPUTS)}{more}"
+            f"{', '.join(TRAINABLE_ROUTER_INPUTS)}"
+        )
+    if config.router_input == "denoised" and not config.denoiser:
+        raise ConfigError(
+            "--router-input denoised needs --denoiser, a denoised zoo entry (e.g. "
+            "embedded-fmnist-ddpm or embedded-fmnist-denoised)"
+        )
+    if config.router_input != "denoised" and config.denoiser:
+        raise ConfigError(
+            f"--denoiser is for --router-input denoised, not {config.router_input}; drop it"
+        )
+    if config.router_input == "denoised" and config.arch in ROUTER_HEADS:
+        raise ConfigError(
+            f"--arch {config.arch} is a head over experts; a denoised router takes a pixel "
+            "network (e.g. pooled_mlp, fmnist_cnn)"
         )
     if config.features not in ROUTER_FEATURES:
         raise ConfigError(
             f"router features {config.features!r} are not one of {', '.join(ROUTER_FEATURES)}"
         )
-    if config.router_input != "pixels" and config.arch and config.arch not in ROUTER_HEADS:
+    if (
+        config.router_input not in PIXEL_ROUTER_INPUTS
+        and config.arch
+        and config.arch not in ROUTER_HEADS
+    ):
         raise ConfigError(
             f"--arch {config.arch} is a pixel network; a router over experts takes a head: "
             f"{', '.join(ROUTER_HEADS)}"
@@ -347,7 +374,9 @@ def recipe_options(config: RouterTrainConfig) -> str:
         parts.append(f"--momentum {config.momentum:g}")
     if config.schedule == "step":
         parts += [f"--step-size {config.step_size}", f"--gamma {config.gamma:g}"]
-    if config.router_input != "pixels":
+    if config.router_input == "denoised":
+        parts += ["--router-input denoised", f"--denoiser {config.denoiser}"]
+    elif config.router_input != "pixels":
         parts += [f"--router-input {config.router_input}", f"--features {config.features}"]
     if config.class_weighting != "inverse":
         parts.append(f"--class-weights {config.class_weighting}")

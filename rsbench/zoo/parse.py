@@ -402,6 +402,8 @@ def _parse_router_input(
     kind = value.get("type")
     if kind not in ROUTER_INPUTS:
         raise where.error("router_input.type", f"{kind!r} is not one of {', '.join(ROUTER_INPUTS)}")
+    if kind == "denoised":
+        return _parse_denoised_input(where, value, arch)
     if kind not in ROUTER_EXPERT_INPUTS:
         _check_keys(where, "router_input", value, ("type",))
         return freeze({"type": kind})
@@ -432,6 +434,51 @@ def _parse_router_input(
         raise where.error(
             "arch",
             f"{arch!r}: a router over experts has a head arch, one of {', '.join(ROUTER_HEADS)}",
+        )
+    return freeze(out)
+
+
+def _parse_denoised_input(where: Where, value: Mapping, arch: str) -> Mapping[str, Any]:
+    """``router_input`` of type ``denoised``: the router's pixel network behind the denoiser of
+    the ``denoised`` zoo entry ``denoiser`` at level ``sigma`` (the entry's kind, dataset and
+    served sigmas are checked by :func:`rsbench.zoo.registry.load_zoo`), the denoiser's
+    ``denoiser_identity`` it was trained with (optional; checked when loaded) and ``forwards``,
+    what one router sample costs in expert-sized forward passes (required: ``rsbench compare``
+    counts it)."""
+    _check_keys(
+        where,
+        "router_input",
+        value,
+        ("type", "denoiser", "sigma", "denoiser_identity", "forwards"),
+    )
+    if value.get("denoiser") is None:
+        raise where.error(
+            "router_input.denoiser",
+            "is required: the id of a denoised zoo entry whose denoiser the router looks through",
+        )
+    out: dict[str, Any] = {
+        "type": "denoised",
+        "denoiser": _string(where, "router_input.denoiser", value["denoiser"]),
+    }
+    if value.get("sigma") is None:
+        raise where.error("router_input.sigma", "is required: the denoiser's noise level")
+    out["sigma"] = _positive_float(where, "router_input.sigma", value["sigma"])
+    if value.get("denoiser_identity") is not None:
+        out["denoiser_identity"] = _string(
+            where, "router_input.denoiser_identity", value["denoiser_identity"]
+        )
+    if value.get("forwards") is None:
+        raise where.error(
+            "router_input.forwards",
+            "is required: expert-sized forward passes per router sample (denoiser + network; "
+            "rsbench train router counts them by multiply-adds)",
+        )
+    out["forwards"] = _positive_float(where, "router_input.forwards", value["forwards"])
+    if arch in ROUTER_HEADS:
+        raise where.error(
+            "arch",
+            f"{arch!r} is a head over experts; a denoised router's network takes the denoised "
+            "image (e.g. pooled_mlp, fmnist_cnn)",
         )
     return freeze(out)
 

@@ -116,6 +116,7 @@ def _check_references(zoo: Zoo) -> None:
         if entry.kind == "router":
             for expert_id in entry.experts:
                 _expect_kind(zoo, where, "experts", expert_id, EXPERT_KINDS, entry.dataset)
+            _check_router_denoiser(zoo, entry, where)
         if entry.kind == "dual":
             _expect_kind(zoo, where, "router", entry.router or "", ("router",), entry.dataset)
             router = zoo.get(entry.router or "")
@@ -140,6 +141,23 @@ def _check_references(zoo: Zoo) -> None:
                     "sigmas",
                     f"{list(sigmas)} repeat a value; each cascade stage needs its own sigma",
                 )
+
+
+def _check_router_denoiser(zoo: Zoo, entry: ZooEntry, where: Where) -> None:
+    """A ``denoised`` router input names a denoised entry of the router's dataset serving its sigma."""
+    spec = entry.router_input or {}
+    if spec.get("type") != "denoised":
+        return
+    ref = str(spec.get("denoiser"))
+    _expect_kind(zoo, where, "router_input.denoiser", ref, ("denoised",), entry.dataset)
+    sigma = float(spec["sigma"])
+    served = zoo.get(ref).sigmas or ()
+    if not any(math.isclose(sigma, s, rel_tol=0, abs_tol=1e-9) for s in served):
+        listed = ", ".join(f"{s:g}" for s in served)
+        raise where.error(
+            "router_input.sigma",
+            f"{sigma:g} is not served by {ref!r} (serves {listed}); its denoiser was trained there",
+        )
 
 
 def _check_served(expert: ZooEntry, where: Where, sigma: float | None) -> None:
