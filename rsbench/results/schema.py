@@ -216,14 +216,7 @@ def certificate_row(
             samples=int(cert.n0 + cert.n),
         )
         if getattr(cert, "estimation", "fixed") == "sequential":
-            row.update(
-                estimation="sequential",
-                n_used=int(cert.n_used),
-                stop_stage=int(cert.stop_stage),
-                stop_reason=str(cert.stop_reason),
-                stop_alpha=float(cert.stop_alpha),
-                samples=int(cert.n0 + cert.n_used),
-            )
+            row.update(_sequential_fields(cert), samples=int(cert.n0 + cert.n_used))
         return row
     if config.kind == "cascade":
         return _cascade_row(row, cert, expert_ids)
@@ -305,16 +298,23 @@ def _cascade_row(row: dict[str, Any], cert: Any, expert_ids: Sequence[str]) -> d
     )
     if getattr(cert, "estimation", "fixed") == "sequential":
         row.update(
-            estimation="sequential",
-            n_used=int(cert.n_used),
-            stop_stage=int(cert.stop_stage),
-            stop_reason=str(cert.stop_reason),
-            stop_alpha=float(cert.stop_alpha),
+            _sequential_fields(cert),
             stage_n_used=list(cert.stage_n_used),
             stage_stop_stage=list(cert.stage_stop_stage),
             stage_stop_reason=list(cert.stage_stop_reason),
         )
     return row
+
+
+def _sequential_fields(cert: Any) -> dict[str, Any]:
+    """The columns every sequential row has: where and why its (answering) estimation stopped."""
+    return {
+        "estimation": "sequential",
+        "n_used": int(cert.n_used),
+        "stop_stage": int(cert.stop_stage),
+        "stop_reason": str(cert.stop_reason),
+        "stop_alpha": float(cert.stop_alpha),
+    }
 
 
 # ------------------------------------------------------------------------------ rows -> Arrow
