@@ -100,6 +100,27 @@ def test_ranged_draws_are_a_prefix_of_the_fixed_stream(cuts) -> None:
     assert not torch.equal(other, fixed)
 
 
+def test_ranged_draws_on_cuda_are_a_prefix_of_the_fixed_stream(fake_cuda) -> None:
+    """The CUDA path (float64 noise for CIFAR-sized images, drawn on the device's generator; torch
+    faked at its boundary, tests/helpers/fake_cuda.py) resumes a stream exactly where a range
+    stopped: cut into ranges that split noise blocks, the votes are those of one fixed call."""
+    shape = (3, 32, 32)  # 3,072 values: wide (float64) noise under noise_dtype "auto"
+    torch.manual_seed(0)
+    images = torch.rand(2, *shape)
+    keys = noise_keys("cifar10", "test", [4, 7], "estimate", 0)
+    try:
+        counter = VoteCounter(Pixel(), 10, batch_size=700, device="cuda:0")
+        fixed = counter.count(images, 0.25, 2300, keys)
+        cursors = [StreamCursor(k) for k in keys]
+        cuts = (500, 125, 1, 1674)
+        ranged = sum(counter.count(images, 0.25, c, keys, cursors=cursors) for c in cuts)
+        assert any("cuda" in str(call["device"]) for call in fake_cuda.of("Generator"))
+    finally:
+        fake_cuda.uninstall()
+    assert torch.equal(ranged, fixed)
+    assert all(c.drawn == 2300 for c in cursors)
+
+
 def test_a_constant_classifier_stops_at_the_first_stage_that_certifies_the_top_radius() -> None:
     spec = SequentialSpec(n_max=100_000, radii=GRID)
     sigma, alpha = 0.25, 0.001
