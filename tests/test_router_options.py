@@ -224,3 +224,27 @@ def test_router_input_options_enter_the_command_and_the_resume_key() -> None:
     ):
         with pytest.raises(ConfigError, match=message):
             validate_config(RouterTrainConfig(experts=EXPERTS, **bad))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--router-input", "denoised"], "--router-input denoised needs --denoiser"),
+        (["--denoiser", "embedded-fmnist-ddpm"], "--denoiser is for --router-input denoised"),
+    ],
+)
+def test_finetune_refuses_a_router_input_mistake_before_fine_tuning(
+    tmp_path: Path, capsys, extra: list[str], message: str
+) -> None:
+    """The router's input is checked before the experts are fine-tuned (minutes of work), not
+    after: one line, exit status 2, nothing written."""
+    from rsbench.cli.main import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["train", "finetune", "embedded-fmnist-dual", "--out", str(tmp_path / "out"), *extra])
+    assert refused.value.code == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert "fine-tune" not in captured.out + captured.err
+    assert not (tmp_path / "out").exists()

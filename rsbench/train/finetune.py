@@ -54,7 +54,7 @@ from rsbench.train.common import (
     weights_source,
 )
 from rsbench.train.router import RouterTrainResult, train_router
-from rsbench.train.router_config import RouterTrainConfig, training_data
+from rsbench.train.router_config import RouterTrainConfig, training_data, validate_router_input
 from rsbench.train.router_labels import Progress, RouterEvent
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ def _validate(config: FinetuneConfig) -> None:
         raise ConfigError(f"replay={config.replay!r} must lie in [0, 1) (0.5: half of each batch)")
     if not config.suffix or not config.suffix.strip("-_."):
         raise ConfigError(f"suffix={config.suffix!r} is empty; new ids need a suffix such as -ct")
+    validate_router_input(config.router)  # before the experts' fine-tuning, not after it
 
 
 def command_line(config: FinetuneConfig) -> str:

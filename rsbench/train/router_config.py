@@ -245,8 +245,10 @@ class RouterTrainConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
-def _validate_input(config: RouterTrainConfig) -> None:
-    """The router input, features, training noise and split of ``config`` (:func:`validate_config`)."""
+def validate_router_input(config: RouterTrainConfig) -> None:
+    """The router input (its denoiser or head), features, class weights and training noise of
+    ``config``: every check that needs neither the experts nor the data, so a caller that trains
+    something else first (``rsbench train finetune``) refuses a mistake before any work."""
     from rsbench.zoo.entry import ROUTER_FEATURES, ROUTER_HEADS
 
     if config.router_input not in TRAINABLE_ROUTER_INPUTS:
@@ -289,13 +291,6 @@ def _validate_input(config: RouterTrainConfig) -> None:
         raise ConfigError(
             f"training noise {config.training_noise!r} is not one of {', '.join(TRAINING_NOISE)}"
         )
-    if config.sigmas is not None:
-        if len(config.sigmas) != len(config.experts):
-            raise ConfigError(
-                f"got {len(config.sigmas)} sigmas for {len(config.experts)} experts; give one per expert"
-            )
-        for s in config.sigmas:
-            check_sigma(s, "expert sigma")
 
 
 def validate_config(config: RouterTrainConfig) -> None:
@@ -312,7 +307,14 @@ def validate_config(config: RouterTrainConfig) -> None:
                 "different --sigmas (a denoised expert serving several sigmas)"
             )
     check_sigma(config.sigma_router, "sigma_router")
-    _validate_input(config)
+    validate_router_input(config)
+    if config.sigmas is not None:
+        if len(config.sigmas) != len(config.experts):
+            raise ConfigError(
+                f"got {len(config.sigmas)} sigmas for {len(config.experts)} experts; give one per expert"
+            )
+        for s in config.sigmas:
+            check_sigma(s, "expert sigma")
     config.budget().check()
     if config.label_radius not in LABEL_RADII:
         raise ConfigError(
