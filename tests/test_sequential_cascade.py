@@ -2,9 +2,9 @@
 
 Known answers and coverage with toy experts whose smoothed probabilities are exact (1-d bins),
 the one-stage plan equals fixed-n CASCADE CERTIFY, a constant classifier stops at the first block
-that certifies the grid's largest reachable radius, re-scoring reproduces rows, the attack
-suite's PGD campaign (tests/test_attack.py's helpers) on sequential cascade certificates, and the
-embedded cascade through the runner (resume, shards) and the CLI.
+that certifies the grid's largest reachable radius, re-scoring reproduces rows, and the
+embedded cascade through the runner (resume, shards) and the CLI. The PGD campaign on sequential
+cascade certificates is the attack suite's (tests/test_attack.py).
 """
 
 from __future__ import annotations
@@ -20,24 +20,6 @@ import pytest
 import torch
 from helpers.toy_models import Bins, Constant
 from scipy.stats import norm
-from test_attack import (  # the attack suite's helpers and fixtures, reused as they are
-    ALPHA,
-    CERT_SEED,
-    CHECK_SEED,
-    INFLATE,
-    N0,
-    SEQUENTIAL,
-    SHAPE,
-    SHRINK,
-    TRAIN,
-    N,
-    Tally,
-    _check,
-    experts,  # noqa: F401 — a fixture
-    fmnist,  # noqa: F401 — a fixture
-    pgd_l2,
-    soft_smoothed,
-)
 
 from rsbench.engine import stats
 from rsbench.engine.cascade import CAP_REASONS, CascadeSmoothed, combine_cascade
@@ -342,56 +324,3 @@ def test_a_plan_measures_radii_from_its_level() -> None:
     # the same votes certify less from a higher level, and the top reachable radius is lower
     assert p0.top_radius < half.top_radius and p0.level == 0.7 and half.level == 0.5
     assert "level" not in half.identity() and p0.identity()["level"] == 0.7
-
-
-# ------------------------------------------------------------------- the attack suite's check
-
-
-def test_pgd_never_breaks_a_sequential_cascade_certificate(experts, fmnist) -> None:  # noqa: F811
-    """The attack suite's cascade campaign on sequential certificates (n_max = 10,000): PGD on the
-    answering stage and on the earlier stages' other classes inside the certified radius never
-    makes a fresh CERTIFY answer another class; at 3x the radius it does somewhere."""
-    images, labels = fmnist
-    cascade = CascadeSmoothed(list(experts), (0.25, 0.5), 10, batch_size=2000, input_shape=SHAPE)
-    stage_models = [experts[i] for i in cascade.order]
-    positions = list(range(TRAIN, TRAIN + 10))
-    certs = cascade.certify_batch(
-        images[positions], N0, N, ALPHA, seed=CERT_SEED, indices=positions, sequential=SEQUENTIAL
-    )
-    assert all(c.estimation == "sequential" for c in certs)
-    assert min(c.samples for c in certs) < N  # some stopped early
-    tally = Tally(images=len(positions))
-    for index, cert in zip(positions, certs, strict=True):
-        if cert.abstained:
-            continue
-        tally.certified += 1
-        x, c, k = images[index], cert.prediction, cert.stage
-
-        def answer_loss(point, generator, c=c, k=k):
-            q = soft_smoothed(stage_models[k], point, cascade.sigmas[k], generator)
-            return -torch.log(q[c] + 1e-12)
-
-        def earlier_loss(point, generator, c=c, k=k):
-            total = 0.0
-            for j in range(k):
-                q = soft_smoothed(stage_models[j], point, cascade.sigmas[j], generator)
-                total = total + torch.log(torch.cat([q[:c], q[c + 1 :]]).max() + 1e-12)
-            return total
-
-        def both(point, generator, k=k):
-            return answer_loss(point, generator) + (earlier_loss(point, generator) if k else 0.0)
-
-        for attack_seed, loss in enumerate([answer_loss] + ([earlier_loss] if k else []), index):
-            attacked = pgd_l2(loss, x, SHRINK * cert.radius, seed=attack_seed)
-            tally.attacks += 1
-            again = cascade.certify(attacked, N0, N, ALPHA, seed=CHECK_SEED, index=index)
-            if not again.abstained and again.prediction != c:
-                tally.violations.append(
-                    f"image {index} ({labels[index]}): certified {c} (stage {k}) at radius "
-                    f"{cert.radius:.4f}, CERTIFY at the attacked point says {again.prediction}"
-                )
-        wrong = pgd_l2(both, x, SHRINK * INFLATE * cert.radius, seed=index + 2)
-        tally.inflated_attacks += 1
-        flipped = cascade.certify(wrong, N0, N, ALPHA, seed=CHECK_SEED, index=index)
-        tally.broken_inflated += int(not flipped.abstained and flipped.prediction != c)
-    _check(tally, "sequential cascade", min_certified=6)
