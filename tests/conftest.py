@@ -98,6 +98,19 @@ def zoo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
+def one_thread() -> Iterator[None]:
+    """torch on one CPU thread for the test (small networks; the suite runs on 2 cores), then the
+    thread count it had. Modules that train or certify small networks use it for every test:
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCuda]:
     """One fake CUDA device (set ``fake.device_count`` for more); undone after the test."""
     fake = FakeCuda(monkeypatch).install()

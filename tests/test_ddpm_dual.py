@@ -13,56 +13,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-import yaml
+from helpers.unet_zoo import SIGMAS, unet_denoised_zoo
 
 pytest.importorskip("diffusers")
 
-SIGMAS = (0.25, 0.5, 1.0)
-_CLEAN_SHA = "a74d918e33bdfc7035f7cfb9585b8386037ac9b7daa7f0f2c38b0b8845fb2c21"
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _denoised_zoo(folder):
-    """A zoo file with ``tiny-unet-denoised``: a random ``small_ddpm_unet`` + the shipped classifier."""
-    from safetensors.torch import save_file
-
-    from rsbench.models.archs import build_architecture
-    from rsbench.weights.cache import sha256_file
-
-    torch.manual_seed(0)
-    net = build_architecture("small_ddpm_unet", 1, (1, 28, 28))
-    torch.nn.init.normal_(net.eps_model.unet.conv_out.weight, std=0.05)  # not eps = 0
-    path = folder / "unet.safetensors"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
-    entry = {
-        "id": "tiny-unet-denoised",
-        "kind": "denoised",
-        "dataset": "fashion-mnist",
-        "num_classes": 10,
-        "input_shape": [1, 28, 28],
-        "sigmas": list(SIGMAS),
-        "denoiser": {
-            "arch": "small_ddpm_unet",
-            "source": {"type": "file", "path": path.name},
-            "sha256": sha256_file(path),
-        },
-        "classifier": {
-            "arch": "fmnist_cnn",
-            "input_layer": {"type": "normalize", "mean": [0.286], "std": [0.353]},
-            "source": {"type": "package", "path": "embedded/embedded-fmnist-clean.safetensors"},
-            "sha256": _CLEAN_SHA,
-        },
-    }
-    zoo = folder / "denoised.yaml"
-    zoo.write_text(yaml.safe_dump({"models": [entry]}, sort_keys=False))
-    return zoo
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.mark.parametrize("order", ["0.25,0.5,1", "1,0.5,0.25"])
@@ -78,7 +34,7 @@ def test_experts_top_over_one_denoised_expert_serves_its_largest_sigma(tmp_path,
     from rsbench.zoo.files import read_zoo_file
     from rsbench.zoo.registry import load_zoo
 
-    zoo_in = _denoised_zoo(tmp_path)
+    zoo_in = unet_denoised_zoo(tmp_path, eps_std=0.05, name="denoised.yaml")
     zoo_file = tmp_path / "dual.yaml"
     ids = ["tiny-unet-denoised"] * 3
     args = ["train", "router", *ids, "--sigmas", order, "--id", "d-router", "--dual-id", "d-dual"]

@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 from helpers.toy_models import Constant, Threshold
+from helpers.unet_zoo import CLEAN_SHA
 from torch import nn
 
 from rsbench.engine import stats
@@ -29,13 +30,7 @@ from rsbench.models.denoised import (
     serve,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 class Identity(nn.Module):
@@ -175,9 +170,6 @@ def test_one_step_denoiser_with_an_oracle_returns_the_clean_image(sigma: float) 
 # the zoo kind, certification and dual routing through the runner
 
 
-_CLEAN_SHA = "a74d918e33bdfc7035f7cfb9585b8386037ac9b7daa7f0f2c38b0b8845fb2c21"
-
-
 def _write_components(folder):
     from safetensors.torch import save_file
 
@@ -220,7 +212,7 @@ def _zoo_file(folder, sigmas=(0.25, 0.5), dual_sigmas=(0.25, 0.5), classifier_sh
                 "arch": "fmnist_cnn",
                 "input_layer": layer,
                 "source": {"type": "package", "path": "embedded/embedded-fmnist-clean.safetensors"},
-                "sha256": classifier_sha or _CLEAN_SHA,
+                "sha256": classifier_sha or CLEAN_SHA,
             },
         },
         {

@@ -13,7 +13,7 @@ import math
 
 import pytest
 import torch
-import yaml
+from helpers.unet_zoo import SIGMAS, unet_denoised_zoo
 from torch import nn
 
 diffusers = pytest.importorskip("diffusers")
@@ -21,16 +21,7 @@ diffusers = pytest.importorskip("diffusers")
 from rsbench.errors import ZooError  # noqa: E402
 from rsbench.models.denoised import DiffusionDenoiser  # noqa: E402
 
-SIGMAS = (0.25, 0.5, 1.0)
-_CLEAN_SHA = "a74d918e33bdfc7035f7cfb9585b8386037ac9b7daa7f0f2c38b0b8845fb2c21"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -138,50 +129,13 @@ def test_the_training_target_is_the_noise_add_noise_turns_into_x_t(unet) -> None
 # a denoised entry over a random U-Net, through the zoo and the CLI
 
 
-def _zoo(folder, denoiser_layer=None):
-    from safetensors.torch import save_file
-
-    from rsbench.models.archs import build_architecture
-    from rsbench.weights.cache import sha256_file
-
-    torch.manual_seed(0)
-    net = build_architecture("small_ddpm_unet", 1, (1, 28, 28))
-    path = folder / "unet.safetensors"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
-    denoiser = {
-        "arch": "small_ddpm_unet",
-        "source": {"type": "file", "path": path.name},
-        "sha256": sha256_file(path),
-    }
-    if denoiser_layer is not None:
-        denoiser["input_layer"] = denoiser_layer
-    entry = {
-        "id": "tiny-unet-denoised",
-        "kind": "denoised",
-        "dataset": "fashion-mnist",
-        "num_classes": 10,
-        "input_shape": [1, 28, 28],
-        "sigmas": list(SIGMAS),
-        "denoiser": denoiser,
-        "classifier": {
-            "arch": "fmnist_cnn",
-            "input_layer": {"type": "normalize", "mean": [0.286], "std": [0.353]},
-            "source": {"type": "package", "path": "embedded/embedded-fmnist-clean.safetensors"},
-            "sha256": _CLEAN_SHA,
-        },
-    }
-    zoo = folder / "zoo.yaml"
-    zoo.write_text(yaml.safe_dump({"models": [entry]}, sort_keys=False))
-    return zoo
-
-
 def test_cli_certifies_a_random_unet_denoised_entry(tmp_path) -> None:
     from click.testing import CliRunner
 
     from rsbench.cli.main import main_group
     from rsbench.results.storage import read_results
 
-    zoo = _zoo(tmp_path)
+    zoo = unet_denoised_zoo(tmp_path)
     out = tmp_path / "runs"
     args = [
         "certify", "tiny-unet-denoised", "--sigma", "0.5", "--zoo", str(zoo), "--indices", "0,20",
@@ -199,7 +153,9 @@ def test_a_denoiser_input_layer_is_refused_with_one_line(tmp_path, capsys) -> No
     from rsbench.models.loading import load_model
     from rsbench.zoo.registry import load_zoo
 
-    zoo = _zoo(tmp_path, denoiser_layer={"type": "normalize", "mean": [0.5], "std": [0.5]})
+    zoo = unet_denoised_zoo(
+        tmp_path, denoiser_layer={"type": "normalize", "mean": [0.5], "std": [0.5]}
+    )
     entry = load_zoo([zoo], include_packaged=False).get("tiny-unet-denoised")
     with pytest.raises(ZooError, match="denoiser's input_layer is 'normalize'"):
         load_model(entry, sigma=0.5)
@@ -213,5 +169,5 @@ def test_a_denoiser_input_layer_is_refused_with_one_line(tmp_path, capsys) -> No
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "input_layer" in errors[0] and "Traceback" not in err
     # an explicit `type: none` is what the denoiser gets anyway: accepted
-    ok = _zoo(tmp_path, denoiser_layer={"type": "none"})
+    ok = unet_denoised_zoo(tmp_path, denoiser_layer={"type": "none"})
     assert load_model(load_zoo([ok], include_packaged=False).get("tiny-unet-denoised"), sigma=0.5)

@@ -15,13 +15,7 @@ from rsbench.errors import ZooError
 from rsbench.models.router_input import ExpertsRouter, build_head, router_forwards
 from rsbench.zoo.parse import parse_entry
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def _net(seed: int, classes: int = 4) -> nn.Module:

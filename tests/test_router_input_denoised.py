@@ -34,12 +34,7 @@ from rsbench.zoo.parse import parse_entry
 EXPERTS = ["embedded-fmnist-s0.25", "embedded-fmnist-s1.00"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 class Recording(nn.Module):

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from rsbench.errors import ConfigError
 from rsbench.train.denoiser import DenoiserTrainConfig, train_denoiser
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def _tiny(**overrides) -> DenoiserTrainConfig:

@@ -50,12 +50,7 @@ def _stop_after(epoch: int):
     return callback
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def test_resume_after_interruption_gives_the_same_weights(tmp_path):
