@@ -9,15 +9,14 @@ cascade certificates is the attack suite's (tests/test_attack.py).
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers.cli import run_cli
 from helpers.toy_models import Bins, Constant
 from scipy.stats import norm
 
@@ -284,24 +283,16 @@ def test_the_cascade_rule_enters_the_identity(shipped) -> None:
         runconfig.resolve_config(entry, zoo=shipped, alpha_split="reference", **RUN)
 
 
-def _rsbench(*args: str) -> subprocess.CompletedProcess:
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root), "COLUMNS": "250"}
-    return subprocess.run(
-        [sys.executable, "-m", "rsbench", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=root,
-        timeout=300,
-    )
+def _rsbench(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m rsbench ARGS`` in ``cwd`` (tests/helpers/cli.py: private cache, no user zoo)."""
+    return run_cli(list(args), cwd=cwd, timeout=300)
 
 
 def test_cli_sequential_cascade_end_to_end(tmp_path) -> None:
     out = tmp_path / "runs"
     args = ["certify", "embedded-fmnist-cascade", "--estimation", "sequential", "--n-max", "20000"]
     result = _rsbench(
-        *args, "--indices", "0:96:12", "--n0", "50", "--threads", "1", "--out", str(out)
+        tmp_path, *args, "--indices", "0:96:12", "--n0", "50", "--threads", "1", "--out", str(out)
     )
     assert result.returncode == 0, result.stderr
     frame = read_results(out)
@@ -309,7 +300,7 @@ def test_cli_sequential_cascade_end_to_end(tmp_path) -> None:
     assert (frame["kind"] == "cascade").all() and frame["samples"].max() <= 3 * 20_050
     assert frame["samples"].min() < 20_050  # some image stopped early
     assert all(len(r) == s for r, s in zip(frame["stage_n_used"], frame["stages_run"]))
-    bad = _rsbench(*args, "--alpha-split", "reference", "--out", str(out))
+    bad = _rsbench(tmp_path, *args, "--alpha-split", "reference", "--out", str(out))
     assert bad.returncode == 2 and "alpha-split union" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
 

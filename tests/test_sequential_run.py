@@ -11,15 +11,14 @@ rescore, the leaderboard and the CLI end to end (PREDICT's p-value rounding: tes
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers.cli import run_cli
 from torch import nn
 
 from rsbench.data import protocols
@@ -373,23 +372,15 @@ def test_rescore_uses_each_rows_stopping_stage_alpha(reference) -> None:
 # ---------------------------------------------------------------------------------- the CLI
 
 
-def _rsbench(*args: str) -> subprocess.CompletedProcess:
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root), "COLUMNS": "250"}
-    return subprocess.run(
-        [sys.executable, "-m", "rsbench", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=root,
-        timeout=300,
-    )
+def _rsbench(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m rsbench ARGS`` in ``cwd`` (tests/helpers/cli.py: private cache, no user zoo)."""
+    return run_cli(list(args), cwd=cwd, timeout=300)
 
 
 def test_cli_sequential_run_end_to_end(tmp_path) -> None:
     out = tmp_path / "runs"
     args = ["certify", "embedded-fmnist-s0.50", "--estimation", "sequential", "--n-max", "3000"]
-    result = _rsbench(*args, "--indices", "0:96:8", "--threads", "1", "--out", str(out))
+    result = _rsbench(tmp_path, *args, "--indices", "0:96:8", "--threads", "1", "--out", str(out))
     assert result.returncode == 0, result.stderr
     frame = read_results(out)
     assert len(frame) == 12 and (frame["estimation"] == "sequential").all()
@@ -400,13 +391,19 @@ def test_cli_sequential_run_end_to_end(tmp_path) -> None:
     info = json.loads(next(out.iterdir()).joinpath("run.json").read_text())
     assert info["config"]["estimation"] == "sequential"
     rescored = _rsbench(
-        "rescore", str(next(out.iterdir())), "--alpha", "0.001", "--out", str(tmp_path / "re")
+        tmp_path,
+        "rescore",
+        str(next(out.iterdir())),
+        "--alpha",
+        "0.001",
+        "--out",
+        str(tmp_path / "re"),
     )
     assert rescored.returncode == 0, rescored.stderr
     again = read_results(tmp_path / "re")
     for column in ("pA_lower", "radius", "prediction", "stop_alpha", "n_used", "protocol"):
         assert again[column].tolist() == frame[column].tolist()
-    bad = _rsbench("certify", "embedded-fmnist-s0.50", "--n-max", "10", "--out", str(out))
+    bad = _rsbench(tmp_path, "certify", "embedded-fmnist-s0.50", "--n-max", "10", "--out", str(out))
     assert bad.returncode == 2 and bad.stderr.startswith("error: --n-max applies")
     assert len(bad.stderr.strip().splitlines()) == 1
 
