@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers.dual_checks import assert_dual_reproduces_expert
 from helpers.toy_models import Constant, Linear, Threshold
 from torch import nn
 
-from rsbench.engine import stats
 from rsbench.engine.dual import DualSmoothed
-from rsbench.engine.smoothing import SmoothedClassifier
 from rsbench.errors import ZooError
 from rsbench.models.router_input import ExpertsRouter, build_head, router_forwards
 from rsbench.zoo.parse import parse_entry
@@ -45,19 +44,8 @@ def _identity(expert: nn.Module, classes: int, features: str = "log-softmax") ->
 def test_router_over_experts_that_always_picks_k_reproduces_expert_k(k: int) -> None:
     experts, sigmas = [_net(1), _net(2), _net(3)], [0.25, 0.5, 1.0]
     router = _picking(k, experts, width=12)
-    dual = DualSmoothed(router, experts, sigmas, sigma_router=1.0, num_classes=4)
     images, indices = torch.rand(5, 2, 2, 2), [3, 14, 15, 92, 65]
-    alpha, n0, n = 0.002, 50, 1000
-    results = dual.certify_batch(images, n0, n, alpha, seed=9, indices=indices)
-    single = SmoothedClassifier(experts[k], 4, sigmas[k]).certify_batch(
-        images, n0, n, alpha / 2, seed=9, indices=indices
-    )
-    cap = float(stats.certified_radius(n, n, alpha / 2, 1.0))
-    for dual_cert, cert in zip(results, single, strict=True):
-        assert dual_cert.router_choice == k and dual_cert.router_radius == pytest.approx(cap)
-        assert dual_cert.expert_counts == cert.counts and dual_cert.expert_radius == cert.radius
-        assert dual_cert.prediction == cert.prediction
-        assert dual_cert.radius == (0.0 if cert.abstained else min(cert.radius, cap))
+    assert_dual_reproduces_expert(router, experts, sigmas, k, images, indices)
 
 
 def test_experts_stay_frozen_and_in_eval_mode_while_the_head_trains() -> None:

@@ -18,11 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers.dual_checks import assert_dual_reproduces_expert
 from torch import nn
 
-from rsbench.engine import stats
 from rsbench.engine.dual import DualSmoothed
-from rsbench.engine.smoothing import SmoothedClassifier
 from rsbench.errors import ZooError
 from rsbench.models.router_input import (
     DenoisedRouter,
@@ -77,18 +76,8 @@ def _embedded_denoiser(entry_id: str) -> nn.Module:
 def test_denoised_router_that_always_picks_k_reproduces_expert_k(k: int) -> None:
     experts, sigmas = [_net(1), _net(2), _net(3)], [0.25, 0.5, 1.0]
     router = DenoisedRouter(Recording(), Picks(k, 3), sigma=1.0)
-    dual = DualSmoothed(router, experts, sigmas, sigma_router=1.0, num_classes=4)
     images, indices = torch.rand(4, 2, 2, 2), [3, 14, 15, 92]
-    alpha, n0, n = 0.002, 50, 1000
-    results = dual.certify_batch(images, n0, n, alpha, seed=9, indices=indices)
-    single = SmoothedClassifier(experts[k], 4, sigmas[k]).certify_batch(
-        images, n0, n, alpha / 2, seed=9, indices=indices
-    )
-    cap = float(stats.certified_radius(n, n, alpha / 2, 1.0))
-    for dual_cert, cert in zip(results, single, strict=True):
-        assert dual_cert.router_choice == k and dual_cert.router_radius == pytest.approx(cap)
-        assert dual_cert.expert_counts == cert.counts and dual_cert.prediction == cert.prediction
-        assert dual_cert.radius == (0.0 if cert.abstained else min(cert.radius, cap))
+    assert_dual_reproduces_expert(router, experts, sigmas, k, images, indices)
 
 
 def test_the_denoiser_sees_the_routers_noisy_copy_at_sigma_router() -> None:
