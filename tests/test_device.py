@@ -208,6 +208,43 @@ def test_embedded_expert_on_plain_cuda(fake_cuda, tmp_path, capsys, monkeypatch)
     pd.testing.assert_frame_equal(gpu, cpu)
 
 
+@pytest.fixture
+def diffusers_imported() -> None:
+    """diffusers (and the torch.compile machinery it imports) loaded before CUDA is faked: the
+    fake replaces ``torch.Generator`` with a function, which torch's own modules, imported later,
+    use in type annotations."""
+    pytest.importorskip("diffusers")
+    from diffusers import DDPMScheduler, UNet2DModel  # noqa: F401 — the lazy modules, really imported
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        ["embedded-fmnist-xdual", "--n", "100"],  # a router over the experts (experts-top)
+        ["embedded-fmnist-ddpm-ft-dual", "--n", "100"],  # a router over a U-Net denoised expert
+        ["embedded-fmnist-cascade", "--estimation", "sequential", "--n-max", "600"],
+    ],
+    ids=["experts-router", "denoised-dual", "sequential-cascade"],
+)
+def test_shipped_compositions_on_plain_cuda_equal_the_cpu_run(
+    diffusers_imported, fake_cuda, tmp_path, capsys, monkeypatch, model
+):
+    """Routers that run experts or a diffusion denoiser, and sequential cascades, take the same
+    device path as an expert: the CUDA run asks torch for what a GPU needs and gives the CPU rows."""
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    args = [*model, "--limit", "2", "--n0", "10"]
+    code, _, err = cli(capsys, "certify", *args, "--device", "cuda", "--out", tmp_path / "gpu")
+    assert code == 0, err
+    _check_cuda_path(fake_cuda, 0)
+    fake_cuda.uninstall()
+    monkeypatch.undo()
+    code, _, err = cli(capsys, "certify", *args, "--device", "cpu", "--out", tmp_path / "cpu")
+    assert code == 0, err
+    gpu, cpu = rows(tmp_path / "gpu"), rows(tmp_path / "cpu")
+    assert len(gpu) == 2
+    pd.testing.assert_frame_equal(gpu, cpu)
+
+
 def test_certify_under_torchrun_one_process(fake_cuda, cpu_runs, zoo_file, tmp_path, capsys, monkeypatch):  # fmt: skip
     env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}
     for key, value in {**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29512"}.items():
