@@ -160,9 +160,13 @@ def read_runs(folders: list[Path]) -> list:
 
 
 def on_common_images(frames: list) -> list:
-    """The runs restricted to the images every one of them certified."""
-    common = set.intersection(*(set(f["index"].astype(int)) for f in frames))
-    return [f[f["index"].astype(int).isin(common)] for f in frames]
+    """The runs restricted to the images every one of them certified (rsbench's own matching)."""
+    import pandas as pd
+
+    from rsbench.report.metrics import common_images
+
+    shared = common_images(pd.concat(frames, ignore_index=True))
+    return [shared[shared["run_id"] == f["run_id"].iloc[0]] for f in frames]
 
 
 def _label(frame) -> str:
@@ -218,17 +222,17 @@ def dual_table(args: argparse.Namespace) -> None:
 
 def envelope(frames: list, radii: tuple[float, ...] = DUAL_RADII) -> np.ndarray:
     """Certified accuracy (%) of the best expert run among ``frames`` at each radius."""
-    from rsbench.report.metrics import certified_accuracy
+    import pandas as pd
+
+    from rsbench.report import metrics
 
     experts = [f for f in frames if str(f["kind"].iloc[0]) == "expert"]
-    return np.max([certified_accuracy(f, list(radii)) * 100 for f in experts], axis=0)
+    return metrics.envelope(pd.concat(experts, ignore_index=True), radii) * 100
 
 
-def largest_shortfall(frames: list, run, radii: tuple[float, ...] = DUAL_RADII) -> tuple:
-    """(points, radius): where ``run`` falls furthest below the envelope of ``frames``' experts."""
-    from rsbench.report.metrics import certified_accuracy
-
-    gap = envelope(frames, radii) - certified_accuracy(run, list(radii)) * 100
+def worst_gap(envelope_curve, curve, radii: tuple[float, ...] = DUAL_RADII) -> tuple:
+    """(points, radius): where ``curve`` falls furthest below ``envelope_curve``."""
+    gap = np.asarray(envelope_curve) - np.asarray(curve)
     worst = int(np.argmax(gap))
     return float(gap[worst]), radii[worst]
 
@@ -256,10 +260,9 @@ def dual_lines(frames: list, radii: tuple[float, ...] = DUAL_RADII) -> list[str]
     lines.append(f"| model | {head} | largest shortfall below the envelope (at r) |")
     lines.append("|---|" + "---|" * (len(radii) + 1))
     for label, acc in rows:
-        gap = env - acc
-        worst = int(np.argmax(gap))
+        points, radius = worst_gap(env, acc, radii)
         cells = " | ".join(f"{a:.1f}" for a in acc)
-        short = "" if label.startswith("envelope") else f"{gap[worst]:.1f} ({radii[worst]:g})"
+        short = "" if label.startswith("envelope") else f"{points:.1f} ({radius:g})"
         lines.append(f"| {label} | {cells} | {short} |")
     duals = [f for f in others if str(f["kind"].iloc[0]) == "dual"]
     cascades = [f for f in others if str(f["kind"].iloc[0]) == "cascade"]
@@ -414,8 +417,11 @@ def protocol_report(
         *dual_lines(denoised),
         "",
     ]
+    from rsbench.report.metrics import certified_accuracy
+
+    env = envelope(denoised)
     for run in (f for f in denoised if kind(f) != "expert"):
-        points, radius = largest_shortfall(denoised, run)
+        points, radius = worst_gap(env, certified_accuracy(run, list(DUAL_RADII)) * 100)
         met = "yes" if round(points, 6) <= TARGET_SHORTFALL else "**no**"
         lines.append(
             f"Within {TARGET_SHORTFALL:g} points of the envelope at every radius? {_label(run)}:"
