@@ -347,6 +347,10 @@ def protocol(args: argparse.Namespace) -> None:
             list(pool.map(certify, commands))
     denoised = read_runs(sorted(p.parent for p in out.glob("*/run.json")))
     yardstick = read_runs(yardstick_folders(gaussian))
+    if not denoised or not yardstick:
+        empty = out if not denoised else gaussian
+        fix = "run without --skip-certify" if not denoised else "pass --gaussian RUN_FOLDER"
+        sys.exit(f"error: no certified runs in {empty}; {fix}")
     frames = on_common_images(denoised + yardstick)
     report = protocol_report(commands, out, gaussian, frames)
     Path(args.report).write_text("\n".join(report) + "\n")

@@ -177,6 +177,7 @@ def test_dual_embedded_report_is_identical_but_for_its_timing_section(tmp_path: 
     assert verify.verify_dual_report(tmp_path) == []
 
 
+@pytest.mark.subprocess
 def test_denoised_head_to_head_report_is_identical_and_its_runs_are_its_commands(
     tmp_path: Path,
 ) -> None:
@@ -216,6 +217,25 @@ def test_denoised_head_to_head_report_is_identical_and_its_runs_are_its_commands
             int(flag["--stride"]),
         )
         assert config["protocol"] == "custom" and config["limit"] is None
+
+
+@pytest.mark.subprocess
+def test_the_denoised_report_without_runs_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    """An empty run folder gives one error line naming the folder and the fix, exit status 1, and
+    no report file (the committed one is never touched)."""
+    import subprocess
+
+    report = tmp_path / "report.md"
+    script = ROOT / "bench" / "denoised_embedded.py"
+    for flag, fix in (("--out", "without --skip-certify"), ("--gaussian", "--gaussian")):
+        cmd = [sys.executable, str(script), "protocol", "--skip-certify", flag, str(tmp_path)]
+        done = subprocess.run(
+            [*cmd, "--report", str(report)], cwd=ROOT, capture_output=True, text=True
+        )
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1, done.stderr
+        assert lines[0].startswith(f"error: no certified runs in {tmp_path}; ") and fix in lines[0]
+        assert not report.exists()
 
 
 def test_the_row_comparison_is_exact_and_ignores_only_timing() -> None:
